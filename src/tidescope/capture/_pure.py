@@ -1,0 +1,441 @@
+"""The pure-Python core: buffer registry, context stack and the hot report path.
+
+This module, with ``_ring``, ``_snapshot`` and ``_clock``, is the specification that the C
+accelerator mirrors name for name. Everything here runs inside instrumented code, so the
+rules of DESIGN.md invariant 1 apply to every line: no exception escapes a ``report_*``
+call, nothing blocks except a ``block`` write.
+
+Context. The call stack of each thread and asyncio task is an immutable linked list of
+frames ``(call_id, parent_frame, correlation_id, start_ns)`` held in one ContextVar. A task
+copies its creator's context, so it sees the creator's frame as its parent and nothing it
+pushes is seen by anyone else: the shared-mutable-list bug cannot happen by construction.
+Each push and pop is one ``ContextVar.set`` (about 120 ns on 3.11): the price of that
+guarantee in pure Python.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from asyncio import current_task as _current_task
+from asyncio.events import _get_running_loop
+from typing import Any, Final
+
+from tidescope.capture import _clock
+from tidescope.capture._ring import RingBuffer
+from tidescope.capture._snapshot import KEEP_TYPES, Limits, Snapper, type_name
+from tidescope.events import EventType, Truncated
+
+CORE_NAME: Final = "python"
+
+_monotonic_ns = _clock.monotonic_ns
+_ids = _clock.new_ids()
+
+
+def next_id() -> int:
+    """A new id, unique in this process and across its forks (see ``_clock``)."""
+    return next(_ids)
+
+
+# ---------------------------------------------------------------------------------------
+# bounded snapshots with the configured limits
+
+_limits = Limits()
+
+
+def set_limits(limits: Limits) -> None:
+    """Set the limits every report uses (``start()`` does this from its Config)."""
+    global _limits
+    _limits = limits
+
+
+def get_limits() -> Limits:
+    """The limits every report uses."""
+    return _limits
+
+
+def snapshot(value: Any, limits: Limits | None = None) -> Any:
+    """A bounded, independent copy of ``value``, taken now.
+
+    Immutable scalars are kept as they are; containers are copied; strings, bytes, ints and
+    containers past the limits become :class:`Truncated` markers that carry the original
+    size; other objects become :class:`ObjectSnapshot` without their code being run (no
+    ``__repr__``, ``__len__``, ``__iter__``, ``__eq__`` or ``__getattr__``). Never raises.
+    """
+    try:
+        return Snapper(limits or _limits).snap(value)
+    except Exception as exc:  # a bug in the snapshot must not reach the caller
+        _count_error(exc)
+        return Truncated(type_name(type(value)), 0, "error")
+
+
+def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
+    """Snapshot a call's arguments; returns ``(snapshot, arity)``."""
+    t = type(args)
+    if t is tuple or t is list:
+        n = len(args)
+        if n <= lim.max_items:
+            for a in args:  # the common case: a few scalars, copied with no recursion
+                ta = type(a)
+                if ta is str:
+                    if len(a) > lim.max_string:
+                        break
+                elif not (ta is int and -(1 << 63) < a < 1 << 63) and ta not in KEEP_TYPES:
+                    break
+            else:
+                return (args if t is tuple else list(args)), n
+        return Snapper(lim).snap(args), n
+    if t is dict:
+        return Snapper(lim).snap(args), len(args)
+    if args is None:
+        return None, 0
+    return Snapper(lim).snap(args), None
+
+
+# ---------------------------------------------------------------------------------------
+# context: the per-thread / per-task call stack
+
+# A frame is (call_id, parent_frame, correlation_id, start_ns); None is the empty stack and
+# _OFF marks a context where capture is switched off.
+_stack: contextvars.ContextVar[Any] = contextvars.ContextVar("tidescope_stack", default=None)
+_OFF: Final = ("off", None, None, 0)
+
+_enabled = False
+_buffer: RingBuffer | None = None
+_internal_errors = 0
+_last_error: str | None = None
+_error_lock = threading.Lock()
+
+
+def _count_error(exc: BaseException) -> None:
+    global _internal_errors, _last_error
+    with _error_lock:
+        _internal_errors += 1
+        _last_error = f"{type(exc).__name__}: {exc}"[:500]
+
+
+def internal_errors() -> tuple[int, str | None]:
+    """Failures inside capture so far (each counted, none raised) and the last one's text."""
+    return _internal_errors, _last_error
+
+
+def register_buffer(buffer: RingBuffer | None) -> None:
+    """Make ``buffer`` the one the report path writes to (None unregisters)."""
+    global _buffer
+    if buffer is not None and not isinstance(buffer, RingBuffer):
+        raise TypeError(f"expected a RingBuffer, got {type(buffer).__name__}")
+    _buffer = buffer
+
+
+def get_buffer() -> RingBuffer | None:
+    """The registered buffer, or None."""
+    return _buffer
+
+
+def set_enabled(flag: bool) -> None:
+    """Switch capture on or off for every thread and task at once."""
+    global _enabled
+    _enabled = bool(flag)
+
+
+def enabled() -> bool:
+    """True if a report made here now would be recorded."""
+    return _enabled and _buffer is not None and _stack.get() is not _OFF
+
+
+def initialize_context() -> None:
+    """Start this thread's / task's context afresh: empty call stack, capture allowed."""
+    _stack.set(None)
+
+
+def clear_context() -> None:
+    """Drop this context's call stack and stop capturing here until ``initialize_context()``."""
+    _stack.set(_OFF)
+
+
+def current_call_id() -> Any:
+    """The innermost traced call of this thread or task, or None."""
+    f = _stack.get()
+    return None if f is None or f is _OFF else f[0]
+
+
+def current_correlation_id() -> Any:
+    """The correlation the next event here will carry: a bound id, else the outermost call."""
+    f = _stack.get()
+    return None if f is None or f is _OFF else f[2]
+
+
+def call_stack() -> list[Any]:
+    """The call ids of this context, innermost first."""
+    out = []
+    f = _stack.get()
+    if f is _OFF:
+        return out
+    while f is not None:
+        if f[0] is not None:
+            out.append(f[0])
+        f = f[1]
+    return out
+
+
+def push_call_stack(call_id: Any) -> None:
+    """Push a call id (the seed's push; ``report_function_entry`` does this itself)."""
+    f = _stack.get()
+    if f is _OFF:
+        return
+    corr = call_id if f is None or f[2] is None else f[2]
+    _stack.set((call_id, f, corr, _monotonic_ns()))
+
+
+def pop_call_stack() -> Any:
+    """Pop the innermost call id and return it (None if the stack is empty)."""
+    f = _stack.get()
+    if f is None or f is _OFF:
+        return None
+    _stack.set(f[1])
+    return f[0]
+
+
+def save_context() -> Any:
+    """An opaque token of this context's stack state, for :func:`restore_context`."""
+    return _stack.get()
+
+
+def restore_context(token: Any) -> None:
+    """Put back a state from :func:`save_context` (no Token: safe across tasks and yields)."""
+    _stack.set(token)
+
+
+def disable_here() -> Any:
+    """Stop capture in this context; returns the token that :func:`restore_context` takes."""
+    f = _stack.get()
+    _stack.set(_OFF)
+    return f
+
+
+def bind_correlation(correlation_id: Any) -> Any:
+    """Make ``correlation_id`` the correlation of every event here; returns a restore token."""
+    f = _stack.get()
+    if f is _OFF:
+        return f
+    if f is None:
+        _stack.set((None, None, correlation_id, 0))
+    else:
+        _stack.set((f[0], f[1], correlation_id, f[3]))
+    return f
+
+
+# ---------------------------------------------------------------------------------------
+# the report path
+
+_get_ident = threading.get_ident
+_task_ids: dict[int, int] = {}
+
+
+def _task_id() -> int | None:
+    loop = _get_running_loop()
+    return None if loop is None else _loop_task_id(loop)
+
+
+def _loop_task_id(loop: Any) -> int | None:
+    task = _current_task(loop)
+    if task is None:
+        return None
+    tid = _task_ids.get(id(task))
+    if tid is None:
+        tid = next(_ids)
+        try:
+            # forget the id when the task ends, so a new task at the same address gets its own
+            task.add_done_callback(_forget_task)
+        except Exception:
+            return tid  # a task-like object without callbacks: unique id, not cached
+        _task_ids[id(task)] = tid
+    return tid
+
+
+def _forget_task(task: Any) -> None:
+    _task_ids.pop(id(task), None)
+
+
+def current_task_id() -> int | None:
+    """The id tidescope gives the running asyncio task (unique, unlike ``id(task)``), or None."""
+    try:
+        return _task_id()
+    except Exception as exc:
+        _count_error(exc)
+        return None
+
+
+def report_function_entry(module: Any, function: Any, args: Any) -> Any:
+    """Record a call's entry; returns its call id (pass it to the exit), or None if off.
+
+    The id is pushed on this context's call stack, so calls made inside carry it as their
+    ``parent_id``. Never raises.
+    """
+    if not _enabled:
+        return None
+    try:
+        buf = _buffer
+        f = _stack.get()
+        if buf is None or f is _OFF:
+            return None
+        lim = _limits
+        snap, arity = _snap_args(args, lim)
+        cid = next(_ids)
+        ts = _monotonic_ns()
+        if f is None:
+            parent = None
+            corr = cid
+        else:
+            parent = f[0]
+            corr = f[2] if f[2] is not None else cid
+        _stack.set((cid, f, corr, ts))
+        loop = _get_running_loop()
+        rec = (
+            cid, ts, _get_ident(), None if loop is None else _loop_task_id(loop), corr, parent,
+            cid, None,
+            EventType.FUNCTION_ENTRY, (module, function, arity, snap),
+        )  # fmt: skip
+        if buf._fast:
+            pos = next(buf._claim)
+            buf._slots[pos & buf._mask] = (pos, *rec)
+        else:
+            buf._put_slow(rec)
+        return cid
+    except Exception as exc:
+        _count_error(exc)
+        return None
+
+
+def _unwind(f: Any, call_id: Any) -> Any:
+    """The frame of ``call_id`` in stack ``f`` (None if absent)."""
+    while f is not None and f is not _OFF:
+        if f[0] == call_id:
+            return f
+        f = f[1]
+    return None
+
+
+def report_function_exit(
+    call_id: Any,
+    return_value: Any,
+    duration_ns: int | None = None,
+    *,
+    exit_reason: str = "normal",
+) -> bool:
+    """Record a call's exit and pop it from the call stack; False if nothing was recorded.
+
+    Args:
+        call_id: what ``report_function_entry`` returned (None: nothing to do).
+        return_value: the value returned, or the exception when ``exit_reason`` is
+            ``"exception"`` (it is captured as a snapshot, never kept).
+        duration_ns: the call's duration; None computes it from the entry's timestamp.
+        exit_reason: ``"normal"``, ``"exception"`` or ``"cancelled"`` (any value is kept).
+    """
+    if call_id is None:
+        return False
+    try:
+        f = _stack.get()
+        frame = f if f is not None and f is not _OFF and f[0] == call_id else _unwind(f, call_id)
+        if frame is not None:
+            _stack.set(frame[1])  # pops, even while capture is off: the stack stays balanced
+        buf = _buffer
+        if not _enabled or buf is None or f is _OFF:
+            return False
+        ts = _monotonic_ns()
+        lim = _limits
+        if exit_reason == "normal":
+            t = type(return_value)
+            if (t is int and -(1 << 63) < return_value < 1 << 63) or t in KEEP_TYPES:
+                result = return_value
+            else:
+                result = Snapper(lim).snap(return_value)
+            exc = None
+        else:
+            result = None
+            exc = Snapper(lim).snap(return_value)
+        if frame is not None:
+            parent = frame[1][0] if frame[1] is not None else None
+            corr = frame[2]
+            if duration_ns is None:
+                duration_ns = ts - frame[3]
+        else:
+            parent = None
+            corr = current_correlation_id()
+        loop = _get_running_loop()
+        rec = (
+            next(_ids), ts, _get_ident(), None if loop is None else _loop_task_id(loop), corr,
+            parent, call_id, None,
+            EventType.FUNCTION_EXIT, (result, exc, duration_ns, exit_reason),
+        )  # fmt: skip
+        if buf._fast:
+            pos = next(buf._claim)
+            buf._slots[pos & buf._mask] = (pos, *rec)
+            return True
+        return buf._put_slow(rec)
+    except Exception as exc_:
+        _count_error(exc_)
+        return False
+
+
+def write_event(
+    buffer: RingBuffer,
+    event_type: EventType | str,
+    data: dict[str, Any],
+    *,
+    call_id: Any = None,
+    parent_id: Any = None,
+    correlation_id: Any = None,
+    ast_node_id: str | None = None,
+) -> bool:
+    """Stamp one event now (id, clocks, thread, task) and write it; False if dropped.
+
+    ``data`` must already be snapshotted; this is the ingestor's single way into a buffer.
+    """
+    rec = (
+        next(_ids), _monotonic_ns(), _get_ident(), _task_id(), correlation_id, parent_id,
+        call_id, ast_node_id, event_type, data,
+    )  # fmt: skip
+    if buffer._fast:
+        pos = next(buffer._claim)
+        buffer._slots[pos & buffer._mask] = (pos, *rec)
+        return True
+    return buffer._put_slow(rec)
+
+
+def active_buffer() -> RingBuffer | None:
+    """The buffer a report made here now would write to, or None when capture is off here."""
+    if not _enabled:
+        return None
+    buf = _buffer
+    if buf is None or _stack.get() is _OFF:
+        return None
+    return buf
+
+
+def frame_ids() -> tuple[Any, Any, Any]:
+    """``(call_id, parent_id, correlation_id)`` of the innermost call here."""
+    f = _stack.get()
+    if f is None or f is _OFF:
+        return None, None, None
+    p = f[1]
+    return f[0], (p[0] if p is not None and p is not _OFF else None), f[2]
+
+
+# ---------------------------------------------------------------------------------------
+# fork: the child starts with fresh ids, clocks and buffers, and holds no inherited lock
+
+
+def _after_fork_in_child() -> None:
+    global _ids, _buffer, _task_ids, _error_lock
+    _clock.after_fork_in_child()
+    _ids = _clock.new_ids()
+    _task_ids = {}
+    _error_lock = threading.Lock()
+    old = _buffer
+    if old is not None:
+        _buffer = RingBuffer(old.size, old.overflow_strategy, old.block_timeout)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,402 @@
+"""The pure-Python ring buffer: bounded, multi-writer, with a consuming drain and lap accounting.
+
+Storage. Each slot holds one tuple whose first item is the slot's position: the sequence
+stamp, written in the same store as the data (one reference store is atomic under the
+GIL), so a reader can tell a current slot (stamp == position), an overwritten one
+(stamp > position) and one claimed but not yet filled (stamp < position, or empty).
+Events written with ``write()`` are stored as ``(pos, event)``; the report path stores a
+flat record ``(pos, event_id, timestamp, thread_id, task_id, correlation_id, parent_id,
+call_id, ast_node_id, event_type, data)`` and the ``Event`` object is built when it is
+read: a 13-slot ``Event.__init__`` costs about 310 ns on 3.11 against 85 ns for the tuple
+(bench/RESULTS.md), and a flight recorder never reads most of what it records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any, Final
+
+from tidescope.capture import _clock
+from tidescope.events import Event, EventType
+
+__all__ = ["OVERFLOW_STRATEGIES", "RingBuffer", "RingBufferError"]
+
+_monotonic_ns = _clock.monotonic_ns
+OVERFLOW_STRATEGIES: Final = ("drop_oldest", "drop_newest", "block")
+_DEFAULT_BLOCK_TIMEOUT: Final = 0.1
+_ABANDONED: Final = object()  # published by a writer interrupted after claiming its slot
+
+
+class RingBufferError(ValueError):
+    """Invalid ring-buffer arguments; ``reason`` is the seed's error atom as a string."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RingBuffer:
+    """A bounded, multi-writer event ring with a consuming drain and any number of readers.
+
+    Args:
+        size: slots; a positive power of two.
+        overflow_strategy: ``"drop_oldest"`` overwrites the oldest event (a flight
+            recorder); ``"drop_newest"`` rejects the new event; ``"block"`` waits up to
+            ``block_timeout`` seconds for the drain to make room, then rejects. Rejections
+            and overwrites are counted in ``dropped_events``.
+        block_timeout: seconds a ``block`` write may wait. After one write has waited in
+            vain, later writes drop at once until the drain moves again, so a dead consumer
+            costs the program one timeout, not one per event.
+
+    Raises:
+        RingBufferError: ``reason`` is ``"invalid_size"``, ``"size_must_be_power_of_2"``,
+            ``"invalid_overflow_strategy"`` or ``"invalid_block_timeout"``.
+
+    Positions count writes from 0 and never wrap. ``drain()`` is the consumer: it advances
+    ``read_position``, against which ``drop_newest`` and ``block`` measure fullness.
+    ``read()`` and ``read_batch()`` take the reader's own position and consume nothing.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_claim",
+        "_closed",
+        "_consumed",
+        "_discarded",
+        "_fast",
+        "_lapped",
+        "_lock",
+        "_mask",
+        "_node",
+        "_pid",
+        "_r",
+        "_read_lock",
+        "_rejected",
+        "_size",
+        "_slots",
+        "_space",
+        "_stalled_r",
+        "_strategy",
+        "_timeout",
+        "_total_reads",
+        "_w",
+        "_waiters",
+    )
+
+    def __init__(
+        self,
+        size: int = 1024,
+        overflow_strategy: str = "drop_oldest",
+        block_timeout: float = _DEFAULT_BLOCK_TIMEOUT,
+    ) -> None:
+        if type(size) is not int or size <= 0:
+            raise RingBufferError(
+                "invalid_size", f"size must be a positive integer power of two, got {size!r}"
+            )
+        if size & (size - 1):
+            raise RingBufferError(
+                "size_must_be_power_of_2",
+                f"size must be a power of two (for example {1 << size.bit_length()}), "
+                f"got {size}",
+            )
+        if overflow_strategy not in OVERFLOW_STRATEGIES:
+            raise RingBufferError(
+                "invalid_overflow_strategy",
+                f"overflow_strategy must be one of {', '.join(map(repr, OVERFLOW_STRATEGIES))}"
+                f", got {overflow_strategy!r}",
+            )
+        if (
+            type(block_timeout) not in (int, float)
+            or not block_timeout >= 0
+            or block_timeout == float("inf")
+        ):
+            raise RingBufferError(
+                "invalid_block_timeout",
+                f"block_timeout must be a finite number of seconds >= 0, got {block_timeout!r}",
+            )
+        self._size = size
+        self._mask = size - 1
+        self._strategy = overflow_strategy
+        self._timeout = float(block_timeout)
+        self._lock = threading.Lock()  # claims under drop_newest/block, rejection counts
+        self._read_lock = threading.Lock()  # the drain's cursor and read statistics
+        self._space = threading.Condition(threading.Lock())  # block writers wait here
+        self._pid = _clock.pid()
+        self._node = _clock.node()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._slots: list[Any] = [None] * self._size
+        # drop_oldest claims with one atomic C call; the others claim under _lock so the
+        # fullness check and the claim are one step (the seed's CAS loop).
+        self._claim = itertools.count()
+        self._w = 0
+        self._r = 0
+        self._rejected = 0
+        self._lapped = 0
+        self._discarded = 0
+        self._consumed = 0
+        self._total_reads = 0
+        self._waiters = 0
+        self._stalled_r = -1
+        self._closed = False
+        self._fast = self._strategy == "drop_oldest"
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of slots."""
+        return self._size
+
+    @property
+    def overflow_strategy(self) -> str:
+        """``"drop_oldest"``, ``"drop_newest"`` or ``"block"``."""
+        return self._strategy
+
+    @property
+    def block_timeout(self) -> float:
+        """Seconds a ``block`` write may wait."""
+        return self._timeout
+
+    @property
+    def read_position(self) -> int:
+        """The drain's cursor: every position before it was consumed or counted as dropped."""
+        return self._r
+
+    @property
+    def write_position(self) -> int:
+        """Positions claimed by writers so far."""
+        if self._strategy == "drop_oldest":
+            # itertools.count has no reader; its repr is "count(N)" on every CPython.
+            return int(repr(self._claim)[6:-1])
+        return self._w
+
+    # -- writing ------------------------------------------------------------------------
+
+    def write(self, event: Any) -> bool:
+        """Write one event; False when it was dropped (and counted). Never raises."""
+        if self._fast:
+            pos = next(self._claim)
+            self._slots[pos & self._mask] = (pos, event)
+            return True
+        return self._put_slow((event,))
+
+    def _put_slow(self, payload: tuple[Any, ...]) -> bool:
+        """Write ``(pos, *payload)`` under drop_newest/block, or count a write after destroy."""
+        pos = self._claim_bounded()
+        if pos < 0:
+            return False
+        try:
+            self._slots[pos & self._mask] = (pos, *payload)
+        except BaseException:
+            # A signal between claim and store must not leave a hole the drain waits on.
+            self._slots[pos & self._mask] = (pos, _ABANDONED)
+            raise
+        return True
+
+    def _claim_bounded(self) -> int:
+        with self._lock:
+            if self._closed:
+                self._rejected += 1
+                return -1
+            w = self._w
+            if w - self._r < self._size:
+                self._w = w + 1
+                return w
+            if self._strategy == "drop_newest" or self._timeout == 0 or self._stalled_r == self._r:
+                self._rejected += 1
+                return -1
+        return self._claim_blocking()
+
+    def _claim_blocking(self) -> int:
+        deadline = _monotonic_ns() + int(self._timeout * 1e9)
+        with self._space:
+            self._waiters += 1
+            try:
+                while True:
+                    with self._lock:
+                        if self._closed:
+                            self._rejected += 1
+                            return -1
+                        w = self._w
+                        if w - self._r < self._size:
+                            self._w = w + 1
+                            return w
+                        remaining = deadline - _monotonic_ns()
+                        if remaining <= 0:
+                            self._stalled_r = self._r  # until the drain moves: drop at once
+                            self._rejected += 1
+                            return -1
+                    self._space.wait(remaining / 1e9)
+            finally:
+                self._waiters -= 1
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _scan(self, p: int, count: int) -> tuple[list[Any], int, int]:
+        """Collect up to ``count`` current slots from position ``p``.
+
+        Returns ``(slots, new_position, abandoned)``. Overwritten positions are skipped (the
+        caller counts them from the position gap); a slot claimed but not yet filled ends
+        the scan so it is read next time, never skipped.
+        """
+        slots = self._slots
+        mask = self._mask
+        size = self._size
+        out: list[Any] = []
+        abandoned = 0
+        while len(out) < count:
+            s = slots[p & mask]
+            if s is None:
+                break
+            q = s[0]
+            if q == p:
+                if s[1] is _ABANDONED:
+                    abandoned += 1
+                else:
+                    out.append(s)
+                p += 1
+            elif q > p:
+                # Position q is published, so every position up to q - size was overwritten
+                # (or is being overwritten by a writer holding a claim): all lost to us.
+                p = max(p + 1, q - size + 1)
+            else:
+                break
+        return out, p, abandoned
+
+    def read(self, position: int = 0) -> tuple[Event, int] | None:
+        """The event at ``position`` and the position after it, or None if there is none yet.
+
+        If writers lapped ``position``, the oldest event still held is returned instead:
+        ``next_position - position - 1`` events were missed. A newer event is never
+        returned in place of an older one.
+        """
+        got = self.read_batch(position, 1)
+        if not got[0]:
+            return None
+        return got[0][0], got[1]
+
+    def read_batch(self, start_position: int, count: int) -> tuple[list[Event], int]:
+        """Up to ``count`` events from ``start_position``, without consuming them.
+
+        Returns ``(events, new_position)``; ``new_position - start_position - len(events)``
+        is exactly the number of events this reader missed because writers lapped it.
+        """
+        if type(start_position) is not int or start_position < 0:
+            raise ValueError(f"start_position must be an int >= 0, got {start_position!r}")
+        if type(count) is not int or count < 0:
+            raise ValueError(f"count must be an int >= 0, got {count!r}")
+        raw, pos, _ = self._scan(start_position, count)
+        events = [self._materialize(s) for s in raw]
+        if events:
+            with self._read_lock:
+                self._total_reads += len(events)
+        return events, pos
+
+    def drain(self, max_count: int | None = None) -> list[Event]:
+        """Consume up to ``max_count`` events (all available if None), advancing ``read_position``.
+
+        Events writers overwrote before the drain reached them are counted in
+        ``dropped_events``. Safe to call from several threads; each event goes to one caller.
+        """
+        if max_count is not None and (type(max_count) is not int or max_count < 0):
+            raise ValueError(f"max_count must be an int >= 0 or None, got {max_count!r}")
+        with self._read_lock:
+            start = self._r
+            raw, pos, abandoned = self._scan(start, self._size if max_count is None else max_count)
+            self._lapped += pos - start - len(raw)
+            self._r = pos
+            self._consumed += len(raw)
+            self._total_reads += len(raw)
+            del abandoned  # counted in _lapped through the position gap
+        if self._waiters and pos != start:
+            with self._space:
+                self._space.notify_all()
+        return [self._materialize(s) for s in raw]
+
+    def _materialize(self, s: tuple[Any, ...]) -> Event:
+        if len(s) == 2:
+            return s[1]  # type: ignore[no-any-return]
+        return _event_from_record(s, self._node, self._pid)
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters; at any quiet moment ``total_writes == consumed_events + dropped_events
+        + available_events``."""
+        with self._read_lock:
+            r = self._r
+            w = self.write_position
+            pending = w - r
+            available = min(pending, self._size)
+            overwritten = pending - available
+            return {
+                "size": self._size,
+                "overflow_strategy": self._strategy,
+                "write_position": w,
+                "read_position": r,
+                "available_events": available,
+                "total_writes": w + self._rejected,
+                "total_reads": self._total_reads,
+                "consumed_events": self._consumed,
+                "dropped_events": self._rejected + self._lapped + self._discarded + overwritten,
+                "rejected_events": self._rejected,
+                "overwritten_events": self._lapped + overwritten,
+                "utilization": available / self._size,
+                "destroyed": self._closed,
+            }
+
+    def clear(self) -> None:
+        """Discard every event and reset every counter to zero.
+
+        Meant for a quiet buffer (between tests or runs): a write racing ``clear()`` may
+        land in the old storage and be lost without being counted.
+        """
+        with self._read_lock, self._lock:
+            closed = self._closed
+            self._reset()
+            self._closed = closed
+            self._fast = self._fast and not closed
+        with self._space:
+            self._space.notify_all()
+
+    def destroy(self) -> None:
+        """Free the storage; later writes are dropped and counted, never raised."""
+        with self._read_lock, self._lock:
+            self._closed = True
+            self._fast = False
+            w = self.write_position
+            self._discarded += w - self._r
+            self._r = w
+            self._slots = [None] * self._size
+        with self._space:
+            self._space.notify_all()
+
+    def __len__(self) -> int:
+        return int(self.stats()["available_events"])
+
+    def __repr__(self) -> str:
+        return (
+            f"RingBuffer(size={self._size}, overflow_strategy={self._strategy!r}, "
+            f"write_position={self.write_position}, read_position={self._r})"
+        )
+
+
+# Record layout after the position stamp; ``data`` is a dict, or a tuple whose keys are
+# _DATA_KEYS[event_type] (the report path avoids building a dict per event).
+_DATA_KEYS: Final[dict[Any, tuple[str, ...]]] = {
+    EventType.FUNCTION_ENTRY: ("module", "function", "arity", "args"),
+    EventType.FUNCTION_EXIT: ("return_value", "exception", "duration_ns", "exit_reason"),
+}
+
+
+def _event_from_record(s: tuple[Any, ...], node_name: str, pid: int) -> Event:
+    _, eid, ts, thread_id, task_id, corr, parent, call, ast_id, etype, data = s
+    if type(data) is tuple:
+        data = dict(zip(_DATA_KEYS[etype], data, strict=True))
+    return Event(
+        eid, ts, ts + _clock.wall_offset, node_name, pid, thread_id, task_id, corr, parent, call,
+        ast_id, etype, data,
+    )  # fmt: skip

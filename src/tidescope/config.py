@@ -1,0 +1,188 @@
+"""One frozen Config: arguments > ``TIDESCOPE_*`` environment variables > ``[tool.tidescope]``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+__all__ = ["OVERFLOW_STRATEGIES", "Config", "ConfigError", "OverflowStrategy"]
+
+OverflowStrategy = Literal["drop_oldest", "drop_newest", "block"]
+OVERFLOW_STRATEGIES: Final[tuple[str, ...]] = get_args(OverflowStrategy)
+
+
+class ConfigError(ValueError):
+    """A setting has a value tidescope does not accept; ``setting`` names it."""
+
+    def __init__(self, setting: str, value: object, accepted: str, source: str) -> None:
+        self.setting = setting
+        self.value = value
+        self.accepted = accepted
+        self.source = source
+        super().__init__(f"{source}={value!r} is invalid: {setting} must be {accepted}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of the capture core, validated on construction.
+
+    Value limits are those of the bounded snapshot (DESIGN.md invariant 5): a container deeper
+    than ``max_depth``, its items past ``max_items``, strings and bytes past ``max_string``,
+    and anything once ``max_event_bytes`` of captured data are used up, is cut and marked.
+    """
+
+    buffer_size: int = 65536
+    """Events the ring buffer holds; a power of two."""
+    overflow_strategy: OverflowStrategy = "drop_oldest"
+    """What a write does when the buffer is full: overwrite, reject, or wait ``block_timeout``."""
+    block_timeout: float = 0.1
+    """Seconds a ``block`` write waits for the consumer before it drops and counts the event."""
+    max_depth: int = 3
+    """Container nesting kept in a snapshot."""
+    max_items: int = 20
+    """Items kept per container (and attributes per object)."""
+    max_string: int = 256
+    """Characters kept per string, bytes kept per bytes object, decimal digits per int."""
+    max_event_bytes: int = 4096
+    """Approximate bytes of captured values per event."""
+    repr_objects: bool = False
+    """Call ``repr()`` on arbitrary objects (user code!) and keep its bounded result."""
+    enabled: bool = True
+    """Capture at all; False makes ``start()`` register nothing and every report a no-op."""
+    node: str | None = None
+    """Node name in every event; default ``<hostname>:<pid>``."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(f.name, getattr(self, f.name), f.name)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some settings changed (validated like any Config)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        env: Mapping[str, str] | None = None,
+        pyproject: str | os.PathLike[str] | None = None,
+        **arguments: Any,
+    ) -> Config:
+        """Build a Config from arguments, then ``TIDESCOPE_*`` variables, then ``[tool.tidescope]``.
+
+        Args:
+            env: the environment to read (default ``os.environ``).
+            pyproject: a ``pyproject.toml`` whose ``[tool.tidescope]`` table supplies defaults
+                (default: none is read).
+            **arguments: settings given by the caller; ``None`` means "not given".
+
+        Raises:
+            ConfigError: a value is invalid; the message names the setting, where it came from
+                and what is accepted.
+            TypeError: an argument names no setting.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(arguments) - names)
+        if unknown:
+            raise TypeError(f"unknown tidescope setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        if pyproject is not None:  # noqa: SIM102
+            table = _read_pyproject(Path(pyproject))
+            for key, raw in table.items():
+                name = key.replace("-", "_")
+                if name not in names:
+                    raise ConfigError(
+                        key, raw, f"one of {sorted(names)}", f"[tool.tidescope] in {pyproject}"
+                    )
+                values[name] = _check(name, raw, f"[tool.tidescope] {key}")
+        environ = os.environ if env is None else env
+        for name in names:
+            var = "TIDESCOPE_" + name.upper()
+            if var in environ:
+                values[name] = _check(name, _parse_env(name, environ[var], var), var)
+        for name, value in arguments.items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("pyproject", str(path), "valid TOML", str(exc)) from None
+    table = data.get("tool", {}).get("tidescope", {})
+    if not isinstance(table, dict):
+        raise ConfigError("tool.tidescope", table, "a table", str(path))
+    return table
+
+
+_TRUE: Final = {"1", "true", "yes", "on"}
+_FALSE: Final = {"0", "false", "no", "off"}
+
+
+def _parse_env(name: str, raw: str, var: str) -> Any:
+    kind = _KINDS[name][0]
+    text = raw.strip()
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(name, raw, "one of 1/0, true/false, yes/no, on/off", var)
+    if kind is int:
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ConfigError(name, raw, _KINDS[name][1], var) from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(name, raw, _KINDS[name][1], var) from None
+    return text
+
+
+def _power_of_two(v: Any) -> bool:
+    return type(v) is int and v > 0 and v & (v - 1) == 0
+
+
+def _positive_int(v: Any) -> bool:
+    return type(v) is int and v > 0
+
+
+def _non_negative_number(v: Any) -> bool:
+    return type(v) in (int, float) and 0 <= v < float("inf")  # NaN fails both comparisons
+
+
+# setting -> (parsed type, description of accepted values, predicate)
+_KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
+    "buffer_size": (int, "a positive power of two (for example 4096 or 65536)", _power_of_two),
+    "overflow_strategy": (
+        str,
+        "one of " + ", ".join(repr(s) for s in OVERFLOW_STRATEGIES),
+        lambda v: v in OVERFLOW_STRATEGIES,
+    ),
+    "block_timeout": (float, "a finite number of seconds >= 0", _non_negative_number),
+    "max_depth": (int, "a positive integer", _positive_int),
+    "max_items": (int, "a positive integer", _positive_int),
+    "max_string": (int, "a positive integer", _positive_int),
+    "max_event_bytes": (int, "a positive integer", _positive_int),
+    "repr_objects": (bool, "True or False", lambda v: type(v) is bool),
+    "enabled": (bool, "True or False", lambda v: type(v) is bool),
+    "node": (str, "a non-empty string or None", lambda v: v is None or (type(v) is str and v)),
+}
+
+
+def _check(name: str, value: Any, source: str) -> Any:
+    _, accepted, ok = _KINDS[name]
+    if not ok(value):
+        raise ConfigError(name, value, accepted, source)
+    return value
