@@ -90,7 +90,7 @@ class Config:
         if unknown:
             raise TypeError(f"unknown tidescope setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
-        if pyproject is not None:  # noqa: SIM102
+        if pyproject is not None:
             table = _read_pyproject(Path(pyproject))
             for key, raw in table.items():
                 name = key.replace("-", "_")

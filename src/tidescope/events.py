@@ -307,9 +307,7 @@ def jsonable(value: Any) -> Any:
     if t in _JSON_SCALARS:
         return value
     if t is dict:
-        return {
-            (k if type(k) is str else _key_repr(k)): jsonable(v) for k, v in value.items()
-        }
+        return {(k if type(k) is str else _key_repr(k)): jsonable(v) for k, v in value.items()}
     if t is list or t is tuple:
         return [jsonable(v) for v in value]
     if t is set or t is frozenset:

@@ -24,7 +24,13 @@ from typing import Any, Final
 
 from tidescope.capture import _clock
 from tidescope.capture._ring import RingBuffer
-from tidescope.capture._snapshot import KEEP_TYPES, Limits, Snapper, type_name
+from tidescope.capture._snapshot import (
+    KEEP_TYPES,
+    Limits,
+    Snapper,
+    exception_snapshot,
+    type_name,
+)
 from tidescope.events import EventType, Truncated
 
 CORE_NAME: Final = "python"
@@ -66,8 +72,18 @@ def snapshot(value: Any, limits: Limits | None = None) -> Any:
     try:
         return Snapper(limits or _limits).snap(value)
     except Exception as exc:  # a bug in the snapshot must not reach the caller
-        _count_error(exc)
+        count_error(exc)
         return Truncated(type_name(type(value)), 0, "error")
+
+
+def snapshot_many(*values: Any, limits: Limits | None = None) -> tuple[Any, ...]:
+    """Snapshots of several values of one event, sharing that event's byte budget."""
+    try:
+        s = Snapper(limits or _limits)
+        return tuple(s.snap(v) for v in values)
+    except Exception as exc:
+        count_error(exc)
+        return tuple(Truncated(type_name(type(v)), 0, "error") for v in values)
 
 
 def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
@@ -108,7 +124,8 @@ _last_error: str | None = None
 _error_lock = threading.Lock()
 
 
-def _count_error(exc: BaseException) -> None:
+def count_error(exc: BaseException) -> None:
+    """Count a failure inside capture (never raised to the instrumented code)."""
     global _internal_errors, _last_error
     with _error_lock:
         _internal_errors += 1
@@ -137,6 +154,11 @@ def set_enabled(flag: bool) -> None:
     """Switch capture on or off for every thread and task at once."""
     global _enabled
     _enabled = bool(flag)
+
+
+def is_started() -> bool:
+    """True while capture is switched on globally (whatever this context says)."""
+    return _enabled
 
 
 def enabled() -> bool:
@@ -263,15 +285,17 @@ def current_task_id() -> int | None:
     try:
         return _task_id()
     except Exception as exc:
-        _count_error(exc)
+        count_error(exc)
         return None
 
 
-def report_function_entry(module: Any, function: Any, args: Any) -> Any:
+def report_function_entry(
+    module: Any, function: Any, args: Any, *, ast_node_id: Any = None, call_id: Any = None
+) -> Any:
     """Record a call's entry; returns its call id (pass it to the exit), or None if off.
 
-    The id is pushed on this context's call stack, so calls made inside carry it as their
-    ``parent_id``. Never raises.
+    The id (a new one unless ``call_id`` is given) is pushed on this context's call stack,
+    so calls made inside carry it as their ``parent_id``. Never raises.
     """
     if not _enabled:
         return None
@@ -282,7 +306,7 @@ def report_function_entry(module: Any, function: Any, args: Any) -> Any:
             return None
         lim = _limits
         snap, arity = _snap_args(args, lim)
-        cid = next(_ids)
+        cid = next(_ids) if call_id is None else call_id
         ts = _monotonic_ns()
         if f is None:
             parent = None
@@ -292,9 +316,11 @@ def report_function_entry(module: Any, function: Any, args: Any) -> Any:
             corr = f[2] if f[2] is not None else cid
         _stack.set((cid, f, corr, ts))
         loop = _get_running_loop()
+        if ast_node_id is not None and type(ast_node_id) is not str:
+            ast_node_id = Snapper(lim).snap(ast_node_id)
         rec = (
-            cid, ts, _get_ident(), None if loop is None else _loop_task_id(loop), corr, parent,
-            cid, None,
+            next(_ids) if call_id is not None else cid, ts, _get_ident(),
+            None if loop is None else _loop_task_id(loop), corr, parent, cid, ast_node_id,
             EventType.FUNCTION_ENTRY, (module, function, arity, snap),
         )  # fmt: skip
         if buf._fast:
@@ -304,7 +330,7 @@ def report_function_entry(module: Any, function: Any, args: Any) -> Any:
             buf._put_slow(rec)
         return cid
     except Exception as exc:
-        _count_error(exc)
+        count_error(exc)
         return None
 
 
@@ -323,6 +349,7 @@ def report_function_exit(
     duration_ns: int | None = None,
     *,
     exit_reason: str = "normal",
+    ast_node_id: Any = None,
 ) -> bool:
     """Record a call's exit and pop it from the call stack; False if nothing was recorded.
 
@@ -354,7 +381,7 @@ def report_function_exit(
             exc = None
         else:
             result = None
-            exc = Snapper(lim).snap(return_value)
+            exc = exception_snapshot(Snapper(lim), return_value)
         if frame is not None:
             parent = frame[1][0] if frame[1] is not None else None
             corr = frame[2]
@@ -364,9 +391,11 @@ def report_function_exit(
             parent = None
             corr = current_correlation_id()
         loop = _get_running_loop()
+        if ast_node_id is not None and type(ast_node_id) is not str:
+            ast_node_id = Snapper(lim).snap(ast_node_id)
         rec = (
             next(_ids), ts, _get_ident(), None if loop is None else _loop_task_id(loop), corr,
-            parent, call_id, None,
+            parent, call_id, ast_node_id,
             EventType.FUNCTION_EXIT, (result, exc, duration_ns, exit_reason),
         )  # fmt: skip
         if buf._fast:
@@ -375,7 +404,7 @@ def report_function_exit(
             return True
         return buf._put_slow(rec)
     except Exception as exc_:
-        _count_error(exc_)
+        count_error(exc_)
         return False
 
 

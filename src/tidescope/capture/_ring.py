@@ -97,8 +97,7 @@ class RingBuffer:
         if size & (size - 1):
             raise RingBufferError(
                 "size_must_be_power_of_2",
-                f"size must be a power of two (for example {1 << size.bit_length()}), "
-                f"got {size}",
+                f"size must be a power of two (for example {1 << size.bit_length()}), got {size}",
             )
         if overflow_strategy not in OVERFLOW_STRATEGIES:
             raise RingBufferError(

@@ -14,7 +14,8 @@ from typing import Any, Final, NamedTuple
 
 from tidescope.events import ObjectSnapshot, Truncated
 
-__all__ = ["KEEP_TYPES", "Limits", "Snapper", "type_name"]
+__all__ = ["KEEP_TYPES", "Limits", "Snapper", "exception_snapshot", "type_name"]
+
 
 class Limits(NamedTuple):
     """Snapshot limits; see :class:`tidescope.config.Config` for their meaning."""
@@ -320,3 +321,22 @@ def _slot_names(mro: tuple[type, ...]) -> tuple[str, ...]:
             if s not in ("__dict__", "__weakref__") and s not in names:
                 names.append(s)
     return tuple(names)
+
+
+def exception_snapshot(s: Snapper, exc: Any) -> Any:
+    """An exception as ``{type, args, attrs}``, read without calling its ``__str__``/``__repr__``.
+
+    Any other value (an exit reported as an exception with no exception object) is
+    snapshotted as it is.
+    """
+    if not isinstance(exc, BaseException):
+        return s.snap(exc)
+    try:
+        args = BaseException.__dict__["args"].__get__(exc)
+    except Exception:
+        args = ()
+    snap = s.snap(exc)
+    attrs = snap.attrs if type(snap) is ObjectSnapshot else None
+    if type(attrs) is dict:
+        attrs = {k: v for k, v in attrs.items() if k != "args"} or None
+    return {"type": type_name(type(exc)), "args": s.snap(args), "attrs": attrs}

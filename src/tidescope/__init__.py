@@ -1,0 +1,46 @@
+"""tidescope: the runtime capture core of an execution-recording debugger for Python.
+
+Quick start::
+
+    import tidescope
+    from tidescope.capture import runtime
+
+    with tidescope.capture(buffer_size=4096) as cap:
+        cid = runtime.report_function_entry("shop.cart", "add", ["apple", 2])
+        runtime.report_function_exit(cid, 3, 1200)
+    events = cap.events()
+"""
+
+from __future__ import annotations
+
+from tidescope import capture
+from tidescope._session import Session, active_session, core_info, start, stats, stop
+from tidescope.capture._core import Limits, snapshot
+from tidescope.capture.ring_buffer import RingBuffer, RingBufferError
+from tidescope.config import Config, ConfigError
+from tidescope.events import Event, EventType, ObjectSnapshot, Truncated
+from tidescope.testing import Capture
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Capture",
+    "Config",
+    "ConfigError",
+    "Event",
+    "EventType",
+    "Limits",
+    "ObjectSnapshot",
+    "RingBuffer",
+    "RingBufferError",
+    "Session",
+    "Truncated",
+    "__version__",
+    "active_session",
+    "capture",
+    "core_info",
+    "snapshot",
+    "start",
+    "stats",
+    "stop",
+]

@@ -1,0 +1,118 @@
+"""The only importer of the core implementations: picks C or pure Python and says why.
+
+``TIDESCOPE_CORE=python`` forces the pure-Python twin; ``TIDESCOPE_CORE=c`` fails loudly if
+the C accelerator is not built; unset, the C core is used when it imports. Every other
+module reaches the core through the names below, never through ``_pure`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+__all__ = ["CORE_NAME", "CORE_REASON", "CoreSelectionError"]
+
+
+class CoreSelectionError(ImportError):
+    """``TIDESCOPE_CORE`` asks for a core that cannot be used."""
+
+
+_CHOICES: Final = ("c", "python")
+_requested = os.environ.get("TIDESCOPE_CORE", "").strip().lower()
+if _requested not in ("", *_CHOICES):
+    raise CoreSelectionError(
+        f"TIDESCOPE_CORE={_requested!r} is invalid: it must be one of 'c', 'python' or unset"
+    )
+
+CORE_REASON: str
+if _requested == "python":
+    CORE_REASON = "TIDESCOPE_CORE=python"
+else:
+    try:
+        from tidescope.capture import _speedups  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError as exc:
+        if _requested == "c":
+            raise CoreSelectionError(
+                f"TIDESCOPE_CORE=c but the C accelerator is not available ({exc}); "
+                "reinstall tidescope with a C compiler, or unset TIDESCOPE_CORE"
+            ) from exc
+        CORE_REASON = f"C accelerator not built ({exc})"
+    else:  # pragma: no cover - the C twin lands with the accelerator issue
+        CORE_REASON = "C accelerator built"
+
+# Only the pure core exists so far; the chooser above is where the C twin will plug in.
+from tidescope.capture._clock import node, pid, resync_clock, set_node  # noqa: E402
+from tidescope.capture._pure import (  # noqa: E402
+    CORE_NAME,
+    active_buffer,
+    bind_correlation,
+    call_stack,
+    clear_context,
+    count_error,
+    current_call_id,
+    current_correlation_id,
+    current_task_id,
+    disable_here,
+    enabled,
+    frame_ids,
+    get_buffer,
+    get_limits,
+    initialize_context,
+    internal_errors,
+    is_started,
+    next_id,
+    pop_call_stack,
+    push_call_stack,
+    register_buffer,
+    report_function_entry,
+    report_function_exit,
+    restore_context,
+    save_context,
+    set_enabled,
+    set_limits,
+    snapshot,
+    snapshot_many,
+    write_event,
+)
+from tidescope.capture._ring import OVERFLOW_STRATEGIES, RingBuffer, RingBufferError  # noqa: E402
+from tidescope.capture._snapshot import Limits  # noqa: E402
+
+__all__ += [
+    "OVERFLOW_STRATEGIES",
+    "Limits",
+    "RingBuffer",
+    "RingBufferError",
+    "active_buffer",
+    "bind_correlation",
+    "call_stack",
+    "clear_context",
+    "count_error",
+    "current_call_id",
+    "current_correlation_id",
+    "current_task_id",
+    "disable_here",
+    "enabled",
+    "frame_ids",
+    "get_buffer",
+    "get_limits",
+    "initialize_context",
+    "internal_errors",
+    "is_started",
+    "next_id",
+    "node",
+    "pid",
+    "pop_call_stack",
+    "push_call_stack",
+    "register_buffer",
+    "report_function_entry",
+    "report_function_exit",
+    "restore_context",
+    "resync_clock",
+    "save_context",
+    "set_enabled",
+    "set_limits",
+    "set_node",
+    "snapshot",
+    "snapshot_many",
+    "write_event",
+]
