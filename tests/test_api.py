@@ -1,0 +1,115 @@
+"""The top-level API: start/stop, capture(), the callable capture package, stats, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import tidescope
+from tidescope.capture import runtime
+
+
+@pytest.fixture(autouse=True)
+def no_session_left() -> Iterator[None]:
+    yield
+    tidescope.stop()
+
+
+def test_issue_example_captures_entry_and_exit_in_order() -> None:
+    with tidescope.capture(buffer_size=4096) as cap:
+        cid = runtime.report_function_entry("shop.cart", "add", ["apple", 2])
+        runtime.report_function_exit(cid, 3, 1200)
+    events = cap.events()
+    assert [e.event_type for e in events] == ["function_entry", "function_exit"]
+    assert events[0].call_id == events[1].call_id == cid
+    assert events[0].data == {
+        "module": "shop.cart",
+        "function": "add",
+        "arity": 2,
+        "args": ["apple", 2],
+    }
+    assert events[1].data["return_value"] == 3 and events[1].data["duration_ns"] == 1200
+    assert not runtime.enabled()
+
+
+def test_capture_package_is_both_importable_and_callable() -> None:
+    import tidescope.capture.ring_buffer as rb
+
+    assert tidescope.capture.ring_buffer is rb
+    assert isinstance(tidescope.capture(), tidescope.Capture)
+
+
+def test_start_and_stop_switch_every_thread_on_and_off() -> None:
+    session = tidescope.start(buffer_size=64)
+    assert session.active and runtime.enabled()
+    assert runtime.report_function_entry("m", "f", []) is not None
+    with pytest.raises(RuntimeError, match="already started"):
+        tidescope.start()
+    stats = tidescope.stop()
+    assert stats["total_writes"] == 1 and stats["internal_errors"] >= 0
+    assert not session.active and runtime.report_function_entry("m", "f", []) is None
+    assert tidescope.stop() == {}
+
+
+def test_start_with_enabled_false_records_nothing() -> None:
+    tidescope.start(enabled=False)
+    assert runtime.report_function_entry("m", "f", []) is None
+
+
+def test_capture_inside_a_session_restores_the_session() -> None:
+    outer = tidescope.start(buffer_size=64)
+    with tidescope.capture(buffer_size=8) as cap:
+        runtime.report_function_entry("m", "inner", [])
+    runtime.report_function_entry("m", "outer", [])
+    assert [e.data["function"] for e in cap.events()] == ["inner"]
+    assert outer.buffer is not None
+    assert [e.data["function"] for e in outer.buffer.drain()] == ["outer"]
+
+
+def test_capture_counts_events_lost_to_a_small_buffer() -> None:
+    with tidescope.capture(buffer_size=4) as cap:
+        for i in range(10):
+            runtime.report_function_exit(runtime.report_function_entry("m", "f", [i]), i)
+    assert len(cap.events()) == 4
+    stats = cap.stats()
+    assert stats["dropped_events"] == 16
+    assert stats["total_writes"] == stats["consumed_events"] + stats["dropped_events"]
+
+
+def test_core_info_names_the_core_and_the_reason() -> None:
+    info = tidescope.core_info()
+    assert info["core"] in ("c", "python") and info["reason"]
+
+
+def test_forcing_an_unknown_core_fails_loudly() -> None:
+    env = {**os.environ, "TIDESCOPE_CORE": "rust"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import tidescope"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "TIDESCOPE_CORE='rust' is invalid" in proc.stderr
+
+
+def test_cli_demo_prints_joined_events_and_a_summary() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tidescope", "demo", "--json"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    events = [json.loads(line) for line in lines[:-1]]
+    entries = {e["call_id"] for e in events if e["event_type"] == "function_entry"}
+    exits = {e["call_id"] for e in events if e["event_type"] == "function_exit"}
+    assert entries == exits and len(entries) == 4
+    assert "0 dropped" in lines[-1]
+
+
+def test_cli_debug_reports_core_and_config() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tidescope", "debug"], capture_output=True, text=True, check=True
+    )
+    info = json.loads(proc.stdout)
+    assert info["core"] == tidescope.core_info()["core"] and info["config"]["buffer_size"] == 65536
