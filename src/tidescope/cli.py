@@ -43,9 +43,9 @@ def _demo_program() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import tidescope  # noqa: PLC0415
+    from tidescope.testing import capture  # noqa: PLC0415
 
-    with tidescope.capture(buffer_size=1024) as cap:
+    with capture(buffer_size=1024) as cap:
         _demo_program()
     for ev in cap.events():
         if args.json:

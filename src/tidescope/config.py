@@ -104,9 +104,7 @@ class Config:
             var = "TIDESCOPE_" + name.upper()
             if var in environ:
                 values[name] = _check(name, _parse_env(name, environ[var], var), var)
-        for name, value in arguments.items():
-            if value is not None:
-                values[name] = value
+        values.update((k, v) for k, v in arguments.items() if v is not None)
         return cls(**values)
 
 
@@ -177,7 +175,11 @@ _KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
     "max_event_bytes": (int, "a positive integer", _positive_int),
     "repr_objects": (bool, "True or False", lambda v: type(v) is bool),
     "enabled": (bool, "True or False", lambda v: type(v) is bool),
-    "node": (str, "a non-empty string or None", lambda v: v is None or (type(v) is str and v)),
+    "node": (
+        str,
+        "a non-empty string or None",
+        lambda v: v is None or (type(v) is str and v != ""),
+    ),
 }
 
 

@@ -197,7 +197,11 @@ class Event:
             etype = EventType(d["event_type"])
         except ValueError:
             etype = d["event_type"]
-        return cls(*(d[f] if f != "event_type" else etype for f in ENVELOPE_FIELDS))
+        return cls(
+            d["event_id"], d["timestamp"], d["wall_time"], d["node"], d["pid"], d["thread_id"],
+            d["task_id"], d["correlation_id"], d["parent_id"], d["call_id"], d["ast_node_id"],
+            etype, d["data"],
+        )  # fmt: skip
 
 
 class Truncated:

@@ -118,7 +118,7 @@ def bind_correlation_id(correlation_id: Any) -> Iterator[Any]:
 
 
 def get_context() -> dict[str, Any]:
-    """This context as the seed's map: ``enabled``, ``buffer``, ``correlation_id``, ``call_stack``."""
+    """This context as the seed's map: enabled, buffer, correlation_id, call_stack (and more)."""
     return {
         "enabled": enabled(),
         "buffer": get_buffer(),

@@ -246,7 +246,7 @@ def snapshot_traceback(tb: Any) -> list[dict[str, Any]] | Truncated:
 
 
 def snapshot_exception(exc: BaseException, limits: Limits | None = None) -> dict[str, Any]:
-    """An exception as ``{type, args, attrs}``, read without calling its ``__str__``/``__repr__``."""
+    """An exception as ``{type, args, attrs}``, read without calling its ``__str__``."""
     return exception_snapshot(Snapper(limits or _core.get_limits()), exc)  # type: ignore[no-any-return]
 
 

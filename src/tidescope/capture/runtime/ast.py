@@ -89,7 +89,7 @@ def _report(event_type: EventType, correlation_id: Any, ast_node_id: Any, **data
 def report_local_variable_snapshot(
     correlation_id: Any, variables: Any, line: Any, source: Any = "ast"
 ) -> bool:
-    """Record the values of local variables at ``line``. Ports ``report_local_variable_snapshot/4``."""
+    """Record local variables' values at ``line``. Ports ``report_local_variable_snapshot/4``."""
     return _report(
         EventType.LOCAL_VARIABLE_SNAPSHOT, correlation_id, None,
         variables=variables, line=line, source=source,
@@ -99,7 +99,7 @@ def report_local_variable_snapshot(
 def report_ast_variable_snapshot(
     correlation_id: Any, variables: Any, line: Any, ast_node_id: Any
 ) -> bool:
-    """Record local variables after the node ``ast_node_id``. Ports ``report_ast_variable_snapshot/4``."""
+    """Record local variables after node ``ast_node_id``. Ports ``report_ast_variable_snapshot/4``."""
     return _report(
         EventType.LOCAL_VARIABLE_SNAPSHOT, correlation_id, ast_node_id,
         variables=variables, line=line, source="ast",
@@ -195,7 +195,7 @@ def report_ast_loop_iteration(
 def report_ast_correlation_performance(
     correlation_id: Any, operation: Any, duration_ns: Any
 ) -> bool:
-    """Record the cost of an AST-correlation step. Ports ``report_ast_correlation_performance/3``."""
+    """Record an AST-correlation step's cost. Ports ``report_ast_correlation_performance/3``."""
     return _report(
         EventType.AST_CORRELATION_PERFORMANCE, correlation_id, None,
         operation=operation, duration_ns=duration_ns, source="ast_correlation",
