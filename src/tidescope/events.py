@@ -210,9 +210,11 @@ class Truncated:
     ``type_name`` is the original type; ``size`` its original size: ``len()`` for strings,
     bytes and containers, ``bit_length()`` for ints. ``reason`` says which limit cut it:
     ``"length"`` (string/bytes/int too long, or a container past the item limit), ``"depth"``,
-    ``"budget"`` (the per-event byte budget ran out), ``"cycle"`` (the container contains itself)
-    or ``"error"`` (reading it raised). ``kept`` is what was kept: a prefix of a string, the
-    first items of a container (already snapshotted), or ``None``.
+    ``"budget"`` (the per-event byte budget ran out), ``"cycle"`` (the container contains itself),
+    ``"error"`` (reading it raised, or it changed size while read) or ``"duplicate"`` (a dict
+    key or set item equal to an earlier one once both were cut: ``kept`` is then
+    ``(snapshot, index)``, so no entry is lost). Otherwise ``kept`` is what was kept: a prefix
+    of a string, the first items of a container (already snapshotted), or ``None``.
     """
 
     __slots__ = ("kept", "reason", "size", "type_name")

@@ -213,8 +213,8 @@ def push_call_stack(call_id: Any) -> None:
 def pop_call_stack() -> Any:
     """Pop the innermost call id and return it (None if the stack is empty)."""
     f = _stack.get()
-    if f is None or f is _OFF:
-        return None
+    if f is None or f is _OFF or f[0] is None:
+        return None  # empty, off, or only a correlation binding: no call to pop
     _stack.set(f[1])
     return f[0]
 
@@ -350,10 +350,14 @@ def report_function_entry(
         # Everything that can fail is done: claim, then build the slot in one tuple.
         if buf._fast:
             pos = next(buf._claim)
-            buf._slots[pos & buf._mask] = (
-                pos, eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
-                (module, function, arity, snap),
-            )  # fmt: skip
+            slots = buf._slots
+            i = pos & buf._mask
+            old = slots[i]
+            if old is None or old[0] < pos:  # lapped while we worked: newer data stays
+                slots[i] = (
+                    pos, eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
+                    (module, function, arity, snap),
+                )  # fmt: skip
         else:
             buf._put_slow((
                 eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
@@ -434,10 +438,14 @@ def report_function_exit(
         eid = next(_ids)
         if buf._fast:
             pos = next(buf._claim)
-            buf._slots[pos & buf._mask] = (
-                pos, eid, ts, thread, task, corr, parent, call_id, ast_node_id, _FUNCTION_EXIT,
-                (result, exc, duration_ns, exit_reason),
-            )  # fmt: skip
+            slots = buf._slots
+            i = pos & buf._mask
+            old = slots[i]
+            if old is None or old[0] < pos:  # lapped while we worked: newer data stays
+                slots[i] = (
+                    pos, eid, ts, thread, task, corr, parent, call_id, ast_node_id,
+                    _FUNCTION_EXIT, (result, exc, duration_ns, exit_reason),
+                )  # fmt: skip
             return True
         return buf._put_slow((
             eid, ts, thread, task, corr, parent, call_id, ast_node_id, _FUNCTION_EXIT,
@@ -466,11 +474,7 @@ def write_event(
         next(_ids), _monotonic_ns(), _get_ident(), _task_id(), correlation_id, parent_id,
         call_id, ast_node_id, event_type, data,
     )  # fmt: skip
-    if buffer._fast:
-        pos = next(buffer._claim)
-        buffer._slots[pos & buffer._mask] = (pos, *rec)
-        return True
-    return buffer._put_slow(rec)
+    return buffer._put(rec)
 
 
 def active_buffer() -> RingBuffer | None:

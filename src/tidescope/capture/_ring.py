@@ -123,6 +123,7 @@ class RingBuffer:
         self._space = threading.Condition(threading.Lock())  # block writers wait here
         self._pid = _clock.pid()
         self._node = _clock.node()
+        self._waiters = 0  # block writers waiting now; clear() must not reset it
         self._reset()
 
     def _reset(self) -> None:
@@ -137,7 +138,6 @@ class RingBuffer:
         self._discarded = 0
         self._consumed = 0
         self._total_reads = 0
-        self._waiters = 0
         self._stalled_r = -1
         self._closed = False
         self._fast = self._strategy == "drop_oldest"
@@ -178,9 +178,28 @@ class RingBuffer:
         """Write one event; False when it was dropped (and counted). Never raises."""
         if self._fast:
             pos = next(self._claim)
-            self._slots[pos & self._mask] = (pos, event)
+            slots = self._slots
+            i = pos & self._mask
+            old = slots[i]
+            # A writer descheduled between claim and store may have been lapped: its event
+            # is then older than the slot's and is lost (readers count it from the gap);
+            # storing it would hide the newer event behind an apparently unfilled slot.
+            if old is None or old[0] < pos:
+                slots[i] = (pos, event)
             return True
         return self._put_slow((event,))
+
+    def _put(self, payload: tuple[Any, ...]) -> bool:
+        """Write ``(pos, *payload)`` under any strategy (the record path of the ingestor)."""
+        if self._fast:
+            pos = next(self._claim)
+            slots = self._slots
+            i = pos & self._mask
+            old = slots[i]
+            if old is None or old[0] < pos:
+                slots[i] = (pos, *payload)
+            return True
+        return self._put_slow(payload)
 
     def _put_slow(self, payload: tuple[Any, ...]) -> bool:
         """Write ``(pos, *payload)`` under drop_newest/block, or count a write after destroy."""

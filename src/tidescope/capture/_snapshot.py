@@ -94,102 +94,151 @@ class Snapper:
             return Truncated(t.__name__, n, "length", bytes(v[: self.strlen]))
         return self._other(v, t, depth)
 
-    def _over_budget(self, v: Any, t: type) -> Truncated:
-        try:
-            size = len(v) if t in (list, tuple, dict, set, frozenset, deque, bytes) else 0
-        except Exception:
-            size = 0
-        return Truncated(type_name(t), size, "budget")
+    def payload(self, data: Any) -> dict[str, Any]:
+        """An event's top-level ``data``: a dict with str keys, its values snapshotted.
 
-    def _container(self, v: Any, t: type, depth: int) -> Any:
-        n = len(v)
+        The top level is not a nesting level (each value gets the full depth), but it is
+        bounded like any container: past ``max_items`` keys, or once the budget is spent,
+        the rest is summarised under the key ``"$truncated"``. Non-str keys are rendered
+        from their snapshot, without running their ``__str__``.
+        """
+        from tidescope.events import jsonable  # noqa: PLC0415 - events imports nothing of ours
+
+        if type(data) is not dict:
+            if issubclass(type(data), dict):
+                data = dict(dict.items(data))  # a plain copy; keys are our own str below
+            else:
+                return {"value": self.snap(data)}
+        out: dict[str, Any] = {}
+        n = len(data)
+        for done, (k, v) in enumerate(data.items()):
+            if done >= self.items or self.budget < 0:
+                reason = "length" if done >= self.items else "budget"
+                out["$truncated"] = Truncated("dict", n, reason)
+                break
+            if type(k) is not str:
+                k = str(jsonable(self.snap(k, 1)))
+            self.budget -= len(k) + _SMALL
+            out[k] = self.snap(v)
+        return out
+
+    def _over_budget(self, v: Any, t: type) -> Truncated:
+        length = _LENGTH.get(t)
+        size = length(v) if length is not None else 0
+        return Truncated(t.__name__ if length is not None else type_name(t), size, "budget")
+
+    def _container(self, v: Any, t: type, depth: int, base: type | None = None) -> Any:
+        """Copy a list/tuple/dict/set/frozenset/deque, or a subclass read as its ``base``.
+
+        Subclasses are read only through the base type's own C methods, so an overridden
+        ``__iter__``, ``__len__``, ``items`` or ``__hash__`` of the keys never runs.
+        """
+        if base is None:
+            base = t
+        name = t.__name__ if base is t else type_name(t)
+        n = _LENGTH[base](v)
         if depth >= self.depth_limit:
             self.budget -= _SMALL
-            return Truncated(t.__name__, n, "depth")
+            return Truncated(name, n, "depth")
         key = id(v)
         if key in self.path:
-            return Truncated(t.__name__, n, "cycle")
+            return Truncated(name, n, "cycle")
         self.path.add(key)
+        self.budget -= _SMALL
+        limit = self.items
+        d = depth + 1
+        reason: str | None = None
+        done = 0
+        out_d: dict[Any, Any] = {}
+        out_l: list[Any] = []
         try:
-            self.budget -= _SMALL
-            limit = self.items
-            d = depth + 1
-            reason = "length"
-            out_d: dict[Any, Any] = {}
-            out_l: list[Any] = []
-            try:
-                if t is dict:
-                    for i, (k, item) in enumerate(v.items()):
-                        if i >= limit or self.budget < 0:
-                            break
-                        out_d[self.snap(k, d)] = self.snap(item, d)
-                else:
-                    for i, item in enumerate(v):
-                        if i >= limit or self.budget < 0:
-                            break
-                        out_l.append(self.snap(item, d))
-            except RuntimeError:  # another thread resized it while we read
-                reason = "error"
-            kept: Any = (
-                out_d if t is dict else out_l if t is list or t is deque else _rebuild(t, out_l)
-            )
+            if base is dict:
+                for k, item in dict.items(v):
+                    if done >= limit or self.budget < 0:
+                        reason = "length" if done >= limit else "budget"
+                        break
+                    sk = self.snap(k, d)
+                    if sk in out_d:  # two keys that are equal once cut (a shared long prefix)
+                        sk = Truncated(_kind(sk), 0, "duplicate", (sk, done))
+                    out_d[sk] = self.snap(item, d)
+                    done += 1
+            else:
+                for item in _ITER[base](v):
+                    if done >= limit or self.budget < 0:
+                        reason = "length" if done >= limit else "budget"
+                        break
+                    out_l.append(self.snap(item, d))
+                    done += 1
+        except RuntimeError:  # another thread resized it while we read
+            reason = "error"
         finally:
             self.path.discard(key)
-        if len(kept) < n or reason == "error":
-            if reason != "error" and len(kept) < limit:
-                reason = "budget"
-            return Truncated(t.__name__, n, reason, kept)
+        kept: Any
+        if base is dict:
+            kept = out_d
+        elif base is list or base is deque:
+            kept = out_l
+        elif base is tuple:
+            kept = tuple(out_l)
+        else:
+            kept = _unique_set(out_l, base)
+        if reason is None and done < n:
+            reason = "error"  # it shrank while we read
+        if reason is not None:
+            return Truncated(name, n, reason, kept)
         return kept
 
     def _other(self, v: Any, t: type, depth: int) -> Any:
-        """Everything that is not a builtin scalar or container, without running its code."""
-        if isinstance(v, enum.Enum):
+        """Everything that is not a builtin scalar or container, without running its code.
+
+        Types are tested with ``issubclass(type(v), ...)``: ``isinstance`` would read
+        ``v.__class__`` through the object's own ``__getattribute__`` (and a mock can lie).
+        """
+        if issubclass(t, enum.Enum):
             self.budget -= _SMALL
             return v  # members are immutable singletons
-        if t is decimal.Decimal or t is fractions.Fraction or isinstance(v, pathlib.PurePath):
+        if t is decimal.Decimal or t is fractions.Fraction or issubclass(t, pathlib.PurePath):
             # immutable, but unbounded in size: keep if its text fits
             text = str(v)
             if len(text) <= self.strlen:
                 self.budget -= len(text) + _SMALL
                 return v
             return Truncated(type_name(t), len(text), "length", text[: self.strlen])
-        if isinstance(v, str):  # str subclass: copy as a plain str, no user __str__
+        if issubclass(t, str):  # str subclass: copy as a plain str, no user __str__
             return self.snap(str.__getitem__(v, slice(None)), depth)
-        if isinstance(v, int):  # int subclasses (IntFlag handled above as enum)
+        if issubclass(t, int):  # int subclasses (IntFlag handled above as enum)
             return self.snap(int.__index__(v), depth)
-        if isinstance(v, float):
+        if issubclass(t, float):
             return float.__float__(v)
-        if isinstance(v, tuple) and hasattr(t, "_fields"):
+        if issubclass(t, tuple) and _class_attr(t, "_fields") is not None:
             return self._namedtuple(v, t, depth)
         for base in (dict, list, tuple, set, frozenset):
-            if isinstance(v, base):
-                # subclasses are read through the base type's own methods, so overridden
-                # __iter__/__len__/items never run
-                return self._container(_base_copy(v, base), base, depth)
-        if isinstance(v, BaseException):
-            return self._object(v, t, depth, {"args": BaseException.__dict__["args"].__get__(v)})
+            if issubclass(t, base):
+                return self._container(v, t, depth, base)
+        if issubclass(t, BaseException):
+            return self._object(v, t, depth, {"args": _EXC_ARGS.__get__(v)})
         return self._object(v, t, depth, None)
 
     def _namedtuple(self, v: tuple[Any, ...], t: type, depth: int) -> Any:
-        try:
-            fields = tuple(t._fields)  # type: ignore[attr-defined]
+        fields = _class_attr(t, "_fields")
+        if type(fields) is tuple and all(type(f) is str for f in fields):
             values = tuple.__iter__(v)
             return self._object(v, t, depth, dict(zip(fields, values, strict=False)))
-        except Exception:
-            return self._container(tuple(tuple.__iter__(v)), tuple, depth)
+        return self._container(v, t, depth, tuple)
 
     def _object(self, v: Any, t: type, depth: int, extra: dict[str, Any] | None) -> Any:
         name = type_name(t)
         self.budget -= len(name) + _SMALL
         text: str | Truncated | None = None
-        if isinstance(v, _CALLABLE_KINDS):
+        callable_kind = issubclass(t, _CALLABLE_KINDS)
+        if callable_kind:
             text = _callable_label(v)
         elif self.repr_objects:
             text = self._repr(v)
         attrs: Any = None
         if depth >= self.depth_limit:
             attrs = Truncated("attrs", 0, "depth")
-        elif not isinstance(v, _CALLABLE_KINDS):
+        elif not callable_kind:
             raw = _read_attrs(v, t)
             if extra:
                 raw = {**extra, **(raw or {})} if not isinstance(raw, Truncated) else extra
@@ -224,24 +273,37 @@ class Snapper:
         return text
 
 
-def _rebuild(t: type, items: list[Any]) -> Any:
-    if t is tuple:
-        return tuple(items)
-    if t is set:
-        return set(items)
-    return frozenset(items)
+_LENGTH: Final[dict[type, Any]] = {
+    list: list.__len__, tuple: tuple.__len__, dict: dict.__len__, set: set.__len__,
+    frozenset: frozenset.__len__, deque: deque.__len__, bytes: bytes.__len__,
+    bytearray: bytearray.__len__, str: str.__len__,
+}  # fmt: skip
+_ITER: Final[dict[type, Any]] = {
+    list: list.__iter__, tuple: tuple.__iter__, set: set.__iter__,
+    frozenset: frozenset.__iter__, deque: deque.__iter__,
+}  # fmt: skip
+_EXC_ARGS: Final = BaseException.__dict__["args"]
 
 
-def _base_copy(v: Any, base: type) -> Any:
-    if base is dict:
-        return dict(dict.items(v))
-    if base is list:
-        return list(list.__iter__(v))
-    if base is tuple:
-        return tuple(tuple.__iter__(v))
-    if base is set:
-        return set(set.__iter__(v))
-    return frozenset(frozenset.__iter__(v))
+def _kind(v: Any) -> str:
+    t = type(v)
+    return v.type_name if t is Truncated else t.__name__  # type: ignore[no-any-return]
+
+
+def _unique_set(items: list[Any], base: type) -> Any:
+    out: set[Any] = set()
+    for i, item in enumerate(items):
+        out.add(Truncated(_kind(item), 0, "duplicate", (item, i)) if item in out else item)
+    return out if base is set else frozenset(out)
+
+
+def _class_attr(t: type, name: str) -> Any:
+    """``name`` from the class dicts along ``t``'s MRO (no metaclass ``__getattr__``)."""
+    for klass in _MRO.__get__(t):
+        d = _TYPE_DICT.__get__(klass)
+        if name in d:
+            return d[name]
+    return None
 
 
 def type_name(t: type) -> str:
@@ -254,13 +316,14 @@ def type_name(t: type) -> str:
 
 
 def _callable_label(v: Any) -> str:
+    t = type(v)
     try:
-        if isinstance(v, types.ModuleType):
+        if issubclass(t, types.ModuleType):
             name = v.__dict__.get("__name__", "?")
             return f"<module {name}>"
-        if isinstance(v, type):
+        if issubclass(t, type):
             return f"<class {type_name(v)}>"
-        if isinstance(v, types.MethodType):
+        if issubclass(t, types.MethodType):
             f = v.__func__
             return f"<bound method {getattr(f, '__qualname__', '?')}>"
         return f"<function {getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', '?')}>"
@@ -329,10 +392,10 @@ def exception_snapshot(s: Snapper, exc: Any) -> Any:
     Any other value (an exit reported as an exception with no exception object) is
     snapshotted as it is.
     """
-    if not isinstance(exc, BaseException):
+    if not issubclass(type(exc), BaseException):
         return s.snap(exc)
     try:
-        args = BaseException.__dict__["args"].__get__(exc)
+        args = _EXC_ARGS.__get__(exc)
     except Exception:
         args = ()
     snap = s.snap(exc)

@@ -303,7 +303,9 @@ def ingest_performance_metric(
     correlation_id: Any = None,
 ) -> bool:
     """Write a ``performance_metric`` event: ``{metric_name, value, unit, metadata}``."""
-    name, val, meta, u = snapshot_many(metric_name, value, metadata or {}, unit)
+    name, val, meta, u = snapshot_many(
+        metric_name, value, {} if metadata is None else metadata, unit
+    )
     data = {"metric_name": name, "value": val, "unit": u, "metadata": meta}
     return _write(
         buffer, EventType.PERFORMANCE_METRIC, data, call_id, parent_id, correlation_id, None
@@ -327,11 +329,7 @@ def ingest_generic_event(
         etype = EventType(event_type)
     except ValueError:
         etype = event_type if type(event_type) is str else str(snapshot(event_type))
-    s = Snapper(_core.get_limits())
-    if type(data) is dict:
-        payload = {str(k): s.snap(v, 1) for k, v in data.items()}
-    else:
-        payload = {"value": s.snap(data)}
+    payload = Snapper(_core.get_limits()).payload(data)
     return _write(buffer, etype, payload, call_id, parent_id, correlation_id, ast_node_id)
 
 
@@ -364,7 +362,8 @@ def ingest_batch(buffer: RingBuffer, events: Iterable[Any]) -> BatchResult:
                 ev = Event(
                     item.event_id, item.timestamp, item.wall_time, item.node, item.pid,
                     item.thread_id, item.task_id, item.correlation_id, item.parent_id,
-                    item.call_id, item.ast_node_id, item.event_type, snapshot(item.data),
+                    item.call_id, item.ast_node_id, item.event_type,
+                    Snapper(_core.get_limits()).payload(item.data),
                 )  # fmt: skip
                 ok = buffer.write(ev)
             elif type(item) is tuple and len(item) == 2:

@@ -59,7 +59,7 @@ def _value_event(
     if correlation_id is not None and correlation_id != call_id:
         call_id, parent_id = correlation_id, None
     s = Snapper(_core.get_limits())
-    payload = {k: s.snap(v, 1) for k, v in data.items()}
+    payload = s.payload(data)
     if ast_node_id is not None and type(ast_node_id) is not str:
         ast_node_id = s.snap(ast_node_id)
     return _core.write_event(
@@ -99,7 +99,7 @@ def report_local_variable_snapshot(
 def report_ast_variable_snapshot(
     correlation_id: Any, variables: Any, line: Any, ast_node_id: Any
 ) -> bool:
-    """Record local variables after node ``ast_node_id``. Ports ``report_ast_variable_snapshot/4``."""
+    """Record local variables after a node. Ports ``report_ast_variable_snapshot/4``."""
     return _report(
         EventType.LOCAL_VARIABLE_SNAPSHOT, correlation_id, ast_node_id,
         variables=variables, line=line, source="ast",
