@@ -127,9 +127,14 @@ _error_lock = threading.Lock()
 def count_error(exc: BaseException) -> None:
     """Count a failure inside capture (never raised to the instrumented code)."""
     global _internal_errors, _last_error
+    try:
+        # exceptions are ours or the user's: str() of a user's may raise too
+        text = f"{type_name(type(exc))}: {BaseException.__str__(exc)}"[:500]
+    except Exception:
+        text = type_name(type(exc))
     with _error_lock:
         _internal_errors += 1
-        _last_error = f"{type(exc).__name__}: {exc}"[:500]
+        _last_error = text
 
 
 def internal_errors() -> tuple[int, str | None]:

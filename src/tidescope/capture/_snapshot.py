@@ -116,10 +116,9 @@ class Snapper:
                 reason = "length" if done >= self.items else "budget"
                 out["$truncated"] = Truncated("dict", n, reason)
                 break
-            if type(k) is not str:
-                k = str(jsonable(self.snap(k, 1)))
-            self.budget -= len(k) + _SMALL
-            out[k] = self.snap(v)
+            name = k if type(k) is str else str(jsonable(self.snap(k, 1)))
+            self.budget -= len(name) + _SMALL
+            out[name] = self.snap(v)
         return out
 
     def _over_budget(self, v: Any, t: type) -> Truncated:

@@ -268,16 +268,17 @@ def ingest_error(
     ``stacktrace`` given, its ``__traceback__`` is used. A traceback becomes a list of
     ``{file, line, function}`` frames.
     """
-    if isinstance(error, BaseException):
+    kind = type(error)  # never isinstance(): it reads __class__ through user code
+    if issubclass(kind, BaseException):
         exc = snapshot_exception(error)
         error_type, message = exc["type"], exc["args"]
         if stacktrace is None:
-            stacktrace = error.__traceback__
-    elif isinstance(error, type):
+            stacktrace = BaseException.__dict__["__traceback__"].__get__(error)
+    elif issubclass(kind, type):
         error_type, message = type_name(error), None
     else:
         error_type, message = "unknown", snapshot(error)
-    if isinstance(stacktrace, types.TracebackType):
+    if type(stacktrace) is types.TracebackType:
         trace: Any = snapshot_traceback(stacktrace)
     else:
         trace = snapshot(stacktrace)
