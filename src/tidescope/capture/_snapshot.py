@@ -286,7 +286,7 @@ _EXC_ARGS: Final = BaseException.__dict__["args"]
 
 def _kind(v: Any) -> str:
     t = type(v)
-    return v.type_name if t is Truncated else t.__name__  # type: ignore[no-any-return]
+    return v.type_name if t is Truncated else t.__name__
 
 
 def _unique_set(items: list[Any], base: type) -> Any:
