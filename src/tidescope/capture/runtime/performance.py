@@ -16,6 +16,31 @@ def _noop(module: Any, function: Any, args: Any) -> None:
     return None
 
 
+class _MeasurementBuffer(RingBuffer):
+    """The private buffer of a measurement; once retired, late writes go to ``target``.
+
+    A thread that picked this buffer up just before the registered one was put back still
+    writes here: with ``_fast`` off, every write path goes through ``_put_slow``, which then
+    forwards instead of storing.
+    """
+
+    __slots__ = ("_target",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self._target: RingBuffer | None = None
+
+    def retire(self, target: RingBuffer | None) -> None:
+        self._target = target
+        self._fast = False
+
+    def _put_slow(self, payload: tuple[Any, ...]) -> bool:
+        target = self._target
+        if target is None:
+            return super()._put_slow(payload)
+        return target._put(payload)
+
+
 def measure_overhead(iterations: int = 10000) -> dict[str, Any]:
     """Time ``report_function_entry``, ``report_function_exit`` and a disabled entry.
 
@@ -33,7 +58,7 @@ def measure_overhead(iterations: int = 10000) -> dict[str, Any]:
     saved_ctx = _core.save_context()
     saved_buf = _core.get_buffer()
     saved_on = _core.is_started()
-    private = RingBuffer(1 << max(16, (2 * iterations).bit_length()))
+    private = _MeasurementBuffer(1 << max(16, (2 * iterations).bit_length()))
     me = threading.get_ident()
     entry = _core.report_function_entry
     exit_ = _core.report_function_exit
@@ -64,6 +89,7 @@ def measure_overhead(iterations: int = 10000) -> dict[str, Any]:
         _core.set_enabled(saved_on)
         _core.register_buffer(saved_buf)
         _core.restore_context(saved_ctx)
+        private.retire(saved_buf)
     if saved_buf is not None:
         for ev in private.drain():
             if ev.thread_id != me:
