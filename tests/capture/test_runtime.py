@@ -1058,3 +1058,15 @@ def test_capture_exit_restores_the_call_stack_of_before() -> None:
         assert context.call_stack() == []
         rt.report_function_entry("m", "left_open", [])
     assert context.call_stack() == [11]
+
+
+def test_measure_overhead_buffer_forwards_late_writes_once_retired() -> None:
+    from tidescope.capture.runtime.performance import _MeasurementBuffer
+
+    target = RingBuffer(8)
+    private = _MeasurementBuffer(8)
+    assert private.write("during") is True
+    private.retire(target)
+    assert private.write("late") is True
+    assert target.drain() == ["late"]
+    assert private.drain() == ["during"]
