@@ -37,6 +37,7 @@ CORE_NAME: Final = "python"
 
 _monotonic_ns = _clock.monotonic_ns
 _ids = _clock.new_ids()
+_INT64: Final = 1 << 63  # ints kept without the full snapshot's size check
 
 
 def next_id() -> int:
@@ -86,22 +87,34 @@ def snapshot_many(*values: Any, limits: Limits | None = None) -> tuple[Any, ...]
         return tuple(Truncated(type_name(type(v)), 0, "error") for v in values)
 
 
+def _small_scalars(args: tuple[Any, ...] | list[Any], lim: Limits) -> bool:
+    """True if every item is an immutable scalar the snapshot would keep as it is."""
+    if len(args) > lim.max_items:
+        return False
+    for a in args:
+        ta = type(a)
+        if ta is str:
+            if len(a) > lim.max_string:
+                return False
+        elif ta is int:
+            if not -_INT64 < a < _INT64:
+                return False
+        elif ta not in KEEP_TYPES:
+            return False
+    return True
+
+
 def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
-    """Snapshot a call's arguments; returns ``(snapshot, arity)``."""
+    """Snapshot a call's arguments; returns ``(snapshot, arity)``.
+
+    The common case, a tuple of a few small scalars, is kept as it is (immutable all the
+    way down); a list of them is copied; anything else takes the full snapshot.
+    """
     t = type(args)
     if t is tuple or t is list:
-        n = len(args)
-        if n <= lim.max_items:
-            for a in args:  # the common case: a few scalars, copied with no recursion
-                ta = type(a)
-                if ta is str:
-                    if len(a) > lim.max_string:
-                        break
-                elif not (ta is int and -(1 << 63) < a < 1 << 63) and ta not in KEEP_TYPES:
-                    break
-            else:
-                return (args if t is tuple else list(args)), n
-        return Snapper(lim).snap(args), n
+        if _small_scalars(args, lim):
+            return (args if t is tuple else list(args)), len(args)
+        return Snapper(lim).snap(args), len(args)
     if t is dict:
         return Snapper(lim).snap(args), len(args)
     if args is None:
@@ -296,7 +309,6 @@ def current_task_id() -> int | None:
 
 _FUNCTION_ENTRY: Final = EventType.FUNCTION_ENTRY  # enum attribute lookup costs ~90 ns on 3.11
 _FUNCTION_EXIT: Final = EventType.FUNCTION_EXIT
-_INT64: Final = 1 << 63
 
 
 def report_function_entry(
@@ -315,28 +327,7 @@ def report_function_entry(
         if buf is None or f is _OFF:
             return None
         lim = _limits
-        # Inline fast path for the common case, a tuple of a few small scalars: it is kept
-        # as it is (immutable all the way down). Anything else takes the full snapshot.
-        snap = args
-        if type(args) is tuple and len(args) <= lim.max_items:
-            for a in args:
-                ta = type(a)
-                if ta is str:
-                    if len(a) > lim.max_string:
-                        snap = None
-                        break
-                elif ta is int:
-                    if not -_INT64 < a < _INT64:
-                        snap = None
-                        break
-                elif ta not in KEEP_TYPES:
-                    snap = None
-                    break
-            arity: int | None = len(args)
-            if snap is None:
-                snap = Snapper(lim).snap(args)
-        else:
-            snap, arity = _snap_args(args, lim)
+        snap, arity = _snap_args(args, lim)
         cid = next(_ids) if call_id is None else call_id
         ts = _monotonic_ns()
         if f is None:
