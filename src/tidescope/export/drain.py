@@ -1,0 +1,138 @@
+"""The drain: a background thread that empties the capture buffer into a trace file."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tidescope.capture import _core
+from tidescope.capture.context import instrumentation_disabled
+from tidescope.capture.ring_buffer import RingBuffer
+from tidescope.export.jsonl import TraceWriter
+
+__all__ = ["Drain"]
+
+
+class Drain:
+    """Moves events from the registered buffer to ``<directory>/events-<pid>.jsonl``.
+
+    Every ``interval`` seconds (sooner when stopped) it drains up to ``batch`` events at a
+    time, writes and flushes them, and resamples the wall clock offset. The thread never
+    captures itself. After ``os.fork()`` the child gets a drain of its own writing its
+    own file (the parent's thread does not exist there).
+
+    Args:
+        directory: where trace files go; created if missing.
+        buffer: the buffer to empty (default: the one registered now, by ``start()``).
+        interval: seconds between passes.
+        batch: events per write.
+        header: extra fields for the file header.
+
+    Raises:
+        OSError: the directory cannot be created or written.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        buffer: RingBuffer | None = None,
+        interval: float = 0.05,
+        batch: int = 4096,
+        header: dict[str, Any] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # held, not looked up: stop() unregisters the buffer before the last pump
+        self.buffer = buffer if buffer is not None else _core.get_buffer()
+        self.interval = interval
+        self.batch = batch
+        self._header = dict(header or {})
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.writer = self._open_writer()
+        self.errors = 0
+        self._mp_hooked = False
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _open_writer(self) -> TraceWriter:
+        pid = os.getpid()
+        header = {
+            "pid": pid,
+            "ppid": os.getppid(),
+            "node": _core.node(),
+            "started_wall_ns": time.time_ns(),
+            "started_monotonic_ns": time.monotonic_ns(),
+            **self._header,
+        }
+        return TraceWriter(self.directory / f"events-{pid}.jsonl", header)
+
+    def start(self) -> Drain:
+        """Start the background thread (returns self)."""
+        self._thread = threading.Thread(target=self._run, name="tidescope-drain", daemon=True)
+        self._thread.start()
+        if not self._mp_hooked:
+            import multiprocessing.util  # noqa: PLC0415 - cheap, and multiprocessing may come later
+
+            multiprocessing.util.register_after_fork(self, Drain._after_multiprocessing_fork)
+            self._mp_hooked = True
+        return self
+
+    def _run(self) -> None:
+        with instrumentation_disabled():
+            while not self._stop.wait(self.interval):
+                self.pump()
+            self.pump()
+
+    def pump(self) -> int:
+        """Drain everything available now into the file; returns the events written."""
+        total = 0
+        buf = self.buffer
+        if buf is None:
+            return 0
+        _core.resync_clock()
+        try:
+            while True:
+                events = buf.drain(self.batch)
+                if not events:
+                    return total
+                total += self.writer.write_batch(events)
+        except Exception:  # a full disk must not kill the program; it is counted
+            self.errors += 1
+            return total
+
+    def stop(self, stats: dict[str, Any] | None = None) -> None:
+        """Stop the thread, write what is left, close the file with ``stats``."""
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join()
+        self.pump()
+        if stats is not None:
+            stats = {**stats, "drain_errors": self.errors}
+        self.writer.close(stats)
+
+    def _after_fork_in_child(self) -> None:
+        if self._thread is None or self._stop.is_set():
+            return  # never started, or already stopped in the parent
+        self.writer.abandon()  # the parent's file: its descriptor is closed, nothing written
+        self.buffer = _core.get_buffer()  # the core gave the child a fresh one
+        self._stop = threading.Event()
+        self.writer = self._open_writer()
+        self.start()
+
+    def _after_multiprocessing_fork(self) -> None:
+        # multiprocessing's forked children leave through os._exit after running their
+        # finalizers, never through atexit: flush there. (A finalizer registered by the
+        # os-level fork hook would not survive: the child's bootstrap clears the registry
+        # before it runs these after-fork callbacks.)
+        import multiprocessing.util  # noqa: PLC0415
+
+        multiprocessing.util.Finalize(self, Drain._final_stop, args=(self,), exitpriority=-100)
+
+    def _final_stop(self) -> None:
+        from tidescope import _session  # noqa: PLC0415
+
+        self.stop(_session.stats())

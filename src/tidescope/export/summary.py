@@ -1,0 +1,81 @@
+"""``tidescope show``: what a trace holds, by event type, function, exception and loss."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+from tidescope.export.jsonl import read_trace, trace_files
+
+__all__ = ["format_summary", "summarize"]
+
+
+def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Count a trace directory's events, calls (count and total time), exceptions and drops."""
+    by_type: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    time_ns: Counter[str] = Counter()
+    exceptions: Counter[str] = Counter()
+    processes: list[dict[str, Any]] = []
+    open_calls: dict[Any, str] = {}
+    for path in trace_files(directory):
+        proc: dict[str, Any] = {"file": path.name, "events": 0, "complete": False}
+        for rec in read_trace(path):
+            if "$header" in rec:
+                proc.update(pid=rec["$header"].get("pid"), node=rec["$header"].get("node"))
+                continue
+            if "$stats" in rec:
+                st = rec["$stats"]
+                proc.update(
+                    complete=True,
+                    dropped=st.get("dropped_events", 0),
+                    internal_errors=st.get("internal_errors", 0),
+                )
+                continue
+            proc["events"] += 1
+            etype = rec["event_type"]
+            by_type[etype] += 1
+            data = rec.get("data") or {}
+            if etype == "function_entry":
+                name = f"{data.get('module')}.{data.get('function')}"
+                calls[name] += 1
+                open_calls[rec["call_id"]] = name
+            elif etype == "function_exit":
+                name = open_calls.pop(rec["call_id"], "?")
+                if isinstance(data.get("duration_ns"), int):
+                    time_ns[name] += data["duration_ns"]
+                exc = data.get("exception")
+                if isinstance(exc, dict) and exc.get("type"):
+                    exceptions[exc["type"]] += 1
+            elif etype == "error":
+                exceptions[str(data.get("error_type"))] += 1
+        processes.append(proc)
+    return {
+        "processes": processes,
+        "events": sum(by_type.values()),
+        "by_type": by_type.most_common(),
+        "top_by_count": calls.most_common(10),
+        "top_by_time_ns": time_ns.most_common(10),
+        "exceptions": exceptions.most_common(10),
+        "dropped": sum(p.get("dropped", 0) for p in processes),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """A human-readable page of :func:`summarize` output."""
+    lines = [
+        f"{s['events']} events in {len(s['processes'])} process file(s), {s['dropped']} dropped"
+    ]
+    for p in s["processes"]:
+        state = "complete" if p["complete"] else "incomplete (killed?)"
+        lines.append(f"  {p['file']}: pid {p.get('pid')}, {p['events']} events, {state}")
+    lines.append("events by type:")
+    lines += [f"  {n:>8}  {t}" for t, n in s["by_type"]]
+    lines.append("top functions by calls:")
+    lines += [f"  {n:>8}  {f}" for f, n in s["top_by_count"]]
+    lines.append("top functions by total time:")
+    lines += [f"  {ns / 1e6:>8.3f} ms  {f}" for f, ns in s["top_by_time_ns"]]
+    lines.append("exceptions:")
+    lines += [f"  {n:>8}  {e}" for e, n in s["exceptions"]] or ["  none"]
+    return "\n".join(lines)
