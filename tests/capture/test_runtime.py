@@ -25,6 +25,8 @@ from tidescope.capture.runtime import AstNodeId, AstNodeIdError
 from tidescope.events import ObjectSnapshot
 
 NODE = "shop.cart:Cart.add:12:8:Assign"
+REQ = "req-7"  # a request id given to the domain reporters that take one
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # the W3C example
 
 REPORTERS = sorted(n for n in rt.__all__ if n.startswith("report_"))
 
@@ -57,6 +59,7 @@ class Case:
     returns_call_id: bool = False  # an entry reporter (returns the new call's id)
     node_id: str | None = None
     extra: dict[str, Callable[[Any], bool]] = field(default_factory=dict)
+    request_id: Any = None  # the request id the reporter is given: the envelope's correlation
 
 
 CASES: dict[str, Case] = {
@@ -194,6 +197,223 @@ CASES: dict[str, Case] = {
         {"return_value": "ok", "exception": None, "duration_ns": 900, "exit_reason": "normal"},
         node_id="shop.cart:Cart.add:10:4:FunctionDef",
     ),
+    # domain reporters: HTTP, live sessions, channels, database, actors, distributed
+    "report_http_request_start": Case(
+        lambda cid: (REQ, "GET", "/cart", {"id": "7"}, "127.0.0.1"),
+        EventType.HTTP_REQUEST_START,
+        {"method": "GET", "path": "/cart", "params": {"id": "7"}, "remote_ip": "127.0.0.1"},
+        request_id=REQ,
+    ),
+    "report_http_request_complete": Case(
+        lambda cid: (REQ, 200, "text/html", 12.5),
+        EventType.HTTP_REQUEST_COMPLETE,
+        {"status_code": 200, "content_type": "text/html", "duration_ms": 12.5},
+        request_id=REQ,
+    ),
+    "report_controller_entry": Case(
+        lambda cid: (REQ, "CartView", "show", {"route": "/cart/{id}"}),
+        EventType.CONTROLLER_ENTRY,
+        {"controller": "CartView", "action": "show", "metadata": {"route": "/cart/{id}"}},
+        request_id=REQ,
+    ),
+    "report_controller_exit": Case(
+        lambda cid: (REQ, "CartView", "show", [1, 2]),
+        EventType.CONTROLLER_EXIT,
+        {"controller": "CartView", "action": "show", "result": [1, 2]},
+        request_id=REQ,
+    ),
+    "report_action_params": Case(
+        lambda cid: ("show", {"path": "/cart"}, {"id": "7"}, True),
+        EventType.ACTION_PARAMS,
+        {"action_name": "show", "request": {"path": "/cart"}, "params": {"id": "7"}},
+    ),
+    "report_action_start": Case(
+        lambda cid: ("show", {"path": "/cart"}, True),
+        EventType.ACTION_START,
+        {"action_name": "show", "request": {"path": "/cart"}},
+    ),
+    "report_action_success": Case(
+        lambda cid: ("show", {"path": "/cart"}, "<html>"),
+        EventType.ACTION_SUCCESS,
+        {"action_name": "show", "request": {"path": "/cart"}, "result": "<html>"},
+    ),
+    "report_action_error": Case(
+        lambda cid: ("show", None, "error", "not found"),
+        EventType.ACTION_ERROR,
+        {"action_name": "show", "request": None, "kind": "error", "reason": "not found"},
+    ),
+    "report_action_complete": Case(
+        lambda cid: ("show", {"path": "/cart"}, True),
+        EventType.ACTION_COMPLETE,
+        {"action_name": "show", "request": {"path": "/cart"}},
+    ),
+    "report_live_mount_start": Case(
+        lambda cid: (REQ, "CartLive", {"id": "7"}, {"user": 1}),
+        EventType.LIVE_MOUNT_START,
+        {"module": "CartLive", "params": {"id": "7"}, "session": {"user": 1}},
+        request_id=REQ,
+    ),
+    "report_live_mount_complete": Case(
+        lambda cid: (REQ, "CartLive", {"items": []}),
+        EventType.LIVE_MOUNT_COMPLETE,
+        {"module": "CartLive", "socket_assigns": {"items": []}},
+        request_id=REQ,
+    ),
+    "report_live_handle_event_start": Case(
+        lambda cid: (REQ, "add", {"sku": "a"}, {"items": []}),
+        EventType.LIVE_HANDLE_EVENT_START,
+        {"event": "add", "params": {"sku": "a"}, "socket_assigns": {"items": []}},
+        request_id=REQ,
+    ),
+    "report_live_handle_event_complete": Case(
+        lambda cid: (REQ, "add", {"sku": "a"}, {"items": []}, ("noreply", {"items": ["a"]})),
+        EventType.LIVE_HANDLE_EVENT_COMPLETE,
+        {
+            "event": "add",
+            "params": {"sku": "a"},
+            "before_assigns": {"items": []},
+            "result": ("noreply", {"items": ["a"]}),
+        },
+        request_id=REQ,
+    ),
+    "report_live_assigns": Case(
+        lambda cid: ("handle_event", {"items": ["a"]}, True),
+        EventType.LIVE_ASSIGNS_CHANGE,
+        {"callback_name": "handle_event", "socket": {"items": ["a"]}},
+    ),
+    "report_live_event": Case(
+        lambda cid: ("add", {"sku": "a"}, {"items": []}, True),
+        EventType.LIVE_EVENT,
+        {"event": "add", "params": {"sku": "a"}, "socket": {"items": []}},
+    ),
+    "report_live_callback": Case(
+        lambda cid: ("mount", {"items": []}),
+        EventType.LIVE_CALLBACK,
+        {"callback_name": "mount", "socket": {"items": []}},
+    ),
+    "report_live_callback_success": Case(
+        lambda cid: ("mount", {"items": []}, "ok"),
+        EventType.LIVE_CALLBACK_SUCCESS,
+        {"callback_name": "mount", "socket": {"items": []}, "result": "ok"},
+    ),
+    "report_live_callback_error": Case(
+        lambda cid: ("mount", {"items": []}, "error", "boom"),
+        EventType.LIVE_CALLBACK_ERROR,
+        {"callback_name": "mount", "socket": {"items": []}, "kind": "error", "reason": "boom"},
+    ),
+    "report_channel_join_start": Case(
+        lambda cid: (REQ, "room:1", {"token": "t"}, {"user": 1}),
+        EventType.CHANNEL_JOIN_START,
+        {"topic": "room:1", "payload": {"token": "t"}, "socket": {"user": 1}},
+        request_id=REQ,
+    ),
+    "report_channel_join_complete": Case(
+        lambda cid: (REQ, "room:1", {"token": "t"}, "ok"),
+        EventType.CHANNEL_JOIN_COMPLETE,
+        {"topic": "room:1", "payload": {"token": "t"}, "result": "ok"},
+        request_id=REQ,
+    ),
+    "report_channel_message_start": Case(
+        lambda cid: (REQ, "say", {"body": "hi"}, {"user": 1}),
+        EventType.CHANNEL_MESSAGE_START,
+        {"event": "say", "payload": {"body": "hi"}, "socket": {"user": 1}},
+        request_id=REQ,
+    ),
+    "report_channel_message_complete": Case(
+        lambda cid: (REQ, "say", {"body": "hi"}, ("reply", "ok")),
+        EventType.CHANNEL_MESSAGE_COMPLETE,
+        {"event": "say", "payload": {"body": "hi"}, "result": ("reply", "ok")},
+        request_id=REQ,
+    ),
+    "report_db_query_start": Case(
+        lambda cid: (REQ, "SELECT * FROM t WHERE id = ?", (7,), {"source": "t"}, "main"),
+        EventType.DB_QUERY_START,
+        {
+            "query": "SELECT * FROM t WHERE id = ?",
+            "params": (7,),
+            "metadata": {"source": "t"},
+            "repo": "main",
+        },
+        request_id=REQ,
+    ),
+    "report_db_query_complete": Case(
+        lambda cid: (REQ, "SELECT * FROM t WHERE id = ?", (7,), {"rowcount": 1}, 830),
+        EventType.DB_QUERY_COMPLETE,
+        {
+            "query": "SELECT * FROM t WHERE id = ?",
+            "params": (7,),
+            "result": {"rowcount": 1},
+            "duration_us": 830,
+        },
+        request_id=REQ,
+    ),
+    "report_actor_callback_start": Case(
+        lambda cid: ("handle_call", "counter", {"n": 1}),
+        EventType.ACTOR_CALLBACK_START,
+        {"callback": "handle_call", "server": "counter", "old_state": {"n": 1}},
+    ),
+    "report_actor_callback_success": Case(
+        lambda cid: ("handle_call", "counter", "ok", {"n": 2}),
+        EventType.ACTOR_CALLBACK_SUCCESS,
+        {
+            "callback": "handle_call",
+            "server": "counter",
+            "result": "ok",
+            "new_state": {"n": 2},
+            "state_diff": None,  # no start remembered
+        },
+    ),
+    "report_actor_callback_error": Case(
+        lambda cid: ("handle_call", "counter", "error", "bad"),
+        EventType.ACTOR_CALLBACK_ERROR,
+        {"callback": "handle_call", "server": "counter", "kind": "error", "reason": "bad"},
+    ),
+    "report_actor_callback_complete": Case(
+        lambda cid: ("handle_call", "counter", {"n": 2}),
+        EventType.ACTOR_CALLBACK_COMPLETE,
+        {
+            "callback": "handle_call",
+            "server": "counter",
+            "new_state": {"n": 2},
+            "state_diff": None,
+        },
+    ),
+    "report_node_event": Case(
+        lambda cid: ("down", "worker@host", {"reason": "exit"}),
+        EventType.NODE_EVENT,
+        {"event_type": "down", "node_name": "worker@host", "metadata": {"reason": "exit"}},
+    ),
+    "report_partition_detected": Case(
+        lambda cid: (["a@h", "b@h"], {"seen_by": "c@h"}),
+        EventType.PARTITION_DETECTED,
+        {"partitioned_nodes": ["a@h", "b@h"], "metadata": {"seen_by": "c@h"}},
+    ),
+    "report_remote_call_send": Case(
+        lambda cid: (REQ, "http://b/x", TRACEPARENT, {"method": "GET"}),
+        EventType.REMOTE_CALL_SEND,
+        {
+            "target": "http://b/x",
+            "traceparent": TRACEPARENT,
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "span_id": "00f067aa0ba902b7",
+            "sampled": True,
+            "metadata": {"method": "GET"},
+        },
+        request_id=REQ,
+    ),
+    "report_remote_call_receive": Case(
+        lambda cid: (REQ, "10.0.0.2", TRACEPARENT, None),
+        EventType.REMOTE_CALL_RECEIVE,
+        {
+            "source": "10.0.0.2",
+            "traceparent": TRACEPARENT,
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "span_id": "00f067aa0ba902b7",
+            "sampled": True,
+            "metadata": None,
+        },
+        request_id=REQ,
+    ),
 }
 
 VALUE_REPORTERS = sorted(
@@ -201,12 +421,14 @@ VALUE_REPORTERS = sorted(
     for n, c in CASES.items()
     if not c.returns_call_id and c.event_type != EventType.FUNCTION_EXIT
     and next(iter(inspect.signature(getattr(rt, n)).parameters)) == "correlation_id"
+    # a domain reporter's correlation_id is a request id, not the call a value belongs to
+    and getattr(rt, n).__module__ == "tidescope.capture.runtime.ast"
 )  # fmt: skip
 
 
 def test_every_reporter_in_runtime_all_has_a_case() -> None:
     assert sorted(CASES) == REPORTERS
-    assert len(REPORTERS) == 20
+    assert len(REPORTERS) == 52
 
 
 @pytest.mark.parametrize("name", REPORTERS)
@@ -225,7 +447,7 @@ def test_reporter_writes_its_event_with_type_data_and_ids(name: str) -> None:
         assert check(data.pop(key)), (key, ev.data)
     assert data == case.data
     assert ev.ast_node_id == case.node_id
-    assert ev.correlation_id == outer
+    assert ev.correlation_id == (outer if case.request_id is None else case.request_id)
     assert ev.pid == os.getpid()
     assert ev.thread_id == threading.get_ident()
     assert ev.task_id is None

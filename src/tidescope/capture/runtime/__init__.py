@@ -2,8 +2,10 @@
 
 Python port of the seed's ``InstrumentationRuntime`` facade. One module per domain:
 ``core`` (calls, spawns, messages, state, errors), ``ast`` (values and calls tied to AST
-nodes), ``performance`` (self-measurement); HTTP, live sessions, channels, databases,
-actors and distributed reporters join them as their own modules.
+nodes), ``performance`` (self-measurement), ``http`` (requests, handlers, actions),
+``live`` (live sessions), ``channel`` (websocket channels), ``database`` (queries),
+``actor`` (stateful servers' callbacks, with state diffs) and ``distributed`` (nodes,
+partitions, remote calls with W3C ``traceparent``).
 
 Every reporter checks this thread's or task's context first and costs almost nothing when
 capture is off; none of them ever raises into the caller (failures are counted, see
@@ -26,6 +28,12 @@ from tidescope.capture.context import (
     push_call_stack,
     with_instrumentation_disabled,
 )
+from tidescope.capture.runtime.actor import (
+    report_actor_callback_complete,
+    report_actor_callback_error,
+    report_actor_callback_start,
+    report_actor_callback_success,
+)
 from tidescope.capture.runtime.ast import (
     AstNodeId,
     AstNodeIdError,
@@ -47,6 +55,12 @@ from tidescope.capture.runtime.ast import (
     report_local_variable_snapshot,
     validate_ast_node_id,
 )
+from tidescope.capture.runtime.channel import (
+    report_channel_join_complete,
+    report_channel_join_start,
+    report_channel_message_complete,
+    report_channel_message_start,
+)
 from tidescope.capture.runtime.core import (
     report_error,
     report_function_entry,
@@ -55,25 +69,76 @@ from tidescope.capture.runtime.core import (
     report_process_spawn,
     report_state_change,
 )
+from tidescope.capture.runtime.database import (
+    report_db_query_complete,
+    report_db_query_start,
+)
+from tidescope.capture.runtime.distributed import (
+    TraceParent,
+    format_traceparent,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+    report_node_event,
+    report_partition_detected,
+    report_remote_call_receive,
+    report_remote_call_send,
+)
+from tidescope.capture.runtime.http import (
+    report_action_complete,
+    report_action_error,
+    report_action_params,
+    report_action_start,
+    report_action_success,
+    report_controller_entry,
+    report_controller_exit,
+    report_http_request_complete,
+    report_http_request_start,
+)
+from tidescope.capture.runtime.live import (
+    report_live_assigns,
+    report_live_callback,
+    report_live_callback_error,
+    report_live_callback_success,
+    report_live_event,
+    report_live_handle_event_complete,
+    report_live_handle_event_start,
+    report_live_mount_complete,
+    report_live_mount_start,
+)
 from tidescope.capture.runtime.performance import measure_overhead
 
 __all__ = [
     "AstNodeId",
     "AstNodeIdError",
+    "TraceParent",
     "bind_correlation_id",
     "call_stack",
     "clear_context",
     "current_call_id",
     "current_correlation_id",
     "enabled",
+    "format_traceparent",
     "get_ast_correlation_metadata",
     "get_context",
     "initialize_context",
     "instrumentation_disabled",
     "measure_overhead",
+    "new_span_id",
+    "new_trace_id",
     "parse_ast_node_id",
+    "parse_traceparent",
     "pop_call_stack",
     "push_call_stack",
+    "report_action_complete",
+    "report_action_error",
+    "report_action_params",
+    "report_action_start",
+    "report_action_success",
+    "report_actor_callback_complete",
+    "report_actor_callback_error",
+    "report_actor_callback_start",
+    "report_actor_callback_success",
     "report_ast_branch_execution",
     "report_ast_correlation_performance",
     "report_ast_expression_value",
@@ -85,14 +150,37 @@ __all__ = [
     "report_ast_loop_iteration",
     "report_ast_pattern_match",
     "report_ast_variable_snapshot",
+    "report_channel_join_complete",
+    "report_channel_join_start",
+    "report_channel_message_complete",
+    "report_channel_message_start",
+    "report_controller_entry",
+    "report_controller_exit",
+    "report_db_query_complete",
+    "report_db_query_start",
     "report_error",
     "report_expression_value",
     "report_function_entry",
     "report_function_exit",
+    "report_http_request_complete",
+    "report_http_request_start",
     "report_line_execution",
+    "report_live_assigns",
+    "report_live_callback",
+    "report_live_callback_error",
+    "report_live_callback_success",
+    "report_live_event",
+    "report_live_handle_event_complete",
+    "report_live_handle_event_start",
+    "report_live_mount_complete",
+    "report_live_mount_start",
     "report_local_variable_snapshot",
     "report_message_send",
+    "report_node_event",
+    "report_partition_detected",
     "report_process_spawn",
+    "report_remote_call_receive",
+    "report_remote_call_send",
     "report_state_change",
     "validate_ast_node_id",
     "with_instrumentation_disabled",
