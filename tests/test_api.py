@@ -120,3 +120,9 @@ def test_cli_debug_reports_core_and_config() -> None:
     )
     info = json.loads(proc.stdout)
     assert info["core"] == tidescope.core_info()["core"] and info["config"]["buffer_size"] == 65536
+
+
+def test_configured_node_name_reaches_every_event() -> None:
+    with tidescope.capture(buffer_size=8, node="alpha@host") as cap:
+        runtime.report_function_entry("m", "f", ())
+    assert [e.node for e in cap.events()] == ["alpha@host"]

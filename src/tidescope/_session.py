@@ -69,6 +69,7 @@ def _limits_of(cfg: Config) -> Limits:
 def activate(cfg: Config) -> Session:
     """Install ``cfg``: a fresh buffer, the value limits, the node name; capture on."""
     global _active
+    _core.set_node(cfg.node)  # first: a buffer records the node name when it is made
     buf = (
         RingBuffer(cfg.buffer_size, cfg.overflow_strategy, cfg.block_timeout)
         if cfg.enabled
@@ -76,7 +77,6 @@ def activate(cfg: Config) -> Session:
     )
     session = Session(cfg, buf)
     _core.set_limits(_limits_of(cfg))
-    _core.set_node(cfg.node)
     _core.resync_clock()
     _core.register_buffer(buf)
     _core.initialize_context()
