@@ -198,3 +198,26 @@ def test_summary_counts_types_calls_time_exceptions_and_drops(tmp_path: Path) ->
     assert dict(s["exceptions"]) == {"builtins.ValueError": 4}
     text = format_summary(s)
     assert "12 dropped" in text and "builtins.ValueError" in text
+
+
+@pytest.mark.parametrize("encoder", ["default", "stdlib"])
+def test_writer_encodes_markers_odd_keys_and_big_values_with_either_encoder(
+    tmp_path: Path, encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidescope.export import jsonl
+
+    if encoder == "stdlib":
+        monkeypatch.setattr(jsonl, "_encode", lambda env: jsonl._ENCODER.encode(env).encode())
+    session = tidescope.start(buffer_size=64)
+    drain = Drain(tmp_path)
+    value = {(1, 2): "tuple key", "long": "x" * 1000, "big": 10**30, "raw": b"\x00", "s": {3}}
+    cid = runtime.report_function_entry("app", "odd", (value,))
+    runtime.report_function_exit(cid, 2**70)
+    drain.stop(session.stop())
+    entry, exit_ = events_of(trace_files(tmp_path)[0])
+    (arg,) = entry["data"]["args"]
+    assert arg["(1, 2)"] == "tuple key" and arg["raw"] == {"$bytes": "AA=="} and arg["s"] == [3]
+    assert arg["long"]["$truncated"] == "str" and arg["long"]["size"] == 1000
+    assert arg["big"] == 10**30
+    assert exit_["data"]["return_value"] == 2**70
+    assert entry["event_type"] == "function_entry"

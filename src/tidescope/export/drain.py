@@ -96,10 +96,10 @@ class Drain:
         _core.resync_clock()
         try:
             while True:
-                events = buf.drain(self.batch)
-                if not events:
+                envelopes = buf.drain_envelopes(self.batch)
+                if not envelopes:
                     return total
-                total += self.writer.write_batch(events)
+                total += self.writer.write_envelopes(envelopes)
         except Exception:  # a full disk must not kill the program; it is counted
             self.errors += 1
             return total
