@@ -1,0 +1,392 @@
+"""The import hook: a finder on ``sys.meta_path`` that hands selected modules to a rewriting
+loader, the selection rules, compilation through the cache, and the hook's counters.
+
+The finder asks the finders behind it for the module's spec (as the import system would)
+and takes over only a plain source file (``SourceFileLoader``) that the selection picks; a
+module some other hook handles (pytest's assertion rewriting, zip imports, extension
+modules, namespace packages) is never touched. The loader is a ``SourceFileLoader`` whose
+``get_code`` returns the rewritten code, so ``get_source``, ``inspect``, resources and
+``runpy`` keep working. If rewriting fails for any reason but the user's own syntax, the
+module is imported as is (fail open), and the failure is counted and logged once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+import sysconfig
+import threading
+import types
+from collections.abc import Iterable, Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tidescope.instrument import _cache, _nodes
+from tidescope.instrument._nodes import NodeRecord
+from tidescope.instrument._rewrite import check_level, rewrite_source
+
+__all__ = ["Installation", "install", "instrument_main", "stats", "uninstall"]
+
+log = logging.getLogger("tidescope.instrument")
+
+_COUNTERS = (
+    "modules_instrumented",
+    "rewrite_errors",
+    "cache_hits",
+    "cache_misses",
+    "cache_write_errors",
+)
+_stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
+_stats["last_error"] = None
+_stats_lock = threading.Lock()
+_logged_failure = False
+
+
+def stats() -> dict[str, Any]:
+    """The hook's counters in this process: modules instrumented, rewrites that failed open
+    (``last_error`` says the latest), cache hits, misses and unwritable cache entries."""
+    with _stats_lock:
+        return dict(_stats)
+
+
+def _count(name: str) -> None:
+    with _stats_lock:
+        _stats[name] += 1
+
+
+def _failed_open(module: str, exc: BaseException) -> None:
+    global _logged_failure
+    text = f"{module}: {type(exc).__name__}: {exc}"[:500]
+    with _stats_lock:
+        _stats["rewrite_errors"] += 1
+        _stats["last_error"] = text
+        first = not _logged_failure
+        _logged_failure = True
+    if first:
+        log.warning("tidescope could not instrument %s; imported as is", text)
+
+
+def compile_module(
+    source: bytes, filename: str, module: str, level: str, cache_dir: Path | None
+) -> tuple[types.CodeType, list[NodeRecord]]:
+    """The rewritten code and node records of one module, through the cache if given.
+
+    Raises:
+        SyntaxError: the source does not parse; anything else the rewrite raised.
+    """
+    key = None
+    if cache_dir is not None:
+        key = _cache.entry_key(module, filename, source, level)
+        hit = _cache.load(cache_dir, key)
+        if hit is not None:
+            _count("cache_hits")
+            return hit
+        _count("cache_misses")
+    tree, records = rewrite_source(importlib.util.decode_source(source), filename, module, level)
+    code = compile(tree, filename, "exec", dont_inherit=True)
+    if (
+        key is not None
+        and cache_dir is not None
+        and not sys.dont_write_bytecode
+        and not _cache.store(cache_dir, key, code, records)
+    ):
+        _count("cache_write_errors")
+    return code, records
+
+
+def _registered(module: str, records: list[NodeRecord]) -> None:
+    _nodes.register(_nodes.safe_module_name(module), records)
+    _count("modules_instrumented")
+
+
+# ---------------------------------------------------------------------------------------
+# selection
+
+
+def _matches(name: str, pattern: str) -> bool:
+    # 'pkg.*' also selects the package 'pkg' itself
+    return fnmatch.fnmatchcase(name, pattern) or (pattern.endswith(".*") and name == pattern[:-2])
+
+
+def _under(path: str, dirs: Iterable[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
+
+
+def _is_site_packages(path: str) -> bool:
+    parts = Path(path).parts
+    return "site-packages" in parts or "dist-packages" in parts
+
+
+_never: tuple[str, ...] | None = None
+
+
+def _never_dirs() -> tuple[str, ...]:
+    """The standard library's directories and tidescope's own."""
+    global _never
+    if _never is None:
+        paths = sysconfig.get_paths()
+        dirs = {paths[k] for k in ("stdlib", "platstdlib") if k in paths}
+        dirs.add(str(Path(__file__).resolve().parent.parent))
+        _never = tuple(sorted(os.path.realpath(d) for d in dirs))
+    return _never
+
+
+def _patterns(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for p in items:
+        if not isinstance(p, str) or not p:
+            raise TypeError(f"{what} patterns must be non-empty strings; got {p!r}")
+    return items
+
+
+class Installation:
+    """An installed hook and what it selects; ``uninstall()`` (or leaving a ``with``) removes it.
+
+    A module is rewritten when its name matches no ``exclude`` pattern, it is not the
+    standard library nor tidescope, and either it matches an ``include`` pattern (site
+    packages allowed), or, with no include patterns, its file lies under one of ``roots``
+    (the current directory and the main script's directory) outside any site-packages.
+    """
+
+    def __init__(
+        self,
+        include: tuple[str, ...],
+        exclude: tuple[str, ...],
+        level: str,
+        cache_dir: Path | None,
+        main_path: str | os.PathLike[str] | None,
+    ) -> None:
+        self.include = include
+        self.exclude = exclude
+        self.level = level
+        self.cache_dir = cache_dir
+        roots = [os.path.realpath(os.getcwd())]
+        if main_path is not None:
+            roots.append(os.path.dirname(os.path.realpath(os.fspath(main_path))))
+        self.roots = tuple(dict.fromkeys(roots))
+        self.finder = _Finder(self)
+
+    def selects_name(self, name: str) -> bool:
+        """True if a module of this name may be rewritten (its file decides the rest)."""
+        top = name.partition(".")[0]
+        if top == "tidescope" or top in sys.stdlib_module_names or name == "__main__":
+            return False
+        if any(_matches(name, p) for p in self.exclude):
+            return False
+        return not self.include or any(_matches(name, p) for p in self.include)
+
+    def selects_file(self, path: str) -> bool:
+        """True if a selected module at ``path`` is rewritten."""
+        real = os.path.realpath(path)
+        site = _is_site_packages(real)
+        if not site and _under(real, _never_dirs()):
+            return False
+        if self.include:
+            return True
+        return not site and _under(real, self.roots)
+
+    @property
+    def installed(self) -> bool:
+        """True while the finder is on ``sys.meta_path``."""
+        return any(f is self.finder for f in sys.meta_path)
+
+    def uninstall(self) -> None:
+        """Take the finder off ``sys.meta_path`` (modules already imported stay rewritten)."""
+        global _current
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self.finder]
+        if _current is self:
+            _current = None
+
+    def __enter__(self) -> Installation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.uninstall()
+
+    def __repr__(self) -> str:
+        return (
+            f"Installation(level={self.level!r}, include={self.include!r}, "
+            f"exclude={self.exclude!r}, roots={self.roots!r}, installed={self.installed})"
+        )
+
+
+_busy = threading.local()
+
+
+class _Finder:
+    """The meta path finder: asks the finders behind it, takes over selected source files."""
+
+    def __init__(self, installation: Installation) -> None:
+        self.installation = installation
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: types.ModuleType | None = None,
+    ) -> ModuleSpec | None:
+        inst = self.installation
+        if getattr(_busy, "on", False) or not inst.selects_name(fullname):
+            return None
+        _busy.on = True
+        try:
+            spec = self._spec_behind(fullname, path, target)
+        finally:
+            _busy.on = False
+        if spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader:
+            return None
+        origin = spec.origin
+        if not origin or not inst.selects_file(origin):
+            return None
+        loader = _Loader(fullname, origin, inst)
+        return importlib.util.spec_from_file_location(
+            fullname, origin, loader=loader,
+            submodule_search_locations=spec.submodule_search_locations,
+        )  # fmt: skip
+
+    def _spec_behind(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None
+    ) -> ModuleSpec | None:
+        for finder in list(sys.meta_path):
+            if isinstance(finder, _Finder):
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            try:
+                spec: ModuleSpec | None = find(fullname, path, target)
+            except Exception:
+                return None  # the import system will meet the same error without us
+            if spec is not None:
+                return spec
+        return None
+
+    def invalidate_caches(self) -> None:
+        """Nothing to invalidate: the cache is keyed by the source itself."""
+
+
+class _Loader(importlib.machinery.SourceFileLoader):
+    """A source file loader whose code is the rewritten module."""
+
+    def __init__(self, fullname: str, path: str, installation: Installation) -> None:
+        super().__init__(fullname, path)
+        self.installation = installation
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        inst = self.installation
+        try:
+            source = self.get_data(self.path)
+            code, records = compile_module(source, self.path, fullname, inst.level, inst.cache_dir)
+        except Exception as exc:
+            # the plain loader raises the user's own SyntaxError exactly as Python does;
+            # if it compiles, the failure was ours: fail open
+            plain = super().get_code(fullname)
+            _failed_open(fullname, exc)
+            if plain is None:  # pragma: no cover - a source loader always has code
+                raise
+            return plain
+        _registered(fullname, records)
+        return code
+
+
+_current: Installation | None = None
+
+
+def install(
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    level: str = "calls",
+    cache_dir: str | os.PathLike[str] | None = None,
+    main_path: str | os.PathLike[str] | None = None,
+    *,
+    cache: bool = True,
+) -> Installation:
+    """Put the rewriting finder first on ``sys.meta_path`` (replacing one installed before).
+
+    Args:
+        include: fnmatch patterns of module names to rewrite (``"pkg.*"`` also matches
+            ``pkg``); None rewrites the program's own files: those under the current
+            directory or ``main_path``'s directory, outside site-packages.
+        exclude: patterns of module names never rewritten.
+        level: ``"calls"``, ``"values"`` or ``"lines"``.
+        cache_dir: where rewritten code is cached (default ``$XDG_CACHE_HOME/tidescope``
+            or ``~/.cache/tidescope``).
+        main_path: the script being run, whose directory holds the program's own files.
+        cache: False never reads or writes the cache.
+
+    Raises:
+        ValueError: unknown level.
+        TypeError: a pattern that is not a non-empty string.
+    """
+    global _current
+    check_level(level)
+    inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
+    directory = None
+    if cache:
+        directory = Path(cache_dir) if cache_dir is not None else _cache.default_cache_dir()
+    uninstall()
+    inst = Installation(inc, exc, level, directory, main_path)
+    sys.meta_path.insert(0, inst.finder)
+    _current = inst
+    return inst
+
+
+def uninstall() -> bool:
+    """Remove every tidescope finder from ``sys.meta_path``; True if one was there."""
+    global _current
+    before = len(sys.meta_path)
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
+    _current = None
+    return len(sys.meta_path) != before
+
+
+def instrument_main(
+    path: str | os.PathLike[str],
+    level: str = "calls",
+    *,
+    module: str = "__main__",
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+) -> tuple[types.CodeType, list[NodeRecord]]:
+    """Compile the script at ``path`` rewritten, for the runner to exec as ``__main__``.
+
+    Its node records join the node table. If the rewrite fails for a reason other than
+    the script's own syntax, the plain code is returned (with no records) and the failure
+    counted, as the import hook does.
+
+    Returns:
+        ``(code, records)``: exec ``code`` in the ``__main__`` namespace.
+
+    Raises:
+        OSError: the script can't be read.
+        SyntaxError: the script's own syntax error, exactly as ``compile`` reports it.
+        ValueError: unknown level.
+    """
+    check_level(level)
+    filename = os.fspath(path)
+    with open(filename, "rb") as f:
+        source = f.read()
+    directory = None
+    if cache:
+        directory = Path(cache_dir) if cache_dir is not None else _cache.default_cache_dir()
+    try:
+        code, records = compile_module(source, filename, module, level, directory)
+    except Exception as exc:
+        plain = compile(source, filename, "exec", dont_inherit=True)  # the user's SyntaxError
+        _failed_open(module, exc)
+        return plain, []
+    _registered(module, records)
+    return code, records

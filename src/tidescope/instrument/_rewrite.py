@@ -1,0 +1,708 @@
+"""The AST rewrite: one module's tree in, the same tree with ``report_*`` calls injected out.
+
+What is injected, by level (each level includes the ones before it):
+
+``calls``
+    A function's body (after its docstring) becomes::
+
+        __tidescope_rv__ = None
+        __tidescope_call__ = __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
+        try:
+            <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
+        except __tidescope_rt__.BaseException as __tidescope_exc__:
+            __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, __tidescope_exc__, id)
+            raise
+        finally:
+            __tidescope_rt__.leave(__tidescope_call__, __tidescope_rv__, ast_node_id=id)
+
+    so entry and exit share the call id the core returned, the exit sees the value really
+    returned (a ``return`` in a user's ``finally`` overrides an earlier one, as it does in
+    the program) or the exception really raised (the bare ``raise`` keeps its traceback
+    unchanged), and ``asyncio.CancelledError`` exits as ``"cancelled"``. No frame is added
+    and nothing is re-evaluated. Coroutines (``async def``) get the same wrapper: their
+    entry runs at the first step, and their call stays on the call stack across ``await``
+    because asyncio (and trio) run each task step inside the task's own ``Context``, so the
+    stack that holds it is the suspended task's own.
+
+    A lambda's body can't hold a ``try``, so ``lambda a: body`` becomes
+    ``lambda a: __tidescope_rt__.call(module, qualname, {"a": a}, id, lambda: body)``:
+    signature, defaults and code location unchanged, two extra frames in a traceback that
+    passes through it. Lambdas that use ``yield``, ``super``, ``locals``, ``vars``,
+    ``dir``, ``eval`` or ``exec`` are left as they are (moving their body changes those).
+
+Generators (and async generators) suspend. The call id lives in a local
+(``__tidescope_call__``; the start time in ``__tidescope_t0__``), and the call is taken off
+the context's call stack at every ``yield`` and put back on whoever resumes it, so while
+suspended it is never on the consumer's stack and the calls it makes while running are its
+children. A ``yield`` statement (``yield x`` or ``name = yield x``) becomes::
+
+    try:
+        yield __tidescope_rt__.suspend(__tidescope_call__, x)   # x first, then pop
+    finally:
+        __tidescope_rt__.resume(__tidescope_call__)             # push, even on throw/close
+
+Any other ``yield`` in a generator becomes ``yield from __tidescope_rt__.yield_(call, x)``
+and ``yield from it`` becomes ``yield from __tidescope_rt__.delegate(call, it)``, PEP 380's
+expansion with the same pop and push around its own yield (so ``send``, ``throw`` and
+``close`` reach the sub-iterator as they do through ``yield from``). Entry is at the first
+step; exit at exhaustion (normal, with the ``return`` value), ``close()`` (``GeneratorExit``,
+reported as ``"cancelled"``) or an exception (``"exception"``), with the entry's call id and
+the duration from the first step. An async generator with a ``yield`` anywhere but in such
+a statement is left uninstrumented (its calls, not its nested functions).
+
+``values``
+    After an assignment (``=``, ``+=``, annotated), a snapshot of the names it bound; at the
+    start of a ``with`` body, the ``as`` names. ``if``/``elif``/``else``: a branch event in
+    the branch taken (the test is never evaluated twice: the event is in the body, not
+    around the test), and for ``a if t else b`` the same inside the chosen operand. Loops:
+    one event per iteration for the first 10 iterations of each run of the loop, then every
+    100th, counted in a local ``__tidescope_loop_N__``. ``match``: the subject is kept in
+    ``__tidescope_match__``; the case taken reports success, and a final ``case _`` (added
+    when the last case can fail) reports that none matched. Loops and ``match`` in class
+    bodies are not instrumented (their helper names would become class attributes).
+
+``lines``
+    A line event before every statement (not before a docstring or ``from __future__``).
+
+Injected nodes take the source position of the node they instrument, so tracebacks,
+``inspect`` and line tables point at the user's code. Names injected are ``__tidescope_*__``
+dunders (never mangled in classes, never clashing with a user's name), and one module
+global, ``__tidescope_rt__``, bound after the docstring and ``from __future__`` imports.
+Annotations, decorators' and defaults' evaluation order, class bodies, ``global`` and
+``nonlocal``, zero-argument ``super()`` and its ``__class__`` cell are left alone.
+Seen by a program: the injected locals appear in ``locals()`` of instrumented functions.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from tidescope.instrument._nodes import NodeIds, NodeRecord, SourceText
+
+__all__ = ["LEVELS", "RT", "check_level", "rewrite_source"]
+
+LEVELS: Final = ("calls", "values", "lines")
+_VALUES: Final = 1
+_LINES: Final = 2
+
+RT: Final = "__tidescope_rt__"
+CALL: Final = "__tidescope_call__"
+START: Final = "__tidescope_t0__"
+RV: Final = "__tidescope_rv__"
+EXC: Final = "__tidescope_exc__"
+MATCH: Final = "__tidescope_match__"
+LOOP: Final = "__tidescope_loop_{}__"
+
+_SCOPE_NODES: Final = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+_LAMBDA_BLOCKERS: Final = frozenset({"super", "locals", "vars", "dir", "eval", "exec"})
+
+
+def check_level(level: str) -> int:
+    """The index of ``level`` in :data:`LEVELS`.
+
+    Raises:
+        ValueError: not one of ``calls``, ``values``, ``lines``.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+    return LEVELS.index(level)
+
+
+def rewrite_source(
+    source: str, filename: str, module: str, level: str = "calls"
+) -> tuple[ast.Module, list[NodeRecord]]:
+    """Parse ``source`` and inject the reports of ``level``; nothing is registered or run.
+
+    Args:
+        source: the module's text.
+        filename: what tracebacks and node records name (compile the tree with it).
+        module: the module's dotted name (``__main__`` for a script), the first part of
+            every node id.
+        level: ``"calls"``, ``"values"`` or ``"lines"``.
+
+    Returns:
+        The rewritten tree (compile it with ``dont_inherit=True``) and the module's node
+        records in traversal order.
+
+    Raises:
+        SyntaxError: ``source`` does not parse.
+        ValueError: unknown level.
+    """
+    lvl = check_level(level)
+    tree = ast.parse(source, filename)
+    rewriter = _Rewriter(module, filename, source, lvl)
+    return rewriter.rewrite(tree), rewriter.ids.records
+
+
+# ---------------------------------------------------------------------------------------
+# scanning helpers
+
+
+def _scope_nodes(nodes: list[Any]) -> list[tuple[ast.AST, ast.AST | None]]:
+    """Every node under ``nodes`` with its parent, not entering nested scopes."""
+    out: list[tuple[ast.AST, ast.AST | None]] = []
+    stack: list[tuple[ast.AST, ast.AST | None]] = [(n, None) for n in reversed(nodes)]
+    while stack:
+        node, parent = stack.pop()
+        out.append((node, parent))
+        if isinstance(node, _SCOPE_NODES):
+            continue
+        stack.extend((c, node) for c in reversed(list(ast.iter_child_nodes(node))))
+    return out
+
+
+def _is_statement_yield(node: ast.AST, parent: ast.AST | None) -> bool:
+    if isinstance(parent, ast.Expr):
+        return parent.value is node
+    if isinstance(parent, ast.Assign):
+        return (
+            parent.value is node and len(parent.targets) == 1
+            and isinstance(parent.targets[0], ast.Name)
+        )  # fmt: skip
+    return False
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+def _bound_names(target: ast.AST, out: list[str]) -> list[str]:
+    """Names an assignment target binds (attributes and subscripts bind none)."""
+    if isinstance(target, ast.Name):
+        if target.id not in out:
+            out.append(target.id)
+    elif isinstance(target, (ast.Tuple, ast.List)):
+        for e in target.elts:
+            _bound_names(e, out)
+    elif isinstance(target, ast.Starred):
+        _bound_names(target.value, out)
+    return out
+
+
+def _irrefutable(case: ast.match_case) -> bool:
+    def pat(p: ast.pattern) -> bool:
+        if isinstance(p, ast.MatchAs):
+            return p.pattern is None or pat(p.pattern)
+        if isinstance(p, ast.MatchOr):
+            return any(pat(q) for q in p.patterns)
+        return False
+
+    return case.guard is None and pat(case.pattern)
+
+
+def _stamp(node: ast.AST, at: ast.AST) -> None:
+    """Give ``node`` and its new (unlocated) descendants ``at``'s start position."""
+    if "lineno" in node._attributes:
+        if getattr(node, "lineno", None) is not None:
+            return  # a user's node, already in place
+        line, col = getattr(at, "lineno", 1), getattr(at, "col_offset", 0)
+        node.lineno, node.col_offset = line, col  # type: ignore[attr-defined]
+        node.end_lineno, node.end_col_offset = line, col  # type: ignore[attr-defined]
+    for child in ast.iter_child_nodes(node):
+        _stamp(child, at)
+
+
+def _load(name: str) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Load())
+
+
+def _store(name: str) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Store())
+
+
+def _const(value: Any) -> ast.Constant:
+    return ast.Constant(value=value, kind=None)
+
+
+def _rt_call(helper: str, *args: ast.expr, **kwargs: ast.expr) -> ast.Call:
+    return ast.Call(
+        func=ast.Attribute(value=_load(RT), attr=helper, ctx=ast.Load()),
+        args=list(args),
+        keywords=[ast.keyword(arg=k, value=v) for k, v in kwargs.items()],
+    )
+
+
+def _assign(name: str, value: ast.expr) -> ast.Assign:
+    return ast.Assign(targets=[_store(name)], value=value, type_comment=None)
+
+
+def _names_dict(names: list[str]) -> ast.Dict:
+    return ast.Dict(keys=[_const(n) for n in names], values=[_load(n) for n in names])
+
+
+# ---------------------------------------------------------------------------------------
+# the rewriter
+
+
+@dataclass
+class _Scope:
+    kind: str  # "module", "class", "function", "lambda", "comprehension"
+    qualname: str
+    call: bool = False  # __tidescope_call__ is this scope's local
+    generator: bool = False  # an instrumented (async) generator
+    async_generator: bool = False
+    rv: bool = False  # returns go through __tidescope_rv__
+    loops: int = 0
+    globals: set[str] = field(default_factory=set)
+
+
+class _Rewriter(ast.NodeTransformer):
+    def __init__(self, module: str, filename: str, source: str, level: int) -> None:
+        self.module = module
+        self.level = level
+        self.src = SourceText(source)
+        self.ids = NodeIds(module, filename, self.src)
+        self.scopes: list[_Scope] = []
+        self.parents: list[str | None] = [None]
+        self.docstrings: set[int] = set()
+
+    # -- driving ---------------------------------------------------------------------
+
+    def rewrite(self, tree: ast.Module) -> ast.Module:
+        self.scopes.append(_Scope("module", "<module>", globals=set()))
+        self._mark_docstring(tree.body)
+        body = self._block(tree.body)
+        i = 0
+        if body and id(body[0]) in self.docstrings:
+            i = 1
+        while (
+            i < len(body) and isinstance(body[i], ast.ImportFrom)
+            and body[i].module == "__future__"  # type: ignore[attr-defined]
+        ):  # fmt: skip
+            i += 1
+        imp = ast.ImportFrom(
+            module="tidescope.instrument", names=[ast.alias(name="_rt", asname=RT)], level=0
+        )
+        _stamp(imp, body[i] if i < len(body) else ast.Pass(lineno=1, col_offset=0))
+        body.insert(i, imp)
+        tree.body = body
+        return tree
+
+    def _mark_docstring(self, body: list[ast.stmt]) -> None:
+        if body and _is_docstring(body[0]):
+            self.docstrings.add(id(body[0]))
+
+    def _block(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for s in stmts:
+            r = self.visit(s)
+            out.extend(r if isinstance(r, list) else [r])
+        return out
+
+    @property
+    def _nid(self) -> str:
+        nid = self.parents[-1]
+        assert nid is not None
+        return nid
+
+    def _scope(self) -> _Scope:
+        return self.scopes[-1]
+
+    def _cid(self) -> ast.expr:
+        """The enclosing call's id as an expression (None: the innermost call here)."""
+        return _load(CALL) if self._scope().call else _const(None)
+
+    def _qualname(self, name: str) -> str:
+        s = self._scope()
+        if s.kind == "module" or name in s.globals:
+            return name
+        if s.kind == "class":
+            return f"{s.qualname}.{name}"
+        return f"{s.qualname}.<locals>.{name}"
+
+    def visit(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.stmt):
+            return self._statement(node)
+        if isinstance(node, (ast.Lambda, ast.IfExp, ast.excepthandler)):
+            qual = self._qualname("<lambda>") if isinstance(node, ast.Lambda) else None
+            nid = self.ids.add(
+                node, qual or self._scope().qualname, type(node).__name__, self.parents[-1]
+            )
+            self.parents.append(nid)
+            try:
+                return super().visit(node)
+            finally:
+                self.parents.pop()
+        return super().visit(node)
+
+    def _statement(self, node: ast.stmt) -> list[ast.stmt]:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            qual = self._qualname(node.name)
+        else:
+            qual = self._scope().qualname
+        nid = self.ids.add(node, qual, type(node).__name__, self.parents[-1])
+        self.parents.append(nid)
+        try:
+            r = super().visit(node)
+        finally:
+            self.parents.pop()
+        out: list[ast.stmt] = r if isinstance(r, list) else [r]
+        if (
+            self.level >= _LINES
+            and id(node) not in self.docstrings
+            and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
+        ):
+            rep = ast.Expr(
+                value=_rt_call("line", self._cid(), _const(node.lineno), _const(None), _const(nid))
+            )
+            _stamp(rep, node)
+            out.insert(0, rep)
+        return out
+
+    # -- scopes ----------------------------------------------------------------------
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        return self._function(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AST:
+        return self._function(node)
+
+    def _defaults(self, args: ast.arguments) -> None:
+        args.defaults = [self.visit(d) for d in args.defaults]
+        args.kw_defaults = [None if d is None else self.visit(d) for d in args.kw_defaults]
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
+        nid = self._nid
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        self._defaults(node.args)  # annotations are never touched (they may be strings)
+        qual = self._qualname(node.name)
+        inner = _scope_nodes(node.body)
+        yields = [(n, p) for n, p in inner if isinstance(n, (ast.Yield, ast.YieldFrom))]
+        is_async = isinstance(node, ast.AsyncFunctionDef)
+        generator = bool(yields)
+        instrument = not (
+            is_async and generator and not all(_is_statement_yield(n, p) for n, p in yields)
+        )
+        scope = _Scope(
+            "function",
+            qual,
+            call=instrument,
+            generator=generator and instrument,
+            async_generator=is_async and generator,
+            rv=instrument and not (is_async and generator),
+            globals={name for n, _ in inner if isinstance(n, ast.Global) for name in n.names},
+        )
+        self.scopes.append(scope)
+        self._mark_docstring(node.body)
+        body = self._block(node.body)
+        self.scopes.pop()
+        node.body = self._wrap(node, body, qual, nid, scope) if instrument else body
+        return node
+
+    def _wrap(
+        self,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        body: list[ast.stmt],
+        qual: str,
+        nid: str,
+        scope: _Scope,
+    ) -> list[ast.stmt]:
+        doc: list[ast.stmt] = []
+        if body and id(body[0]) in self.docstrings:
+            doc, body = [body[0]], body[1:]
+        params = self._params(node.args)
+        mod, q, n = _const(self.module), _const(qual), _const(nid)
+        pre: list[ast.stmt] = []
+        if scope.rv:
+            pre.append(_assign(RV, _const(None)))
+        rv = _load(RV) if scope.rv else _const(None)
+        if scope.generator:
+            pre.append(
+                ast.Assign(
+                    targets=[ast.Tuple(elts=[_store(CALL), _store(START)], ctx=ast.Store())],
+                    value=_rt_call("genter", mod, q, params, n),
+                    type_comment=None,
+                )
+            )
+            on_exc = _assign(CALL, _rt_call("gfail", _load(CALL), _load(START), _load(EXC), n))
+            final = ast.Expr(value=_rt_call("gleave", _load(CALL), _load(START), rv, n))
+        else:
+            pre.append(_assign(CALL, _rt_call("enter", mod, q, params, ast_node_id=n)))
+            on_exc = _assign(CALL, _rt_call("fail", _load(CALL), _load(EXC), n))
+            final = ast.Expr(value=_rt_call("leave", _load(CALL), rv, ast_node_id=n))
+        handler = ast.ExceptHandler(
+            type=ast.Attribute(value=_load(RT), attr="BaseException", ctx=ast.Load()),
+            name=EXC,
+            body=[on_exc, ast.Raise(exc=None, cause=None)],
+        )
+        try_ = ast.Try(body=body or [ast.Pass()], handlers=[handler], orelse=[], finalbody=[final])
+        for s in [*pre, try_]:
+            _stamp(s, node)
+        return [*doc, *pre, try_]
+
+    @staticmethod
+    def _params(args: ast.arguments) -> ast.Dict:
+        names = [a.arg for a in (*args.posonlyargs, *args.args)]
+        if args.vararg is not None:
+            names.append(args.vararg.arg)
+        names += [a.arg for a in args.kwonlyargs]
+        if args.kwarg is not None:
+            names.append(args.kwarg.arg)
+        return _names_dict(names)
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        nid = self._nid
+        self._defaults(node.args)
+        qual = self._qualname("<lambda>")
+        blocked = any(
+            isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await))
+            or (isinstance(n, ast.Name) and n.id in _LAMBDA_BLOCKERS)
+            for n in ast.walk(node.body)
+        )
+        self.scopes.append(_Scope("lambda", qual))
+        node.body = self.visit(node.body)
+        self.scopes.pop()
+        if blocked:
+            return node
+        thunk = ast.Lambda(
+            args=ast.arguments(
+                posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[],
+                kwarg=None, defaults=[],
+            ),
+            body=node.body,
+        )  # fmt: skip
+        new = _rt_call(
+            "call", _const(self.module), _const(qual), self._params(node.args), _const(nid), thunk
+        )
+        _stamp(new, node)
+        node.body = new
+        return node
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        node.bases = [self.visit(b) for b in node.bases]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        qual = self._qualname(node.name)
+        inner = _scope_nodes(node.body)
+        globs = {name for n, _ in inner if isinstance(n, ast.Global) for name in n.names}
+        self.scopes.append(_Scope("class", qual, globals=globs))
+        self._mark_docstring(node.body)
+        node.body = self._block(node.body)
+        self.scopes.pop()
+        return node
+
+    def _comprehension(self, node: ast.AST) -> ast.AST:
+        self.scopes.append(_Scope("comprehension", self._scope().qualname))
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.scopes.pop()
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+    def visit_TypeAlias(self, node: ast.AST) -> ast.AST:
+        return node  # 3.12+: its value is evaluated lazily in an annotation scope
+
+    # -- returns and yields ----------------------------------------------------------
+
+    def visit_Return(self, node: ast.Return) -> ast.AST:
+        self.generic_visit(node)
+        if self._scope().rv:
+            at: ast.AST = node.value if node.value is not None else node
+            value = ast.NamedExpr(target=_store(RV), value=node.value or _const(None))
+            _stamp(value, at)
+            node.value = value
+        return node
+
+    def _suspending(self, stmt: ast.Expr | ast.Assign, y: ast.Yield) -> ast.stmt:
+        value = self.visit(y.value) if y.value is not None else _const(None)
+        y.value = _rt_call("suspend", _load(CALL), value)
+        _stamp(y.value, y)
+        try_ = ast.Try(
+            body=[stmt],
+            handlers=[],
+            orelse=[],
+            finalbody=[ast.Expr(value=_rt_call("resume", _load(CALL)))],
+        )
+        _stamp(try_, stmt)
+        return try_
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST:
+        if isinstance(node.value, ast.Yield) and self._scope().generator:
+            return self._suspending(node, node.value)
+        self.generic_visit(node)
+        return node
+
+    def visit_Yield(self, node: ast.Yield) -> ast.AST:
+        self.generic_visit(node)
+        if self._scope().generator:  # only sync generators get here (see _function)
+            new = ast.YieldFrom(value=_rt_call("yield_", _load(CALL), node.value or _const(None)))
+            _stamp(new, node)
+            return new
+        return node
+
+    def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.AST:
+        self.generic_visit(node)
+        if self._scope().generator:
+            node.value = _rt_call("delegate", _load(CALL), node.value)
+            _stamp(node.value, node)
+        return node
+
+    # -- values: assignments, branches, loops, match -----------------------------------
+
+    def _snapshot(self, at: ast.stmt, names: list[str]) -> list[ast.stmt]:
+        if self.level < _VALUES or not names:
+            return []
+        rep = ast.Expr(
+            value=_rt_call(
+                "snap", self._cid(), _names_dict(names), _const(at.lineno), _const(self._nid)
+            )
+        )
+        _stamp(rep, at)
+        return [rep]
+
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        if (
+            self._scope().generator and isinstance(node.value, ast.Yield)
+            and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        ):  # fmt: skip
+            first: ast.stmt = self._suspending(node, node.value)
+        else:
+            self.generic_visit(node)
+            first = node
+        names: list[str] = []
+        for t in node.targets:
+            _bound_names(t, names)
+        return [first, *self._snapshot(node, names)]
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
+        self.generic_visit(node)
+        return [node, *self._snapshot(node, _bound_names(node.target, []))]
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        node.target = self.visit(node.target)  # the annotation is never touched
+        if node.value is None:
+            return node
+        node.value = self.visit(node.value)
+        return [node, *self._snapshot(node, _bound_names(node.target, []))]
+
+    def _with(self, node: ast.With | ast.AsyncWith) -> ast.AST:
+        self.generic_visit(node)
+        names: list[str] = []
+        for item in node.items:
+            if item.optional_vars is not None:
+                _bound_names(item.optional_vars, names)
+        node.body[0:0] = self._snapshot(node, names)
+        return node
+
+    visit_With = visit_AsyncWith = _with
+
+    def visit_If(self, node: ast.If) -> ast.AST:
+        self.generic_visit(node)
+        if self.level < _VALUES:
+            return node
+        nid, line = self._nid, node.lineno
+        kind = "elif" if self.src.startswith(node, "elif") else "if"
+        cond = self.src.segment(node.test)
+
+        def rep(taken: bool, at: ast.AST) -> ast.stmt:
+            e = ast.Expr(
+                value=_rt_call(
+                    "branch", self._cid(), _const(kind), _const(cond), _const(taken),
+                    _const(line), _const(nid),
+                )
+            )  # fmt: skip
+            _stamp(e, at)
+            return e
+
+        node.body.insert(0, rep(True, node.body[0]))
+        node.orelse.insert(0, rep(False, node.orelse[0] if node.orelse else node))
+        return node
+
+    def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
+        self.generic_visit(node)
+        if self.level < _VALUES:
+            return node
+        nid, cond = self._nid, self.src.segment(node.test)
+        for attr, taken in (("body", True), ("orelse", False)):
+            operand = getattr(node, attr)
+            new = ast.BoolOp(
+                op=ast.Or(),
+                values=[
+                    _rt_call(
+                        "xbranch", self._cid(), _const(cond), _const(taken),
+                        _const(node.lineno), _const(nid),
+                    ),
+                    operand,
+                ],
+            )  # fmt: skip
+            _stamp(new, operand)
+            setattr(node, attr, new)
+        return node
+
+    def _loop(self, node: ast.For | ast.AsyncFor | ast.While) -> Any:
+        self.generic_visit(node)
+        scope = self._scope()
+        if self.level < _VALUES or scope.kind == "class":
+            return node
+        scope.loops += 1
+        counter = LOOP.format(scope.loops)
+        value: ast.expr
+        if isinstance(node, ast.While):
+            kind, value = "while", _const(None)
+        else:
+            kind = "async_for" if isinstance(node, ast.AsyncFor) else "for"
+            names = _bound_names(node.target, [])
+            value = _names_dict(names) if names else _const(None)
+        step = _assign(
+            counter,
+            _rt_call(
+                "loop", self._cid(), _load(counter), _const(kind), value,
+                _const(node.lineno), _const(self._nid),
+            ),
+        )  # fmt: skip
+        _stamp(step, node.body[0])
+        node.body.insert(0, step)
+        init = _assign(counter, _const(0))
+        _stamp(init, node)
+        return [init, node]
+
+    visit_For = visit_AsyncFor = visit_While = _loop
+
+    def visit_Match(self, node: ast.Match) -> ast.AST:
+        nid = self._nid
+        node.subject = self.visit(node.subject)
+        scope = self._scope()
+        instrument = self.level >= _VALUES and scope.kind != "class"
+        for case in node.cases:
+            cnid = self.ids.add(case.pattern, scope.qualname, "match_case", nid)
+            self.parents.append(cnid)
+            try:
+                case.pattern = self.visit(case.pattern)
+                if case.guard is not None:
+                    case.guard = self.visit(case.guard)
+                case.body = self._block(case.body)
+            finally:
+                self.parents.pop()
+            if instrument:
+                rep = ast.Expr(
+                    value=_rt_call(
+                        "match", self._cid(), _const(self.src.segment(case.pattern)),
+                        _load(MATCH), _const(True), _const(case.pattern.lineno), _const(cnid),
+                    )
+                )  # fmt: skip
+                _stamp(rep, case.body[0])
+                case.body.insert(0, rep)
+        if not instrument:
+            return node
+        if not (node.cases and _irrefutable(node.cases[-1])):
+            miss = ast.Expr(
+                value=_rt_call(
+                    "match", self._cid(), _const(None), _load(MATCH), _const(False),
+                    _const(node.lineno), _const(nid),
+                )
+            )  # fmt: skip
+            _stamp(miss, node)
+            wildcard = ast.MatchAs(pattern=None, name=None)
+            _stamp(wildcard, node)
+            node.cases.append(ast.match_case(pattern=wildcard, guard=None, body=[miss]))
+        subject = ast.NamedExpr(target=_store(MATCH), value=node.subject)
+        _stamp(subject, node.subject)
+        node.subject = subject
+        return node
