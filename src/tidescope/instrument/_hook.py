@@ -90,10 +90,11 @@ def compile_module(
         _count("cache_misses")
     tree, records = rewrite_source(importlib.util.decode_source(source), filename, module, level)
     code = compile(tree, filename, "exec", dont_inherit=True)
+    # written even under PYTHONDONTWRITEBYTECODE: that keeps .pyc files out of source
+    # trees, and this cache lives in the user's cache directory (``cache=False`` turns it off)
     if (
         key is not None
         and cache_dir is not None
-        and not sys.dont_write_bytecode
         and not _cache.store(cache_dir, key, code, records)
     ):
         _count("cache_write_errors")
@@ -130,9 +131,12 @@ def _never_dirs() -> tuple[str, ...]:
     """The standard library's directories and tidescope's own."""
     global _never
     if _never is None:
-        paths = sysconfig.get_paths()
-        dirs = {paths[k] for k in ("stdlib", "platstdlib") if k in paths}
-        dirs.add(str(Path(__file__).resolve().parent.parent))
+        dirs = {os.path.dirname(os.__file__), str(Path(__file__).resolve().parent.parent)}
+        for key in ("stdlib", "platstdlib"):
+            try:  # sysconfig can fail inside some virtual environments (3.13.0: 'abi_thread')
+                dirs.add(sysconfig.get_path(key))
+            except Exception:
+                pass
         _never = tuple(sorted(os.path.realpath(d) for d in dirs))
     return _never
 
@@ -238,14 +242,24 @@ class _Finder:
         path: Sequence[str] | None = None,
         target: types.ModuleType | None = None,
     ) -> ModuleSpec | None:
-        inst = self.installation
-        if getattr(_busy, "on", False) or not inst.selects_name(fullname):
+        if getattr(_busy, "on", False):
             return None
         _busy.on = True
         try:
-            spec = self._spec_behind(fullname, path, target)
+            return self._find(fullname, path, target)
+        except Exception as exc:  # never break an import: the finders behind us take it
+            _failed_open(fullname, exc)
+            return None
         finally:
             _busy.on = False
+
+    def _find(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None
+    ) -> ModuleSpec | None:
+        inst = self.installation
+        if not inst.selects_name(fullname):
+            return None
+        spec = self._spec_behind(fullname, path, target)
         if spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader:
             return None
         origin = spec.origin
