@@ -1,0 +1,228 @@
+"""``tidescope run``: run a program like ``python`` does, instrumented, into a trace directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import runpy
+import signal
+import sys
+import traceback
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import tidescope
+from tidescope.config import Config
+from tidescope.export.drain import Drain
+
+__all__ = ["RunOptions", "UsageError", "run"]
+
+_PACKAGE_DIR = str(Path(tidescope.__file__).resolve().parent)
+
+
+class UsageError(Exception):
+    """Bad input to ``tidescope run``: reported as one line and exit status 2."""
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """What to run and how to record it."""
+
+    script: str | None = None
+    module: str | None = None
+    argv: Sequence[str] = ()
+    output: str = "tidescope-trace"
+    level: str = "calls"
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    config: Config = dataclasses.field(default_factory=Config.load)
+
+
+def _check_output(directory: str) -> Path:
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".tidescope-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write to output directory '{directory}': {exc.strerror or exc}"
+        ) from None
+    return path
+
+
+def _compile_main(path: Path, level: str) -> types.CodeType:
+    """Compile the script instrumented; a syntax error propagates as Python reports it."""
+    path = path.resolve()  # Python compiles __main__ under its absolute path
+    source = path.read_bytes()
+    compile(source, str(path), "exec", dont_inherit=True)  # the user's own syntax errors first
+    from tidescope import instrument  # noqa: PLC0415 - only `run` needs the rewriter
+
+    code, _records = instrument.instrument_main(str(path), level)  # records join node_table()
+    return code
+
+
+def _print_exception(exc: BaseException) -> None:
+    """Print ``exc`` like Python's top level: without tidescope's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    if tb is not None:  # an exception raised inside tidescope itself keeps all its frames
+        exc = exc.with_traceback(tb)  # the default hook prints exc.__traceback__, not tb
+    sys.excepthook(type(exc), exc, exc.__traceback__)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # like Python: a non-int code is printed, status 1
+    return 1
+
+
+def _run_program(options: RunOptions, code: types.CodeType | None) -> int:
+    try:
+        if options.module is not None:
+            sys.argv = [options.module, *options.argv]
+            runpy.run_module(options.module, run_name="__main__", alter_sys=True)
+        else:
+            assert options.script is not None and code is not None
+            script = os.path.abspath(options.script)
+            sys.argv = [options.script, *options.argv]
+            sys.path[0] = os.path.dirname(script)
+            main = types.ModuleType("__main__")
+            main.__file__ = script
+            main.__builtins__ = __builtins__  # type: ignore[attr-defined]
+            main.__cached__ = None  # type: ignore[attr-defined]
+            saved_main = sys.modules.get("__main__")
+            sys.modules["__main__"] = main
+            try:
+                exec(code, main.__dict__)
+            finally:
+                if saved_main is not None:
+                    sys.modules["__main__"] = saved_main
+    except SystemExit as exc:
+        return _exit_code(exc)
+    except KeyboardInterrupt as exc:
+        _print_exception(exc)
+        return 130
+    except BaseException as exc:
+        _print_exception(exc)
+        return 1
+    return 0
+
+
+def run(options: RunOptions) -> int:
+    """Run the program of ``options`` recorded; returns its exit status.
+
+    Raises:
+        UsageError: the script does not exist or the output directory cannot be written.
+    """
+    code: types.CodeType | None = None
+    main_path: str | None = None
+    if options.script is not None:
+        path = Path(options.script)
+        if not path.is_file():
+            reason = "No such file or directory" if not path.exists() else "Is a directory"
+            raise UsageError(f"can't open file '{path.resolve()}': {reason}")
+        main_path = str(path.resolve())
+    output = _check_output(options.output)
+    if options.script is not None:
+        try:
+            code = _compile_main(Path(options.script), options.level)
+        except SyntaxError as exc:
+            traceback.print_exception(type(exc), exc, None)
+            return 1
+
+    from tidescope import instrument  # noqa: PLC0415
+
+    session = tidescope.start(options.config)
+    drain = Drain(
+        output, header={"argv": [options.script or f"-m {options.module}", *options.argv]}
+    )
+    drain.start()
+    installation = instrument.install(
+        include=list(options.include) or None,
+        exclude=list(options.exclude) or None,
+        level=options.level,
+        main_path=main_path,
+    )
+    restore = _flush_on_exit_paths(drain)
+    status = 1
+    try:
+        status = _run_program(options, code)
+    finally:
+        restore()
+        installation.uninstall()
+        stats = session.stop()
+        drain.stop(stats)
+        _write_node_table(output)
+        _summary(stats, output, drain)
+    return status
+
+
+def _flush_on_exit_paths(drain: Drain) -> Callable[[], None]:
+    """SIGTERM exits through ``finally`` blocks; ``os._exit`` flushes first. Returns the undo."""
+    real_exit = os._exit
+
+    def _exit(status: int) -> NoReturn:
+        # in a forked child the drain has already switched to the child's own file
+        drain.stop(tidescope.stats())
+        real_exit(status)
+
+    os._exit = _exit
+    previous: Any = None
+    if threading_is_main():
+        previous = signal.signal(signal.SIGTERM, _raise_exit)
+
+    def restore() -> None:
+        os._exit = real_exit
+        if previous is not None and signal.getsignal(signal.SIGTERM) is _raise_exit:
+            signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+def threading_is_main() -> bool:
+    """True in the main thread (only it may install signal handlers)."""
+    import threading  # noqa: PLC0415
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_exit(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _write_node_table(output: Path) -> None:
+    from tidescope import instrument  # noqa: PLC0415
+
+    nodes = instrument.node_table()
+    if not nodes:
+        return
+    with open(output / f"nodes-{os.getpid()}.jsonl", "w", encoding="utf-8") as fh:
+        for rec in nodes:
+            fh.write(json.dumps(rec._asdict()) + "\n")
+
+
+def _summary(stats: dict[str, Any], output: Path, drain: Drain) -> None:
+    written = drain.writer.events_written
+    dropped = stats.get("dropped_events", 0)
+    errors = stats.get("internal_errors", 0)
+    print(
+        f"tidescope: {written} events captured, {dropped} dropped, {errors} internal errors"
+        f" -> {output}{os.sep} ({drain.writer.path.name})",
+        file=sys.stderr,
+    )
+
+
+def usage_error(message: str) -> NoReturn:
+    """Report bad input the way the CLI does and exit 2."""
+    print(f"tidescope: {message}", file=sys.stderr)
+    raise SystemExit(2)

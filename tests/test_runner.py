@@ -1,0 +1,231 @@
+"""`tidescope run` in a subprocess: the program behaves as under python; its trace joins up."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tidescope.export.jsonl import read_trace, trace_files
+
+
+def write(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def tidescope_run(
+    *args: str, cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tidescope", "run", *args],
+        cwd=cwd, capture_output=True, text=True, input=stdin, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def python_run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, input=stdin,
+        check=False, timeout=120,
+    )  # fmt: skip
+
+
+def events(directory: Path) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for path in trace_files(directory):
+        out += [r for r in read_trace(path) if "$header" not in r and "$stats" not in r]
+    return out
+
+
+APP = """
+import sys
+
+def greet(name, punctuation="!"):
+    return f"hello {name}{punctuation}"
+
+def main(argv):
+    line = sys.stdin.readline().strip()
+    print(greet(argv[1] if len(argv) > 1 else "world"), line)
+    print("argv:", argv, "main:", __name__)
+    return int(argv[2]) if len(argv) > 2 else 0
+
+sys.exit(main(sys.argv))
+"""
+
+
+def test_program_sees_the_same_argv_stdin_stdout_and_exit_code(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", APP)
+    ours = tidescope_run("app.py", "ada", "3", cwd=tmp_path, stdin="from stdin\n")
+    plain = python_run("app.py", "ada", "3", cwd=tmp_path, stdin="from stdin\n")
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode) == (ours.stdout, 3)
+    summary = ours.stderr.strip().splitlines()[-1]
+    assert summary.startswith("tidescope: ") and "events captured, 0 dropped" in summary
+    evs = events(tmp_path / "tidescope-trace")
+    entries = {e["call_id"]: e for e in evs if e["event_type"] == "function_entry"}
+    exits = {e["call_id"]: e for e in evs if e["event_type"] == "function_exit"}
+    assert set(entries) == set(exits)
+    greet = next(e for e in entries.values() if e["data"]["function"] == "greet")
+    main = next(e for e in entries.values() if e["data"]["function"] == "main")
+    assert greet["parent_id"] == main["call_id"]
+    assert exits[greet["call_id"]]["data"]["return_value"] == "hello ada!"
+
+
+def test_unhandled_exception_prints_the_same_traceback_and_exits_1(tmp_path: Path) -> None:
+    write(
+        tmp_path / "boom.py",
+        """
+        def inner(x):
+            return 1 / x
+
+        def outer():
+            return inner(0)
+
+        outer()
+        """,
+    )
+    ours = tidescope_run("boom.py", cwd=tmp_path)
+    plain = python_run("boom.py", cwd=tmp_path)
+    assert ours.returncode == plain.returncode == 1
+    ours_tb = ours.stderr.strip().splitlines()[:-1]  # the last line is tidescope's summary
+    assert ours_tb == plain.stderr.strip().splitlines()
+    evs = events(tmp_path / "tidescope-trace")
+    reasons = [e["data"]["exit_reason"] for e in evs if e["event_type"] == "function_exit"]
+    assert reasons == ["exception", "exception"]
+
+
+def test_syntax_error_is_reported_exactly_as_python_reports_it(tmp_path: Path) -> None:
+    write(tmp_path / "bad.py", "x = 1\ndef f(:\n    pass\n")
+    ours = tidescope_run("bad.py", cwd=tmp_path)
+    plain = python_run("bad.py", cwd=tmp_path)
+    assert ours.returncode == plain.returncode == 1
+    assert ours.stderr == plain.stderr
+    assert "Traceback" not in ours.stderr
+
+
+def test_missing_script_unwritable_output_and_unknown_option_are_clear_errors(
+    tmp_path: Path,
+) -> None:
+    missing = tidescope_run("nope.py", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.startswith("tidescope: can't open file")
+        and "Traceback" not in missing.stderr
+    )
+    write(tmp_path / "app.py", "print('hi')\n")
+    (tmp_path / "file").write_text("")
+    blocked = tidescope_run("--output", "file/sub", "app.py", cwd=tmp_path)
+    assert blocked.returncode == 2 and "cannot write to output directory" in blocked.stderr
+    unknown = tidescope_run("--frobnicate", "app.py", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unrecognized arguments" in unknown.stderr
+    bad_size = tidescope_run("--buffer-size", "1000", "app.py", cwd=tmp_path)
+    assert bad_size.returncode == 2 and "power of two" in bad_size.stderr
+    for proc in (missing, blocked, unknown, bad_size):
+        assert "Traceback" not in proc.stderr
+
+
+def test_module_mode_runs_a_package_module_as_main(tmp_path: Path) -> None:
+    pkg = tmp_path / "shop"
+    pkg.mkdir()
+    write(pkg / "__init__.py", "")
+    write(pkg / "cart.py", "def total(items):\n    return sum(items)\n")
+    write(
+        pkg / "cli.py",
+        """
+        import sys
+        from shop.cart import total
+        if __name__ == "__main__":
+            print(total([1, 2, int(sys.argv[1])]))
+        """,
+    )
+    ours = tidescope_run("--include", "shop.*", "-m", "shop.cli", "4", cwd=tmp_path)
+    plain = python_run("-m", "shop.cli", "4", cwd=tmp_path)
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode) == ("7\n", 0)
+    evs = events(tmp_path / "tidescope-trace")
+    names = {e["data"]["function"] for e in evs if e["event_type"] == "function_entry"}
+    assert "total" in names
+
+
+def test_sigterm_flushes_everything_and_closes_the_file(tmp_path: Path) -> None:
+    write(
+        tmp_path / "server.py",
+        """
+        import time
+        def tick(i):
+            return i
+        for i in range(200):
+            tick(i)
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidescope", "run", "server.py"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    if first != "ready\n":
+        proc.kill()
+        pytest.fail(f"the program did not start: {proc.communicate()[1]}")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    (path,) = trace_files(tmp_path / "tidescope-trace")
+    records = list(read_trace(path))
+    assert "$stats" in records[-1]
+    ticks = [r for r in records[1:-1] if r["event_type"] == "function_entry"]
+    assert len(ticks) == 200 and "200 events" not in err  # 400 events: entries and exits
+
+
+def test_forked_children_write_their_own_files(tmp_path: Path) -> None:
+    write(
+        tmp_path / "forker.py",
+        """
+        import os
+        def child_work(n):
+            return n * 2
+        pid = os.fork()
+        if pid == 0:
+            child_work(21)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        child_work(1)
+        """,
+    )
+    ours = tidescope_run("forker.py", cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    files = trace_files(tmp_path / "tidescope-trace")
+    assert len(files) == 2
+    by_pid = {}
+    for path in files:
+        evs = [r for r in read_trace(path) if r.get("event_type") == "function_exit"]
+        by_pid[path.name] = sorted(e["data"]["return_value"] for e in evs)
+    assert sorted(by_pid.values()) == [[2], [42]]
+
+
+def test_export_and_show_read_the_trace_of_a_run(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", APP)
+    tidescope_run("app.py", "x", cwd=tmp_path, stdin="\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "tidescope", "export", "tidescope-trace", "--format", "chrome"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "records ->" in out.stderr
+    trace = json.loads((tmp_path / "tidescope-trace" / "trace.chrome.json").read_text())
+    assert {e["name"] for e in trace["traceEvents"] if e["ph"] == "X"} >= {"__main__.greet"}
+    show = subprocess.run(
+        [sys.executable, "-m", "tidescope", "show", "tidescope-trace"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "top functions by calls" in show.stdout and "__main__.greet" in show.stdout
+    nothing = subprocess.run(
+        [sys.executable, "-m", "tidescope", "show", "missing"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert nothing.returncode == 2 and "no trace directory" in nothing.stderr
