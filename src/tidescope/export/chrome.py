@@ -9,13 +9,12 @@ events exports with memory bounded by the deepest stacks, not the event count.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from tidescope.export.jsonl import read_trace, trace_files
+from tidescope.export.jsonl import encode_line, read_trace, trace_files
 
 __all__ = ["chrome_events", "write_chrome"]
 
@@ -87,7 +86,7 @@ def write_chrome(directory: str | os.PathLike[str], out: IO[str]) -> int:
     for ev in chrome_events(records()):
         if n:
             out.write(",\n")
-        out.write(json.dumps(ev, separators=(",", ":")))
+        out.write(encode_line(ev).decode())
         n += 1
     out.write("\n]}\n")
     return n

@@ -96,10 +96,10 @@ class Drain:
         _core.resync_clock()
         try:
             while True:
-                envelopes = buf.drain_envelopes(self.batch)
-                if not envelopes:
+                records = buf.drain_records(self.batch)
+                if not records:
                     return total
-                total += self.writer.write_envelopes(envelopes)
+                total += self.writer.write_records(records)
         except Exception:  # a full disk must not kill the program; it is counted
             self.errors += 1
             return total
