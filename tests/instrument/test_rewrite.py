@@ -19,7 +19,7 @@ import pytest
 
 import tidescope
 from tidescope import EventType
-from tidescope.capture.runtime import validate_ast_node_id
+from tidescope.capture.runtime import call_stack, validate_ast_node_id
 from tidescope.events import Event
 from tidescope.instrument import LEVELS, rewrite_source
 
@@ -83,6 +83,7 @@ def same_everywhere(
         with tidescope.capture(buffer_size=65536) as cap:
             errors_before = cap.stats()["internal_errors"]  # the counter is per process
             got = outcome(lambda level=level: run(load(source, level)))  # type: ignore[misc]
+            assert call_stack() == [], "a call was left on the call stack"
         assert got == expected, f"level {level}"
         stats = cap.stats()
         assert stats["internal_errors"] == errors_before, stats["last_internal_error"]
@@ -702,6 +703,28 @@ def test_generator_close_exits_as_cancelled_and_throw_as_exception() -> None:
 def test_a_generator_closed_before_its_first_step_reports_nothing() -> None:
     events = same_everywhere(GENERATOR, lambda ns: ns["never_started"]())["calls"]
     assert calls(events, "echo") == []
+
+
+def test_a_yielded_expression_that_raises_leaves_the_call_stack_balanced() -> None:
+    src = """
+    def pop_all(items):
+        try:
+            while True:
+                yield items.pop()
+        except IndexError:
+            pass
+        try:
+            yield from_expr(items)
+        except IndexError:
+            return "done"
+
+    def from_expr(items):
+        return items.pop()
+    """
+    # driven from plain code: no enclosing instrumented exit unwinds a stray frame
+    events = same_everywhere(src, lambda ns: list(ns["pop_all"]([1, 2, 3])))["calls"]
+    _, out = one_call(events, "pop_all")
+    assert out.data["return_value"] == "done"
 
 
 def test_yield_from_passes_send_throw_and_close_to_the_subgenerator() -> None:

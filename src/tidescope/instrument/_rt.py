@@ -140,10 +140,15 @@ def suspend(call_id: Any, value: Any = None) -> Any:
 
 
 def resume(call_id: Any) -> None:
-    """Put ``call_id`` back on the call stack of whoever resumed the generator."""
+    """Put ``call_id`` back on the call stack of whoever resumed the generator.
+
+    A no-op when it is already on top: the yielded expression raised before ``suspend``
+    ran (a suspended generator's id is on no stack, so it can't be on top otherwise).
+    """
     if call_id is not None:
         try:
-            _core.push_call_stack(call_id)
+            if _core.current_call_id() != call_id:
+                _core.push_call_stack(call_id)
         except Exception as exc:
             _core.count_error(exc)
 
