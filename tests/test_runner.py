@@ -229,3 +229,32 @@ def test_export_and_show_read_the_trace_of_a_run(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert nothing.returncode == 2 and "no trace directory" in nothing.stderr
+
+
+def test_multiprocessing_workers_write_their_own_files(tmp_path: Path) -> None:
+    write(
+        tmp_path / "pool.py",
+        """
+        import multiprocessing
+
+        def square(n):
+            return n * n
+
+        if __name__ == "__main__":
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                print(sorted(pool.map(square, range(6))))
+        """,
+    )
+    ours = tidescope_run("pool.py", cwd=tmp_path)
+    plain = python_run("pool.py", cwd=tmp_path)
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode), ours.stderr
+    files = trace_files(tmp_path / "tidescope-trace")
+    assert len(files) >= 2  # the parent and at least one worker
+    squares = []
+    for path in files:
+        records = list(read_trace(path))
+        pid = records[0]["$header"]["pid"]
+        for r in records[1:]:
+            if r.get("event_type") == "function_exit" and r["pid"] == pid:
+                squares.append(r["data"]["return_value"])
+    assert sorted(squares) == [0, 1, 4, 9, 16, 25]
