@@ -10,12 +10,16 @@ import tidescope
 from tidescope.capture import _core
 
 
-@pytest.fixture(autouse=True)
-def _isolated_capture_state() -> Iterator[None]:
-    tidescope.stop()
-    _core.initialize_context()
-    yield
-    tidescope.stop()
+def _reset() -> None:
+    while tidescope.active_session() is not None:
+        tidescope.stop()
     _core.register_buffer(None)
     _core.set_enabled(False)
     _core.initialize_context()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_capture_state() -> Iterator[None]:
+    _reset()
+    yield
+    _reset()

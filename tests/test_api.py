@@ -6,18 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 import tidescope
 from tidescope.capture import runtime
-
-
-@pytest.fixture(autouse=True)
-def no_session_left() -> Iterator[None]:
-    yield
-    tidescope.stop()
 
 
 def test_issue_example_captures_entry_and_exit_in_order() -> None:

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,20 +24,6 @@ from tidescope.capture.ring_buffer import RingBuffer
 ENTRY = EventType.FUNCTION_ENTRY
 EXIT = EventType.FUNCTION_EXIT
 PID_MASK = (1 << 22) - 1
-
-
-@pytest.fixture(autouse=True)
-def no_session_left_active() -> Iterator[None]:
-    """Every test starts and ends with no session, no buffer and a fresh context here."""
-    while tidescope.active_session() is not None:
-        tidescope.stop()
-    context.unregister_buffer()
-    context.initialize_context()
-    yield
-    while tidescope.active_session() is not None:
-        tidescope.stop()
-    context.unregister_buffer()
-    context.initialize_context()
 
 
 def entry(function: str, *args: Any) -> Any:

@@ -31,20 +31,6 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # the W
 REPORTERS = sorted(n for n in rt.__all__ if n.startswith("report_"))
 
 
-@pytest.fixture(autouse=True)
-def no_session_left_active() -> Iterator[None]:
-    """Every test starts and ends with no session, no buffer and a fresh context here."""
-    while tidescope.active_session() is not None:
-        tidescope.stop()
-    context.unregister_buffer()
-    context.initialize_context()
-    yield
-    while tidescope.active_session() is not None:
-        tidescope.stop()
-    context.unregister_buffer()
-    context.initialize_context()
-
-
 # ---------------------------------------------------------------------------------------
 # what each reporter writes
 

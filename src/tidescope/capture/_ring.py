@@ -176,6 +176,10 @@ class RingBuffer:
 
     def write(self, event: Any) -> bool:
         """Write one event; False when it was dropped (and counted). Never raises."""
+        return self._put((event,))
+
+    def _put(self, payload: tuple[Any, ...]) -> bool:
+        """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""
         if self._fast:
             pos = next(self._claim)
             slots = self._slots
@@ -184,18 +188,6 @@ class RingBuffer:
             # A writer descheduled between claim and store may have been lapped: its event
             # is then older than the slot's and is lost (readers count it from the gap);
             # storing it would hide the newer event behind an apparently unfilled slot.
-            if old is None or old[0] < pos:
-                slots[i] = (pos, event)
-            return True
-        return self._put_slow((event,))
-
-    def _put(self, payload: tuple[Any, ...]) -> bool:
-        """Write ``(pos, *payload)`` under any strategy (the record path of the ingestor)."""
-        if self._fast:
-            pos = next(self._claim)
-            slots = self._slots
-            i = pos & self._mask
-            old = slots[i]
             if old is None or old[0] < pos:
                 slots[i] = (pos, *payload)
             return True
