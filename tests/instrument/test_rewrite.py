@@ -847,6 +847,67 @@ def test_a_cancelled_coroutine_exits_as_cancelled() -> None:
     assert out.data["exception"]["type"] == "asyncio.exceptions.CancelledError"
 
 
+def test_interleaved_tasks_each_see_only_their_own_coroutine_as_parent() -> None:
+    src = """
+    import asyncio
+
+    def work(tag):
+        return tag
+
+    async def worker(tag, n):
+        out = []
+        for _ in range(n):
+            await asyncio.sleep(0)  # every await lets the other task run
+            out.append(work(tag))
+        return out
+
+    async def main():
+        return await asyncio.gather(worker("a", 3), worker("b", 3))
+    """
+    events = same_everywhere(src, lambda ns: asyncio.run(ns["main"]()))["calls"]
+    workers = {entry.call_id: entry.data["args"]["tag"] for entry, _ in calls(events, "worker")}
+    works = calls(events, "work")
+    assert len(works) == 6
+    for entry, _ in works:
+        assert workers[entry.parent_id] == entry.data["args"]["tag"]
+
+
+def test_threads_keep_their_own_call_stacks() -> None:
+    src = """
+    import threading
+
+    def leaf(n):
+        return n
+
+    def branch(n):
+        return sum(leaf(i) for i in range(n))
+
+    def main():
+        results = {}
+        def run(k):
+            results[k] = branch(k)
+        threads = [threading.Thread(target=run, args=(k,)) for k in (3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sorted(results.items())
+    """
+    events = same_everywhere(src, lambda ns: ns["main"]())["calls"]
+    branches = {entry.call_id: entry for entry, _ in calls(events, "branch")}
+    assert len(branches) == 2
+    main_in, _ = one_call(events, "main")
+    thread_of_main = main_in.thread_id
+    runs = {entry.call_id: entry for entry, _ in calls(events, "main.<locals>.run")}
+    assert [r.parent_id for r in runs.values()] == [None, None]  # a new thread, a new stack
+    for entry in branches.values():
+        assert entry.thread_id != thread_of_main
+        assert runs[entry.parent_id].thread_id == entry.thread_id
+    for entry, _ in calls(events, "leaf"):
+        parent = branches[entry.parent_id]
+        assert parent.thread_id == entry.thread_id
+
+
 ASYNC_GEN = """
 import asyncio
 

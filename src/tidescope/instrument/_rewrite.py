@@ -196,44 +196,55 @@ def _irrefutable(case: ast.match_case) -> bool:
     return case.guard is None and pat(case.pattern)
 
 
-def _stamp(node: ast.AST, at: ast.AST) -> None:
-    """Give ``node`` and its new (unlocated) descendants ``at``'s start position."""
-    if "lineno" in node._attributes:
-        if getattr(node, "lineno", None) is not None:
-            return  # a user's node, already in place
-        line, col = getattr(at, "lineno", 1), getattr(at, "col_offset", 0)
-        node.lineno, node.col_offset = line, col  # type: ignore[attr-defined]
-        node.end_lineno, node.end_col_offset = line, col  # type: ignore[attr-defined]
-    for child in ast.iter_child_nodes(node):
-        _stamp(child, at)
+class _At:
+    """Builds injected nodes placed at the start of the node they instrument."""
 
+    __slots__ = ("loc",)
 
-def _load(name: str) -> ast.Name:
-    return ast.Name(id=name, ctx=ast.Load())
+    def __init__(self, node: ast.AST) -> None:
+        line = getattr(node, "lineno", None) or 1
+        col = getattr(node, "col_offset", None) or 0
+        self.loc: Any = {
+            "lineno": line, "col_offset": col, "end_lineno": line, "end_col_offset": col,
+        }  # fmt: skip
 
+    def load(self, name: str) -> ast.Name:
+        return ast.Name(id=name, ctx=ast.Load(), **self.loc)
 
-def _store(name: str) -> ast.Name:
-    return ast.Name(id=name, ctx=ast.Store())
+    def store(self, name: str) -> ast.Name:
+        return ast.Name(id=name, ctx=ast.Store(), **self.loc)
 
+    def const(self, value: Any) -> ast.Constant:
+        return ast.Constant(value=value, kind=None, **self.loc)
 
-def _const(value: Any) -> ast.Constant:
-    return ast.Constant(value=value, kind=None)
+    def attr(self, name: str) -> ast.Attribute:
+        return ast.Attribute(value=self.load(RT), attr=name, ctx=ast.Load(), **self.loc)
 
+    def rt(self, helper: str, *args: ast.expr, **kwargs: ast.expr) -> ast.Call:
+        """``__tidescope_rt__.helper(*args, **kwargs)``."""
+        return ast.Call(
+            func=self.attr(helper),
+            args=list(args),
+            keywords=[ast.keyword(arg=k, value=v, **self.loc) for k, v in kwargs.items()],
+            **self.loc,
+        )
 
-def _rt_call(helper: str, *args: ast.expr, **kwargs: ast.expr) -> ast.Call:
-    return ast.Call(
-        func=ast.Attribute(value=_load(RT), attr=helper, ctx=ast.Load()),
-        args=list(args),
-        keywords=[ast.keyword(arg=k, value=v) for k, v in kwargs.items()],
-    )
+    def expr(self, value: ast.expr) -> ast.Expr:
+        return ast.Expr(value=value, **self.loc)
 
+    def assign(self, name: str, value: ast.expr) -> ast.Assign:
+        return ast.Assign(targets=[self.store(name)], value=value, type_comment=None, **self.loc)
 
-def _assign(name: str, value: ast.expr) -> ast.Assign:
-    return ast.Assign(targets=[_store(name)], value=value, type_comment=None)
+    def names(self, names: list[str]) -> ast.Dict:
+        """``{"name": name, ...}``."""
+        return ast.Dict(
+            keys=[self.const(n) for n in names], values=[self.load(n) for n in names], **self.loc
+        )
 
-
-def _names_dict(names: list[str]) -> ast.Dict:
-    return ast.Dict(keys=[_const(n) for n in names], values=[_load(n) for n in names])
+    def try_(
+        self, body: list[ast.stmt], handlers: list[ast.ExceptHandler], final: list[ast.stmt]
+    ) -> ast.Try:
+        return ast.Try(body=body, handlers=handlers, orelse=[], finalbody=final, **self.loc)
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,10 +287,13 @@ class _Rewriter(ast.NodeTransformer):
             and body[i].module == "__future__"  # type: ignore[attr-defined]
         ):  # fmt: skip
             i += 1
+        at = _At(body[i] if i < len(body) else ast.Pass(lineno=1, col_offset=0))
         imp = ast.ImportFrom(
-            module="tidescope.instrument", names=[ast.alias(name="_rt", asname=RT)], level=0
+            module="tidescope.instrument",
+            names=[ast.alias(name="_rt", asname=RT, **at.loc)],
+            level=0,
+            **at.loc,
         )
-        _stamp(imp, body[i] if i < len(body) else ast.Pass(lineno=1, col_offset=0))
         body.insert(i, imp)
         tree.body = body
         return tree
@@ -304,9 +318,9 @@ class _Rewriter(ast.NodeTransformer):
     def _scope(self) -> _Scope:
         return self.scopes[-1]
 
-    def _cid(self) -> ast.expr:
+    def _cid(self, at: _At) -> ast.expr:
         """The enclosing call's id as an expression (None: the innermost call here)."""
-        return _load(CALL) if self._scope().call else _const(None)
+        return at.load(CALL) if self._scope().call else at.const(None)
 
     def _qualname(self, name: str) -> str:
         s = self._scope()
@@ -348,11 +362,9 @@ class _Rewriter(ast.NodeTransformer):
             and id(node) not in self.docstrings
             and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
         ):
-            rep = ast.Expr(
-                value=_rt_call("line", self._cid(), _const(node.lineno), _const(None), _const(nid))
-            )
-            _stamp(rep, node)
-            out.insert(0, rep)
+            at = _At(node)
+            rep = at.rt("line", self._cid(at), at.const(node.lineno), at.const(None), at.const(nid))
+            out.insert(0, at.expr(rep))
         return out
 
     # -- scopes ----------------------------------------------------------------------
@@ -406,45 +418,48 @@ class _Rewriter(ast.NodeTransformer):
         doc: list[ast.stmt] = []
         if body and id(body[0]) in self.docstrings:
             doc, body = [body[0]], body[1:]
-        params = self._params(node.args)
-        mod, q, n = _const(self.module), _const(qual), _const(nid)
+        at = _At(node)
+        params = self._params(at, node.args)
+        mod, q, n = at.const(self.module), at.const(qual), at.const(nid)
         pre: list[ast.stmt] = []
         if scope.rv:
-            pre.append(_assign(RV, _const(None)))
-        rv = _load(RV) if scope.rv else _const(None)
+            pre.append(at.assign(RV, at.const(None)))
+        rv = at.load(RV) if scope.rv else at.const(None)
+        call, start, exc = at.load(CALL), at.load(START), at.load(EXC)
         if scope.generator:
+            pair = ast.Tuple(elts=[at.store(CALL), at.store(START)], ctx=ast.Store(), **at.loc)
             pre.append(
                 ast.Assign(
-                    targets=[ast.Tuple(elts=[_store(CALL), _store(START)], ctx=ast.Store())],
-                    value=_rt_call("genter", mod, q, params, n),
+                    targets=[pair],
+                    value=at.rt("genter", mod, q, params, n),
                     type_comment=None,
+                    **at.loc,
                 )
             )
-            on_exc = _assign(CALL, _rt_call("gfail", _load(CALL), _load(START), _load(EXC), n))
-            final = ast.Expr(value=_rt_call("gleave", _load(CALL), _load(START), rv, n))
+            on_exc = at.assign(CALL, at.rt("gfail", call, start, exc, n))
+            final = at.expr(at.rt("gleave", call, start, rv, n))
         else:
-            pre.append(_assign(CALL, _rt_call("enter", mod, q, params, ast_node_id=n)))
-            on_exc = _assign(CALL, _rt_call("fail", _load(CALL), _load(EXC), n))
-            final = ast.Expr(value=_rt_call("leave", _load(CALL), rv, ast_node_id=n))
+            pre.append(at.assign(CALL, at.rt("enter", mod, q, params, ast_node_id=n)))
+            on_exc = at.assign(CALL, at.rt("fail", call, exc, n))
+            final = at.expr(at.rt("leave", call, rv, ast_node_id=n))
         handler = ast.ExceptHandler(
-            type=ast.Attribute(value=_load(RT), attr="BaseException", ctx=ast.Load()),
+            type=at.attr("BaseException"),
             name=EXC,
-            body=[on_exc, ast.Raise(exc=None, cause=None)],
+            body=[on_exc, ast.Raise(exc=None, cause=None, **at.loc)],
+            **at.loc,
         )
-        try_ = ast.Try(body=body or [ast.Pass()], handlers=[handler], orelse=[], finalbody=[final])
-        for s in [*pre, try_]:
-            _stamp(s, node)
+        try_ = at.try_(body or [ast.Pass(**at.loc)], [handler], [final])
         return [*doc, *pre, try_]
 
     @staticmethod
-    def _params(args: ast.arguments) -> ast.Dict:
+    def _params(at: _At, args: ast.arguments) -> ast.Dict:
         names = [a.arg for a in (*args.posonlyargs, *args.args)]
         if args.vararg is not None:
             names.append(args.vararg.arg)
         names += [a.arg for a in args.kwonlyargs]
         if args.kwarg is not None:
             names.append(args.kwarg.arg)
-        return _names_dict(names)
+        return at.names(names)
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
         nid = self._nid
@@ -460,18 +475,19 @@ class _Rewriter(ast.NodeTransformer):
         self.scopes.pop()
         if blocked:
             return node
+        at = _At(node)
         thunk = ast.Lambda(
             args=ast.arguments(
                 posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[],
                 kwarg=None, defaults=[],
             ),
             body=node.body,
+            **at.loc,
         )  # fmt: skip
-        new = _rt_call(
-            "call", _const(self.module), _const(qual), self._params(node.args), _const(nid), thunk
-        )
-        _stamp(new, node)
-        node.body = new
+        node.body = at.rt(
+            "call", at.const(self.module), at.const(qual), self._params(at, node.args),
+            at.const(nid), thunk,
+        )  # fmt: skip
         return node
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
@@ -504,24 +520,17 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Return(self, node: ast.Return) -> ast.AST:
         self.generic_visit(node)
         if self._scope().rv:
-            at: ast.AST = node.value if node.value is not None else node
-            value = ast.NamedExpr(target=_store(RV), value=node.value or _const(None))
-            _stamp(value, at)
-            node.value = value
+            at = _At(node.value if node.value is not None else node)
+            node.value = ast.NamedExpr(
+                target=at.store(RV), value=node.value or at.const(None), **at.loc
+            )
         return node
 
     def _suspending(self, stmt: ast.Expr | ast.Assign, y: ast.Yield) -> ast.stmt:
-        value = self.visit(y.value) if y.value is not None else _const(None)
-        y.value = _rt_call("suspend", _load(CALL), value)
-        _stamp(y.value, y)
-        try_ = ast.Try(
-            body=[stmt],
-            handlers=[],
-            orelse=[],
-            finalbody=[ast.Expr(value=_rt_call("resume", _load(CALL)))],
-        )
-        _stamp(try_, stmt)
-        return try_
+        at = _At(y)
+        value = self.visit(y.value) if y.value is not None else at.const(None)
+        y.value = at.rt("suspend", at.load(CALL), value)
+        return _At(stmt).try_([stmt], [], [at.expr(at.rt("resume", at.load(CALL)))])
 
     def visit_Expr(self, node: ast.Expr) -> ast.AST:
         if isinstance(node.value, ast.Yield) and self._scope().generator:
@@ -532,30 +541,28 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Yield(self, node: ast.Yield) -> ast.AST:
         self.generic_visit(node)
         if self._scope().generator:  # only sync generators get here (see _function)
-            new = ast.YieldFrom(value=_rt_call("yield_", _load(CALL), node.value or _const(None)))
-            _stamp(new, node)
-            return new
+            at = _At(node)
+            value = node.value or at.const(None)
+            return ast.YieldFrom(value=at.rt("yield_", at.load(CALL), value), **at.loc)
         return node
 
     def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.AST:
         self.generic_visit(node)
         if self._scope().generator:
-            node.value = _rt_call("delegate", _load(CALL), node.value)
-            _stamp(node.value, node)
+            at = _At(node)
+            node.value = at.rt("delegate", at.load(CALL), node.value)
         return node
 
     # -- values: assignments, branches, loops, match -----------------------------------
 
-    def _snapshot(self, at: ast.stmt, names: list[str]) -> list[ast.stmt]:
+    def _snapshot(self, node: ast.stmt, names: list[str]) -> list[ast.stmt]:
         if self.level < _VALUES or not names:
             return []
-        rep = ast.Expr(
-            value=_rt_call(
-                "snap", self._cid(), _names_dict(names), _const(at.lineno), _const(self._nid)
-            )
+        at = _At(node)
+        rep = at.rt(
+            "snap", self._cid(at), at.names(names), at.const(node.lineno), at.const(self._nid)
         )
-        _stamp(rep, at)
-        return [rep]
+        return [at.expr(rep)]
 
     def visit_Assign(self, node: ast.Assign) -> Any:
         if (
@@ -601,15 +608,14 @@ class _Rewriter(ast.NodeTransformer):
         kind = "elif" if self.src.startswith(node, "elif") else "if"
         cond = self.src.segment(node.test)
 
-        def rep(taken: bool, at: ast.AST) -> ast.stmt:
-            e = ast.Expr(
-                value=_rt_call(
-                    "branch", self._cid(), _const(kind), _const(cond), _const(taken),
-                    _const(line), _const(nid),
+        def rep(taken: bool, place: ast.AST) -> ast.stmt:
+            at = _At(place)
+            return at.expr(
+                at.rt(
+                    "branch", self._cid(at), at.const(kind), at.const(cond), at.const(taken),
+                    at.const(line), at.const(nid),
                 )
             )  # fmt: skip
-            _stamp(e, at)
-            return e
 
         node.body.insert(0, rep(True, node.body[0]))
         node.orelse.insert(0, rep(False, node.orelse[0] if node.orelse else node))
@@ -622,18 +628,12 @@ class _Rewriter(ast.NodeTransformer):
         nid, cond = self._nid, self.src.segment(node.test)
         for attr, taken in (("body", True), ("orelse", False)):
             operand = getattr(node, attr)
-            new = ast.BoolOp(
-                op=ast.Or(),
-                values=[
-                    _rt_call(
-                        "xbranch", self._cid(), _const(cond), _const(taken),
-                        _const(node.lineno), _const(nid),
-                    ),
-                    operand,
-                ],
+            at = _At(operand)
+            report = at.rt(
+                "xbranch", self._cid(at), at.const(cond), at.const(taken),
+                at.const(node.lineno), at.const(nid),
             )  # fmt: skip
-            _stamp(new, operand)
-            setattr(node, attr, new)
+            setattr(node, attr, ast.BoolOp(op=ast.Or(), values=[report, operand], **at.loc))
         return node
 
     def _loop(self, node: ast.For | ast.AsyncFor | ast.While) -> Any:
@@ -643,25 +643,24 @@ class _Rewriter(ast.NodeTransformer):
             return node
         scope.loops += 1
         counter = LOOP.format(scope.loops)
+        at = _At(node.body[0])
         value: ast.expr
         if isinstance(node, ast.While):
-            kind, value = "while", _const(None)
+            kind, value = "while", at.const(None)
         else:
             kind = "async_for" if isinstance(node, ast.AsyncFor) else "for"
             names = _bound_names(node.target, [])
-            value = _names_dict(names) if names else _const(None)
-        step = _assign(
+            value = at.names(names) if names else at.const(None)
+        step = at.assign(
             counter,
-            _rt_call(
-                "loop", self._cid(), _load(counter), _const(kind), value,
-                _const(node.lineno), _const(self._nid),
+            at.rt(
+                "loop", self._cid(at), at.load(counter), at.const(kind), value,
+                at.const(node.lineno), at.const(self._nid),
             ),
         )  # fmt: skip
-        _stamp(step, node.body[0])
         node.body.insert(0, step)
-        init = _assign(counter, _const(0))
-        _stamp(init, node)
-        return [init, node]
+        head = _At(node)
+        return [head.assign(counter, head.const(0)), node]
 
     visit_For = visit_AsyncFor = visit_While = _loop
 
@@ -681,28 +680,22 @@ class _Rewriter(ast.NodeTransformer):
             finally:
                 self.parents.pop()
             if instrument:
-                rep = ast.Expr(
-                    value=_rt_call(
-                        "match", self._cid(), _const(self.src.segment(case.pattern)),
-                        _load(MATCH), _const(True), _const(case.pattern.lineno), _const(cnid),
-                    )
+                at = _At(case.body[0])
+                rep = at.rt(
+                    "match", self._cid(at), at.const(self.src.segment(case.pattern)),
+                    at.load(MATCH), at.const(True), at.const(case.pattern.lineno), at.const(cnid),
                 )  # fmt: skip
-                _stamp(rep, case.body[0])
-                case.body.insert(0, rep)
+                case.body.insert(0, at.expr(rep))
         if not instrument:
             return node
         if not (node.cases and _irrefutable(node.cases[-1])):
-            miss = ast.Expr(
-                value=_rt_call(
-                    "match", self._cid(), _const(None), _load(MATCH), _const(False),
-                    _const(node.lineno), _const(nid),
-                )
+            at = _At(node)
+            miss = at.rt(
+                "match", self._cid(at), at.const(None), at.load(MATCH), at.const(False),
+                at.const(node.lineno), at.const(nid),
             )  # fmt: skip
-            _stamp(miss, node)
-            wildcard = ast.MatchAs(pattern=None, name=None)
-            _stamp(wildcard, node)
-            node.cases.append(ast.match_case(pattern=wildcard, guard=None, body=[miss]))
-        subject = ast.NamedExpr(target=_store(MATCH), value=node.subject)
-        _stamp(subject, node.subject)
-        node.subject = subject
+            wildcard = ast.MatchAs(pattern=None, name=None, **at.loc)
+            node.cases.append(ast.match_case(pattern=wildcard, guard=None, body=[at.expr(miss)]))
+        at = _At(node.subject)
+        node.subject = ast.NamedExpr(target=at.store(MATCH), value=node.subject, **at.loc)
         return node
