@@ -175,7 +175,7 @@ def test_sigterm_flushes_everything_and_closes_the_file(tmp_path: Path) -> None:
         pytest.fail(f"the program did not start: {proc.communicate()[1]}")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == -signal.SIGTERM  # killed by the signal, as under python
     (path,) = trace_files(tmp_path / "tidescope-trace")
     records = list(read_trace(path))
     assert "$stats" in records[-1]
@@ -258,3 +258,36 @@ def test_multiprocessing_workers_write_their_own_files(tmp_path: Path) -> None:
             if r.get("event_type") == "function_exit" and r["pid"] == pid:
                 squares.append(r["data"]["return_value"])
     assert sorted(squares) == [0, 1, 4, 9, 16, 25]
+
+
+def test_spawned_multiprocessing_workers_record_their_calls_too(tmp_path: Path) -> None:
+    write(
+        tmp_path / "spawner.py",
+        """
+        import multiprocessing
+
+        def cube(n):
+            return n * n * n
+
+        if __name__ == "__main__":
+            with multiprocessing.get_context("spawn").Pool(2) as pool:
+                print(sorted(pool.map(cube, range(5))))
+        """,
+    )
+    ours = tidescope_run("spawner.py", cwd=tmp_path)
+    plain = python_run("spawner.py", cwd=tmp_path)
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode), ours.stderr
+    cubes = []
+    children = 0
+    for path in trace_files(tmp_path / "tidescope-trace"):
+        records = list(read_trace(path))
+        if records[0]["$header"]["argv"] == ["<multiprocessing spawn child>"]:
+            children += 1
+            assert "$stats" in records[-1]  # flushed at the child's exit
+        cubes += [
+            r["data"]["return_value"]
+            for r in records[1:]
+            if r.get("event_type") == "function_exit" and isinstance(r["data"]["return_value"], int)
+        ]
+    assert children >= 1
+    assert sorted(cubes) == [0, 1, 8, 27, 64]

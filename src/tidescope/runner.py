@@ -154,10 +154,12 @@ def run(options: RunOptions) -> int:
         main_path=main_path,
     )
     restore = _flush_on_exit_paths(drain)
+    unspawn = _capture_spawned_children(options, output, main_path)
     status = 1
     try:
         status = _run_program(options, code)
     finally:
+        unspawn()
         restore()
         installation.uninstall()
         stats = session.stop()
@@ -168,7 +170,12 @@ def run(options: RunOptions) -> int:
 
 
 def _flush_on_exit_paths(drain: Drain) -> Callable[[], None]:
-    """SIGTERM exits through ``finally`` blocks; ``os._exit`` flushes first. Returns the undo."""
+    """Flush before ``os._exit`` and on SIGTERM, in this process and its forks. Returns the undo.
+
+    SIGTERM then ends the process as Python would (killed by the signal, no ``finally``
+    blocks run): only the trace is flushed first.
+    """
+    global _on_terminate
     real_exit = os._exit
 
     def _exit(status: int) -> NoReturn:
@@ -177,16 +184,131 @@ def _flush_on_exit_paths(drain: Drain) -> Callable[[], None]:
         real_exit(status)
 
     os._exit = _exit
+    _on_terminate = drain.stop_from_signal_handler
+    drain.on_closed = _die_if_deferred
     previous: Any = None
-    if threading_is_main():
-        previous = signal.signal(signal.SIGTERM, _raise_exit)
+    if threading_is_main() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _flush_and_die)
 
     def restore() -> None:
+        global _on_terminate
         os._exit = real_exit
-        if previous is not None and signal.getsignal(signal.SIGTERM) is _raise_exit:
+        _on_terminate = None
+        if previous is not None and signal.getsignal(signal.SIGTERM) is _flush_and_die:
             signal.signal(signal.SIGTERM, previous)
 
     return restore
+
+
+_on_terminate: Callable[[], bool] | None = None
+
+
+_CHILD_ENV = "TIDESCOPE_RUN_CHILD"
+
+
+def _capture_spawned_children(
+    options: RunOptions, output: Path, main_path: str | None
+) -> Callable[[], None]:
+    """Make ``multiprocessing`` children started by *spawn* record too. Returns the undo.
+
+    Forked children keep recording on their own (the core and the drain reset in them);
+    a spawned child is a new interpreter: its command line gets a bootstrap that reads the
+    run's options from the environment (:func:`start_child`).
+    """
+    import multiprocessing.spawn as mp_spawn  # noqa: PLC0415
+
+    os.environ[_CHILD_ENV] = json.dumps(
+        {
+            "output": str(output.resolve()),
+            "level": options.level,
+            "include": list(options.include),
+            "exclude": list(options.exclude),
+            "main_path": main_path,
+            "config": dataclasses.asdict(options.config),
+        }
+    )
+    real = mp_spawn.get_command_line
+
+    def get_command_line(**kwds: Any) -> list[str]:
+        cmd = list(real(**kwds))
+        if "-c" in cmd:
+            i = cmd.index("-c") + 1
+            cmd[i] = "import tidescope.runner as _t; _t.start_child()\n" + cmd[i]
+        return cmd
+
+    mp_spawn.get_command_line = get_command_line
+
+    def undo() -> None:
+        mp_spawn.get_command_line = real
+        os.environ.pop(_CHILD_ENV, None)
+
+    return undo
+
+
+def start_child() -> None:
+    """In a spawned ``multiprocessing`` child of ``tidescope run``: record like the parent.
+
+    Never breaks the child: if anything here fails, the child runs unrecorded.
+    """
+    raw = os.environ.get(_CHILD_ENV)
+    if not raw:
+        return
+    try:
+        import atexit  # noqa: PLC0415
+
+        from tidescope import instrument  # noqa: PLC0415
+
+        opts = json.loads(raw)
+        session = tidescope.start(Config(**opts["config"]))
+        drain = Drain(opts["output"], header={"argv": ["<multiprocessing spawn child>"]})
+        drain.start()
+        instrument.install(
+            include=opts["include"] or None,
+            exclude=opts["exclude"] or None,
+            level=opts["level"],
+            main_path=opts["main_path"],
+        )
+        if opts["main_path"]:
+            _instrument_mp_main(opts["main_path"], opts["level"])
+
+        def finish() -> None:
+            drain.stop(session.stop())
+            _write_node_table(Path(opts["output"]))
+
+        atexit.register(finish)
+        global _on_terminate
+        _on_terminate = drain.stop_from_signal_handler
+        drain.on_closed = _die_if_deferred
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # a Pool ends its workers with SIGTERM: flush first
+            signal.signal(signal.SIGTERM, _flush_and_die)
+    except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the child
+        print(f"tidescope: child not recorded: {exc}", file=sys.stderr)
+
+
+def _instrument_mp_main(main_path: str, level: str) -> None:
+    """Have multiprocessing re-run the parent's script as ``__mp_main__`` instrumented
+    (it uses ``runpy.run_path``, which the import hook never sees)."""
+    from tidescope import instrument  # noqa: PLC0415
+
+    real_run_path = runpy.run_path
+    target = os.path.realpath(main_path)
+
+    def run_path(
+        path_name: str, init_globals: dict[str, Any] | None = None, run_name: str | None = None
+    ) -> dict[str, Any]:
+        if run_name != "__mp_main__" or os.path.realpath(path_name) != target:
+            return real_run_path(path_name, init_globals, run_name)
+        code, _ = instrument.instrument_main(path_name, level, module="__mp_main__")
+        namespace: dict[str, Any] = dict(init_globals or {})
+        namespace.update(
+            __name__=run_name, __file__=path_name, __loader__=None, __package__=None,
+            __spec__=None, __cached__=None, __builtins__=__builtins__,
+        )  # fmt: skip
+        exec(code, namespace)
+        return namespace
+
+    runpy.run_path = run_path
 
 
 def threading_is_main() -> bool:
@@ -196,8 +318,33 @@ def threading_is_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _raise_exit(signum: int, frame: Any) -> NoReturn:
-    raise SystemExit(128 + signum)
+def _flush_and_die(signum: int, frame: Any) -> None:
+    """SIGTERM: flush this process's trace, then die of the signal as Python would have.
+
+    If the signal interrupts a flush already under way (a worker's exit, say), it waits:
+    the drain re-raises it once its file is closed.
+    """
+    global _deferred_signal
+    try:
+        if _on_terminate is not None and not _on_terminate():
+            _deferred_signal = signum
+            return
+    except Exception as exc:  # the trace is lost, the program still dies as it should
+        print(f"tidescope: trace not flushed on SIGTERM: {exc!r}", file=sys.stderr)
+    _die(signum)
+
+
+_deferred_signal: int | None = None
+
+
+def _die(signum: int) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _die_if_deferred() -> None:
+    if _deferred_signal is not None:
+        _die(_deferred_signal)
 
 
 def _write_node_table(output: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class Drain:
         self._thread: threading.Thread | None = None
         self.writer = self._open_writer()
         self.errors = 0
+        self.on_closed: Callable[[], None] | None = None
+        """Called once the file is closed (the runner re-raises a deferred SIGTERM here)."""
+        self._closing = False
         self._mp_hooked = False
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
@@ -106,6 +110,7 @@ class Drain:
 
     def stop(self, stats: dict[str, Any] | None = None) -> None:
         """Stop the thread, write what is left, close the file with ``stats``."""
+        self._closing = True
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()
@@ -113,12 +118,33 @@ class Drain:
         if stats is not None:
             stats = {**stats, "drain_errors": self.errors}
         self.writer.close(stats)
+        if self.on_closed is not None:
+            self.on_closed()
+
+    def stop_from_signal_handler(self) -> bool:
+        """:meth:`stop`, from a signal handler in the main thread; False if it must wait.
+
+        It never waits on a lock the code it interrupted may hold: if that code is closing
+        the file already, or holds the buffer's lock, it returns False and the caller lets
+        that code finish first (see ``on_closed``).
+        """
+        buf = self.buffer
+        if self._closing:
+            return False  # a flush is under way in the code the signal interrupted
+        if buf is None:
+            return True
+        if not buf._read_lock.acquire(blocking=False):  # the interrupted code holds it
+            return False
+        buf._read_lock.release()  # free until this handler returns: we run on its thread
+        self.stop(buf.stats())
+        return True
 
     def _after_fork_in_child(self) -> None:
         if self._thread is None or self._stop.is_set():
             return  # never started, or already stopped in the parent
         self.writer.abandon()  # the parent's file: its descriptor is closed, nothing written
         self.buffer = _core.get_buffer()  # the core gave the child a fresh one
+        self._closing = False
         self._stop = threading.Event()
         self.writer = self._open_writer()
         self.start()
