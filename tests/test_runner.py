@@ -291,3 +291,154 @@ def test_spawned_multiprocessing_workers_record_their_calls_too(tmp_path: Path) 
         ]
     assert children >= 1
     assert sorted(cubes) == [0, 1, 8, 27, 64]
+
+
+SEMANTICS = """
+import asyncio, contextlib, functools, sys
+
+log = []
+
+def trace(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        log.append(fn.__name__)
+        return fn(*args, **kwargs)
+    return wrapper
+
+def default_once(x, acc=[]):
+    acc.append(x)
+    return list(acc)
+
+def short_circuit(a, b):
+    calls = []
+    def f(v):
+        calls.append(v)
+        return v
+    r = f(a) or f(b)
+    s = f(a) and f(b)
+    return r, s, calls
+
+def finally_wins():
+    try:
+        return "body"
+    finally:
+        return "finally"
+
+def gen():
+    got = yield 1
+    try:
+        got = yield got * 10
+    except KeyError as exc:
+        yield f"caught {exc.args[0]}"
+    finally:
+        log.append("gen closed")
+
+def counter():
+    n = 0
+    def bump():
+        nonlocal n
+        n += 1
+        return n
+    return bump
+
+TOTAL = 0
+def add_global(v):
+    global TOTAL
+    TOTAL += v
+    return TOTAL
+
+class Base:
+    def hello(self):
+        return "base"
+
+class Child(Base):
+    kind = "child"
+    doubled = [k * 2 for k in range(3)]
+    @trace
+    def hello(self):
+        return "child+" + super().hello()
+    @staticmethod
+    def st(*a, **k):
+        return a, sorted(k)
+    @property
+    def prop(self):
+        return __class__.__name__
+
+async def agen(n):
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+@contextlib.asynccontextmanager
+async def resource():
+    yield "res"
+
+async def amain():
+    out = [i async for i in agen(3)]
+    async with resource() as r:
+        out.append(r)
+    async def slow():
+        await asyncio.sleep(10)
+    t = asyncio.ensure_future(slow())
+    await asyncio.sleep(0)
+    t.cancel()
+    try:
+        await t
+    except asyncio.CancelledError:
+        out.append("cancelled")
+    return out
+
+def walrus(items):
+    return [y for x in items if (y := x * 2) > 2]
+
+def match_it(v):
+    match v:
+        case {"k": int(n)} if n > 1:
+            return f"big {n}"
+        case [a, *rest]:
+            return f"seq {a} {rest}"
+        case _:
+            return "other"
+
+def main():
+    print(default_once(1), default_once(2))
+    print(short_circuit(0, 5), short_circuit(3, 0))
+    print(finally_wins())
+    g = gen()
+    print(next(g), g.send(7), g.throw(KeyError("boom")))
+    g.close()
+    b = counter(); b(); print(b())
+    add_global(2); print(add_global(3))
+    c = Child()
+    print(c.hello(), c.kind, c.doubled, Child.st(1, 2, z=3, y=4), c.prop)
+    print(asyncio.run(amain()))
+    print(walrus([1, 2, 3]), list(map(lambda v: v + 1, [1, 2])))
+    print(match_it({"k": 5}), match_it([1, 2, 3]), match_it(None))
+    print(log)
+    try:
+        {}["missing"]
+    except KeyError as e:
+        print("keyerror", e)
+    sys.exit(4)
+
+main()
+"""
+
+
+@pytest.mark.parametrize("level", ["calls", "values", "lines"])
+def test_program_exercising_the_semantics_list_behaves_identically(
+    tmp_path: Path, level: str
+) -> None:
+    write(tmp_path / "sem.py", SEMANTICS)
+    ours = tidescope_run("--level", level, "sem.py", cwd=tmp_path)
+    plain = python_run("sem.py", cwd=tmp_path)
+    assert plain.returncode == 4 and "Traceback" not in plain.stderr
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode), ours.stderr
+    assert "0 internal errors" in ours.stderr
+    evs = []
+    for path in trace_files(tmp_path / "tidescope-trace"):
+        evs += [r for r in read_trace(path) if "event_type" in r]
+    entries = {e["call_id"] for e in evs if e["event_type"] == "function_entry"}
+    exits = [e for e in evs if e["event_type"] == "function_exit"]
+    assert {e["call_id"] for e in exits} <= entries
+    assert any(e["data"]["exit_reason"] == "cancelled" for e in exits)
