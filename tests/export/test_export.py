@@ -46,6 +46,9 @@ def test_drain_writes_header_every_event_and_closing_stats(tmp_path: Path) -> No
     records = list(read_trace(path))
     assert records[0]["$header"]["pid"] == os.getpid()
     assert records[-1]["$stats"]["total_writes"] == 1000
+    assert records[-1]["$stats"]["events_written"] == 1000
+    assert records[-1]["$stats"]["duration_s"] > 0
+    assert records[-1]["$stats"]["drain_errors"] == 0
     events = records[1:-1]
     assert len(events) == 1000 and drain.writer.events_written == 1000
     entries = [e for e in events if e["event_type"] == "function_entry"]

@@ -56,6 +56,7 @@ class Drain:
         self._thread: threading.Thread | None = None
         self.writer = self._open_writer()
         self.errors = 0
+        self._started_ns = time.monotonic_ns()
         self.on_closed: Callable[[], None] | None = None
         """Called once the file is closed (the runner re-raises a deferred SIGTERM here)."""
         self._closing = False
@@ -116,7 +117,12 @@ class Drain:
             self._thread.join()
         self.pump()
         if stats is not None:
-            stats = {**stats, "drain_errors": self.errors}
+            stats = {
+                **stats,
+                "events_written": self.writer.events_written,
+                "drain_errors": self.errors,
+                "duration_s": (time.monotonic_ns() - self._started_ns) / 1e9,
+            }
         self.writer.close(stats)
         if self.on_closed is not None:
             self.on_closed()
@@ -143,6 +149,7 @@ class Drain:
         if self._thread is None or self._stop.is_set():
             return  # never started, or already stopped in the parent
         self.writer.abandon()  # the parent's file: its descriptor is closed, nothing written
+        self._started_ns = time.monotonic_ns()
         self.buffer = _core.get_buffer()  # the core gave the child a fresh one
         self._closing = False
         self._stop = threading.Event()
