@@ -425,6 +425,35 @@ def test_class_bodies_keep_their_namespace_order_and_qualnames() -> None:
     assert len(calls(events["calls"], "C.Inner.m")) == 1
 
 
+def test_enum_dataclass_and_namedtuple_bodies_define_the_same_members() -> None:
+    src = """
+    import dataclasses
+    import enum
+    import typing
+
+    class Color(enum.Enum):
+        RED = 1
+        GREEN = RED + 1
+        for _unused in ():
+            pass
+
+    @dataclasses.dataclass
+    class Point:
+        x: int = 0
+        y: int = dataclasses.field(default=5)
+        label: str = "p" if x == 0 else "q"
+
+    class Pair(typing.NamedTuple):
+        a: int
+        b: str = "b"
+
+    def main():
+        return ([(c.name, c.value) for c in Color], dataclasses.astuple(Point(1)),
+                [f.name for f in dataclasses.fields(Point)], Pair(1), Pair._fields)
+    """
+    same_everywhere(src, lambda ns: ns["main"]())
+
+
 def test_global_and_nonlocal_bindings_are_unchanged() -> None:
     src = """
     counter = 0
