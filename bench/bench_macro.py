@@ -5,14 +5,19 @@
 
 Three workloads (issue 3): ``fib(24)``; a mixed one (small functions with a few arguments,
 exceptions raised and caught, lists and dicts built); an asyncio one (gathers of a few
-hundred tasks awaiting small coroutines). Each exists twice: plain, and instrumented by
-hand the way the instrumenter does it (entry with the arguments as a tuple, exit with the
-return value, or with the exception and ``exit_reason="exception"``, the ids joined).
+hundred tasks awaiting small coroutines). Each exists three times: plain (in
+``macro_workloads.py``); instrumented by hand the way the instrumenter does it (entry with
+the arguments as a tuple, exit with the return value, or with the exception and
+``exit_reason="exception"``, the ids joined); and instrumented by the import hook's
+rewriter (issue 4): ``macro_workloads.py``'s source through
+``tidescope.instrument.rewrite_source(..., level="calls")``, compiled and exec'd into a
+fresh namespace (arguments bound to their names in a dict, node ids, exit in ``finally``).
 
 Configurations, timed side by side in one process: the plain workload untraced, under
 cProfile and under VizTracer (every call recorded, ``ignore_c_function=True``, the buffer
 discarded after ``stop()``, never saved); the instrumented workload with tidescope capturing
-into a ``1 << 20`` ring (drained after each run, outside the timing) and with capture off.
+into a ``1 << 20`` ring (drained after each run, outside the timing) and with capture off;
+the hook-instrumented workload capturing into the same ring, drained the same way.
 Each round runs every configuration once per workload, in an order rotated every round
 (the machine's speed drifts); the tables give the median over rounds, the slowdown against
 the untraced median, and ``(median - untraced median) / calls`` in ns per traced call,
@@ -38,10 +43,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import macro_workloads
 from bench_core import memory_per_event  # bench/ is sys.path[0] when run as a script
+from macro_workloads import NAMES, ValidationError, amain, fib, mixed
 
 import tidescope
 from tidescope.capture import _core
+from tidescope.events import EventType
+from tidescope.instrument import rewrite_source
 
 try:
     import viztracer
@@ -65,11 +74,7 @@ exit_ = _core.report_function_exit
 
 
 # ---------------------------------------------------------------------------------------
-# workload 1: fib(24)
-
-
-def fib(n: int) -> int:
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
+# the workloads instrumented by hand (the plain ones are in macro_workloads.py)
 
 
 def fib_i(n: int) -> int:
@@ -81,61 +86,6 @@ def fib_i(n: int) -> int:
         raise
     exit_(cid, r)
     return r
-
-
-# ---------------------------------------------------------------------------------------
-# workload 2: mixed (no comprehensions: on 3.11 they are calls of their own to the tracers)
-
-NAMES = ("apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu")
-
-
-class ValidationError(ValueError):
-    pass
-
-
-def validate(name: str, qty: int) -> int:
-    if qty <= 0:
-        raise ValidationError(name)
-    return qty
-
-
-def price(name: str, qty: int, unit: float) -> float:
-    return validate(name, qty) * unit
-
-
-def make_line(i: int, name: str, qty: int) -> dict[str, Any]:
-    unit = 1.5 + i % 3
-    try:
-        total = price(name, qty, unit)
-    except ValidationError:
-        total = 0.0
-    return {"i": i, "name": name, "qty": qty, "total": total}
-
-
-def tally(counts: dict[str, int], key: str) -> int:
-    n = counts.get(key, 0) + 1
-    counts[key] = n
-    return n
-
-
-def window(lines: list[dict[str, Any]], k: int) -> list[float]:
-    out = []
-    for line in lines[-k:]:
-        out.append(line["total"])  # noqa: PERF401 - a comprehension is a call on 3.11
-    return out
-
-
-def mixed(n: int) -> tuple[int, int, float]:
-    counts: dict[str, int] = {}
-    lines: list[dict[str, Any]] = []
-    acc = 0.0
-    for i in range(n):
-        name = NAMES[i % len(NAMES)]
-        lines.append(make_line(i, name, i % 7 - 1))  # qty <= 0 (a raise) 2 times in 7
-        tally(counts, name)
-        if i % 10 == 0:
-            acc += sum(window(lines, 5))
-    return len(lines), len(counts), acc
 
 
 def validate_i(name: str, qty: int) -> int:
@@ -223,42 +173,6 @@ def mixed_i(n: int) -> tuple[int, int, float]:
     return r
 
 
-# ---------------------------------------------------------------------------------------
-# workload 3: asyncio (gathers of a few hundred tasks awaiting small coroutines)
-
-
-async def fetch(i: int) -> int:
-    await asyncio.sleep(0)
-    return i % 97
-
-
-async def scale(x: int, k: int) -> int:
-    return x * k
-
-
-async def job(i: int) -> int:
-    a = await fetch(i)
-    b = await scale(a, 3)
-    return a + b
-
-
-async def batch(first: int, n: int) -> int:
-    coros = []
-    for i in range(first, first + n):
-        coros.append(job(i))  # noqa: PERF401
-    total = 0
-    for r in await asyncio.gather(*coros):
-        total += r
-    return total
-
-
-async def amain(batches: int, n: int) -> int:
-    total = 0
-    for b in range(batches):
-        total += await batch(b * n, n)
-    return total
-
-
 async def fetch_i(i: int) -> int:
     cid = entry(MOD, "fetch", (i,))
     try:
@@ -333,19 +247,45 @@ class Workload:
     name: str
     plain: Callable[[], Any]
     instrumented: Callable[[], Any]
+    hooked: Callable[[], Any]
     calls: int = 0  # instrumented calls per run, counted
     raised: int = 0  # of which exited with an exception
     seen: dict[str, int] = field(default_factory=dict)  # calls each tracer recorded
+    hook_check: str = ""  # the hook version's events, checked against the hand counts
+
+
+HOOK_LEVEL = "calls"
+
+
+def hooked_namespace() -> dict[str, Any]:
+    """``macro_workloads`` rewritten by the import hook's rewriter, exec'd in a fresh dict."""
+    path = macro_workloads.__file__
+    assert path is not None
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    tree, records = rewrite_source(source, path, "macro_workloads", level=HOOK_LEVEL)
+    assert records, "the rewriter returned no node records"
+    code = compile(tree, path, "exec", dont_inherit=True)
+    ns: dict[str, Any] = {"__name__": "macro_workloads", "__file__": path}
+    exec(code, ns)
+    return ns
 
 
 def workloads(mixed_n: int, tasks: int, batches: int) -> list[Workload]:
+    h = hooked_namespace()
     return [
-        Workload("fib(24)", lambda: fib(24), lambda: fib_i(24)),
-        Workload(f"mixed({mixed_n})", lambda: mixed(mixed_n), lambda: mixed_i(mixed_n)),
+        Workload("fib(24)", lambda: fib(24), lambda: fib_i(24), lambda: h["fib"](24)),
+        Workload(
+            f"mixed({mixed_n})",
+            lambda: mixed(mixed_n),
+            lambda: mixed_i(mixed_n),
+            lambda: h["mixed"](mixed_n),
+        ),
         Workload(
             f"asyncio {batches}x gather({tasks})",
             lambda: asyncio.run(amain(batches, tasks)),
             lambda: asyncio.run(amain_i(batches, tasks)),
+            lambda: asyncio.run(h["amain"](batches, tasks)),
         ),
     ]
 
@@ -381,6 +321,27 @@ def count_calls(w: Workload) -> None:
     assert n[0] == n[1], f"{w.name}: {n[0]} entries but {n[1]} exits"
     assert got == w.plain(), f"{w.name}: instrumented result differs from plain"
     w.calls, w.raised = n[0], n[2]
+
+
+def check_hooked(w: Workload, session: tidescope.Session) -> None:
+    """Run the hook version once capturing; its events must match the hand counts."""
+    buf = session.buffer
+    assert buf is not None
+    _core.set_enabled(True)
+    buf.drain()
+    got = w.hooked()
+    events = buf.drain()
+    entries = sum(e.event_type == EventType.FUNCTION_ENTRY for e in events)
+    exits = [e for e in events if e.event_type == EventType.FUNCTION_EXIT]
+    raised = sum(e.data.get("exit_reason") != "normal" for e in exits)
+    other = len(events) - entries - len(exits)
+    ok = (entries, len(exits), raised, other) == (w.calls, w.calls, w.raised, 0)
+    w.hook_check = (
+        f"{'as expected' if ok else 'NOT AS EXPECTED'}: {entries:,} entries, "
+        f"{len(exits):,} exits ({raised:,} not normal), {other:,} other events; "
+        f"hand version: {w.calls:,} calls ({w.raised:,} raising)"
+    )
+    assert got == w.plain(), f"{w.name}: hook-instrumented result differs from plain"
 
 
 class Timer:
@@ -469,6 +430,22 @@ class Tidescope(Timer):
         return t
 
 
+class Hook(Tidescope):
+    """The hook-instrumented workload capturing into the same ring, drained the same way."""
+
+    def __init__(self, session: tidescope.Session) -> None:
+        super().__init__(session, "")
+        self.name = f"tidescope, import hook ({HOOK_LEVEL} level)"
+
+    def run(self, w: Workload) -> int:
+        _core.set_enabled(True)
+        t = self.timed(w.hooked)
+        buf = self.session.buffer
+        assert buf is not None
+        self.drained.append((w.name, len(buf.drain()), 2 * w.calls))  # outside the timing
+        return t
+
+
 class TidescopeNoGC(Tidescope):
     """Diagnostic: the same with the cyclic GC paused, to show what the ring's tuples cost it."""
 
@@ -546,12 +523,14 @@ def measure(opts: argparse.Namespace) -> None:
     prof = Profile()
     viz = Viz() if VizTracer is not None else None
     nogc = TidescopeNoGC(session, core)
-    timers: list[Timer] = [Plain(), prof, *([viz] if viz else []), ts, Off(core)]
+    hook = Hook(session)
+    timers: list[Timer] = [Plain(), prof, *([viz] if viz else []), ts, hook, Off(core)]
     if opts.gc_diagnostic:
         timers.append(nogc)
     # counting pass, which is also the warm-up of every configuration
     for w in ws:
         count_calls(w)
+        check_hooked(w, session)
         w.seen["cProfile"] = prof.seen(w)
         if viz is not None:
             w.seen["VizTracer"] = viz.seen(w)
@@ -565,6 +544,7 @@ def measure(opts: argparse.Namespace) -> None:
         fib_i(20)
     buf.drain()
     ts.drained.clear()
+    hook.drained.clear()
     nogc.drained.clear()
     results: dict[tuple[str, str], list[int]] = {}
     for r in range(opts.rounds):
@@ -579,7 +559,7 @@ def measure(opts: argparse.Namespace) -> None:
         if opts.verbose:
             print(f"round {r + 1} done at {time.monotonic() - started:.0f} s", file=sys.stderr)
     tidescope.stop()
-    bad = [d for d in ts.drained + nogc.drained if d[1] != d[2]]
+    bad = [d for d in ts.drained + hook.drained + nogc.drained if d[1] != d[2]]
     errors = _core.internal_errors()[0]
 
     print("\n| workload | configuration | median ms | min-max ms | vs no tracing | ns/call |")
@@ -611,6 +591,19 @@ def measure(opts: argparse.Namespace) -> None:
             )
     else:
         print(f"\n{VIZTRACER_NOTE}")
+    print("\nImport hook (calls level) vs hand-instrumented, ns per call (capture on):")
+    for w in ws:
+        base = statistics.median(results[(w.name, "no tracing")])
+        hand = (statistics.median(results[(w.name, ts.name)]) - base) / w.calls
+        mine = (statistics.median(results[(w.name, hook.name)]) - base) / w.calls
+        versus = ""
+        if viz is not None:
+            theirs = (statistics.median(results[(w.name, "VizTracer")]) - base) / w.calls
+            versus = f"; hook / VizTracer {mine / theirs:.1f}x"
+        print(f"- {w.name}: {mine:.0f} / {hand:.0f} ns = {mine / hand:.2f}x{versus}")
+    print("\nImport hook events per workload (one capturing run, checked by type):")
+    for w in ws:
+        print(f"- {w.name}: {w.hook_check}")
     print(
         f"\nevents drained per tidescope run: {bad or 'all as expected'}; internal errors: {errors}"
     )
