@@ -22,7 +22,8 @@ What is injected, by level (each level includes the ones before it):
     and nothing is re-evaluated. Coroutines (``async def``) get the same wrapper: their
     entry runs at the first step, and their call stays on the call stack across ``await``
     because asyncio (and trio) run each task step inside the task's own ``Context``, so the
-    stack that holds it is the suspended task's own.
+    stack that holds it is the suspended task's own. (A coroutine stepped by hand with
+    ``coro.send()`` from plain code would stay on that caller's stack while suspended.)
 
     A lambda's body can't hold a ``try``, so ``lambda a: body`` becomes
     ``lambda a: __tidescope_rt__.call(module, qualname, {"a": a}, id, lambda: body)``:
