@@ -1278,3 +1278,14 @@ def test_measure_overhead_buffer_forwards_late_writes_once_retired() -> None:
     assert private.write("late") is True
     assert target.drain() == ["late"]
     assert private.drain() == ["during"]
+
+
+def test_arguments_bound_to_names_are_copied_not_referenced() -> None:
+    kwargs = {"item": "apple", "qty": 2}
+    with tidescope.capture(buffer_size=8) as cap:
+        cid = rt.report_function_entry("shop", "add", kwargs)
+        kwargs["qty"] = 99
+        rt.report_function_exit(cid, None)
+    entry = cap.events()[0]
+    assert entry.data["args"] == {"item": "apple", "qty": 2} and entry.data["arity"] == 2
+    assert entry.data["args"] is not kwargs

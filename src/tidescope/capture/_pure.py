@@ -104,11 +104,32 @@ def _small_scalars(args: tuple[Any, ...] | list[Any], lim: Limits) -> bool:
     return True
 
 
+def _small_scalar_dict(args: dict[Any, Any], lim: Limits) -> bool:
+    """True if every key is a short str and every value an immutable scalar kept as it is
+    (the import hook passes arguments so, bound to their parameter names)."""
+    if len(args) > lim.max_items:
+        return False
+    for k, a in args.items():
+        if type(k) is not str or len(k) > lim.max_string:
+            return False
+        ta = type(a)
+        if ta is str:
+            if len(a) > lim.max_string:
+                return False
+        elif ta is int:
+            if not -_INT64 < a < _INT64:
+                return False
+        elif ta not in KEEP_TYPES:
+            return False
+    return True
+
+
 def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
     """Snapshot a call's arguments; returns ``(snapshot, arity)``.
 
     The common case, a tuple of a few small scalars, is kept as it is (immutable all the
-    way down); a list of them is copied; anything else takes the full snapshot.
+    way down); a list of them, or a dict of them under str keys, is copied; anything else
+    takes the full snapshot.
     """
     t = type(args)
     if t is tuple or t is list:
@@ -116,6 +137,8 @@ def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
             return (args if t is tuple else list(args)), len(args)
         return Snapper(lim).snap(args), len(args)
     if t is dict:
+        if _small_scalar_dict(args, lim):
+            return dict(args), len(args)  # a copy: the caller may reuse its dict
         return Snapper(lim).snap(args), len(args)
     if args is None:
         return None, 0
