@@ -80,6 +80,15 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from tidescope.instrument._build import (
+    RT,
+    At,
+    bound_names,
+    irrefutable,
+    is_docstring,
+    is_statement_yield,
+    scope_nodes,
+)
 from tidescope.instrument._nodes import NodeIds, NodeRecord, SourceText
 
 __all__ = ["LEVELS", "RT", "check_level", "rewrite_source"]
@@ -88,7 +97,6 @@ LEVELS: Final = ("calls", "values", "lines")
 _VALUES: Final = 1
 _LINES: Final = 2
 
-RT: Final = "__tidescope_rt__"
 CALL: Final = "__tidescope_call__"
 START: Final = "__tidescope_t0__"
 RV: Final = "__tidescope_rv__"
@@ -96,7 +104,6 @@ EXC: Final = "__tidescope_exc__"
 MATCH: Final = "__tidescope_match__"
 LOOP: Final = "__tidescope_loop_{}__"
 
-_SCOPE_NODES: Final = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _LAMBDA_BLOCKERS: Final = frozenset({"super", "locals", "vars", "dir", "eval", "exec"})
 
 
@@ -135,117 +142,6 @@ def rewrite_source(
     tree = ast.parse(source, filename)
     rewriter = _Rewriter(module, filename, source, lvl)
     return rewriter.rewrite(tree), rewriter.ids.records
-
-
-# ---------------------------------------------------------------------------------------
-# scanning helpers
-
-
-def _scope_nodes(nodes: list[Any]) -> list[tuple[ast.AST, ast.AST | None]]:
-    """Every node under ``nodes`` with its parent, not entering nested scopes."""
-    out: list[tuple[ast.AST, ast.AST | None]] = []
-    stack: list[tuple[ast.AST, ast.AST | None]] = [(n, None) for n in reversed(nodes)]
-    while stack:
-        node, parent = stack.pop()
-        out.append((node, parent))
-        if isinstance(node, _SCOPE_NODES):
-            continue
-        stack.extend((c, node) for c in reversed(list(ast.iter_child_nodes(node))))
-    return out
-
-
-def _is_statement_yield(node: ast.AST, parent: ast.AST | None) -> bool:
-    if isinstance(parent, ast.Expr):
-        return parent.value is node
-    if isinstance(parent, ast.Assign):
-        return (
-            parent.value is node and len(parent.targets) == 1
-            and isinstance(parent.targets[0], ast.Name)
-        )  # fmt: skip
-    return False
-
-
-def _is_docstring(stmt: ast.stmt) -> bool:
-    return (
-        isinstance(stmt, ast.Expr)
-        and isinstance(stmt.value, ast.Constant)
-        and isinstance(stmt.value.value, str)
-    )
-
-
-def _bound_names(target: ast.AST, out: list[str]) -> list[str]:
-    """Names an assignment target binds (attributes and subscripts bind none)."""
-    if isinstance(target, ast.Name):
-        if target.id not in out:
-            out.append(target.id)
-    elif isinstance(target, (ast.Tuple, ast.List)):
-        for e in target.elts:
-            _bound_names(e, out)
-    elif isinstance(target, ast.Starred):
-        _bound_names(target.value, out)
-    return out
-
-
-def _irrefutable(case: ast.match_case) -> bool:
-    def pat(p: ast.pattern) -> bool:
-        if isinstance(p, ast.MatchAs):
-            return p.pattern is None or pat(p.pattern)
-        if isinstance(p, ast.MatchOr):
-            return any(pat(q) for q in p.patterns)
-        return False
-
-    return case.guard is None and pat(case.pattern)
-
-
-class _At:
-    """Builds injected nodes placed at the start of the node they instrument."""
-
-    __slots__ = ("loc",)
-
-    def __init__(self, node: ast.AST) -> None:
-        line = getattr(node, "lineno", None) or 1
-        col = getattr(node, "col_offset", None) or 0
-        self.loc: Any = {
-            "lineno": line, "col_offset": col, "end_lineno": line, "end_col_offset": col,
-        }  # fmt: skip
-
-    def load(self, name: str) -> ast.Name:
-        return ast.Name(id=name, ctx=ast.Load(), **self.loc)
-
-    def store(self, name: str) -> ast.Name:
-        return ast.Name(id=name, ctx=ast.Store(), **self.loc)
-
-    def const(self, value: Any) -> ast.Constant:
-        return ast.Constant(value=value, kind=None, **self.loc)
-
-    def attr(self, name: str) -> ast.Attribute:
-        return ast.Attribute(value=self.load(RT), attr=name, ctx=ast.Load(), **self.loc)
-
-    def rt(self, helper: str, *args: ast.expr, **kwargs: ast.expr) -> ast.Call:
-        """``__tidescope_rt__.helper(*args, **kwargs)``."""
-        return ast.Call(
-            func=self.attr(helper),
-            args=list(args),
-            keywords=[ast.keyword(arg=k, value=v, **self.loc) for k, v in kwargs.items()],
-            **self.loc,
-        )
-
-    def expr(self, value: ast.expr) -> ast.Expr:
-        return ast.Expr(value=value, **self.loc)
-
-    def assign(self, name: str, value: ast.expr) -> ast.Assign:
-        return ast.Assign(targets=[self.store(name)], value=value, type_comment=None, **self.loc)
-
-    def names(self, names: list[str]) -> ast.Dict:
-        """``{"name": name, ...}``."""
-        return ast.Dict(
-            keys=[self.const(n) for n in names], values=[self.load(n) for n in names], **self.loc
-        )
-
-    def try_(
-        self, body: list[ast.stmt], handlers: list[ast.ExceptHandler], final: list[ast.stmt]
-    ) -> ast.Try:
-        return ast.Try(body=body, handlers=handlers, orelse=[], finalbody=final, **self.loc)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,7 +184,7 @@ class _Rewriter(ast.NodeTransformer):
             and body[i].module == "__future__"  # type: ignore[attr-defined]
         ):  # fmt: skip
             i += 1
-        at = _At(body[i] if i < len(body) else ast.Pass(lineno=1, col_offset=0))
+        at = At(body[i] if i < len(body) else ast.Pass(lineno=1, col_offset=0))
         imp = ast.ImportFrom(
             module="tidescope.instrument",
             names=[ast.alias(name="_rt", asname=RT, **at.loc)],
@@ -300,7 +196,7 @@ class _Rewriter(ast.NodeTransformer):
         return tree
 
     def _mark_docstring(self, body: list[ast.stmt]) -> None:
-        if body and _is_docstring(body[0]):
+        if body and is_docstring(body[0]):
             self.docstrings.add(id(body[0]))
 
     def _block(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
@@ -319,7 +215,7 @@ class _Rewriter(ast.NodeTransformer):
     def _scope(self) -> _Scope:
         return self.scopes[-1]
 
-    def _cid(self, at: _At) -> ast.expr:
+    def _cid(self, at: At) -> ast.expr:
         """The enclosing call's id as an expression (None: the innermost call here)."""
         return at.load(CALL) if self._scope().call else at.const(None)
 
@@ -363,7 +259,7 @@ class _Rewriter(ast.NodeTransformer):
             and id(node) not in self.docstrings
             and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
         ):
-            at = _At(node)
+            at = At(node)
             rep = at.rt("line", self._cid(at), at.const(node.lineno), at.const(None), at.const(nid))
             out.insert(0, at.expr(rep))
         return out
@@ -385,12 +281,12 @@ class _Rewriter(ast.NodeTransformer):
         node.decorator_list = [self.visit(d) for d in node.decorator_list]
         self._defaults(node.args)  # annotations are never touched (they may be strings)
         qual = self._qualname(node.name)
-        inner = _scope_nodes(node.body)
+        inner = scope_nodes(node.body)
         yields = [(n, p) for n, p in inner if isinstance(n, (ast.Yield, ast.YieldFrom))]
         is_async = isinstance(node, ast.AsyncFunctionDef)
         generator = bool(yields)
         instrument = not (
-            is_async and generator and not all(_is_statement_yield(n, p) for n, p in yields)
+            is_async and generator and not all(is_statement_yield(n, p) for n, p in yields)
         )
         scope = _Scope(
             "function",
@@ -419,7 +315,7 @@ class _Rewriter(ast.NodeTransformer):
         doc: list[ast.stmt] = []
         if body and id(body[0]) in self.docstrings:
             doc, body = [body[0]], body[1:]
-        at = _At(node)
+        at = At(node)
         params = self._params(at, node.args)
         mod, q, n = at.const(self.module), at.const(qual), at.const(nid)
         pre: list[ast.stmt] = []
@@ -453,7 +349,7 @@ class _Rewriter(ast.NodeTransformer):
         return [*doc, *pre, try_]
 
     @staticmethod
-    def _params(at: _At, args: ast.arguments) -> ast.Dict:
+    def _params(at: At, args: ast.arguments) -> ast.Dict:
         names = [a.arg for a in (*args.posonlyargs, *args.args)]
         if args.vararg is not None:
             names.append(args.vararg.arg)
@@ -476,7 +372,7 @@ class _Rewriter(ast.NodeTransformer):
         self.scopes.pop()
         if blocked:
             return node
-        at = _At(node)
+        at = At(node)
         thunk = ast.Lambda(
             args=ast.arguments(
                 posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[],
@@ -496,7 +392,7 @@ class _Rewriter(ast.NodeTransformer):
         node.bases = [self.visit(b) for b in node.bases]
         node.keywords = [self.visit(k) for k in node.keywords]
         qual = self._qualname(node.name)
-        inner = _scope_nodes(node.body)
+        inner = scope_nodes(node.body)
         globs = {name for n, _ in inner if isinstance(n, ast.Global) for name in n.names}
         self.scopes.append(_Scope("class", qual, globals=globs))
         self._mark_docstring(node.body)
@@ -521,17 +417,17 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Return(self, node: ast.Return) -> ast.AST:
         self.generic_visit(node)
         if self._scope().rv:
-            at = _At(node.value if node.value is not None else node)
+            at = At(node.value if node.value is not None else node)
             node.value = ast.NamedExpr(
                 target=at.store(RV), value=node.value or at.const(None), **at.loc
             )
         return node
 
     def _suspending(self, stmt: ast.Expr | ast.Assign, y: ast.Yield) -> ast.stmt:
-        at = _At(y)
+        at = At(y)
         value = self.visit(y.value) if y.value is not None else at.const(None)
         y.value = at.rt("suspend", at.load(CALL), value)
-        return _At(stmt).try_([stmt], [], [at.expr(at.rt("resume", at.load(CALL)))])
+        return At(stmt).try_([stmt], [], [at.expr(at.rt("resume", at.load(CALL)))])
 
     def visit_Expr(self, node: ast.Expr) -> ast.AST:
         if isinstance(node.value, ast.Yield) and self._scope().generator:
@@ -542,7 +438,7 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Yield(self, node: ast.Yield) -> ast.AST:
         self.generic_visit(node)
         if self._scope().generator:  # only sync generators get here (see _function)
-            at = _At(node)
+            at = At(node)
             value = node.value or at.const(None)
             return ast.YieldFrom(value=at.rt("yield_", at.load(CALL), value), **at.loc)
         return node
@@ -550,7 +446,7 @@ class _Rewriter(ast.NodeTransformer):
     def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.AST:
         self.generic_visit(node)
         if self._scope().generator:
-            at = _At(node)
+            at = At(node)
             node.value = at.rt("delegate", at.load(CALL), node.value)
         return node
 
@@ -559,7 +455,7 @@ class _Rewriter(ast.NodeTransformer):
     def _snapshot(self, node: ast.stmt, names: list[str]) -> list[ast.stmt]:
         if self.level < _VALUES or not names:
             return []
-        at = _At(node)
+        at = At(node)
         rep = at.rt(
             "snap", self._cid(at), at.names(names), at.const(node.lineno), at.const(self._nid)
         )
@@ -576,26 +472,26 @@ class _Rewriter(ast.NodeTransformer):
             first = node
         names: list[str] = []
         for t in node.targets:
-            _bound_names(t, names)
+            bound_names(t, names)
         return [first, *self._snapshot(node, names)]
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Any:
         self.generic_visit(node)
-        return [node, *self._snapshot(node, _bound_names(node.target, []))]
+        return [node, *self._snapshot(node, bound_names(node.target, []))]
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
         node.target = self.visit(node.target)  # the annotation is never touched
         if node.value is None:
             return node
         node.value = self.visit(node.value)
-        return [node, *self._snapshot(node, _bound_names(node.target, []))]
+        return [node, *self._snapshot(node, bound_names(node.target, []))]
 
     def _with(self, node: ast.With | ast.AsyncWith) -> ast.AST:
         self.generic_visit(node)
         names: list[str] = []
         for item in node.items:
             if item.optional_vars is not None:
-                _bound_names(item.optional_vars, names)
+                bound_names(item.optional_vars, names)
         node.body[0:0] = self._snapshot(node, names)
         return node
 
@@ -610,7 +506,7 @@ class _Rewriter(ast.NodeTransformer):
         cond = self.src.segment(node.test)
 
         def rep(taken: bool, place: ast.AST) -> ast.stmt:
-            at = _At(place)
+            at = At(place)
             return at.expr(
                 at.rt(
                     "branch", self._cid(at), at.const(kind), at.const(cond), at.const(taken),
@@ -629,7 +525,7 @@ class _Rewriter(ast.NodeTransformer):
         nid, cond = self._nid, self.src.segment(node.test)
         for attr, taken in (("body", True), ("orelse", False)):
             operand = getattr(node, attr)
-            at = _At(operand)
+            at = At(operand)
             report = at.rt(
                 "xbranch", self._cid(at), at.const(cond), at.const(taken),
                 at.const(node.lineno), at.const(nid),
@@ -644,13 +540,13 @@ class _Rewriter(ast.NodeTransformer):
             return node
         scope.loops += 1
         counter = LOOP.format(scope.loops)
-        at = _At(node.body[0])
+        at = At(node.body[0])
         value: ast.expr
         if isinstance(node, ast.While):
             kind, value = "while", at.const(None)
         else:
             kind = "async_for" if isinstance(node, ast.AsyncFor) else "for"
-            names = _bound_names(node.target, [])
+            names = bound_names(node.target, [])
             value = at.names(names) if names else at.const(None)
         step = at.assign(
             counter,
@@ -660,7 +556,7 @@ class _Rewriter(ast.NodeTransformer):
             ),
         )  # fmt: skip
         node.body.insert(0, step)
-        head = _At(node)
+        head = At(node)
         return [head.assign(counter, head.const(0)), node]
 
     visit_For = visit_AsyncFor = visit_While = _loop
@@ -681,7 +577,7 @@ class _Rewriter(ast.NodeTransformer):
             finally:
                 self.parents.pop()
             if instrument:
-                at = _At(case.body[0])
+                at = At(case.body[0])
                 rep = at.rt(
                     "match", self._cid(at), at.const(self.src.segment(case.pattern)),
                     at.load(MATCH), at.const(True), at.const(case.pattern.lineno), at.const(cnid),
@@ -689,14 +585,14 @@ class _Rewriter(ast.NodeTransformer):
                 case.body.insert(0, at.expr(rep))
         if not instrument:
             return node
-        if not (node.cases and _irrefutable(node.cases[-1])):
-            at = _At(node)
+        if not (node.cases and irrefutable(node.cases[-1])):
+            at = At(node)
             miss = at.rt(
                 "match", self._cid(at), at.const(None), at.load(MATCH), at.const(False),
                 at.const(node.lineno), at.const(nid),
             )  # fmt: skip
             wildcard = ast.MatchAs(pattern=None, name=None, **at.loc)
             node.cases.append(ast.match_case(pattern=wildcard, guard=None, body=[at.expr(miss)]))
-        at = _At(node.subject)
+        at = At(node.subject)
         node.subject = ast.NamedExpr(target=at.store(MATCH), value=node.subject, **at.loc)
         return node
