@@ -185,7 +185,6 @@ def _flush_on_exit_paths(drain: Drain) -> Callable[[], None]:
 
     os._exit = _exit
     _on_terminate = drain.stop_from_signal_handler
-    drain.on_closed = _die_if_deferred
     previous: Any = None
     if threading_is_main() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         previous = signal.signal(signal.SIGTERM, _flush_and_die)
@@ -200,7 +199,7 @@ def _flush_on_exit_paths(drain: Drain) -> Callable[[], None]:
     return restore
 
 
-_on_terminate: Callable[[], bool] | None = None
+_on_terminate: Callable[[], object] | None = None
 
 
 _CHILD_ENV = "TIDESCOPE_RUN_CHILD"
@@ -276,12 +275,6 @@ def start_child() -> None:
             _write_node_table(Path(opts["output"]))
 
         atexit.register(finish)
-        global _on_terminate
-        _on_terminate = drain.stop_from_signal_handler
-        drain.on_closed = _die_if_deferred
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            # a Pool ends its workers with SIGTERM: flush first
-            signal.signal(signal.SIGTERM, _flush_and_die)
     except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the child
         print(f"tidescope: child not recorded: {exc}", file=sys.stderr)
 
@@ -319,32 +312,28 @@ def threading_is_main() -> bool:
 
 
 def _flush_and_die(signum: int, frame: Any) -> None:
-    """SIGTERM: flush this process's trace, then die of the signal as Python would have.
-
-    If the signal interrupts a flush already under way (a worker's exit, say), it waits:
-    the drain re-raises it once its file is closed.
-    """
-    global _deferred_signal
+    """SIGTERM in the ``tidescope run`` process: flush the trace, then die of the signal as
+    Python would have (no ``finally`` blocks run). If the signal interrupts the flush at
+    exit, it dies at once: waiting for more work is what plain Python would never do."""
     try:
-        if _on_terminate is not None and not _on_terminate():
-            _deferred_signal = signum
-            return
+        if _on_terminate is not None:
+            _on_terminate()
     except Exception as exc:  # the trace is lost, the program still dies as it should
         print(f"tidescope: trace not flushed on SIGTERM: {exc!r}", file=sys.stderr)
-    _die(signum)
+    finally:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
-_deferred_signal: int | None = None
+def _default_sigterm_in_child() -> None:
+    # Children die of SIGTERM as they would under Python: a multiprocessing Pool's
+    # terminate() catches workers in their own exit, and any flush there could hang them.
+    # They keep what their drain wrote (every interval, and all of it at a normal exit).
+    if signal.getsignal(signal.SIGTERM) is _flush_and_die:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _die(signum: int) -> None:
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _die_if_deferred() -> None:
-    if _deferred_signal is not None:
-        _die(_deferred_signal)
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def _write_node_table(output: Path) -> None:

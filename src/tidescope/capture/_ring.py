@@ -119,7 +119,9 @@ class RingBuffer:
         self._strategy = overflow_strategy
         self._timeout = float(block_timeout)
         self._lock = threading.Lock()  # claims under drop_newest/block, rejection counts
-        self._read_lock = threading.Lock()  # the drain's cursor and read statistics
+        # the drain's cursor and read statistics; re-entrant so that a SIGTERM handler can
+        # flush the trace even when it interrupted a read on the same thread
+        self._read_lock = threading.RLock()
         self._space = threading.Condition(threading.Lock())  # block writers wait here
         self._pid = _clock.pid()
         self._node = _clock.node()

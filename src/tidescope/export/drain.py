@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +56,6 @@ class Drain:
         self.writer = self._open_writer()
         self.errors = 0
         self._started_ns = time.monotonic_ns()
-        self.on_closed: Callable[[], None] | None = None
-        """Called once the file is closed (the runner re-raises a deferred SIGTERM here)."""
         self._closing = False
         self._mp_hooked = False
         os.register_at_fork(after_in_child=self._after_fork_in_child)
@@ -124,25 +121,17 @@ class Drain:
                 "duration_s": (time.monotonic_ns() - self._started_ns) / 1e9,
             }
         self.writer.close(stats)
-        if self.on_closed is not None:
-            self.on_closed()
 
     def stop_from_signal_handler(self) -> bool:
-        """:meth:`stop`, from a signal handler in the main thread; False if it must wait.
+        """:meth:`stop`, from a signal handler; False if the interrupted code is stopping.
 
-        It never waits on a lock the code it interrupted may hold: if that code is closing
-        the file already, or holds the buffer's lock, it returns False and the caller lets
-        that code finish first (see ``on_closed``).
+        The buffer's read lock is re-entrant, so a read the signal interrupted on this
+        thread cannot deadlock the flush.
         """
-        buf = self.buffer
         if self._closing:
-            return False  # a flush is under way in the code the signal interrupted
-        if buf is None:
-            return True
-        if not buf._read_lock.acquire(blocking=False):  # the interrupted code holds it
             return False
-        buf._read_lock.release()  # free until this handler returns: we run on its thread
-        self.stop(buf.stats())
+        buf = self.buffer
+        self.stop(buf.stats() if buf is not None else None)
         return True
 
     def _after_fork_in_child(self) -> None:
