@@ -20,6 +20,7 @@ import os
 import threading
 from asyncio import current_task as _current_task
 from asyncio.events import _get_running_loop
+from collections.abc import Collection
 from typing import Any, Final
 
 from tidescope.capture import _clock
@@ -87,7 +88,7 @@ def snapshot_many(*values: Any, limits: Limits | None = None) -> tuple[Any, ...]
         return tuple(Truncated(type_name(type(v)), 0, "error") for v in values)
 
 
-def _small_scalars(args: tuple[Any, ...] | list[Any], lim: Limits) -> bool:
+def _small_scalars(args: Collection[Any], lim: Limits) -> bool:
     """True if every item is an immutable scalar the snapshot would keep as it is."""
     if len(args) > lim.max_items:
         return False
@@ -105,23 +106,12 @@ def _small_scalars(args: tuple[Any, ...] | list[Any], lim: Limits) -> bool:
 
 
 def _small_scalar_dict(args: dict[Any, Any], lim: Limits) -> bool:
-    """True if every key is a short str and every value an immutable scalar kept as it is
-    (the import hook passes arguments so, bound to their parameter names)."""
-    if len(args) > lim.max_items:
-        return False
-    for k, a in args.items():
+    """True for short str keys and small scalar values (the import hook passes arguments so,
+    bound to their parameter names)."""
+    for k in args:
         if type(k) is not str or len(k) > lim.max_string:
             return False
-        ta = type(a)
-        if ta is str:
-            if len(a) > lim.max_string:
-                return False
-        elif ta is int:
-            if not -_INT64 < a < _INT64:
-                return False
-        elif ta not in KEEP_TYPES:
-            return False
-    return True
+    return _small_scalars(args.values(), lim)
 
 
 def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
