@@ -199,7 +199,7 @@ def _flush_on_exit_paths(drain: Drain) -> Callable[[], None]:
     return restore
 
 
-_on_terminate: Callable[[], object] | None = None
+_on_terminate: Callable[[], None] | None = None
 
 
 _CHILD_ENV = "TIDESCOPE_RUN_CHILD"
@@ -356,9 +356,3 @@ def _summary(stats: dict[str, Any], output: Path, drain: Drain) -> None:
         f" -> {output}{os.sep} ({drain.writer.path.name})",
         file=sys.stderr,
     )
-
-
-def usage_error(message: str) -> NoReturn:
-    """Report bad input the way the CLI does and exit 2."""
-    print(f"tidescope: {message}", file=sys.stderr)
-    raise SystemExit(2)

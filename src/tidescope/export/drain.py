@@ -122,17 +122,16 @@ class Drain:
             }
         self.writer.close(stats)
 
-    def stop_from_signal_handler(self) -> bool:
-        """:meth:`stop`, from a signal handler; False if the interrupted code is stopping.
+    def stop_from_signal_handler(self) -> None:
+        """:meth:`stop`, from a signal handler; skipped if the interrupted code is stopping.
 
         The buffer's read lock is re-entrant, so a read the signal interrupted on this
         thread cannot deadlock the flush.
         """
         if self._closing:
-            return False
+            return
         buf = self.buffer
         self.stop(buf.stats() if buf is not None else None)
-        return True
 
     def _after_fork_in_child(self) -> None:
         if self._thread is None or self._stop.is_set():

@@ -145,10 +145,6 @@ class TraceWriter:
             self.events_written += n
         return n
 
-    def write_batch(self, events: Iterable[Event]) -> int:
-        """Write and flush a batch of ``Event`` objects; returns how many it held."""
-        return self.write_records([(0, e) for e in events])
-
     def abandon(self) -> None:
         """Close the descriptor without writing (a forked child's copy of the parent's file)."""
         if self._fh is not None:
