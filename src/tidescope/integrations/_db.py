@@ -1,0 +1,81 @@
+"""Query reporting shared by the database integrations: a start, then a complete or an error.
+
+Each query gets a ``query_id`` (from the event id sequence, so unique in the process) that
+its start event carries in ``metadata`` and its complete event in ``result``; both carry
+the surrounding correlation (a bound request id, else the outermost traced call). Every
+function here fails open: a failure is counted and the query runs on as if unobserved.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter_ns
+from typing import Any, TypeAlias
+
+from tidescope.capture._core import next_id
+from tidescope.capture.context import enabled
+from tidescope.capture.runtime.core import report_error
+from tidescope.capture.runtime.database import report_db_query_complete, report_db_query_start
+from tidescope.integrations import count_error
+
+__all__ = ["Query", "fail_query", "finish_query", "repo_name", "rowcount_of", "start_query"]
+
+Query: TypeAlias = tuple[int, Any, Any, Any, int]
+"""A started query: ``(query_id, statement, params, repo, start_ns)``."""
+
+
+def start_query(statement: Any, params: Any, executemany: bool, repo: Any) -> Query | None:
+    """Report ``statement`` about to run; returns what :func:`finish_query` or
+    :func:`fail_query` takes, or None when capture is off here (report nothing more)."""
+    try:
+        if not enabled():
+            return None
+        qid = next_id()
+        report_db_query_start(
+            None, statement, params, {"query_id": qid, "executemany": executemany}, repo
+        )
+        # timed after the report, so the duration is the database's, not ours
+        return qid, statement, params, repo, perf_counter_ns()
+    except Exception as exc:
+        count_error(exc)
+        return None
+
+
+def finish_query(query: Query, rowcount: Any) -> None:
+    """Report that ``query`` completed with ``rowcount`` (the cursor's, -1 when unknown)."""
+    end = perf_counter_ns()
+    try:
+        qid, statement, params, _, start = query
+        report_db_query_complete(
+            None, statement, params, {"query_id": qid, "rowcount": rowcount}, (end - start) / 1000
+        )
+    except Exception as exc:
+        count_error(exc)
+
+
+def fail_query(query: Query, error: BaseException, stacktrace: Any = None) -> None:
+    """Report that ``query`` raised ``error``: its complete event and an error event
+    (``stacktrace``: a traceback, when ``error`` has not been raised yet)."""
+    end = perf_counter_ns()
+    try:
+        qid, statement, params, repo, start = query
+        report_db_query_complete(
+            None, statement, params, {"query_id": qid, "error": error}, (end - start) / 1000
+        )
+        report_error(error, {"query_id": qid, "repo": repo}, stacktrace)
+    except Exception as exc:
+        count_error(exc)
+
+
+def repo_name(dialect: Any, database: Any) -> str:
+    """``"postgresql:shop"``: the dialect and the database, the repo every event names."""
+    name = str(dialect)
+    return f"{name}:{database}" if database else name
+
+
+def rowcount_of(cursor: Any) -> Any:
+    """``cursor.rowcount``, or None if reading it fails (counted)."""
+    try:
+        return cursor.rowcount
+    except Exception as exc:
+        count_error(exc)
+        return None
