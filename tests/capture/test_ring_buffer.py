@@ -270,13 +270,13 @@ def test_reader_position_lapped_in_a_drop_newest_buffer_skips_only_overwritten_e
 def test_read_batch_stops_at_a_claimed_but_unfilled_slot_and_reads_it_next_time() -> None:
     buf = RingBuffer(8, "drop_oldest")
     write_all(buf, ["e0", "e1"])
-    hole = next(buf._claim)  # a writer claimed position 2 and has not stored yet
+    hole = buf._claim_next()  # a writer claimed position 2 and has not stored yet
     assert hole == 2
     write_all(buf, ["e3", "e4"])
     assert buf.read_batch(0, 10) == (["e0", "e1"], 2)
     assert buf.read_batch(2, 10) == ([], 2)
     assert buf.read(2) is None
-    buf._slots[hole & buf._mask] = (hole, "e2")  # the writer finishes its store
+    buf._store(hole, ("e2",))  # the writer finishes its store
     assert buf.read_batch(2, 10) == (["e2", "e3", "e4"], 5)
     assert buf.read_batch(0, 10) == (["e0", "e1", "e2", "e3", "e4"], 5)
 
@@ -284,13 +284,13 @@ def test_read_batch_stops_at_a_claimed_but_unfilled_slot_and_reads_it_next_time(
 def test_drain_stops_at_a_claimed_but_unfilled_slot_and_never_skips_it() -> None:
     buf = RingBuffer(8, "drop_oldest")
     write_all(buf, ["e0", "e1"])
-    hole = next(buf._claim)
+    hole = buf._claim_next()
     write_all(buf, ["e3", "e4"])
     assert buf.drain() == ["e0", "e1"]
     assert buf.read_position == 2
     assert buf.drain() == []
     assert buf.read_position == 2
-    buf._slots[hole & buf._mask] = (hole, "e2")
+    buf._store(hole, ("e2",))
     assert buf.drain() == ["e2", "e3", "e4"]
     assert buf.read_position == 5
     s = assert_accounting(buf)
@@ -303,12 +303,12 @@ def test_drain_stops_at_an_unfilled_slot_that_still_holds_an_older_event() -> No
     write_all(buf, [0, 1, 2, 3])
     assert buf.drain() == [0, 1, 2, 3]
     write_all(buf, [4, 5])
-    hole = next(buf._claim)  # position 6; slot 2 still holds consumed position 2
+    hole = buf._claim_next()  # position 6; slot 2 still holds consumed position 2
     write_all(buf, [7])
     assert buf.drain() == [4, 5]
     assert buf.drain() == []
     assert buf.read_position == 6
-    buf._slots[hole & buf._mask] = (hole, 6)
+    buf._store(hole, (6,))
     assert buf.drain() == [6, 7]
     s = assert_accounting(buf)
     assert s["dropped_events"] == 0
@@ -318,12 +318,12 @@ def test_drain_stops_at_an_unfilled_slot_that_still_holds_an_older_event() -> No
 def test_read_batch_of_a_lapped_ring_returns_held_events_and_stops_at_a_hole() -> None:
     buf = RingBuffer(4, "drop_oldest")
     write_all(buf, [0, 1, 2, 3, 4, 5])  # positions 0..5; 2..5 held
-    hole = next(buf._claim)  # position 6 claimed; its slot still holds position 2
+    hole = buf._claim_next()  # position 6 claimed; its slot still holds position 2
     write_all(buf, [7])  # position 7 overwrites position 3
     # position 2 is still held, 3 was overwritten, 6 is not filled yet
     assert buf.read_batch(0, 10) == ([2, 4, 5], 6)
     assert buf.read_batch(6, 10) == ([], 6)
-    buf._slots[hole & buf._mask] = (hole, 6)
+    buf._store(hole, (6,))
     assert buf.read_batch(6, 10) == ([6, 7], 8)
     assert buf.read_batch(0, 10) == ([4, 5, 6, 7], 8)
 
@@ -334,14 +334,9 @@ def test_late_store_of_a_lapped_claim_does_not_hide_newer_events_from_the_drain(
     # drain would take the slot for one claimed but unfilled and stop there for good while
     # the stats call its events available. The older event is lost and counted instead.
     buf = RingBuffer(4, "drop_oldest")
-    late = next(buf._claim)  # position 0 claimed, store delayed
+    late = buf._claim_next()  # position 0 claimed, store delayed
     write_all(buf, [1, 2, 3, 4])  # position 4 lands in slot 0
-    claim = buf._claim
-    buf._claim = iter([late])  # the delayed writer resumes with the position it claimed
-    try:
-        assert buf.write(0) is True
-    finally:
-        buf._claim = claim
+    assert buf._store(late, (0,)) is False  # the delayed writer resumes: its store is refused
     assert buf.read_batch(0, 10) == ([1, 2, 3, 4], 5)
     assert drain_until_empty(buf) == [1, 2, 3, 4]
     s = assert_accounting(buf)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import tidescope
 from tidescope import EventType
-from tidescope.capture import context
+from tidescope.capture import _core, context
 from tidescope.capture import runtime as rt
 from tidescope.capture.ring_buffer import RingBuffer
 from tidescope.capture.runtime import AstNodeId, AstNodeIdError
@@ -1208,7 +1208,7 @@ def test_stop_returns_the_sessions_stats_and_switches_capture_off() -> None:
     assert stats["total_writes"] == 2
     assert stats["available_events"] == 2
     assert type(stats["internal_errors"]) is int
-    assert stats["core"] == "python"
+    assert stats["core"] == _core.CORE_NAME
     assert tidescope.active_session() is None
     assert session.active is False
     assert context.enabled() is False

@@ -8,7 +8,7 @@ module reaches the core through the names below, never through ``_pure`` directl
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["CORE_NAME", "CORE_REASON", "CoreSelectionError"]
 
@@ -25,11 +25,12 @@ if _requested not in ("", *_CHOICES):
     )
 
 CORE_REASON: str
+_speedups: Any = None
 if _requested == "python":
     CORE_REASON = "TIDESCOPE_CORE=python"
 else:
     try:
-        from tidescope.capture import _speedups  # type: ignore[attr-defined]  # noqa: F401
+        from tidescope.capture import _speedups  # type: ignore[attr-defined, no-redef]
     except ImportError as exc:
         if _requested == "c":
             raise CoreSelectionError(
@@ -37,10 +38,9 @@ else:
                 "reinstall tidescope with a C compiler, or unset TIDESCOPE_CORE"
             ) from exc
         CORE_REASON = f"C accelerator not built ({exc})"
-    else:  # pragma: no cover - the C twin lands with the accelerator issue
-        CORE_REASON = "C accelerator built"
+    else:
+        CORE_REASON = "TIDESCOPE_CORE=c" if _requested == "c" else "C accelerator built"
 
-# Only the pure core exists so far; the chooser above is where the C twin will plug in.
 from tidescope.capture._clock import node, pid, resync_clock, set_node  # noqa: E402
 from tidescope.capture._pure import (  # noqa: E402
     CORE_NAME,
@@ -76,6 +76,17 @@ from tidescope.capture._pure import (  # noqa: E402
 )
 from tidescope.capture._ring import OVERFLOW_STRATEGIES, RingBuffer, RingBufferError  # noqa: E402
 from tidescope.capture._snapshot import Limits  # noqa: E402
+
+if _speedups is not None:
+    # The C twin: its RingBuffer is the shared logic over C slots, and its two report
+    # functions replace the pure ones; everything else is shared with _pure.
+    from tidescope.capture import _pure, _ring
+
+    RingBuffer = _ring.ring_class(_speedups.RingStorage)  # type: ignore[misc, assignment]
+    _pure.use_accelerator(_speedups, RingBuffer)
+    report_function_entry = _speedups.report_function_entry
+    report_function_exit = _speedups.report_function_exit
+    CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
 __all__ += [
     "OVERFLOW_STRATEGIES",

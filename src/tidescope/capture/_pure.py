@@ -37,13 +37,14 @@ from tidescope.events import EventType, Truncated
 CORE_NAME: Final = "python"
 
 _monotonic_ns = _clock.monotonic_ns
-_ids = _clock.new_ids()
+_new_ids: Any = _clock.new_ids
+_ids = _new_ids()
 _INT64: Final = 1 << 63  # ints kept without the full snapshot's size check
 
 
 def next_id() -> int:
     """A new id, unique in this process and across its forks (see ``_clock``)."""
-    return next(_ids)
+    return int(next(_ids))
 
 
 # ---------------------------------------------------------------------------------------
@@ -56,11 +57,22 @@ def set_limits(limits: Limits) -> None:
     """Set the limits every report uses (``start()`` does this from its Config)."""
     global _limits
     _limits = limits
+    _sync()
 
 
 def get_limits() -> Limits:
     """The limits every report uses."""
     return _limits
+
+
+def _snap(value: Any, lim: Limits) -> Any:
+    """The full snapshot of one value (the C core calls this off its fast paths)."""
+    return Snapper(lim).snap(value)
+
+
+def _exc_snap(value: Any, lim: Limits) -> Any:
+    """An exception's snapshot for an exit event (the C core calls this)."""
+    return exception_snapshot(Snapper(lim), value)
 
 
 def snapshot(value: Any, limits: Limits | None = None) -> Any:
@@ -145,6 +157,45 @@ _OFF: Final = ("off", None, None, 0)
 
 _enabled = False
 _buffer: RingBuffer | None = None
+_ring_class: type[Any] = RingBuffer  # the C core's RingBuffer when it is in use
+_accel: Any = None  # the C accelerator module when it is in use (see use_accelerator)
+
+
+def _sync() -> None:
+    """Tell the C core the state its report path reads (a no-op on the pure core)."""
+    if _accel is not None:
+        _accel.sync(_enabled, _buffer, _limits)
+
+
+def use_accelerator(module: Any, ring_class: type[Any]) -> None:
+    """Route the hot path through the C accelerator (called once, by ``_core``).
+
+    The C report functions read the same ContextVar stack, call the same snapshot code
+    off their fast paths, and share this module's id counter and state, so everything
+    here (context functions, ``write_event``, fork handling) works with either core.
+    """
+    global _accel, _ring_class, _ids, _new_ids
+    module.attach(
+        {
+            "stack": _stack,
+            "off": _OFF,
+            "count_error": count_error,
+            "snap": _snap,
+            "exc_snap": _exc_snap,
+            "loop_task_id": _loop_task_id,
+            "get_running_loop": _get_running_loop,
+            "entry_type": _FUNCTION_ENTRY,
+            "exit_type": _FUNCTION_EXIT,
+            "keep_types": tuple(KEEP_TYPES),
+        }
+    )
+    _accel = module
+    _ring_class = ring_class
+    _new_ids = lambda: module.reset_ids(_clock.pid())  # noqa: E731
+    _ids = _new_ids()
+    _sync()
+
+
 _internal_errors = 0
 _last_error: str | None = None
 _error_lock = threading.Lock()
@@ -171,9 +222,10 @@ def internal_errors() -> tuple[int, str | None]:
 def register_buffer(buffer: RingBuffer | None) -> None:
     """Make ``buffer`` the one the report path writes to (None unregisters)."""
     global _buffer
-    if buffer is not None and not isinstance(buffer, RingBuffer):
+    if buffer is not None and not isinstance(buffer, _ring_class):
         raise TypeError(f"expected a RingBuffer, got {type(buffer).__name__}")
     _buffer = buffer
+    _sync()
 
 
 def get_buffer() -> RingBuffer | None:
@@ -185,6 +237,7 @@ def set_enabled(flag: bool) -> None:
     """Switch capture on or off for every thread and task at once."""
     global _enabled
     _enabled = bool(flag)
+    _sync()
 
 
 def is_started() -> bool:
@@ -297,7 +350,7 @@ def _loop_task_id(loop: Any) -> int | None:
         return None
     tid = _task_ids.get(id(task))
     if tid is None:
-        tid = next(_ids)
+        tid = int(next(_ids))
         try:
             # forget the id when the task ends, so a new task at the same address gets its own
             task.add_done_callback(_forget_task)
@@ -512,12 +565,13 @@ def frame_ids() -> tuple[Any, Any, Any]:
 def _after_fork_in_child() -> None:
     global _ids, _buffer, _task_ids, _error_lock
     _clock.after_fork_in_child()
-    _ids = _clock.new_ids()
+    _ids = _new_ids()
     _task_ids = {}
     _error_lock = threading.Lock()
     old = _buffer
     if old is not None:
-        _buffer = RingBuffer(old.size, old.overflow_strategy, old.block_timeout)
+        _buffer = type(old)(old.size, old.overflow_strategy, old.block_timeout)
+    _sync()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tidescope.capture import _clock
 from tidescope.events import Event, EventType
 
-__all__ = ["OVERFLOW_STRATEGIES", "RingBuffer", "RingBufferError"]
+__all__ = ["OVERFLOW_STRATEGIES", "RingBuffer", "RingBufferError", "ring_class"]
 
 _monotonic_ns = _clock.monotonic_ns
 OVERFLOW_STRATEGIES: Final = ("drop_oldest", "drop_newest", "block")
@@ -36,7 +36,7 @@ class RingBufferError(ValueError):
         self.reason = reason
 
 
-class RingBuffer:
+class _RingLogic:
     """A bounded, multi-writer event ring with a consuming drain and any number of readers.
 
     Args:
@@ -58,31 +58,51 @@ class RingBuffer:
     ``read()`` and ``read_batch()`` take the reader's own position and consume nothing.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_claim",
-        "_closed",
-        "_consumed",
-        "_discarded",
-        "_fast",
-        "_lapped",
-        "_lock",
-        "_mask",
-        "_node",
-        "_pid",
-        "_r",
-        "_read_lock",
-        "_rejected",
-        "_size",
-        "_slots",
-        "_space",
-        "_stalled_r",
-        "_strategy",
-        "_timeout",
-        "_total_reads",
-        "_w",
-        "_waiters",
-    )
+    if not TYPE_CHECKING:  # the concrete classes declare the slots (a C base has its own)
+        __slots__ = ()
+
+    # storage operations: _PyStorage below, or the C accelerator's RingStorage
+    _fast: bool
+    _lock: threading.Lock
+    _read_lock: threading.RLock
+    _space: threading.Condition
+    _mask: int
+    _size: int
+    _strategy: str
+    _timeout: float
+    _pid: int
+    _node: str
+    _waiters: int
+    _w: int
+    _r: int
+    _rejected: int
+    _lapped: int
+    _discarded: int
+    _consumed: int
+    _total_reads: int
+    _stalled_r: int
+    _closed: bool
+
+    def _new_storage(self, size: int) -> None:
+        raise NotImplementedError
+
+    def _wipe_storage(self) -> None:
+        raise NotImplementedError
+
+    def _claimed(self) -> int:
+        raise NotImplementedError
+
+    def _put(self, payload: tuple[Any, ...]) -> bool:
+        raise NotImplementedError
+
+    def _store(self, pos: int, payload: tuple[Any, ...]) -> bool:
+        raise NotImplementedError
+
+    def _store_abandoned(self, pos: int) -> None:
+        raise NotImplementedError
+
+    def _scan(self, p: int, count: int) -> tuple[list[Any], int, int]:
+        raise NotImplementedError
 
     def __init__(
         self,
@@ -129,10 +149,9 @@ class RingBuffer:
         self._reset()
 
     def _reset(self) -> None:
-        self._slots: list[Any] = [None] * self._size
-        # drop_oldest claims with one atomic C call; the others claim under _lock so the
-        # fullness check and the claim are one step (the seed's CAS loop).
-        self._claim = itertools.count()
+        # drop_oldest claims with one atomic step in the storage; the others claim under
+        # _lock so the fullness check and the claim are one step (the seed's CAS loop).
+        self._new_storage(self._size)
         self._w = 0
         self._r = 0
         self._rejected = 0
@@ -170,8 +189,7 @@ class RingBuffer:
     def write_position(self) -> int:
         """Positions claimed by writers so far."""
         if self._strategy == "drop_oldest":
-            # itertools.count has no reader; its repr is "count(N)" on every CPython.
-            return int(repr(self._claim)[6:-1])
+            return self._claimed()
         return self._w
 
     # -- writing ------------------------------------------------------------------------
@@ -180,31 +198,16 @@ class RingBuffer:
         """Write one event; False when it was dropped (and counted). Never raises."""
         return self._put((event,))
 
-    def _put(self, payload: tuple[Any, ...]) -> bool:
-        """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""
-        if self._fast:
-            pos = next(self._claim)
-            slots = self._slots
-            i = pos & self._mask
-            old = slots[i]
-            # A writer descheduled between claim and store may have been lapped: its event
-            # is then older than the slot's and is lost (readers count it from the gap);
-            # storing it would hide the newer event behind an apparently unfilled slot.
-            if old is None or old[0] < pos:
-                slots[i] = (pos, *payload)
-            return True
-        return self._put_slow(payload)
-
     def _put_slow(self, payload: tuple[Any, ...]) -> bool:
         """Write ``(pos, *payload)`` under drop_newest/block, or count a write after destroy."""
         pos = self._claim_bounded()
         if pos < 0:
             return False
         try:
-            self._slots[pos & self._mask] = (pos, *payload)
+            self._store(pos, payload)
         except BaseException:
             # A signal between claim and store must not leave a hole the drain waits on.
-            self._slots[pos & self._mask] = (pos, _ABANDONED)
+            self._store_abandoned(pos)
             raise
         return True
 
@@ -246,37 +249,6 @@ class RingBuffer:
                 self._waiters -= 1
 
     # -- reading ------------------------------------------------------------------------
-
-    def _scan(self, p: int, count: int) -> tuple[list[Any], int, int]:
-        """Collect up to ``count`` current slots from position ``p``.
-
-        Returns ``(slots, new_position, abandoned)``. Overwritten positions are skipped (the
-        caller counts them from the position gap); a slot claimed but not yet filled ends
-        the scan so it is read next time, never skipped.
-        """
-        slots = self._slots
-        mask = self._mask
-        size = self._size
-        out: list[Any] = []
-        abandoned = 0
-        while len(out) < count:
-            s = slots[p & mask]
-            if s is None:
-                break
-            q = s[0]
-            if q == p:
-                if s[1] is _ABANDONED:
-                    abandoned += 1
-                else:
-                    out.append(s)
-                p += 1
-            elif q > p:
-                # Position q is published, so every position up to q - size was overwritten
-                # (or is being overwritten by a writer holding a claim): all lost to us.
-                p = max(p + 1, q - size + 1)
-            else:
-                break
-        return out, p, abandoned
 
     def read(self, position: int = 0) -> tuple[Event, int] | None:
         """The event at ``position`` and the position after it, or None if there is none yet.
@@ -396,7 +368,7 @@ class RingBuffer:
             w = self.write_position
             self._discarded += w - self._r
             self._r = w
-            self._slots = [None] * self._size
+            self._wipe_storage()
         with self._space:
             self._space.notify_all()
 
@@ -408,6 +380,118 @@ class RingBuffer:
             f"RingBuffer(size={self._size}, overflow_strategy={self._strategy!r}, "
             f"write_position={self.write_position}, read_position={self._r})"
         )
+
+
+_LOGIC_SLOTS: Final = (
+    "__weakref__",
+    "_closed",
+    "_consumed",
+    "_discarded",
+    "_lapped",
+    "_lock",
+    "_mask",
+    "_node",
+    "_pid",
+    "_r",
+    "_read_lock",
+    "_rejected",
+    "_size",
+    "_space",
+    "_stalled_r",
+    "_strategy",
+    "_timeout",
+    "_total_reads",
+    "_w",
+    "_waiters",
+)
+
+
+class RingBuffer(_RingLogic):
+    __doc__ = _RingLogic.__doc__
+    __slots__ = (*_LOGIC_SLOTS, "_claim", "_fast", "_slots")
+
+    # Storage: a list of slot tuples and an itertools.count whose next() is the atomic claim.
+
+    def _new_storage(self, size: int) -> None:
+        self._slots: list[Any] = [None] * size
+        self._claim = itertools.count()
+
+    def _wipe_storage(self) -> None:
+        self._slots = [None] * self._size
+
+    def _claimed(self) -> int:
+        # itertools.count has no reader; its repr is "count(N)" on every CPython.
+        return int(repr(self._claim)[6:-1])
+
+    def _claim_next(self) -> int:
+        """Claim a position without storing (tests: a writer descheduled after its claim)."""
+        return next(self._claim)
+
+    def _put(self, payload: tuple[Any, ...]) -> bool:
+        """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""
+        if self._fast:
+            self._store(next(self._claim), payload)
+            return True
+        return self._put_slow(payload)
+
+    def _store(self, pos: int, payload: tuple[Any, ...]) -> bool:
+        """Store ``(pos, *payload)`` in its slot unless a newer position is there already.
+
+        A writer descheduled between claim and store may have been lapped: its event is
+        then older than the slot's and is lost (readers count it from the gap); storing it
+        would hide the newer event behind an apparently unfilled slot.
+        """
+        slots = self._slots
+        i = pos & self._mask
+        old = slots[i]
+        if old is None or old[0] < pos:
+            slots[i] = (pos, *payload)
+            return True
+        return False
+
+    def _store_abandoned(self, pos: int) -> None:
+        self._slots[pos & self._mask] = (pos, _ABANDONED)
+
+    def _scan(self, p: int, count: int) -> tuple[list[Any], int, int]:
+        """Collect up to ``count`` current slots from position ``p``.
+
+        Returns ``(slots, new_position, abandoned)``. Overwritten positions are skipped (the
+        caller counts them from the position gap); a slot claimed but not yet filled ends
+        the scan so it is read next time, never skipped.
+        """
+        slots = self._slots
+        mask = self._mask
+        size = self._size
+        out: list[Any] = []
+        abandoned = 0
+        while len(out) < count:
+            s = slots[p & mask]
+            if s is None:
+                break
+            q = s[0]
+            if q == p:
+                if s[1] is _ABANDONED:
+                    abandoned += 1
+                else:
+                    out.append(s)
+                p += 1
+            elif q > p:
+                # Position q is published, so every position up to q - size was overwritten
+                # (or is being overwritten by a writer holding a claim): all lost to us.
+                p = max(p + 1, q - size + 1)
+            else:
+                break
+        return out, p, abandoned
+
+
+def ring_class(storage: type) -> type[_RingLogic]:
+    """The ``RingBuffer`` class over another storage (the C accelerator's ``RingStorage``).
+
+    The storage comes first in the method order, so its ``write``, ``_put``, ``_store`` and
+    ``_scan`` replace the pure ones; everything else (checks, locks, stats, block) is shared.
+    """
+    ns = {"__slots__": _LOGIC_SLOTS, "__doc__": _RingLogic.__doc__, "__module__": __name__}
+    return type("RingBuffer", (storage, _RingLogic), ns)
 
 
 # Record layout after the position stamp: ``data`` is a dict, or for the two hottest types a

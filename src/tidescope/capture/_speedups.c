@@ -1,0 +1,1174 @@
+/* tidescope.capture._speedups: the C twin of the capture core's hot path.
+ *
+ * Mirrors, name for name, the parts of _pure.py / _ring.py that run once per event:
+ *
+ *   RingStorage            the ring's slots and claim counter (_ring.RingBuffer's storage);
+ *                          _ring.ring_class() puts the shared Python logic (checks, locks,
+ *                          stats, block) on top of it
+ *   report_function_entry  _pure.report_function_entry
+ *   report_function_exit   _pure.report_function_exit
+ *   Ids / reset_ids        the id counter ((sequence << 22) | pid) shared with Python
+ *
+ * Everything else (snapshots of containers and objects, task ids, the context functions)
+ * stays in Python and is called from here, so both cores give identical results; the
+ * pure module is the specification.
+ *
+ * Slots. A slot is a fixed C struct: the ids, clocks and thread are stored as raw 64-bit
+ * integers (no Python int per field), other values as references; an entry or exit keeps
+ * its four data items inline and builds the data tuple only when it is read. 112 bytes a
+ * slot, allocated once.
+ *
+ * Ordering. A writer claims a position with an atomic fetch-add (drop_oldest) or under the
+ * Python lock (drop_newest, block), then takes the slot by a CAS of its stamp from an older
+ * even value to 2*pos+1 (odd: being written), writes the fields and publishes with a
+ * release store of 2*pos+2. A stamp holding a newer position means the writer was lapped:
+ * its event is dropped and readers count it from the gap. Readers load the stamp with
+ * acquire, copy, and check it again. Nothing between claim and publish allocates or runs
+ * Python code, so with the GIL the sequence is also atomic as a whole; without the GIL the
+ * data ordering holds, but the references read from an overwritten slot would need
+ * deferred reclamation (not built: the free-threaded build is not supported yet).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define PID_BITS 22
+
+/* --------------------------------------------------------------------------------- */
+/* state shared with _pure (attach() and sync() set it)                               */
+
+static int g_enabled = 0;
+static PyObject *g_buffer = NULL;     /* a RingStorage subclass instance, or NULL */
+static PyObject *g_limits = NULL;     /* the Limits named tuple */
+static Py_ssize_t g_max_items = 20;
+static Py_ssize_t g_max_string = 256;
+
+static PyObject *g_stack_var = NULL;  /* the ContextVar of frames */
+static PyObject *g_off = NULL;        /* _OFF */
+static PyObject *g_count_error = NULL;
+static PyObject *g_snap = NULL;       /* _pure._snap(value, limits) */
+static PyObject *g_exc_snap = NULL;   /* _pure._exc_snap(value, limits) */
+static PyObject *g_loop_task_id = NULL;
+static PyObject *g_get_running_loop = NULL;
+static PyObject *g_entry_type = NULL; /* EventType.FUNCTION_ENTRY */
+static PyObject *g_exit_type = NULL;
+static PyObject **g_keep = NULL;      /* KEEP_TYPES as an array of type pointers */
+static Py_ssize_t g_nkeep = 0;
+static PyObject *g_abandoned = NULL;  /* published by a writer interrupted after its claim */
+static PyObject *s_normal = NULL, *s_put_slow = NULL;
+static PyObject *s_ast_node_id = NULL, *s_call_id = NULL, *s_exit_reason = NULL,
+                *s_duration_ns = NULL;
+
+static int64_t g_seq = 0;             /* ids issued: atomic */
+static int64_t g_pid_tag = 0;
+
+static inline int64_t
+new_id(void)
+{
+    int64_t seq = __atomic_add_fetch(&g_seq, 1, __ATOMIC_RELAXED);
+    return (seq << PID_BITS) | g_pid_tag;
+}
+
+static inline int64_t
+now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t); /* what time.monotonic_ns reads on Linux */
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* --------------------------------------------------------------------------------- */
+/* slots                                                                              */
+
+enum { K_EVENT = 1, K_RECORD = 2, K_ENTRY = 3, K_EXIT = 4 };
+/* raw bits: which of the seven integer fields and four data items hold raw integers */
+enum { R_EID = 1, R_TS = 2, R_THREAD = 4, R_TASK = 8, R_CORR = 16, R_PARENT = 32,
+       R_CALL = 64 };
+enum { D_RAW2 = 4 }; /* data item 2 (an exit's duration) is a raw integer */
+
+typedef union { int64_t i; PyObject *o; } Val;
+
+typedef struct {
+    uint64_t stamp; /* 0 empty; 2*pos+1 being written; 2*pos+2 holds position pos */
+    uint8_t kind;
+    uint8_t raw;
+    uint8_t draw;
+    Val eid, ts, thread, task, corr, parent, call;
+    PyObject *ast;
+    Val d[4];
+} Slot;
+
+/* Hold references outside the slot while it is rewritten: decrefs run after publishing. */
+typedef struct { PyObject *o[12]; int n; } Garbage;
+
+static inline void
+gather_val(Garbage *g, Val v, int is_raw)
+{
+    if (!is_raw && v.o != NULL) g->o[g->n++] = v.o;
+}
+
+/* The references a filled slot holds (the caller knows it is filled). */
+static void
+gather_slot(Garbage *g, Slot *s)
+{
+    gather_val(g, s->eid, s->raw & R_EID);
+    gather_val(g, s->ts, s->raw & R_TS);
+    gather_val(g, s->thread, s->raw & R_THREAD);
+    gather_val(g, s->task, s->raw & R_TASK);
+    gather_val(g, s->corr, s->raw & R_CORR);
+    gather_val(g, s->parent, s->raw & R_PARENT);
+    gather_val(g, s->call, s->raw & R_CALL);
+    if (s->ast) g->o[g->n++] = s->ast;
+    for (int k = 0; k < 4; k++) gather_val(g, s->d[k], k == 2 && (s->draw & D_RAW2));
+}
+
+static inline void
+release(Garbage *g)
+{
+    for (int k = 0; k < g->n; k++) Py_DECREF(g->o[k]);
+}
+
+/* Take the slot for pos: 1 when taken (stamp odd, old contents moved to g), 0 when a
+ * newer position is there (the writer was lapped: nothing stored). */
+static inline int
+take_slot(Slot *s, uint64_t pos, Garbage *g)
+{
+    uint64_t want = 2 * pos + 1;
+    uint64_t old = __atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if (old >= want) return 0;
+        if (old & 1) { /* an older writer is mid-store (only without the GIL) */
+            old = __atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE);
+            continue;
+        }
+        if (__atomic_compare_exchange_n(&s->stamp, &old, want, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            break;
+    }
+    if (old) gather_slot(g, s);
+    s->raw = 0;
+    s->draw = 0;
+    s->ast = NULL;
+    return 1;
+}
+
+static inline void
+publish(Slot *s, uint64_t pos)
+{
+    __atomic_store_n(&s->stamp, 2 * pos + 2, __ATOMIC_RELEASE);
+}
+
+/* A Python object as a slot value: exact ints in range are kept raw. Steals nothing. */
+static inline void
+put_val(Slot *s, Val *v, PyObject *o, uint8_t bit)
+{
+    if (PyLong_CheckExact(o)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred())) {
+            v->i = x;
+            s->raw |= bit;
+            return;
+        }
+        PyErr_Clear();
+    }
+    v->o = Py_NewRef(o);
+}
+
+static inline PyObject *
+get_val(Val v, int is_raw)
+{
+    if (is_raw) return PyLong_FromLongLong(v.i);
+    return Py_NewRef(v.o);
+}
+
+/* --------------------------------------------------------------------------------- */
+/* RingStorage                                                                        */
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    uint64_t size;
+    uint64_t mask;
+    uint64_t claim; /* positions claimed by drop_oldest writers: atomic */
+    char fast;      /* drop_oldest and not destroyed: claim here without the Python lock */
+} RingStorage;
+
+static PyTypeObject RingStorage_Type;
+
+static void
+free_slots(Slot *slots, uint64_t n)
+{
+    if (slots == NULL) return;
+    for (uint64_t i = 0; i < n; i++) {
+        Garbage g = {.n = 0};
+        if (slots[i].stamp == 0) continue;
+        gather_slot(&g, &slots[i]);
+        release(&g);
+    }
+    PyMem_Free(slots);
+}
+
+static void
+RingStorage_dealloc(RingStorage *self)
+{
+    Slot *slots = self->slots;
+    self->slots = NULL;
+    free_slots(slots, self->size);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+RingStorage_new_storage(RingStorage *self, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    if (size <= 0 || (size & (size - 1))) {
+        PyErr_SetString(PyExc_ValueError, "size must be a positive power of two");
+        return NULL;
+    }
+    Slot *fresh = PyMem_Calloc((size_t)size, sizeof(Slot));
+    if (fresh == NULL) return PyErr_NoMemory();
+    Slot *old = self->slots;
+    uint64_t oldn = self->size;
+    self->slots = fresh;
+    self->size = (uint64_t)size;
+    self->mask = (uint64_t)size - 1;
+    __atomic_store_n(&self->claim, 0, __ATOMIC_RELEASE);
+    free_slots(old, oldn); /* may run finalizers: after the new storage is in place */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RingStorage_wipe_storage(RingStorage *self, PyObject *Py_UNUSED(ignored))
+{
+    Slot *fresh = PyMem_Calloc((size_t)self->size, sizeof(Slot));
+    if (fresh == NULL) return PyErr_NoMemory();
+    Slot *old = self->slots;
+    self->slots = fresh;
+    free_slots(old, self->size);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RingStorage_claimed(RingStorage *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->claim, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *
+RingStorage_claim_next(RingStorage *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(__atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL));
+}
+
+/* Store a payload tuple as the pure ring would store (pos, *payload). Returns 1 stored,
+ * 0 lapped, -1 error (a payload of a shape the core never builds). */
+static int
+store_payload(RingStorage *self, uint64_t pos, PyObject *payload)
+{
+    if (!PyTuple_Check(payload)) {
+        PyErr_SetString(PyExc_TypeError, "payload must be a tuple");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(payload);
+    if (n != 1 && n != 10) {
+        PyErr_Format(PyExc_ValueError, "payload must have 1 or 10 items, got %zd", n);
+        return -1;
+    }
+    if (self->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ring storage not allocated");
+        return -1;
+    }
+    Slot *s = &self->slots[pos & self->mask];
+    Garbage g = {.n = 0};
+    if (!take_slot(s, pos, &g)) return 0;
+    PyObject *const *it = ((PyTupleObject *)payload)->ob_item;
+    if (n == 1) {
+        s->kind = K_EVENT;
+        s->d[0].o = Py_NewRef(it[0]);
+        s->d[1].o = s->d[2].o = s->d[3].o = NULL;
+        s->eid.o = s->ts.o = s->thread.o = s->task.o = NULL;
+        s->corr.o = s->parent.o = s->call.o = NULL;
+    }
+    else {
+        put_val(s, &s->eid, it[0], R_EID);
+        put_val(s, &s->ts, it[1], R_TS);
+        put_val(s, &s->thread, it[2], R_THREAD);
+        put_val(s, &s->task, it[3], R_TASK);
+        put_val(s, &s->corr, it[4], R_CORR);
+        put_val(s, &s->parent, it[5], R_PARENT);
+        put_val(s, &s->call, it[6], R_CALL);
+        s->ast = it[7] == Py_None ? NULL : Py_NewRef(it[7]);
+        PyObject *etype = it[8], *data = it[9];
+        if ((etype == g_entry_type || etype == g_exit_type) && PyTuple_CheckExact(data) &&
+            PyTuple_GET_SIZE(data) == 4) {
+            s->kind = etype == g_entry_type ? K_ENTRY : K_EXIT;
+            for (int k = 0; k < 4; k++) s->d[k].o = Py_NewRef(PyTuple_GET_ITEM(data, k));
+        }
+        else {
+            s->kind = K_RECORD;
+            s->d[0].o = Py_NewRef(etype);
+            s->d[1].o = Py_NewRef(data);
+            s->d[2].o = s->d[3].o = NULL;
+        }
+    }
+    publish(s, pos);
+    release(&g);
+    return 1;
+}
+
+static PyObject *
+RingStorage_store(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_store(pos, payload)");
+        return NULL;
+    }
+    unsigned long long pos = PyLong_AsUnsignedLongLong(args[0]);
+    if (pos == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    int r = store_payload(self, pos, args[1]);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+RingStorage_store_abandoned(RingStorage *self, PyObject *arg)
+{
+    unsigned long long pos = PyLong_AsUnsignedLongLong(arg);
+    if (pos == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    PyObject *payload = PyTuple_Pack(1, g_abandoned);
+    if (payload == NULL) return NULL;
+    int r = store_payload(self, pos, payload);
+    Py_DECREF(payload);
+    if (r < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RingStorage_put(RingStorage *self, PyObject *payload)
+{
+    if (self->fast) {
+        uint64_t pos = __atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL);
+        if (store_payload(self, pos, payload) < 0) return NULL;
+        Py_RETURN_TRUE;
+    }
+    return PyObject_CallMethodOneArg((PyObject *)self, s_put_slow, payload);
+}
+
+static PyObject *
+RingStorage_write(RingStorage *self, PyObject *event)
+{
+    PyObject *payload = PyTuple_Pack(1, event);
+    if (payload == NULL) return NULL;
+    PyObject *r = RingStorage_put(self, payload);
+    Py_DECREF(payload);
+    return r;
+}
+
+/* One published slot as the pure ring's tuple. */
+static PyObject *
+materialize(Slot *c, uint64_t pos)
+{
+    PyObject *p = PyLong_FromUnsignedLongLong(pos);
+    if (p == NULL) return NULL;
+    if (c->kind == K_EVENT) {
+        PyObject *t = PyTuple_New(2);
+        if (t == NULL) { Py_DECREF(p); return NULL; }
+        PyTuple_SET_ITEM(t, 0, p);
+        PyTuple_SET_ITEM(t, 1, Py_NewRef(c->d[0].o));
+        return t;
+    }
+    PyObject *t = PyTuple_New(11);
+    if (t == NULL) { Py_DECREF(p); return NULL; }
+    PyTuple_SET_ITEM(t, 0, p);
+    PyObject *v[10];
+    v[0] = get_val(c->eid, c->raw & R_EID);
+    v[1] = get_val(c->ts, c->raw & R_TS);
+    v[2] = (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
+                               : Py_NewRef(c->thread.o);
+    v[3] = get_val(c->task, c->raw & R_TASK);
+    v[4] = get_val(c->corr, c->raw & R_CORR);
+    v[5] = get_val(c->parent, c->raw & R_PARENT);
+    v[6] = get_val(c->call, c->raw & R_CALL);
+    v[7] = Py_NewRef(c->ast ? c->ast : Py_None);
+    if (c->kind == K_RECORD) {
+        v[8] = Py_NewRef(c->d[0].o);
+        v[9] = Py_NewRef(c->d[1].o);
+    }
+    else {
+        v[8] = Py_NewRef(c->kind == K_ENTRY ? g_entry_type : g_exit_type);
+        PyObject *d = PyTuple_New(4);
+        if (d != NULL) {
+            for (int k = 0; k < 4; k++) {
+                PyObject *x = get_val(c->d[k], k == 2 && (c->draw & D_RAW2));
+                if (x == NULL) { Py_CLEAR(d); break; }
+                PyTuple_SET_ITEM(d, k, x);
+            }
+        }
+        v[9] = d;
+    }
+    int bad = 0;
+    for (int k = 0; k < 10; k++) {
+        if (v[k] == NULL) { bad = 1; v[k] = Py_NewRef(Py_None); }
+        PyTuple_SET_ITEM(t, k + 1, v[k]);
+    }
+    if (bad) { Py_DECREF(t); return NULL; }
+    return t;
+}
+
+/* Copy a slot's contents with new references (no allocation, no Python code). */
+static void
+hold_slot(Slot *dst, Slot *src)
+{
+    *dst = *src;
+    Garbage g = {.n = 0};
+    gather_slot(&g, dst);
+    for (int k = 0; k < g.n; k++) Py_INCREF(g.o[k]);
+}
+
+static void
+drop_slot(Slot *c)
+{
+    Garbage g = {.n = 0};
+    gather_slot(&g, c);
+    release(&g);
+}
+
+/* _scan(p, count) -> (records, new_position, abandoned), as _ring.RingBuffer._scan. */
+static PyObject *
+RingStorage_scan(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_scan(position, count)");
+        return NULL;
+    }
+    unsigned long long p = PyLong_AsUnsignedLongLong(args[0]);
+    if (p == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    if (count == -1 && PyErr_Occurred()) return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_ssize_t abandoned = 0, got = 0;
+    while (got < count && self->slots != NULL) {
+        Slot *s = &self->slots[p & self->mask];
+        uint64_t st = __atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE);
+        if (st == 0) break;
+        uint64_t q = (st - 1) / 2;
+        if (q == p && !(st & 1)) {
+            Slot copy;
+            hold_slot(&copy, s);
+            if (__atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE) != st) { /* overwritten */
+                drop_slot(&copy);
+                continue;
+            }
+            if (copy.kind == K_EVENT && copy.d[0].o == g_abandoned) {
+                abandoned++;
+            }
+            else {
+                PyObject *rec = materialize(&copy, p);
+                if (rec == NULL || PyList_Append(out, rec) < 0) {
+                    Py_XDECREF(rec);
+                    drop_slot(&copy);
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                Py_DECREF(rec);
+                got++;
+            }
+            drop_slot(&copy);
+            p++;
+        }
+        else if (q > p) {
+            /* position q is here, so every position up to q - size was overwritten */
+            uint64_t skip = q - self->size + 1;
+            p = (q + 1 > self->size && skip > p + 1) ? skip : p + 1;
+        }
+        else {
+            break; /* claimed but not yet filled: read it next time, never skip it */
+        }
+    }
+    return Py_BuildValue("(NKn)", out, p, abandoned);
+}
+
+static PyObject *
+RingStorage_get_fast(RingStorage *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->fast);
+}
+
+static int
+RingStorage_set_fast(RingStorage *self, PyObject *v, void *Py_UNUSED(c))
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _fast");
+        return -1;
+    }
+    int t = PyObject_IsTrue(v);
+    if (t < 0) return -1;
+    self->fast = (char)t;
+    return 0;
+}
+
+static PyMethodDef RingStorage_methods[] = {
+    {"write", (PyCFunction)RingStorage_write, METH_O,
+     "Write one event; False when it was dropped (and counted). Never raises."},
+    {"_put", (PyCFunction)RingStorage_put, METH_O, NULL},
+    {"_store", (PyCFunction)(void (*)(void))RingStorage_store, METH_FASTCALL, NULL},
+    {"_store_abandoned", (PyCFunction)RingStorage_store_abandoned, METH_O, NULL},
+    {"_scan", (PyCFunction)(void (*)(void))RingStorage_scan, METH_FASTCALL, NULL},
+    {"_new_storage", (PyCFunction)RingStorage_new_storage, METH_O, NULL},
+    {"_wipe_storage", (PyCFunction)RingStorage_wipe_storage, METH_NOARGS, NULL},
+    {"_claimed", (PyCFunction)RingStorage_claimed, METH_NOARGS, NULL},
+    {"_claim_next", (PyCFunction)RingStorage_claim_next, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef RingStorage_getset[] = {
+    {"_fast", (getter)RingStorage_get_fast, (setter)RingStorage_set_fast, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RingStorage_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tidescope.capture._speedups.RingStorage",
+    .tp_basicsize = sizeof(RingStorage),
+    .tp_dealloc = (destructor)RingStorage_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The slots and claim counter of a RingBuffer (C core).",
+    .tp_methods = RingStorage_methods,
+    .tp_getset = RingStorage_getset,
+    .tp_new = PyType_GenericNew,
+};
+
+/* --------------------------------------------------------------------------------- */
+/* ids                                                                                */
+
+typedef struct { PyObject_HEAD } Ids;
+
+static PyObject *
+Ids_next(PyObject *Py_UNUSED(self))
+{
+    return PyLong_FromLongLong(new_id());
+}
+
+static PyTypeObject Ids_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tidescope.capture._speedups.Ids",
+    .tp_basicsize = sizeof(Ids),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The process's id counter: next() gives (sequence << 22) | pid.",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = Ids_next,
+    .tp_new = NULL,
+};
+
+static PyObject *g_ids = NULL;
+
+static PyObject *
+reset_ids(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    long long pid = PyLong_AsLongLong(arg);
+    if (pid == -1 && PyErr_Occurred()) return NULL;
+    g_pid_tag = pid & ((1LL << PID_BITS) - 1);
+    __atomic_store_n(&g_seq, 0, __ATOMIC_RELEASE);
+    return Py_NewRef(g_ids);
+}
+
+/* --------------------------------------------------------------------------------- */
+/* the report path                                                                    */
+
+/* Count a failure as _pure.count_error does; only Exception subclasses are swallowed. */
+static int
+swallow_error(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) return 1;
+    if (!PyErr_GivenExceptionMatches(type, PyExc_Exception)) {
+        PyErr_Restore(type, value, tb);
+        return 0; /* KeyboardInterrupt, SystemExit: propagate, as the pure core does */
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *r = value ? PyObject_CallOneArg(g_count_error, value) : NULL;
+    if (r == NULL) PyErr_Clear();
+    Py_XDECREF(r);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return 1;
+}
+
+static inline int
+keep_type(PyTypeObject *t)
+{
+    for (Py_ssize_t k = 0; k < g_nkeep; k++)
+        if ((PyObject *)t == g_keep[k]) return 1;
+    return 0;
+}
+
+/* _pure's KEEP check for one value: -1 error, 0 no, 1 kept as it is. */
+static inline int
+small_scalar(PyObject *a)
+{
+    PyTypeObject *t = Py_TYPE(a);
+    if (t == &PyUnicode_Type) return PyUnicode_GET_LENGTH(a) <= g_max_string;
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
+        if (x == -1 && PyErr_Occurred()) return -1;
+        return !overflow && x != LLONG_MIN;
+    }
+    return keep_type(t);
+}
+
+static int
+small_scalars(PyObject *const *items, Py_ssize_t n)
+{
+    if (n > g_max_items) return 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int r = small_scalar(items[k]);
+        if (r <= 0) return r;
+    }
+    return 1;
+}
+
+static int
+small_scalar_dict(PyObject *d)
+{
+    if (PyDict_GET_SIZE(d) > g_max_items) return 0;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k) || PyUnicode_GET_LENGTH(k) > g_max_string) return 0;
+        int r = small_scalar(v);
+        if (r <= 0) return r;
+    }
+    return 1;
+}
+
+static inline PyObject *
+call_snap(PyObject *fn, PyObject *value)
+{
+    PyObject *a[2] = {value, g_limits};
+    return PyObject_Vectorcall(fn, a, 2, NULL);
+}
+
+/* _pure._snap_args: new reference to the snapshot, *arity set (-1 for None). */
+static PyObject *
+snap_args(PyObject *args, Py_ssize_t *arity)
+{
+    PyTypeObject *t = Py_TYPE(args);
+    int r;
+    if (t == &PyTuple_Type) {
+        *arity = PyTuple_GET_SIZE(args);
+        r = small_scalars(((PyTupleObject *)args)->ob_item, *arity);
+        if (r < 0) return NULL;
+        return r ? Py_NewRef(args) : call_snap(g_snap, args);
+    }
+    if (t == &PyList_Type) {
+        *arity = PyList_GET_SIZE(args);
+        r = small_scalars(((PyListObject *)args)->ob_item, *arity);
+        if (r < 0) return NULL;
+        return r ? PyList_GetSlice(args, 0, *arity) : call_snap(g_snap, args);
+    }
+    if (t == &PyDict_Type) {
+        *arity = PyDict_GET_SIZE(args);
+        r = small_scalar_dict(args);
+        if (r < 0) return NULL;
+        return r ? PyDict_Copy(args) : call_snap(g_snap, args);
+    }
+    if (args == Py_None) {
+        *arity = 0;
+        return Py_NewRef(Py_None);
+    }
+    *arity = -1;
+    return call_snap(g_snap, args);
+}
+
+/* A frame of the call stack: (call_id, parent_frame, correlation_id, start_ns). */
+static inline int
+is_frame(PyObject *f)
+{
+    return PyTuple_CheckExact(f) && PyTuple_GET_SIZE(f) == 4;
+}
+
+static int
+bad_stack(void)
+{
+    PyErr_SetString(PyExc_TypeError, "the call stack holds something that is not a frame");
+    return -1;
+}
+
+/* _pure's task id: None outside a running loop. New reference. */
+static PyObject *
+task_id(void)
+{
+    PyObject *loop = PyObject_CallNoArgs(g_get_running_loop);
+    if (loop == NULL) return NULL;
+    if (loop == Py_None) return loop;
+    PyObject *r = PyObject_CallOneArg(g_loop_task_id, loop);
+    Py_DECREF(loop);
+    return r;
+}
+
+static inline PyObject *
+ast_value(PyObject *ast)
+{
+    if (ast == Py_None || PyUnicode_CheckExact(ast)) return Py_NewRef(ast);
+    return call_snap(g_snap, ast);
+}
+
+/* keyword parsing for the two report functions */
+static int
+kw_match(PyObject *name, PyObject *want)
+{
+    return name == want || PyUnicode_Compare(name, want) == 0;
+}
+
+/* Fill the common fields and publish. All references are borrowed; every allocation the
+ * event needs was done before the call. Returns 1 stored, 0 lapped. */
+static inline void
+fill_common(Slot *s, int64_t eid, int64_t ts, uint64_t thread, PyObject *task, PyObject *corr,
+            PyObject *parent, PyObject *call, PyObject *ast)
+{
+    s->eid.i = eid;
+    s->ts.i = ts;
+    s->thread.i = (int64_t)thread;
+    s->raw = R_EID | R_TS | R_THREAD;
+    put_val(s, &s->task, task, R_TASK);
+    put_val(s, &s->corr, corr, R_CORR);
+    put_val(s, &s->parent, parent, R_PARENT);
+    put_val(s, &s->call, call, R_CALL);
+    s->ast = ast == Py_None ? NULL : Py_NewRef(ast);
+}
+
+/* Write through _put_slow (drop_newest, block, destroyed, retired measurement buffers). */
+static PyObject *
+put_slow(PyObject *buf, int64_t eid, int64_t ts, uint64_t thread, PyObject *task,
+         PyObject *corr, PyObject *parent, PyObject *call, PyObject *ast, PyObject *etype,
+         PyObject *d0, PyObject *d1, PyObject *d2, PyObject *d3)
+{
+    PyObject *data = PyTuple_Pack(4, d0, d1, d2, d3);
+    if (data == NULL) return NULL;
+    PyObject *payload = Py_BuildValue("(LLKOOOOOON)", (long long)eid, (long long)ts,
+                                      (unsigned long long)thread, task, corr, parent, call,
+                                      ast, etype, data);
+    if (payload == NULL) return NULL;
+    PyObject *r = PyObject_CallMethodOneArg(buf, s_put_slow, payload);
+    Py_DECREF(payload);
+    return r;
+}
+
+static PyObject *
+report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames)
+{
+    PyObject *ast = Py_None, *call_id = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "report_function_entry() takes 3 positional arguments but %zd were given",
+                     nargs);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (kw_match(name, s_ast_node_id)) ast = args[nargs + k];
+        else if (kw_match(name, s_call_id)) call_id = args[nargs + k];
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "report_function_entry() got an unexpected keyword argument '%U'",
+                         name);
+            return NULL;
+        }
+    }
+    if (!g_enabled) Py_RETURN_NONE;
+    PyObject *buf = g_buffer, *f = NULL, *snap = NULL, *cid = NULL, *ts_obj = NULL;
+    PyObject *corr = NULL, *astv = NULL, *task = NULL, *frame = NULL, *arity_obj = NULL;
+    PyObject *result = NULL;
+    if (buf == NULL) Py_RETURN_NONE;
+    Py_INCREF(buf);
+    if (PyContextVar_Get(g_stack_var, NULL, &f) < 0) goto error;
+    if (f == g_off) goto off;
+    if (f != Py_None && !is_frame(f)) {
+        bad_stack();
+        goto error;
+    }
+    Py_ssize_t arity;
+    snap = snap_args(args[2], &arity);
+    if (snap == NULL) goto error;
+    int64_t eid;
+    if (call_id == Py_None) {
+        eid = new_id();
+        cid = PyLong_FromLongLong(eid);
+        if (cid == NULL) goto error;
+    }
+    else {
+        cid = Py_NewRef(call_id);
+    }
+    int64_t ts = now_ns();
+    PyObject *parent;
+    if (f == Py_None) {
+        parent = Py_None;
+        corr = Py_NewRef(cid);
+    }
+    else {
+        parent = PyTuple_GET_ITEM(f, 0);
+        PyObject *c = PyTuple_GET_ITEM(f, 2);
+        corr = Py_NewRef(c != Py_None ? c : cid);
+    }
+    astv = ast_value(ast);
+    if (astv == NULL) goto error;
+    task = task_id();
+    if (task == NULL) goto error;
+    uint64_t thread = PyThread_get_thread_ident();
+    if (call_id != Py_None) eid = new_id();
+    arity_obj = arity < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(arity);
+    if (arity_obj == NULL) goto error;
+    ts_obj = PyLong_FromLongLong(ts);
+    if (ts_obj == NULL) goto error;
+    frame = PyTuple_Pack(4, cid, f, corr, ts_obj);
+    if (frame == NULL) goto error;
+    PyObject *token = PyContextVar_Set(g_stack_var, frame);
+    if (token == NULL) goto error;
+    Py_DECREF(token);
+    RingStorage *rb = (RingStorage *)buf;
+    if (rb->fast && rb->slots != NULL) {
+        /* Everything that can fail is done: claim, then fill the slot. */
+        uint64_t pos = __atomic_fetch_add(&rb->claim, 1, __ATOMIC_ACQ_REL);
+        Slot *s = &rb->slots[pos & rb->mask];
+        Garbage g = {.n = 0};
+        if (take_slot(s, pos, &g)) {
+            fill_common(s, eid, ts, thread, task, corr, parent, cid, astv);
+            s->kind = K_ENTRY;
+            s->d[0].o = Py_NewRef(args[0]);
+            s->d[1].o = Py_NewRef(args[1]);
+            s->d[2].o = Py_NewRef(arity_obj);
+            s->d[3].o = Py_NewRef(snap);
+            publish(s, pos);
+            release(&g);
+        }
+    }
+    else {
+        PyObject *r = put_slow(buf, eid, ts, thread, task, corr, parent, cid, astv,
+                               g_entry_type, args[0], args[1], arity_obj, snap);
+        if (r == NULL) goto error;
+        Py_DECREF(r);
+    }
+    result = Py_NewRef(cid);
+    goto done;
+error:
+    if (!swallow_error()) goto done; /* result stays NULL: BaseException propagates */
+off:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(f);
+    Py_XDECREF(snap);
+    Py_XDECREF(cid);
+    Py_XDECREF(ts_obj);
+    Py_XDECREF(corr);
+    Py_XDECREF(astv);
+    Py_XDECREF(task);
+    Py_XDECREF(frame);
+    Py_XDECREF(arity_obj);
+    Py_DECREF(buf);
+    return result;
+}
+
+/* The frame of call_id in stack f, borrowed (NULL if absent; -1 through *err on error). */
+static PyObject *
+unwind(PyObject *f, PyObject *call_id, int *err)
+{
+    while (f != Py_None && f != g_off) {
+        if (!is_frame(f)) {
+            *err = bad_stack();
+            return NULL;
+        }
+        PyObject *c = PyTuple_GET_ITEM(f, 0);
+        int eq = c == call_id ? 1 : PyObject_RichCompareBool(c, call_id, Py_EQ);
+        if (eq < 0) { *err = 1; return NULL; }
+        if (eq) return f;
+        f = PyTuple_GET_ITEM(f, 1);
+    }
+    return NULL;
+}
+
+static PyObject *
+report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
+{
+    PyObject *duration = Py_None, *reason = s_normal, *ast = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < 2 || nargs > 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "report_function_exit() takes 2 or 3 positional arguments but %zd were "
+                     "given", nargs);
+        return NULL;
+    }
+    if (nargs == 3) duration = args[2];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (kw_match(name, s_exit_reason)) reason = args[nargs + k];
+        else if (kw_match(name, s_ast_node_id)) ast = args[nargs + k];
+        else if (nargs == 2 && kw_match(name, s_duration_ns)) duration = args[nargs + k];
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "report_function_exit() got an unexpected keyword argument '%U'", name);
+            return NULL;
+        }
+    }
+    PyObject *call_id = args[0], *rv = args[1];
+    if (call_id == Py_None) Py_RETURN_FALSE;
+    PyObject *f = NULL, *res = NULL, *exc = NULL, *corr = NULL, *astv = NULL, *task = NULL;
+    PyObject *dur_obj = NULL, *result = NULL, *buf = NULL;
+    if (PyContextVar_Get(g_stack_var, NULL, &f) < 0) goto error;
+    PyObject *frame = NULL;
+    if (f != Py_None && f != g_off && is_frame(f) && PyTuple_GET_ITEM(f, 0) == call_id) {
+        frame = f;
+    }
+    else {
+        int err = 0;
+        frame = unwind(f, call_id, &err);
+        if (err) goto error;
+    }
+    if (frame != NULL) { /* pops, even while capture is off: the stack stays balanced */
+        PyObject *token = PyContextVar_Set(g_stack_var, PyTuple_GET_ITEM(frame, 1));
+        if (token == NULL) goto error;
+        Py_DECREF(token);
+    }
+    if (!g_enabled || g_buffer == NULL || f == g_off) {
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    buf = Py_NewRef(g_buffer);
+    int64_t ts = now_ns();
+    int normal = reason == s_normal;
+    if (!normal) {
+        normal = PyObject_RichCompareBool(reason, s_normal, Py_EQ);
+        if (normal < 0) goto error;
+    }
+    if (normal) {
+        int r = small_scalar(rv);
+        if (r < 0) goto error;
+        res = r ? Py_NewRef(rv) : call_snap(g_snap, rv);
+        if (res == NULL) goto error;
+        exc = Py_NewRef(Py_None);
+    }
+    else {
+        res = Py_NewRef(Py_None);
+        exc = call_snap(g_exc_snap, rv);
+        if (exc == NULL) goto error;
+    }
+    PyObject *parent;
+    int raw_duration = 0;
+    int64_t dur = 0;
+    if (frame != NULL) {
+        PyObject *p = PyTuple_GET_ITEM(frame, 1);
+        if (p != Py_None && !is_frame(p)) {
+            bad_stack();
+            goto error;
+        }
+        parent = p != Py_None ? PyTuple_GET_ITEM(p, 0) : Py_None;
+        corr = Py_NewRef(PyTuple_GET_ITEM(frame, 2));
+        if (duration == Py_None) {
+            long long start = PyLong_AsLongLong(PyTuple_GET_ITEM(frame, 3));
+            if (start == -1 && PyErr_Occurred()) goto error;
+            dur = ts - start;
+            raw_duration = 1;
+        }
+    }
+    else {
+        parent = Py_None;
+        if (f != Py_None && !is_frame(f)) {
+            bad_stack();
+            goto error;
+        }
+        corr = Py_NewRef(f == Py_None ? Py_None : PyTuple_GET_ITEM(f, 2));
+    }
+    astv = ast_value(ast);
+    if (astv == NULL) goto error;
+    task = task_id();
+    if (task == NULL) goto error;
+    uint64_t thread = PyThread_get_thread_ident();
+    int64_t eid = new_id();
+    RingStorage *rb = (RingStorage *)buf;
+    if (rb->fast && rb->slots != NULL) {
+        uint64_t pos = __atomic_fetch_add(&rb->claim, 1, __ATOMIC_ACQ_REL);
+        Slot *s = &rb->slots[pos & rb->mask];
+        Garbage g = {.n = 0};
+        if (take_slot(s, pos, &g)) {
+            fill_common(s, eid, ts, thread, task, corr, parent, call_id, astv);
+            s->kind = K_EXIT;
+            s->d[0].o = Py_NewRef(res);
+            s->d[1].o = Py_NewRef(exc);
+            if (raw_duration) {
+                s->d[2].i = dur;
+                s->draw = D_RAW2;
+            }
+            else {
+                s->d[2].o = Py_NewRef(duration);
+            }
+            s->d[3].o = Py_NewRef(reason);
+            publish(s, pos);
+            release(&g);
+        }
+        result = Py_NewRef(Py_True);
+    }
+    else {
+        dur_obj = raw_duration ? PyLong_FromLongLong(dur) : Py_NewRef(duration);
+        if (dur_obj == NULL) goto error;
+        result = put_slow(buf, eid, ts, thread, task, corr, parent, call_id, astv, g_exit_type,
+                          res, exc, dur_obj, reason);
+        if (result == NULL) goto error;
+    }
+    goto done;
+error:
+    if (swallow_error()) result = Py_NewRef(Py_False);
+done:
+    Py_XDECREF(f);
+    Py_XDECREF(res);
+    Py_XDECREF(exc);
+    Py_XDECREF(corr);
+    Py_XDECREF(astv);
+    Py_XDECREF(task);
+    Py_XDECREF(dur_obj);
+    Py_XDECREF(buf);
+    return result;
+}
+
+/* --------------------------------------------------------------------------------- */
+/* wiring                                                                             */
+
+/* attach(namespace): the objects of _pure the C path calls or compares with. */
+static PyObject *
+attach(PyObject *Py_UNUSED(m), PyObject *ns)
+{
+    static const char *names[] = {"stack", "off", "count_error", "snap", "exc_snap",
+                                  "loop_task_id", "get_running_loop", "entry_type",
+                                  "exit_type", NULL};
+    PyObject **slots[] = {&g_stack_var, &g_off, &g_count_error, &g_snap, &g_exc_snap,
+                          &g_loop_task_id, &g_get_running_loop, &g_entry_type, &g_exit_type};
+    if (!PyDict_Check(ns)) {
+        PyErr_SetString(PyExc_TypeError, "attach() takes a dict");
+        return NULL;
+    }
+    for (int k = 0; names[k]; k++) {
+        PyObject *v = PyDict_GetItemString(ns, names[k]);
+        if (v == NULL) {
+            PyErr_Format(PyExc_KeyError, "attach(): missing %s", names[k]);
+            return NULL;
+        }
+        Py_XSETREF(*slots[k], Py_NewRef(v));
+    }
+    PyObject *keep = PyDict_GetItemString(ns, "keep_types");
+    PyObject *seq = keep ? PySequence_Tuple(keep) : NULL;
+    if (seq == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "attach(): missing keep_types");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    PyObject **arr = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
+    if (arr == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < n; k++) arr[k] = Py_NewRef(PyTuple_GET_ITEM(seq, k));
+    Py_DECREF(seq);
+    PyObject **old = g_keep;
+    Py_ssize_t oldn = g_nkeep;
+    g_keep = arr;
+    g_nkeep = n;
+    for (Py_ssize_t k = 0; k < oldn; k++) Py_DECREF(old[k]);
+    PyMem_Free(old);
+    Py_RETURN_NONE;
+}
+
+/* sync(enabled, buffer, limits): the state the report path reads. */
+static PyObject *
+sync_state(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "sync(enabled, buffer, limits)");
+        return NULL;
+    }
+    PyObject *buffer = args[1], *limits = args[2];
+    if (buffer != Py_None && !PyObject_TypeCheck(buffer, &RingStorage_Type)) {
+        PyErr_Format(PyExc_TypeError, "expected a RingBuffer of the C core, got %s",
+                     Py_TYPE(buffer)->tp_name);
+        return NULL;
+    }
+    PyObject *mi = PyObject_GetAttrString(limits, "max_items");
+    if (mi == NULL) return NULL;
+    Py_ssize_t max_items = PyLong_AsSsize_t(mi);
+    Py_DECREF(mi);
+    if (max_items == -1 && PyErr_Occurred()) return NULL;
+    PyObject *ms = PyObject_GetAttrString(limits, "max_string");
+    if (ms == NULL) return NULL;
+    Py_ssize_t max_string = PyLong_AsSsize_t(ms);
+    Py_DECREF(ms);
+    if (max_string == -1 && PyErr_Occurred()) return NULL;
+    int on = PyObject_IsTrue(args[0]);
+    if (on < 0) return NULL;
+    g_max_items = max_items;
+    g_max_string = max_string;
+    Py_XSETREF(g_limits, Py_NewRef(limits));
+    Py_XSETREF(g_buffer, buffer == Py_None ? NULL : Py_NewRef(buffer));
+    g_enabled = on;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"report_function_entry", (PyCFunction)(void (*)(void))report_function_entry,
+     METH_FASTCALL | METH_KEYWORDS,
+     "report_function_entry(module, function, args, *, ast_node_id=None, call_id=None)\n--\n\n"
+     "Record a call's entry; returns its call id (pass it to the exit), or None if off."},
+    {"report_function_exit", (PyCFunction)(void (*)(void))report_function_exit,
+     METH_FASTCALL | METH_KEYWORDS,
+     "report_function_exit(call_id, return_value, duration_ns=None, *, exit_reason='normal', "
+     "ast_node_id=None)\n--\n\n"
+     "Record a call's exit and pop it from the call stack; False if nothing was recorded."},
+    {"attach", (PyCFunction)attach, METH_O, NULL},
+    {"sync", (PyCFunction)(void (*)(void))sync_state, METH_FASTCALL, NULL},
+    {"reset_ids", (PyCFunction)reset_ids, METH_O,
+     "Restart the id counter for this pid; returns the counter (an iterator)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "tidescope.capture._speedups",
+    .m_doc = "The C twin of tidescope's capture hot path (see _pure.py, the specification).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&RingStorage_Type) < 0 || PyType_Ready(&Ids_Type) < 0) return NULL;
+    s_normal = PyUnicode_InternFromString("normal");
+    s_put_slow = PyUnicode_InternFromString("_put_slow");
+    s_ast_node_id = PyUnicode_InternFromString("ast_node_id");
+    s_call_id = PyUnicode_InternFromString("call_id");
+    s_exit_reason = PyUnicode_InternFromString("exit_reason");
+    s_duration_ns = PyUnicode_InternFromString("duration_ns");
+    if (!s_normal || !s_put_slow || !s_ast_node_id || !s_call_id || !s_exit_reason ||
+        !s_duration_ns)
+        return NULL;
+    g_ids = PyType_GenericAlloc(&Ids_Type, 0);
+    if (g_ids == NULL) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) return NULL;
+    g_abandoned = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    if (g_abandoned == NULL || PyModule_AddObjectRef(m, "ABANDONED", g_abandoned) < 0 ||
+        PyModule_AddObjectRef(m, "RingStorage", (PyObject *)&RingStorage_Type) < 0 ||
+        PyModule_AddStringConstant(m, "CORE_NAME", "c") < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
