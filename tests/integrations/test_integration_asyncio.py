@@ -39,8 +39,9 @@ def task_events(cap: Any) -> list[Event]:
     return [e for e in cap.events() if e.event_type in (SPAWN, EXIT)]
 
 
-def lifecycle(cap: Any, coroutine: str) -> dict[str, Event]:
-    """The phases of the one task running ``coroutine``, by phase name."""
+def lifecycle(cap: Any, fn: Callable[..., Any]) -> dict[str, Event]:
+    """The phases of the one task running the coroutine function ``fn``, by phase name."""
+    coroutine = fn.__qualname__
     creates = [
         e
         for e in cap.events(SPAWN)
@@ -71,10 +72,7 @@ def test_task_create_start_and_done_join_on_spawn_id_and_name_the_parent_task() 
 
     (result, parent_task), cap = run_traced(main)
     assert result == 42
-    phases = lifecycle(
-        cap,
-        "test_task_create_start_and_done_join_on_spawn_id_and_name_the_parent_task.<locals>.child",
-    )
+    phases = lifecycle(cap, child)
     assert list(phases) == ["create", "start", "done"]
     create, start, done = phases["create"], phases["start"], phases["done"]
     assert create.task_id == parent_task == create.data["parent_task_id"]
@@ -93,10 +91,7 @@ def test_the_main_task_of_an_instrumented_runner_is_reported_without_a_parent() 
         await asyncio.sleep(0)
 
     _, cap = run_traced(main)
-    phases = lifecycle(
-        cap,
-        "test_the_main_task_of_an_instrumented_runner_is_reported_without_a_parent.<locals>.main",
-    )
+    phases = lifecycle(cap, main)
     assert phases["create"].data["parent_task_id"] is None
     assert phases["start"].data["parent_task_id"] is None
     assert phases["done"].data["exit_reason"] == "normal"
@@ -135,10 +130,7 @@ def test_a_failing_task_reports_its_exception_and_the_same_exception_reaches_the
 
     caught, cap = run_traced(main)
     assert caught is boom
-    done = lifecycle(
-        cap,
-        "test_a_failing_task_reports_its_exception_and_the_same_exception_reaches_the_awaiter.<locals>.fail",
-    )["done"]
+    done = lifecycle(cap, fail)["done"]
     assert done.data["exit_reason"] == "exception"
     assert done.data["exception"]["type"] == "builtins.ValueError"
     assert done.data["exception"]["args"] == ("boom", 7)
@@ -164,15 +156,13 @@ def test_a_task_cancelled_while_waiting_reports_cancel() -> None:
 
     cancelled, cap = run_traced(main)
     assert cancelled
-    phases = lifecycle(cap, "test_a_task_cancelled_while_waiting_reports_cancel.<locals>.sleeper")
+    phases = lifecycle(cap, sleeper)
     assert list(phases) == ["create", "start", "cancel"]
     assert phases["cancel"].data["exit_reason"] == "cancelled"
     assert phases["cancel"].task_id == phases["start"].task_id
 
 
-def test_a_task_cancelled_before_its_first_step_reports_cancel_and_leaves_no_unawaited_coroutine() -> (
-    None
-):
+def test_a_task_cancelled_before_its_first_step_reports_cancel_and_no_unawaited_coroutine() -> None:
     ran = []
 
     async def never() -> None:
@@ -190,10 +180,7 @@ def test_a_task_cancelled_before_its_first_step_reports_cancel_and_leaves_no_una
     cancelled, cap = run_traced(main)
     gc.collect()  # a coroutine never awaited would warn here (warnings are errors)
     assert cancelled and not ran
-    phases = lifecycle(
-        cap,
-        "test_a_task_cancelled_before_its_first_step_reports_cancel_and_leaves_no_unawaited_coroutine.<locals>.never",
-    )
+    phases = lifecycle(cap, never)
     assert list(phases) == ["create", "cancel"]
     assert phases["cancel"].data["task_id"] is not None
 
@@ -218,9 +205,8 @@ def test_task_group_failure_reports_the_failure_and_the_cancelled_sibling() -> N
 
     outcome, cap = run_traced(main)
     assert outcome == "caught"
-    prefix = "test_task_group_failure_reports_the_failure_and_the_cancelled_sibling.<locals>."
-    assert lifecycle(cap, prefix + "fails")["done"].data["exit_reason"] == "exception"
-    assert lifecycle(cap, prefix + "waits")["cancel"].data["exit_reason"] == "cancelled"
+    assert lifecycle(cap, fails)["done"].data["exit_reason"] == "exception"
+    assert lifecycle(cap, waits)["cancel"].data["exit_reason"] == "cancelled"
 
 
 def test_task_repr_and_stack_still_show_the_users_coroutine() -> None:
@@ -252,9 +238,7 @@ def test_tasks_inherit_the_bound_correlation_in_their_events() -> None:
             await asyncio.create_task(child())
 
     _, cap = run_traced(main)
-    phases = lifecycle(
-        cap, "test_tasks_inherit_the_bound_correlation_in_their_events.<locals>.child"
-    )
+    phases = lifecycle(cap, child)
     assert {e.correlation_id for e in phases.values()} == {"req-9"}
 
 
@@ -358,9 +342,7 @@ def test_tasks_created_before_capture_stops_still_end_cleanly() -> None:
         asyncio.Runner(loop_factory=tai.new_event_loop) as r,
     ):
         assert r.run(main()) == "ok"
-    phases = lifecycle(
-        cap, "test_tasks_created_before_capture_stops_still_end_cleanly.<locals>.child"
-    )
+    phases = lifecycle(cap, child)
     assert list(phases) == ["create", "start"]
 
 
@@ -379,9 +361,7 @@ def test_eager_task_factory_is_chained_and_its_tasks_report_in_order() -> None:
 
     with tidescope.capture(buffer_size=1024) as cap:
         child_id = asyncio.run(main())
-    phases = lifecycle(
-        cap, "test_eager_task_factory_is_chained_and_its_tasks_report_in_order.<locals>.child"
-    )
+    phases = lifecycle(cap, child)
     assert list(phases) == ["create", "start", "done"]
     assert phases["start"].task_id == child_id == phases["done"].data["result"]
 
@@ -412,10 +392,9 @@ def test_a_huge_or_hostile_task_result_is_captured_bounded() -> None:
 
     ok, cap = run_traced(main)
     assert ok
-    prefix = "test_a_huge_or_hostile_task_result_is_captured_bounded.<locals>."
-    big_result = lifecycle(cap, prefix + "huge")["done"].data["result"]
+    big_result = lifecycle(cap, huge)["done"].data["result"]
     assert isinstance(big_result, Truncated) and big_result.size == 10_000_000
-    obj_result = lifecycle(cap, prefix + "hostile")["done"].data["result"]
+    obj_result = lifecycle(cap, hostile)["done"].data["result"]
     assert isinstance(obj_result, ObjectSnapshot) and obj_result.type_name.endswith("Hostile")
     no_internal_errors(cap)
 

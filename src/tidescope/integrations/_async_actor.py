@@ -5,8 +5,8 @@ An actor is an object holding state, driven by messages through callbacks such a
 with :func:`actor`, or inherit :class:`Actor`; each callback run while capture is on is
 reported through :mod:`tidescope.capture.runtime.actor`: ``actor_callback_start`` with the
 state before, then ``actor_callback_success`` (result, new state, diff) or
-``actor_callback_error`` (the exception's ``module.qualname`` and the exception), then ``actor_callback_complete``
-(state after, diff). Exceptions propagate unchanged.
+``actor_callback_error`` (the exception's ``module.qualname`` and the exception), then
+``actor_callback_complete`` (state after, diff). Exceptions propagate unchanged.
 
 The state is the attribute named by ``state`` (``"state"``, ``"count"``...), or by default
 (``state=None``) the object itself, snapshotted attribute by attribute without running its
