@@ -24,12 +24,14 @@ from tidescope.capture.runtime import (
     report_http_request_start,
     report_remote_call_receive,
 )
+from tidescope.capture.runtime.distributed import parse_traceparent
 
 __all__ = [
     "REQUEST_KEY",
     "WebRequest",
     "begin",
     "content_type_of",
+    "correlation_for",
     "endpoint_names",
     "enter_handler",
     "exception_name",
@@ -105,11 +107,15 @@ def begin(
     traceparent: Any,
     source: Any,
 ) -> WebRequest | None:
-    """Start recording a request: a new correlation id, the request start event and, when the
+    """Start recording a request: its correlation id, the request start event and, when the
     caller sent a ``traceparent`` header, the remote call it continues. None on an internal
-    error (the request then runs untraced)."""
+    error (the request then runs untraced).
+
+    The correlation id is the trace id of a valid ``traceparent`` (so the caller's events and
+    this request's share it, as ``integrations._propagation`` maps them), else a new id.
+    """
     try:
-        req = WebRequest(_core.next_id(), method, path)
+        req = WebRequest(correlation_for(traceparent), method, path)
         report_http_request_start(req.cid, method, path, parse_query(query), remote_ip)
         if traceparent is not None:
             report_remote_call_receive(
@@ -119,6 +125,15 @@ def begin(
     except Exception as exc:
         _core.count_error(exc)
         return None
+
+
+def correlation_for(traceparent: Any) -> Any:
+    """The correlation id of a request that came with ``traceparent`` (None: no header)."""
+    if traceparent is not None:
+        parsed = parse_traceparent(traceparent)
+        if parsed is not None:
+            return parsed.trace_id
+    return _core.next_id()
 
 
 def parse_query(query: str | bytes | None) -> Any:

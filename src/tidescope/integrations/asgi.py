@@ -185,13 +185,13 @@ class _Connection:
         try:
             path = scope.get("path")
             source = _client(scope)[1]
-            req = _web.WebRequest(_core.next_id(), "WEBSOCKET", path)
+            traceparent = _header(scope.get("headers"), b"traceparent")
+            req = _web.WebRequest(_web.correlation_for(traceparent), "WEBSOCKET", path)
             payload = {
                 "params": _web.parse_query(scope.get("query_string")),
                 "subprotocols": scope.get("subprotocols"),
             }
             conn = cls(req, path, payload, {"client": source, "path": path})
-            traceparent = _header(scope.get("headers"), b"traceparent")
             if traceparent is not None:
                 report_remote_call_receive(
                     req.cid, source, traceparent, {"method": "WEBSOCKET", "path": path}

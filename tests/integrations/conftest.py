@@ -1,0 +1,132 @@
+"""Fixtures of the integration tests; the web ones (real servers, Django) start with ``web_``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import tidescope
+from tidescope.events import Event
+
+DEADLINE = 30.0  # seconds a server gets to start, stop or deliver its events: liveness only
+
+
+@pytest.fixture
+def web_wait() -> Callable[..., list[Event]]:
+    """``wait(cap, predicate)``: the capture's events once ``predicate(events)`` holds.
+
+    A server records a request's last events after the client has its response, from the
+    server's thread: tests wait for them instead of racing.
+    """
+
+    def wait(cap: tidescope.Capture, predicate: Callable[[list[Event]], bool]) -> list[Event]:
+        end = time.monotonic() + DEADLINE
+        while True:
+            events = cap.events()
+            if predicate(events) or time.monotonic() > end:
+                return events
+            time.sleep(0.01)
+
+    return wait
+
+
+@pytest.fixture
+def web_uvicorn() -> Iterator[Callable[[Any], str]]:
+    """``serve(asgi_app)``: the base URL of a real uvicorn server on a free 127.0.0.1 port,
+    running in a thread until the test ends."""
+    import uvicorn
+
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def serve(app: Any) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(
+            app, loop="asyncio", lifespan="off", log_level="warning", access_log=False
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True
+        )
+        thread.start()
+        servers.append((server, thread))
+        end = time.monotonic() + DEADLINE
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < end, "uvicorn did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def web_waitress() -> Iterator[Callable[[Any], str]]:
+    """``serve(wsgi_app)``: the base URL of a real waitress server on a free 127.0.0.1 port,
+    running in a thread until the test ends."""
+    import waitress.server
+
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def serve(app: Any) -> str:
+        server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=2)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.effective_port}"
+
+    yield serve
+    for server, thread in servers:
+        server.close()
+        server.task_dispatcher.shutdown()
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), "waitress did not stop"
+
+
+@pytest.fixture
+def web_django() -> Iterator[Callable[..., None]]:
+    """``configure(urlpatterns, middleware=[...], **settings)``: Django configured for this
+    test only; settings, app registry and URL caches are reset when the test ends."""
+    import django
+    from django.apps import apps
+    from django.conf import settings
+    from django.urls import clear_url_caches, set_urlconf
+    from django.utils.functional import empty
+
+    assert not settings.configured, "Django settings leaked from an earlier test"
+
+    def configure(urlpatterns: list[Any], middleware: list[str], **extra: Any) -> None:
+        urls = types.ModuleType("web_django_urls")
+        urls.urlpatterns = urlpatterns  # type: ignore[attr-defined]
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="web-integration-tests",
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF=urls,
+            MIDDLEWARE=middleware,
+            INSTALLED_APPS=[],
+            DATABASES={},
+            LOGGING_CONFIG=None,  # leave the logging configuration of the test run alone
+            USE_TZ=True,
+            **extra,
+        )
+        django.setup(set_prefix=False)
+
+    yield configure
+    settings._wrapped = empty
+    apps.app_configs = {}
+    apps.apps_ready = apps.models_ready = apps.ready = apps.loading = False
+    apps.clear_cache()
+    clear_url_caches()
+    set_urlconf(None)
