@@ -38,6 +38,17 @@ def web_wait() -> Callable[..., list[Event]]:
 
 
 @pytest.fixture
+def web_counted_errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """The internal errors the integrations count during the test, kept out of the process's
+    cumulative ``internal_errors`` (other tests assert it does not grow)."""
+    from tidescope.capture import _core
+
+    counted: list[BaseException] = []
+    monkeypatch.setattr(_core, "count_error", counted.append)
+    return counted
+
+
+@pytest.fixture
 def web_uvicorn() -> Iterator[Callable[[Any], str]]:
     """``serve(asgi_app)``: the base URL of a real uvicorn server on a free 127.0.0.1 port,
     running in a thread until the test ends."""
@@ -130,3 +141,43 @@ def web_django() -> Iterator[Callable[..., None]]:
     apps.clear_cache()
     clear_url_caches()
     set_urlconf(None)
+
+
+# ---------------------------------------------------------------------------------------
+# Database fixtures start with ``db_`` (any database) or ``pg_`` (PostgreSQL).
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The DSN of a real PostgreSQL: ``TIDESCOPE_TEST_POSTGRES_DSN`` (``scripts/test`` sets
+    it), else the server ``scripts/postgres`` starts. Skips, saying why, only when no server
+    can start, and under CI (``CI=true``) fails instead."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    dsn = os.environ.get("TIDESCOPE_TEST_POSTGRES_DSN", "").strip()
+    if dsn:
+        return dsn
+    script = Path(__file__).resolve().parents[2] / "scripts" / "postgres"
+    try:
+        # may install PostgreSQL from Debian's packages (as root): minutes, not hours
+        proc = subprocess.run([script], capture_output=True, text=True, timeout=900, check=False)
+        dsn = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout else ""
+        why = proc.stderr.strip()[-2000:] or f"exit status {proc.returncode}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    if dsn:
+        return dsn
+    reason = f"no PostgreSQL: TIDESCOPE_TEST_POSTGRES_DSN is unset and {script} failed: {why}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def db_table_name() -> str:
+    """A table name no other test uses (tests share the PostgreSQL database)."""
+    import uuid
+
+    return f"tidescope_{uuid.uuid4().hex[:12]}"

@@ -81,7 +81,11 @@ def _begin(environ: WSGIEnvironment) -> _web.WebRequest | None:
     try:
         ip = environ.get("REMOTE_ADDR")
         port = environ.get("REMOTE_PORT")
-        path = _web.wsgi_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+        script, info = environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", "")
+        if type(script) is str and type(info) is str:
+            path: Any = _web.wsgi_text(script + info)
+        else:  # out of PEP 3333: recorded as it is
+            path = info
         req = _web.begin(
             environ.get("REQUEST_METHOD"),
             path,
