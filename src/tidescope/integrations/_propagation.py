@@ -1,5 +1,5 @@
 """The W3C ``traceparent`` a call leaving this context carries: trace id from the correlation,
-parent id from the current call.
+parent id from the current call; and the outgoing-call recording the HTTP clients share.
 
 Shared by the HTTP client and process pool integrations. The receiving side needs nothing
 of ours: :func:`tidescope.capture.runtime.parse_traceparent` reads these headers, and both
@@ -20,9 +20,11 @@ The parent id is the current call's id as 16 hex digits (``int(span_id, 16)`` is
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import re
 import uuid
+from asyncio import CancelledError as _CancelledError
 from typing import Any, Final
 
 from tidescope.capture import _core
@@ -30,9 +32,18 @@ from tidescope.capture.runtime.distributed import (
     format_traceparent,
     new_span_id,
     new_trace_id,
+    report_remote_call_send,
 )
 
-__all__ = ["outgoing_traceparent", "span_id_for", "trace_id_for"]
+__all__ = [
+    "TRACEPARENT",
+    "RemoteCall",
+    "begin_remote_call",
+    "end_remote_call",
+    "outgoing_traceparent",
+    "span_id_for",
+    "trace_id_for",
+]
 
 _HEX32: Final = re.compile(r"[0-9a-f]{32}")
 _ZERO_TRACE: Final = "0" * 32
@@ -85,3 +96,87 @@ def outgoing_traceparent() -> str:
     return format_traceparent(
         trace_id_for(_core.current_correlation_id()), span_id_for(_core.current_call_id())
     )
+
+
+# ---------------------------------------------------------------------------------------
+# outgoing remote calls (the HTTP clients)
+
+# The header this context's enclosing outgoing call injected: a nested send of the same
+# request (requests follows redirects by calling send again) replaces it, while a header
+# the application or another tracer set is left alone.
+_injected: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "tidescope_injected_traceparent", default=None
+)
+
+
+class RemoteCall:
+    """One outgoing call in flight: its call id, the header it carries, what to restore."""
+
+    __slots__ = ("call_id", "previous", "traceparent")
+
+    def __init__(self, call_id: Any, traceparent: Any, previous: Any) -> None:
+        self.call_id = call_id
+        self.traceparent = traceparent
+        self.previous = previous
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (credentials never reach a trace)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def begin_remote_call(
+    module: str, function: str, method: Any, url: Any, headers: Any
+) -> RemoteCall | None:
+    """Start recording an outgoing call; None when capture is off here (or on failure).
+
+    Records a ``function_entry`` for the call (``module``, ``function``, ``{method, url}``)
+    and pushes it, so the call's own id is the header's parent id; sets ``traceparent`` in
+    ``headers`` (a mutable mapping) unless another tracer or the application set one; and
+    records ``remote_call_send``. Pair with :func:`end_remote_call`.
+    """
+    if _core.active_buffer() is None:
+        return None
+    try:
+        target = _without_userinfo(url) if type(url) is str else url
+        args = {"method": method, "url": target}
+    except Exception as exc:
+        _core.count_error(exc)
+        return None
+    call_id = _core.report_function_entry(module, function, args)
+    if call_id is None:
+        return None
+    previous = _injected.get()
+    header: Any = None
+    try:
+        existing = headers.get(TRACEPARENT)
+        if existing is None or existing == previous:
+            header = outgoing_traceparent()
+            headers[TRACEPARENT] = header
+            _injected.set(header)
+        else:
+            header = existing
+        report_remote_call_send(None, target, header, {"method": method})
+    except Exception as exc:
+        _core.count_error(exc)
+    return RemoteCall(call_id, header, previous)
+
+
+def end_remote_call(call: RemoteCall, status_code: Any = None, error: Any = None) -> None:
+    """Record the end of ``call``: its ``function_exit`` with ``{status_code}``, or with
+    ``error`` (an exception) and exit reason ``"exception"`` or ``"cancelled"``."""
+    try:
+        _injected.set(call.previous)
+        if error is None:
+            _core.report_function_exit(call.call_id, {"status_code": status_code})
+        else:
+            reason = "cancelled" if issubclass(type(error), _CancelledError) else "exception"
+            _core.report_function_exit(call.call_id, error, exit_reason=reason)
+    except Exception as exc:
+        _core.count_error(exc)
