@@ -88,19 +88,29 @@ def web_waitress() -> Iterator[Callable[[Any], str]]:
     running in a thread until the test ends."""
     import waitress.server
 
-    servers: list[tuple[Any, threading.Thread]] = []
+    servers: list[tuple[threading.Event, threading.Thread]] = []
 
     def serve(app: Any) -> str:
         server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=2)
-        thread = threading.Thread(target=server.run, daemon=True)
+        stop = threading.Event()
+
+        def run() -> None:
+            # waitress serves until every connection is gone; stop it from its own thread
+            while not stop.is_set():
+                server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+            server.close()
+            for channel in list(server._map.values()):
+                channel.close()
+            server.task_dispatcher.shutdown()
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        servers.append((server, thread))
+        servers.append((stop, thread))
         return f"http://127.0.0.1:{server.effective_port}"
 
     yield serve
-    for server, thread in servers:
-        server.close()
-        server.task_dispatcher.shutdown()
+    for stop, thread in servers:
+        stop.set()
         thread.join(DEADLINE)
         assert not thread.is_alive(), "waitress did not stop"
 
