@@ -11,7 +11,8 @@ The mapping is deterministic, so every call leaving one correlation carries one 
   from an incoming header) is used as it is; a UUID, or a UUID string, gives its hex;
 * an ``int`` correlation (tidescope's own ids: the outermost traced call) is its 32-digit
   hex, so ``int(trace_id, 16)`` gives the correlation back;
-* any other ``str`` or ``bytes`` gives the first 32 hex digits of its SHA-256;
+* any other ``str`` or ``bytes`` gives the first 32 hex digits of its SHA-256, and any other
+  object the same of its identity (stable while it lives; its code never runs);
 * no correlation at all gives a fresh random trace id.
 
 The parent id is the current call's id as 16 hex digits (``int(span_id, 16)`` is the
@@ -74,6 +75,9 @@ def trace_id_for(correlation_id: Any) -> str:
         candidate = correlation_id.hex
     elif t is bytes:
         candidate = _digest(correlation_id)
+    elif correlation_id is not None:
+        # any other object: its identity (its own code is never run), stable while it lives
+        candidate = _digest(f"{id(t)}:{id(correlation_id)}".encode())
     if candidate is None or candidate == _ZERO_TRACE:
         return new_trace_id()
     return candidate
