@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
+import sys
 import threading
 import time
 import types
@@ -191,3 +193,25 @@ def db_table_name() -> str:
     import uuid
 
     return f"tidescope_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def web_websocket_communicator(monkeypatch: pytest.MonkeyPatch) -> Callable[[], Any]:
+    """``load()``: Channels' ``WebsocketCommunicator`` class (call it once Django is set up).
+
+    ``channels.testing`` imports daphne for its live-server test case, which these tests
+    do not use; without daphne installed, a stand-in module lets the package import.
+    """
+
+    def load() -> Any:
+        if "channels.testing" not in sys.modules and importlib.util.find_spec("daphne") is None:
+            daphne = types.ModuleType("daphne")
+            daphne_testing = types.ModuleType("daphne.testing")
+            daphne_testing.DaphneProcess = None  # type: ignore[attr-defined]
+            monkeypatch.setitem(sys.modules, "daphne", daphne)
+            monkeypatch.setitem(sys.modules, "daphne.testing", daphne_testing)
+        from channels.testing import WebsocketCommunicator
+
+        return WebsocketCommunicator
+
+    return load

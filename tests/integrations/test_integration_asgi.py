@@ -497,6 +497,6 @@ def test_websocket_refused_join_and_crash_are_reported() -> None:
     assert joins[0].data["result"] == {"accepted": False, "code": 4403}
     assert joins[1].data["result"]["accepted"] is True
     (done,) = cap.events(EventType.CHANNEL_MESSAGE_COMPLETE)
-    assert done.data["result"] == {"error": "KeyError"}
+    assert done.data["result"] == {"sent": 0, "error": "KeyError"}
     (error,) = cap.events(EventType.ERROR)
     assert error.correlation_id == done.correlation_id

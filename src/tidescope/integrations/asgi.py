@@ -249,13 +249,17 @@ class _Connection:
 
     def end_message(self, exc: BaseException | None) -> None:
         """Report the end of the message being handled, if any: how many messages the
-        application sent meanwhile, or the exception it raised."""
+        application sent meanwhile, and the exception that ended it (``error``) or the
+        cancellation (``interrupted``)."""
         message = self.message
         if message is None:
             return
         self.message = None
         try:
-            result = {"sent": self.sent} if exc is None else {"error": _web.exception_name(exc)}
+            result: dict[str, Any] = {"sent": self.sent}
+            if exc is not None:
+                key = "error" if issubclass(type(exc), Exception) else "interrupted"
+                result[key] = _web.exception_name(exc)
             report_channel_message_complete(self.req.cid, message[0], message[1], result)
         except Exception as err:
             _core.count_error(err)

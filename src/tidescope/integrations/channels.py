@@ -121,6 +121,15 @@ def _stops_consumer(exc: BaseException) -> bool:
     return issubclass(type(exc), StopConsumer)
 
 
+def _status(exc: BaseException | None) -> dict[str, str]:
+    """How a handling ended, for a result: ``{}``, ``{"error": ...}`` for an exception, or
+    ``{"interrupted": ...}`` for a cancellation or exit (not the consumer's fault)."""
+    if exc is None:
+        return {}
+    key = "error" if issubclass(type(exc), Exception) else "interrupted"
+    return {key: _web.exception_name(exc)}
+
+
 def _assigns(consumer: Any) -> dict[str, Any]:
     """The consumer's state: its public instance attributes, less Channels' plumbing."""
     return {
@@ -207,13 +216,15 @@ class _Record:
                 text = message.get("text")
                 payload = text if text is not None else message.get("bytes")
                 event: Any = "receive"
-                report_live_handle_event_start(cid, event, payload, assigns)
-            else:
+            else:  # the disconnect, or a channel-layer message: the handle_info shape
                 event = "disconnect" if kind == "websocket.disconnect" else kind
                 payload = message
-                report_live_callback(event, assigns)  # a layer message: the handle_info shape
             if self.owned:
                 report_channel_message_start(cid, event, payload, self.socket)
+            if event == "receive":
+                report_live_handle_event_start(cid, event, payload, assigns)
+            else:
+                report_live_callback(event, assigns)
             return (event, payload, _core.snapshot(assigns))
         except Exception as exc:
             _core.count_error(exc)
@@ -229,24 +240,24 @@ class _Record:
             cid = self.cid
             event, payload, before = started
             assigns = _assigns(consumer)
-            error = None if exc is None else _web.exception_name(exc)
+            status = _status(exc)
             if event == "websocket.connect":
                 report_live_mount_complete(cid, self.module, assigns)
                 if self.owned:
-                    result = {"accepted": self.accepted} if exc is None else {"error": error}
+                    result = {"accepted": self.accepted, **status}
                     report_channel_join_complete(cid, self.topic, self.payload, result)
                 return
             if event == "receive":
-                outcome = {"assigns": assigns} if exc is None else {"error": error}
+                outcome = {"assigns": assigns, **status}
                 report_live_handle_event_complete(cid, event, payload, before, outcome)
-                if exc is None and _core.snapshot(assigns) != before:
+                if _core.snapshot(assigns) != before:
                     report_live_assigns(event, assigns, True)
             elif exc is None:
                 report_live_callback_success(event, assigns, None)
             else:
-                report_live_callback_error(event, assigns, error, exc)
+                report_live_callback_error(event, assigns, _web.exception_name(exc), exc)
             if self.owned:
-                result = {"sent": self.sent} if exc is None else {"error": error}
+                result = {"sent": self.sent, **status}
                 report_channel_message_complete(cid, event, payload, result)
         except Exception as err:
             _core.count_error(err)
