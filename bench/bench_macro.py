@@ -63,7 +63,7 @@ else:
 
 # Cores measured by the default (parent) mode, each in its own process: TIDESCOPE_CORE is
 # read at import. Add "c" here when tidescope.capture._speedups lands.
-CORES = ("python",)
+CORES = ("c", "python")
 
 VIZ_ENTRIES = 2_000_000
 BUFFER_SIZE = 1 << 20

@@ -154,6 +154,11 @@ def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
 # _OFF marks a context where capture is switched off.
 _stack: contextvars.ContextVar[Any] = contextvars.ContextVar("tidescope_stack", default=None)
 _OFF: Final = ("off", None, None, 0)
+# The stack's reader and writer. The pure core stores the top frame in the ContextVar
+# itself; the C core keeps it in a cell there and rewrites the cell in place when no
+# copy of the context can see it (see _speedups.c), so it swaps these two.
+_get: Any = _stack.get
+_set: Any = _stack.set
 
 _enabled = False
 _buffer: RingBuffer | None = None
@@ -174,7 +179,7 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
     off their fast paths, and share this module's id counter and state, so everything
     here (context functions, ``write_event``, fork handling) works with either core.
     """
-    global _accel, _ring_class, _ids, _new_ids
+    global _accel, _ring_class, _ids, _new_ids, _get, _set
     module.attach(
         {
             "stack": _stack,
@@ -191,6 +196,8 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
     )
     _accel = module
     _ring_class = ring_class
+    _get = module.stack_get
+    _set = module.stack_set
     _new_ids = lambda: module.reset_ids(_clock.pid())  # noqa: E731
     _ids = _new_ids()
     _sync()
@@ -247,35 +254,35 @@ def is_started() -> bool:
 
 def enabled() -> bool:
     """True if a report made here now would be recorded."""
-    return _enabled and _buffer is not None and _stack.get() is not _OFF
+    return _enabled and _buffer is not None and _get() is not _OFF
 
 
 def initialize_context() -> None:
     """Start this thread's / task's context afresh: empty call stack, capture allowed."""
-    _stack.set(None)
+    _set(None)
 
 
 def clear_context() -> None:
     """Drop this context's call stack and stop capturing here until ``initialize_context()``."""
-    _stack.set(_OFF)
+    _set(_OFF)
 
 
 def current_call_id() -> Any:
     """The innermost traced call of this thread or task, or None."""
-    f = _stack.get()
+    f = _get()
     return None if f is None or f is _OFF else f[0]
 
 
 def current_correlation_id() -> Any:
     """The correlation the next event here will carry: a bound id, else the outermost call."""
-    f = _stack.get()
+    f = _get()
     return None if f is None or f is _OFF else f[2]
 
 
 def call_stack() -> list[Any]:
     """The call ids of this context, innermost first."""
     out: list[Any] = []
-    f = _stack.get()
+    f = _get()
     if f is _OFF:
         return out
     while f is not None:
@@ -287,48 +294,48 @@ def call_stack() -> list[Any]:
 
 def push_call_stack(call_id: Any) -> None:
     """Push a call id (the seed's push; ``report_function_entry`` does this itself)."""
-    f = _stack.get()
+    f = _get()
     if f is _OFF:
         return
     corr = call_id if f is None or f[2] is None else f[2]
-    _stack.set((call_id, f, corr, _monotonic_ns()))
+    _set((call_id, f, corr, _monotonic_ns()))
 
 
 def pop_call_stack() -> Any:
     """Pop the innermost call id and return it (None if the stack is empty)."""
-    f = _stack.get()
+    f = _get()
     if f is None or f is _OFF or f[0] is None:
         return None  # empty, off, or only a correlation binding: no call to pop
-    _stack.set(f[1])
+    _set(f[1])
     return f[0]
 
 
 def save_context() -> Any:
     """An opaque token of this context's stack state, for :func:`restore_context`."""
-    return _stack.get()
+    return _get()
 
 
 def restore_context(token: Any) -> None:
     """Put back a state from :func:`save_context` (no Token: safe across tasks and yields)."""
-    _stack.set(token)
+    _set(token)
 
 
 def disable_here() -> Any:
     """Stop capture in this context; returns the token that :func:`restore_context` takes."""
-    f = _stack.get()
-    _stack.set(_OFF)
+    f = _get()
+    _set(_OFF)
     return f
 
 
 def bind_correlation(correlation_id: Any) -> Any:
     """Make ``correlation_id`` the correlation of every event here; returns a restore token."""
-    f = _stack.get()
+    f = _get()
     if f is _OFF:
         return f
     if f is None:
-        _stack.set((None, None, correlation_id, 0))
+        _set((None, None, correlation_id, 0))
     else:
-        _stack.set((f[0], f[1], correlation_id, f[3]))
+        _set((f[0], f[1], correlation_id, f[3]))
     return f
 
 
@@ -389,7 +396,7 @@ def report_function_entry(
         return None
     try:
         buf = _buffer
-        f = _stack.get()
+        f = _get()
         if buf is None or f is _OFF:
             return None
         lim = _limits
@@ -408,7 +415,7 @@ def report_function_entry(
         task = None if loop is None else _loop_task_id(loop)
         thread = _get_ident()
         eid = cid if call_id is None else next(_ids)
-        _stack.set((cid, f, corr, ts))
+        _set((cid, f, corr, ts))
         # Everything that can fail is done: claim, then build the slot in one tuple.
         if buf._fast:
             pos = next(buf._claim)
@@ -460,10 +467,10 @@ def report_function_exit(
     if call_id is None:
         return False
     try:
-        f = _stack.get()
+        f = _get()
         frame = f if f is not None and f is not _OFF and f[0] == call_id else _unwind(f, call_id)
         if frame is not None:
-            _stack.set(frame[1])  # pops, even while capture is off: the stack stays balanced
+            _set(frame[1])  # pops, even while capture is off: the stack stays balanced
         buf = _buffer
         if not _enabled or buf is None or f is _OFF:
             return False
@@ -544,14 +551,14 @@ def active_buffer() -> RingBuffer | None:
     if not _enabled:
         return None
     buf = _buffer
-    if buf is None or _stack.get() is _OFF:
+    if buf is None or _get() is _OFF:
         return None
     return buf
 
 
 def frame_ids() -> tuple[Any, Any, Any]:
     """``(call_id, parent_id, correlation_id)`` of the innermost call here."""
-    f = _stack.get()
+    f = _get()
     if f is None or f is _OFF:
         return None, None, None
     p = f[1]

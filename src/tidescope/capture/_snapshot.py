@@ -256,9 +256,9 @@ class Snapper:
         return ObjectSnapshot(name, id(v), attrs, text)
 
     def _repr(self, v: Any) -> str | Truncated:
-        from tidescope.capture._pure import _OFF, _stack  # noqa: PLC0415 - cycle; rare path
+        from tidescope.capture._pure import disable_here, restore_context  # noqa: PLC0415
 
-        token = _stack.set(_OFF)  # user code may call report_*: never capture ourselves
+        token = disable_here()  # user code may call report_*: never capture ourselves
         try:
             text = repr(v)
             if type(text) is not str:
@@ -266,7 +266,7 @@ class Snapper:
         except Exception as exc:
             return Truncated("repr", 0, "error", type_name(type(exc)))
         finally:
-            _stack.reset(token)
+            restore_context(token)
         if len(text) > self.strlen:
             return Truncated("str", len(text), "length", text[: self.strlen])
         return text

@@ -579,6 +579,182 @@ reset_ids(PyObject *Py_UNUSED(m), PyObject *arg)
 }
 
 /* --------------------------------------------------------------------------------- */
+/* the call stack's cell                                                              */
+/*
+ * The pure core stores the top frame itself in its ContextVar, so every push and pop is a
+ * ContextVar.set: a new HAMT, a node copy and a Token, about 250 ns a call pair in C. Here
+ * the ContextVar holds a Cell whose `top` is rewritten in place when nothing but this
+ * context can see the cell, and replaced by a new Cell (one ContextVar.set) otherwise.
+ *
+ * When can another context see the cell? Only through a HAMT that holds it: the one our
+ * last set created (a copy_context() shares that HAMT object: its refcount goes up) or one
+ * derived from it when some other variable was set (ctx_vars is then another object). So
+ * the cell keeps a strong reference to the HAMT its set created, and rewriting in place is
+ * allowed iff the current context's ctx_vars is that HAMT and nobody but the context and
+ * the cell holds it (refcount 2). A cell being left keeps nothing (its HAMT reference is
+ * dropped), so a copy that holds it replaces it on first use. The pure twin's semantics
+ * are unchanged: a copied context (an asyncio task) sees the frames as they were when it
+ * was copied, and nothing it pushes is seen by anyone else.
+ *
+ * ctx_vars is read through a mirror of CPython's internal PyContext struct, identical in
+ * 3.11-3.13 and checked at attach(); if the check fails, every push is a new Cell.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *top;  /* None, _OFF or a frame tuple */
+    PyObject *hamt; /* the HAMT our set created, or NULL */
+    PyObject *task; /* the task id of the context owning the cell, once asked (or NULL) */
+} Cell;
+
+typedef struct { /* CPython's struct _pycontextobject (Include/internal/pycore_context.h) */
+    PyObject_HEAD
+    void *ctx_prev;
+    PyObject *ctx_vars;
+    PyObject *ctx_weakreflist;
+    int ctx_entered;
+} MirrorContext;
+
+static int g_inplace = 0;
+
+static int
+Cell_traverse(Cell *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->top);
+    Py_VISIT(c->hamt);
+    Py_VISIT(c->task);
+    return 0;
+}
+
+static int
+Cell_clear(Cell *c)
+{
+    Py_CLEAR(c->top);
+    Py_CLEAR(c->hamt);
+    Py_CLEAR(c->task);
+    return 0;
+}
+
+static void
+Cell_dealloc(Cell *c)
+{
+    PyObject_GC_UnTrack(c);
+    Cell_clear(c);
+    PyObject_GC_Del(c);
+}
+
+static PyTypeObject Cell_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tidescope.capture._speedups.Cell",
+    .tp_basicsize = sizeof(Cell),
+    .tp_dealloc = (destructor)Cell_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The holder of a context's top call-stack frame (C core).",
+    .tp_traverse = (traverseproc)Cell_traverse,
+    .tp_clear = (inquiry)Cell_clear,
+};
+
+/* This context's top frame (new reference); *cellp gets the cell (new reference) or NULL. */
+static PyObject *
+get_top(PyObject **cellp)
+{
+    PyObject *v;
+    *cellp = NULL;
+    if (PyContextVar_Get(g_stack_var, NULL, &v) < 0) return NULL;
+    if (Py_IS_TYPE(v, &Cell_Type)) {
+        *cellp = v;
+        return Py_NewRef(((Cell *)v)->top);
+    }
+    return v; /* the default, None: nothing pushed in this context yet */
+}
+
+static inline PyObject *
+current_vars(void)
+{
+    PyObject *ctx = PyThreadState_Get()->context;
+    return ctx == NULL ? NULL : ((MirrorContext *)ctx)->ctx_vars;
+}
+
+/* True if only this context can see the cell: it may be rewritten in place. */
+static inline int
+cell_owned(PyObject *cell)
+{
+    Cell *c = (Cell *)cell;
+    return cell != NULL && g_inplace && c->hamt != NULL && c->hamt == current_vars() &&
+           Py_REFCNT(c->hamt) == 2;
+}
+
+/* Make `top` this context's top frame; `cell` is what get_top() gave (or NULL). `task`
+ * (borrowed, or NULL) is this context's task id, kept by a new cell. */
+static int
+set_top(PyObject *cell, PyObject *top, PyObject *task)
+{
+    if (cell != NULL) {
+        Cell *c = (Cell *)cell;
+        if (cell_owned(cell)) {
+            Py_SETREF(c->top, Py_NewRef(top));
+            return 0;
+        }
+        Py_CLEAR(c->hamt); /* whoever still holds this cell must replace it to change it */
+    }
+    Cell *fresh = PyObject_GC_New(Cell, &Cell_Type);
+    if (fresh == NULL) return -1;
+    fresh->top = Py_NewRef(top);
+    fresh->hamt = NULL;
+    fresh->task = Py_XNewRef(task);
+    PyObject_GC_Track(fresh);
+    PyObject *token = PyContextVar_Set(g_stack_var, (PyObject *)fresh);
+    if (token == NULL) {
+        Py_DECREF(fresh);
+        return -1;
+    }
+    Py_DECREF(token);
+    PyObject *vars = current_vars();
+    if (g_inplace && vars != NULL) fresh->hamt = Py_NewRef(vars);
+    Py_DECREF(fresh);
+    return 0;
+}
+
+/* _pure._get / _pure._set for the C core */
+static PyObject *
+stack_get(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    PyObject *cell;
+    PyObject *top = get_top(&cell);
+    Py_XDECREF(cell);
+    return top;
+}
+
+static PyObject *
+stack_set(PyObject *Py_UNUSED(m), PyObject *top)
+{
+    PyObject *cell, *old = get_top(&cell);
+    if (old == NULL) return NULL;
+    Py_DECREF(old);
+    int r = set_top(cell, top, NULL);
+    Py_XDECREF(cell);
+    if (r < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Is MirrorContext right? A fresh context's ctx_vars must be a HAMT (type name "hamt"). */
+static int
+check_mirror(void)
+{
+    PyObject *ctx = PyContext_New();
+    if (ctx == NULL) return -1;
+    PyObject *vars = ((MirrorContext *)ctx)->ctx_vars;
+    int ok = vars != NULL && strcmp(Py_TYPE(vars)->tp_name, "hamt") == 0 &&
+             Py_REFCNT(vars) >= 1;
+    Py_DECREF(ctx);
+#ifdef Py_GIL_DISABLED
+    ok = 0; /* refcounts are not exact without the GIL */
+#endif
+    g_inplace = ok;
+    return 0;
+}
+
+/* --------------------------------------------------------------------------------- */
 /* the report path                                                                    */
 
 /* Count a failure as _pure.count_error does; only Exception subclasses are swallowed. */
@@ -703,6 +879,25 @@ bad_stack(void)
     return -1;
 }
 
+static PyObject *task_id(void);
+
+/* The task id of this context (new reference): the owned cell's, asked once per cell.
+ * A context belongs to one thread at a time and, in asyncio, to one task, so a cell that
+ * only this context can see answers for every later report in it. */
+static PyObject *
+context_task(PyObject *cell)
+{
+    if (cell_owned(cell)) {
+        Cell *c = (Cell *)cell;
+        if (c->task == NULL) {
+            c->task = task_id();
+            if (c->task == NULL) return NULL;
+        }
+        return Py_NewRef(c->task);
+    }
+    return task_id();
+}
+
 /* _pure's task id: None outside a running loop. New reference. */
 static PyObject *
 task_id(void)
@@ -787,12 +982,13 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
         }
     }
     if (!g_enabled) Py_RETURN_NONE;
-    PyObject *buf = g_buffer, *f = NULL, *snap = NULL, *cid = NULL, *ts_obj = NULL;
+    PyObject *buf = g_buffer, *f = NULL, *cell = NULL, *snap = NULL, *cid = NULL, *ts_obj = NULL;
     PyObject *corr = NULL, *astv = NULL, *task = NULL, *frame = NULL, *arity_obj = NULL;
     PyObject *result = NULL;
     if (buf == NULL) Py_RETURN_NONE;
     Py_INCREF(buf);
-    if (PyContextVar_Get(g_stack_var, NULL, &f) < 0) goto error;
+    f = get_top(&cell);
+    if (f == NULL) goto error;
     if (f == g_off) goto off;
     if (f != Py_None && !is_frame(f)) {
         bad_stack();
@@ -823,7 +1019,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     }
     astv = ast_value(ast);
     if (astv == NULL) goto error;
-    task = task_id();
+    task = context_task(cell);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     if (call_id != Py_None) eid = new_id();
@@ -832,10 +1028,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     ts_obj = PyLong_FromLongLong(ts);
     if (ts_obj == NULL) goto error;
     frame = PyTuple_Pack(4, cid, f, corr, ts_obj);
-    if (frame == NULL) goto error;
-    PyObject *token = PyContextVar_Set(g_stack_var, frame);
-    if (token == NULL) goto error;
-    Py_DECREF(token);
+    if (frame == NULL || set_top(cell, frame, task) < 0) goto error;
     RingStorage *rb = (RingStorage *)buf;
     if (rb->fast && rb->slots != NULL) {
         /* Everything that can fail is done: claim, then fill the slot. */
@@ -867,6 +1060,7 @@ off:
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(f);
+    Py_XDECREF(cell);
     Py_XDECREF(snap);
     Py_XDECREF(cid);
     Py_XDECREF(ts_obj);
@@ -924,8 +1118,9 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
     PyObject *call_id = args[0], *rv = args[1];
     if (call_id == Py_None) Py_RETURN_FALSE;
     PyObject *f = NULL, *res = NULL, *exc = NULL, *corr = NULL, *astv = NULL, *task = NULL;
-    PyObject *dur_obj = NULL, *result = NULL, *buf = NULL;
-    if (PyContextVar_Get(g_stack_var, NULL, &f) < 0) goto error;
+    PyObject *dur_obj = NULL, *result = NULL, *buf = NULL, *cell = NULL;
+    f = get_top(&cell);
+    if (f == NULL) goto error;
     PyObject *frame = NULL;
     if (f != Py_None && f != g_off && is_frame(f) && PyTuple_GET_ITEM(f, 0) == call_id) {
         frame = f;
@@ -935,11 +1130,8 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         frame = unwind(f, call_id, &err);
         if (err) goto error;
     }
-    if (frame != NULL) { /* pops, even while capture is off: the stack stays balanced */
-        PyObject *token = PyContextVar_Set(g_stack_var, PyTuple_GET_ITEM(frame, 1));
-        if (token == NULL) goto error;
-        Py_DECREF(token);
-    }
+    /* pops, even while capture is off: the stack stays balanced */
+    if (frame != NULL && set_top(cell, PyTuple_GET_ITEM(frame, 1), NULL) < 0) goto error;
     if (!g_enabled || g_buffer == NULL || f == g_off) {
         result = Py_NewRef(Py_False);
         goto done;
@@ -991,7 +1183,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
     }
     astv = ast_value(ast);
     if (astv == NULL) goto error;
-    task = task_id();
+    task = context_task(cell);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     int64_t eid = new_id();
@@ -1030,6 +1222,7 @@ error:
     if (swallow_error()) result = Py_NewRef(Py_False);
 done:
     Py_XDECREF(f);
+    Py_XDECREF(cell);
     Py_XDECREF(res);
     Py_XDECREF(exc);
     Py_XDECREF(corr);
@@ -1132,6 +1325,9 @@ static PyMethodDef module_methods[] = {
      "ast_node_id=None)\n--\n\n"
      "Record a call's exit and pop it from the call stack; False if nothing was recorded."},
     {"attach", (PyCFunction)attach, METH_O, NULL},
+    {"stack_get", (PyCFunction)stack_get, METH_NOARGS,
+     "This context's top call-stack frame (None, _OFF or a frame)."},
+    {"stack_set", (PyCFunction)stack_set, METH_O, "Make a frame this context's top."},
     {"sync", (PyCFunction)(void (*)(void))sync_state, METH_FASTCALL, NULL},
     {"reset_ids", (PyCFunction)reset_ids, METH_O,
      "Restart the id counter for this pid; returns the counter (an iterator)."},
@@ -1149,7 +1345,9 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&RingStorage_Type) < 0 || PyType_Ready(&Ids_Type) < 0) return NULL;
+    if (PyType_Ready(&RingStorage_Type) < 0 || PyType_Ready(&Ids_Type) < 0 ||
+        PyType_Ready(&Cell_Type) < 0 || check_mirror() < 0)
+        return NULL;
     s_normal = PyUnicode_InternFromString("normal");
     s_put_slow = PyUnicode_InternFromString("_put_slow");
     s_ast_node_id = PyUnicode_InternFromString("ast_node_id");
@@ -1166,7 +1364,8 @@ PyInit__speedups(void)
     g_abandoned = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (g_abandoned == NULL || PyModule_AddObjectRef(m, "ABANDONED", g_abandoned) < 0 ||
         PyModule_AddObjectRef(m, "RingStorage", (PyObject *)&RingStorage_Type) < 0 ||
-        PyModule_AddStringConstant(m, "CORE_NAME", "c") < 0) {
+        PyModule_AddStringConstant(m, "CORE_NAME", "c") < 0 ||
+        PyModule_AddIntConstant(m, "IN_PLACE_STACK", g_inplace) < 0) {
         Py_DECREF(m);
         return NULL;
     }
