@@ -73,10 +73,8 @@ class _Listeners:
             conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: Any
         ) -> None:
             try:
-                if not enabled():
-                    return
                 query = _db.start_query(statement, parameters, bool(many), repo)
-                if query is None:
+                if query is None:  # capture is off here
                     return
                 if context is not None:
                     setattr(context, _QUERY_ATTR, query)
