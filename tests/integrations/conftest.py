@@ -147,6 +147,15 @@ def web_django() -> Iterator[Callable[..., None]]:
         django.setup(set_prefix=False)
 
     yield configure
+    # Django and Channels run sync code on asgiref's one shared worker thread; end it, so
+    # that no thread outlives the test (a later fork() would warn), and give asgiref a
+    # fresh executor, which starts its thread only when used
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import SyncToAsync
+
+    SyncToAsync.single_thread_executor.shutdown(wait=True)
+    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
     settings._wrapped = empty
     apps.app_configs = {}
     apps.apps_ready = apps.models_ready = apps.ready = apps.loading = False

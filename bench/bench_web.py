@@ -1,0 +1,233 @@
+"""Per-request cost of the web middleware under real servers, against OpenTelemetry's.
+
+    python bench/bench_web.py [--rounds 5] [--duration 3] [--connections 8]
+
+Needs ``wrk`` (Debian: ``apt-get install -y wrk``); without it the script says so and exits
+with status 2. Two servers, each a separate process on a free 127.0.0.1 port, in four
+configurations each:
+
+* ``asgi``: a trivial Starlette endpoint (``GET /`` -> ``"ok"``) under uvicorn (one
+  process, the asyncio loop, h11 or httptools as uvicorn picks);
+* ``wsgi``: a trivial WSGI application (``"ok"`` with its Content-Length) under waitress
+  (one process, 4 threads);
+
+and the configurations: ``plain`` (no middleware), ``off`` (tidescope's middleware, capture
+not started), ``tidescope`` (the middleware, capture started, and the drain writing the
+trace to a temporary directory, as ``tidescope run`` does: 4 events per ASGI request, the
+request's start and end and the endpoint's entry and exit, and 2 per WSGI request), and
+``otel`` (OpenTelemetry's ``opentelemetry-instrumentation-asgi`` / ``-wsgi`` middleware
+with the SDK's TracerProvider and a BatchSpanProcessor feeding an exporter that drops the
+spans: the spans are made, never serialised).
+
+All eight servers run at once; each round runs wrk against every one of them in a shuffled
+order, so that drift of this shared machine spreads over all configurations. The tables
+give the median requests per second over rounds and the added time per request,
+``1e6 / rps - 1e6 / rps(plain)`` in µs: with the server saturated, the extra time each
+request costs the server. The target (issue 5) is tidescope's added cost at most one tenth
+of OpenTelemetry's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+SERVERS = ("asgi", "wsgi")
+MODES = ("plain", "off", "tidescope", "otel")
+
+
+# ---------------------------------------------------------------------------------------
+# the servers (each run as ``bench_web.py --serve KIND --mode MODE --port N``)
+
+
+def asgi_app(mode: str) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def index(request: Any) -> Any:
+        return PlainTextResponse("ok")
+
+    app: Any = Starlette(routes=[Route("/", index)])
+    if mode in ("off", "tidescope"):
+        from tidescope.integrations.asgi import TideScopeMiddleware
+
+        app.add_middleware(TideScopeMiddleware)
+    elif mode == "otel":
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app = OpenTelemetryMiddleware(app, tracer_provider=otel_provider())
+    return app
+
+
+def wsgi_app(mode: str) -> Any:
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    if mode in ("off", "tidescope"):
+        from tidescope.integrations.wsgi import TideScopeMiddleware
+
+        return TideScopeMiddleware(app)
+    if mode == "otel":
+        from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+        return OpenTelemetryMiddleware(app, tracer_provider=otel_provider())
+    return app
+
+
+def otel_provider() -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class DropExporter(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
+    return provider
+
+
+def serve(kind: str, mode: str, port: int) -> None:
+    if mode == "tidescope":
+        import tidescope
+        from tidescope.export.drain import Drain
+
+        tidescope.start()
+        Drain(tempfile.mkdtemp(prefix="bench_web_")).start()
+    if kind == "asgi":
+        import uvicorn
+
+        uvicorn.run(
+            asgi_app(mode), host="127.0.0.1", port=port, log_level="error", access_log=False,
+            lifespan="off",
+        )  # fmt: skip
+    else:
+        import waitress
+
+        waitress.serve(wsgi_app(mode), host="127.0.0.1", port=port, threads=4, _quiet=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the driver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 60) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def run_wrk(port: int, duration: float, connections: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    if re.search(r"Non-2xx or 3xx responses", out) or re.search(r"Socket errors", out):
+        raise RuntimeError(f"wrk saw failed requests on port {port}:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    return float(m.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of wrk per run")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.mode, args.port)
+        return 0
+    if shutil.which("wrk") is None:
+        print(
+            "bench_web.py needs the wrk load generator: `apt-get install -y wrk` (Debian) or "
+            "your system's package; nothing was measured.",
+            file=sys.stderr,
+        )
+        return 2
+
+    configs = [(kind, mode) for kind in SERVERS for mode in MODES]
+    procs: dict[tuple[str, str], tuple[subprocess.Popen[bytes], int]] = {}
+    try:
+        for config in configs:
+            port = free_port()
+            cmd = [sys.executable, __file__, "--serve", config[0], "--mode", config[1],
+                   "--port", str(port)]  # fmt: skip
+            procs[config] = (subprocess.Popen(cmd), port)
+        for proc, port in procs.values():
+            wait_listening(port, proc)
+        for _, port in procs.values():  # warm-up: imports, caches, first connections
+            run_wrk(port, 1, args.connections)
+        rps: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
+        for r in range(args.rounds):
+            order = configs[:]
+            random.shuffle(order)
+            for config in order:
+                rps[config].append(run_wrk(procs[config][1], args.duration, args.connections))
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for proc, _ in procs.values():
+            proc.terminate()
+        for proc, _ in procs.values():
+            proc.wait(30)
+    report(rps, args)
+    return 0
+
+
+def report(rps: dict[tuple[str, str], list[float]], args: argparse.Namespace) -> None:
+    print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
+          f"{platform.machine()}, {os.cpu_count()} CPUs; wrk -t1 -c{args.connections} "
+          f"-d{args.duration}s, {args.rounds} interleaved rounds, medians\n")  # fmt: skip
+    for kind in SERVERS:
+        med = {mode: statistics.median(rps[(kind, mode)]) for mode in MODES}
+        base = 1e6 / med["plain"]
+        added = {mode: 1e6 / med[mode] - base for mode in MODES}
+        print(f"{kind}: | configuration | requests/s (min-max) | added µs/request |")
+        print("|---|---|---|")
+        for mode in MODES:
+            lo, hi = min(rps[(kind, mode)]), max(rps[(kind, mode)])
+            print(f"| {mode} | {med[mode]:.0f} ({lo:.0f}-{hi:.0f}) | {added[mode]:+.1f} |")
+        if added["otel"] > 0:
+            ratio = added["tidescope"] / added["otel"]
+            verdict = "meets" if ratio <= 0.1 else "misses"
+            print(f"tidescope / OpenTelemetry added cost: {ratio:.3f} ({verdict} the 0.1 target)")
+        print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
