@@ -2,9 +2,9 @@
 
     python bench/bench_db.py [--rounds 15] [--queries 2000] [--pg-queries 1000] [--no-postgres]
 
-Each database gets five engines, made before any instrumentation so that nothing installed
-for one reaches another, each with one connection held for the whole run; a query is
-``conn.execute(text("SELECT :x"), {"x": i}).scalar()``:
+Each database gets four engines (the tidescope rows share one), made before any
+instrumentation so that nothing installed for one reaches another, and one connection per
+row held for the whole run; a query is ``conn.execute(text("SELECT :x"), {"x": i}).scalar()``:
 
 - ``plain``: no listener at all;
 - ``no-op listeners``: three do-nothing listeners on the events the integration uses
@@ -12,6 +12,9 @@ for one reaches another, each with one connection held for the whole run; a quer
   event dispatch itself costs any listener, ours or OpenTelemetry's (a diagnostic row);
 - ``tidescope``: ``instrument_engine(engine)`` with capture on (``tidescope.start()``, a
   ``1 << 16`` ring drained after each block, outside the timing): two events per query;
+- ``tidescope, reporters stubbed``: the same, with the core's two database reporters
+  replaced by no-ops: the integration's own work, without the core's event building (a
+  diagnostic row);
 - ``tidescope, capture off``: the same engine between sessions;
 - ``OpenTelemetry``: ``SQLAlchemyInstrumentor().instrument(engines=[...])`` with the SDK's
   ``TracerProvider`` and a ``BatchSpanProcessor`` feeding an exporter that counts and drops
@@ -47,9 +50,18 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import tidescope
 from tidescope.events import EventType
+from tidescope.integrations import _db
 from tidescope.integrations.sqlalchemy import instrument_engine
 
-CONFIGS = ("plain", "no-op listeners", "tidescope", "tidescope, capture off", "OpenTelemetry")
+CONFIGS = (
+    "plain",
+    "no-op listeners",
+    "tidescope",
+    "tidescope, reporters stubbed",
+    "tidescope, capture off",
+    "OpenTelemetry",
+)
+SHARED = {"tidescope, reporters stubbed": "tidescope", "tidescope, capture off": "tidescope"}
 RING = 1 << 16
 
 
@@ -71,14 +83,22 @@ def _noop(*args: Any) -> None:
     pass
 
 
+def _stub(*args: Any) -> bool:
+    return True
+
+
+REPORTERS = (_db.report_db_query_start, _db.report_db_query_complete)
+
+
 class Database:
-    """One database's five engines and their open connections."""
+    """One database's engines and their open connections."""
 
     def __init__(self, name: str, url: str, queries: int) -> None:
         self.name = name
         self.queries = queries
-        self.engines = {c: sa.create_engine(url) for c in CONFIGS if c != "tidescope, capture off"}
-        self.engines["tidescope, capture off"] = self.engines["tidescope"]
+        self.engines = {c: sa.create_engine(url) for c in CONFIGS if c not in SHARED}
+        for config, engine in SHARED.items():
+            self.engines[config] = self.engines[engine]
         for event in ("before_cursor_execute", "after_cursor_execute", "handle_error"):
             sa.event.listen(self.engines["no-op listeners"], event, _noop)
         instrument_engine(self.engines["tidescope"])
@@ -111,15 +131,23 @@ def run_block(conn: sa.Connection, n: int) -> float:
 
 def time_config(db: Database, config: str, exporter: CountingExporter, tp: TracerProvider) -> float:
     conn, n = db.conns[config], db.queries
-    if config == "tidescope":
+    if config in ("tidescope", "tidescope, reporters stubbed"):
+        stubbed = config == "tidescope, reporters stubbed"
         session = tidescope.start(buffer_size=RING)
+        if stubbed:  # the integration's own work: capture on, the core's reporters no-ops
+            _db.report_db_query_start = _db.report_db_query_complete = _stub  # type: ignore[assignment]
         try:
             us = run_block(conn, n)
         finally:
+            _db.report_db_query_start, _db.report_db_query_complete = REPORTERS
             tidescope.stop()
         buf = session.buffer
         assert buf is not None
         events = buf.drain()
+        if stubbed:
+            if events:
+                raise SystemExit(f"{len(events)} events with the reporters stubbed")
+            return us
         kinds = {EventType.DB_QUERY_START: 0, EventType.DB_QUERY_COMPLETE: 0}
         for e in events:
             kinds[e.event_type] = kinds.get(e.event_type, 0) + 1
