@@ -119,8 +119,11 @@ def serve(kind: str, mode: str, port: int) -> None:
             lifespan="off",
         )  # fmt: skip
     else:
+        import logging
+
         import waitress
 
+        logging.getLogger("waitress").setLevel(logging.ERROR)  # "Task queue depth" under load
         waitress.serve(wsgi_app(mode), host="127.0.0.1", port=port, threads=4, _quiet=True)
 
 
@@ -149,10 +152,13 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 6
 
 
 def run_wrk(port: int, duration: float, connections: int) -> float:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    proc = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    out = proc.stdout
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed on port {port}: {proc.stderr or out}")
     if re.search(r"Non-2xx or 3xx responses", out) or re.search(r"Socket errors", out):
         raise RuntimeError(f"wrk saw failed requests on port {port}:\n{out}")
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
