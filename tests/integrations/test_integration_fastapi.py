@@ -189,3 +189,52 @@ def test_fastapi_under_a_real_uvicorn_server(
     assert bad_trace.data["trace_id"] is None
     assert len(of_type(events, "error")) == 1
     assert web_counted_errors == []
+
+
+HOOKED_SOURCE = """
+def price(quantity, unit=3):
+    return total(quantity * unit)
+
+
+def total(amount):
+    return amount + 1
+"""
+
+
+def hooked_module() -> dict[str, Any]:
+    """A module as the import hook rewrites it (``level="calls"``)."""
+    from tidescope.instrument import rewrite_source
+
+    tree, _ = rewrite_source(HOOKED_SOURCE, "<shop>", "shop", level="calls")
+    namespace: dict[str, Any] = {"__name__": "shop"}
+    exec(compile(tree, "<shop>", "exec", dont_inherit=True), namespace)
+    return namespace
+
+
+@TESTCLIENT_WARNING
+def test_calls_instrumented_by_the_import_hook_carry_the_requests_correlation() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    shop = hooked_module()
+    app = instrument(FastAPI())
+
+    @app.get("/price/{quantity}")
+    def get_price(quantity: int) -> Any:
+        return {"price": shop["price"](quantity)}
+
+    with tidescope.capture() as cap, TestClient(app) as client:
+        assert client.get("/price/2", headers={"traceparent": TRACEPARENT}).json() == {"price": 7}
+        assert client.get("/price/5").json() == {"price": 16}
+    events = cap.events()
+    requests_ = by_request(events)
+    for path, correlation in (("/price/2", TRACE_ID), ("/price/5", None)):
+        mine = requests_[path]
+        calls = of_type(mine, "function_entry")
+        assert [c.data["function"] for c in calls] == ["price", "total"]
+        assert calls[0].data["args"] == {"quantity": int(path.rsplit("/", 1)[1]), "unit": 3}
+        assert calls[1].parent_id == calls[0].call_id
+        assert len(of_type(mine, "function_exit")) == 2
+        assert len({e.correlation_id for e in mine}) == 1
+        if correlation is not None:
+            assert mine[0].correlation_id == correlation
