@@ -17,10 +17,27 @@ from tidescope.capture.runtime.core import report_error
 from tidescope.capture.runtime.database import report_db_query_complete, report_db_query_start
 from tidescope.integrations import count_error
 
-__all__ = ["Query", "fail_query", "finish_query", "repo_name", "rowcount_of", "start_query"]
+__all__ = [
+    "Query",
+    "capturing",
+    "fail_query",
+    "finish_query",
+    "repo_name",
+    "rowcount_of",
+    "start_query",
+]
 
 Query: TypeAlias = tuple[int, Any, Any, Any, int]
 """A started query: ``(query_id, statement, params, repo, start_ns)``."""
+
+
+def capturing() -> bool:
+    """True if a query reported here now would be recorded (the cheap check to make first)."""
+    try:
+        return enabled()
+    except Exception as exc:
+        count_error(exc)
+        return False
 
 
 def start_query(statement: Any, params: Any, executemany: bool, repo: Any) -> Query | None:

@@ -74,6 +74,8 @@ def _report_call(
 ) -> Any:
     """``method(*args, **kwargs)`` reported as one query; rows counted on ``cursor`` (None:
     on what the call returns)."""
+    if not _db.capturing():
+        return method(*args, **kwargs)
     try:
         statement, params = _split(args, kwargs)
     except Exception as exc:  # a hostile kwargs mapping cannot stop the query
@@ -112,7 +114,11 @@ class Cursor:
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         """The driver's ``execute``, reported."""
         raw = self.__wrapped__
-        return self._same(_report_call(raw.execute, raw, False, self._tidescope_repo, args, kwargs))
+        if _db.capturing():
+            result = _report_call(raw.execute, raw, False, self._tidescope_repo, args, kwargs)
+        else:  # the common case in production, kept to one check
+            result = raw.execute(*args, **kwargs)
+        return self if result is raw else result
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         """The driver's ``executemany``, reported as one query with every parameter set."""
