@@ -27,6 +27,21 @@ def work(x: Any) -> Any:
     return x
 
 
+class Hostile:
+    """An object whose every hook raises: recording it must not call any of them."""
+
+    def __repr__(self) -> str:
+        raise AssertionError("__repr__ called")
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("__eq__ called")
+
+    __hash__ = object.__hash__
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"__getattr__({name}) called")
+
+
 def consumers() -> dict[str, Any]:
     from channels.generic.websocket import (
         AsyncJsonWebsocketConsumer,
@@ -47,6 +62,7 @@ def consumers() -> dict[str, Any]:
     class AsyncEcho(TideScopeConsumerMixin, AsyncWebsocketConsumer):
         async def connect(self) -> None:
             self.seen: list[Any] = []
+            self.hostile = Hostile()  # state whose code must never run when recorded
             await self.accept()
 
         async def receive(self, text_data: Any = None, bytes_data: Any = None) -> None:
@@ -181,10 +197,9 @@ def test_async_consumer_crash_is_reported_and_reraised_unchanged(communicator: A
     events = cap.events()
     complete = [e for e in events if e.event_type == EventType.LIVE_HANDLE_EVENT_COMPLETE]
     assert complete[0].data["params"] == b"\x00\xff"
-    assert complete[1].data["result"] == {
-        "assigns": {"seen": [b"\x00\xff", "crash"]},
-        "error": "ValueError",
-    }
+    assert complete[1].data["result"]["assigns"]["seen"] == [b"\x00\xff", "crash"]
+    assert complete[1].data["result"]["error"] == "ValueError"
+    assert complete[1].data["result"]["assigns"]["hostile"].type_name.endswith("Hostile")
     channel_done = [e for e in events if e.event_type == EventType.CHANNEL_MESSAGE_COMPLETE]
     assert channel_done[-1].data["result"] == {"sent": 0, "error": "ValueError"}
     (error,) = [e for e in events if e.event_type == EventType.ERROR]

@@ -275,3 +275,34 @@ def test_django_settings_do_not_outlive_their_test() -> None:
     from django.conf import settings
 
     assert not settings.configured
+
+
+def test_hostile_requests_are_captured_bounded_and_never_raise(
+    web_django: Callable[..., None], web_counted_errors: list[BaseException]
+) -> None:
+    web_django(urlpatterns(), [MIDDLEWARE])
+    from django.test import Client
+
+    client = Client()
+    with tidescope.capture() as cap:
+        huge_query = {"k": "v" * 1_000_000, "ü": ["1", "2"], "": ""}
+        assert (
+            client.get("/items/1/", huge_query, HTTP_TRACEPARENT="\x00" * 100_000).status_code
+            == 200
+        )
+        assert client.get("/ünï/" + "x" * 50_000).status_code == 404
+        assert (
+            client.post(
+                "/items/2/", data=b"\xff" * 3_000_000, content_type="application/x"
+            ).status_code
+            == 200
+        )
+    starts = cap.events(EventType.HTTP_REQUEST_START)
+    assert [e.data["method"] for e in starts] == ["GET", "GET", "POST"]
+    assert starts[1].data["path"].kept.startswith("/ünï/")  # cut, marked with its size
+    assert starts[1].data["path"].size == 50_005
+    assert all(len(repr(e.data)) < 20_000 for e in cap.events())
+    (remote,) = cap.events(EventType.REMOTE_CALL_RECEIVE)
+    assert remote.data["trace_id"] is None
+    assert len(cap.events(EventType.HTTP_REQUEST_COMPLETE)) == 3
+    assert web_counted_errors == []
