@@ -216,9 +216,13 @@ def main() -> int:
 
 
 def report(rps: dict[tuple[str, str], list[float]], args: argparse.Namespace) -> None:
+    import tidescope  # the servers inherit this interpreter and environment: the same core
+
+    core = tidescope.core_info()
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
-          f"{platform.machine()}, {os.cpu_count()} CPUs; wrk -t1 -c{args.connections} "
-          f"-d{args.duration}s, {args.rounds} interleaved rounds, medians\n")  # fmt: skip
+          f"{platform.machine()}, {os.cpu_count()} CPUs; tidescope core {core['core']} "
+          f"({core['reason']}); wrk -t1 -c{args.connections} -d{args.duration:g}s, "
+          f"{args.rounds} interleaved rounds, medians\n")  # fmt: skip
     for kind in SERVERS:
         med = {mode: statistics.median(rps[(kind, mode)]) for mode in MODES}
         base = 1e6 / med["plain"]
