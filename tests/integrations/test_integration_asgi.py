@@ -280,6 +280,24 @@ def test_internal_failure_is_counted_and_the_request_still_runs(
     assert len(cap.events(EventType.FUNCTION_ENTRY)) == 1  # the app ran
 
 
+def test_a_failing_core_call_is_counted_and_the_request_still_runs(
+    monkeypatch: pytest.MonkeyPatch, web_counted_errors: list[BaseException]
+) -> None:
+    from tidescope.capture import _core
+
+    bug = RuntimeError("core bug")
+
+    def broken(*args: Any) -> Any:
+        raise bug
+
+    monkeypatch.setattr(_core, "bind_correlation", broken)
+    with tidescope.capture() as cap:
+        sent = call(TideScopeMiddleware(hello_app), http_scope())
+    assert sent[0]["status"] == 201
+    assert web_counted_errors == [bug]
+    assert len(cap.events(EventType.HTTP_REQUEST_COMPLETE)) == 1
+
+
 def test_nested_middlewares_record_the_request_once() -> None:
     with tidescope.capture() as cap:
         call(TideScopeMiddleware(TideScopeMiddleware(hello_app)), http_scope())

@@ -30,6 +30,8 @@ __all__ = [
     "REQUEST_KEY",
     "WebRequest",
     "begin",
+    "bind",
+    "capturing",
     "content_type_of",
     "correlation_for",
     "endpoint_names",
@@ -38,6 +40,7 @@ __all__ = [
     "exit_handler",
     "fail_handler",
     "parse_query",
+    "unbind",
     "wsgi_text",
 ]
 
@@ -51,6 +54,35 @@ MAX_QUERY: Final = 8192
 time grows with a size the client chooses."""
 
 _perf_ns = time.perf_counter_ns
+_UNBOUND: Final = object()
+
+
+def capturing() -> bool:
+    """True if a request arriving here now is recorded (capture on in this context)."""
+    try:
+        return _core.active_buffer() is not None
+    except Exception as exc:
+        _core.count_error(exc)
+        return False
+
+
+def bind(cid: Any) -> Any:
+    """Bind correlation ``cid`` in this context; the token :func:`unbind` takes."""
+    try:
+        return _core.bind_correlation(cid)
+    except Exception as exc:
+        _core.count_error(exc)
+        return _UNBOUND
+
+
+def unbind(token: Any) -> None:
+    """Undo a :func:`bind`."""
+    if token is _UNBOUND:
+        return
+    try:
+        _core.restore_context(token)
+    except Exception as exc:
+        _core.count_error(exc)
 
 
 class WebRequest:

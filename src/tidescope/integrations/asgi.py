@@ -64,7 +64,7 @@ class TideScopeMiddleware:
         _web_starlette.install()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _core.active_buffer() is None:
+        if not _web.capturing():
             return await self.app(scope, receive, send)
         try:
             # a scope already recorded by an outer instance goes through
@@ -92,7 +92,7 @@ class TideScopeMiddleware:
                 _core.count_error(exc)
             await send(message)
 
-        token = _core.bind_correlation(req.cid)
+        token = _web.bind(req.cid)
         try:
             await self.app(scope, receive, traced_send)
         except BaseException as exc:
@@ -100,7 +100,7 @@ class TideScopeMiddleware:
             raise
         finally:
             req.finish()
-            _core.restore_context(token)
+            _web.unbind(token)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         conn = _Connection.begin(scope)
@@ -117,7 +117,7 @@ class TideScopeMiddleware:
             conn.sending(message)
             await send(message)
 
-        token = _core.bind_correlation(conn.req.cid)
+        token = _web.bind(conn.req.cid)
         try:
             await self.app(scope, traced_receive, traced_send)
         except BaseException as exc:
@@ -126,7 +126,7 @@ class TideScopeMiddleware:
             raise
         finally:
             conn.end_message(None)
-            _core.restore_context(token)
+            _web.unbind(token)
 
 
 def _header(headers: Iterable[Any] | None, name: bytes) -> str | None:

@@ -73,13 +73,13 @@ class TideScopeConsumerMixin:
 
     async def __call__(self, scope: Any, receive: Any, send: Send) -> None:
         parent: Any = super()
-        if _core.active_buffer() is None:
+        if not _web.capturing():
             return await parent.__call__(scope, receive, send)  # type: ignore[no-any-return]
         record = _Record.begin(self, scope)
         if record is None:
             return await parent.__call__(scope, receive, send)  # type: ignore[no-any-return]
         setattr(self, _RECORD, record)
-        token = _core.bind_correlation(record.cid)
+        token = _web.bind(record.cid)
         try:
             await parent.__call__(scope, receive, record.traced_send(send))
         except BaseException as exc:
@@ -87,7 +87,7 @@ class TideScopeConsumerMixin:
                 report_error(exc)
             raise
         finally:
-            _core.restore_context(token)
+            _web.unbind(token)
 
     async def dispatch(self, message: Message) -> None:
         """Record the handling of ``message`` (Channels' dispatch does the handling)."""

@@ -54,12 +54,12 @@ class TideScopeMiddleware:
     def __call__(self, request: Any) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        if _core.active_buffer() is None:
+        if not _web.capturing():
             return self.get_response(request)
         state = _begin(request)
         if state is None:
             return self.get_response(request)
-        token = _core.bind_correlation(state[0].cid)
+        token = _web.bind(state[0].cid)
         try:
             response = self.get_response(request)
         except BaseException as exc:
@@ -68,18 +68,18 @@ class TideScopeMiddleware:
                 state[0].finish()  # no response will come
             raise
         finally:
-            _core.restore_context(token)
+            _web.unbind(token)
         _finish(state, response)
         return response
 
     async def __acall__(self, request: Any) -> Any:
         """The middleware on an async stack (Django under ASGI)."""
-        if _core.active_buffer() is None:
+        if not _web.capturing():
             return await self.get_response(request)
         state = _begin(request)
         if state is None:
             return await self.get_response(request)
-        token = _core.bind_correlation(state[0].cid)
+        token = _web.bind(state[0].cid)
         try:
             response = await self.get_response(request)
         except BaseException as exc:
@@ -88,7 +88,7 @@ class TideScopeMiddleware:
                 state[0].finish()  # no response will come
             raise
         finally:
-            _core.restore_context(token)
+            _web.unbind(token)
         _finish(state, response)
         return response
 
@@ -139,7 +139,7 @@ def _begin(request: Any) -> list[Any] | None:
 def _enter_view(request: Any, view_func: Any, view_args: Any, view_kwargs: Any) -> None:
     try:
         state = getattr(request, _STATE, None)
-        if state is None or _core.active_buffer() is None:
+        if state is None or not _web.capturing():
             return
         match = getattr(request, "resolver_match", None)
         metadata = {

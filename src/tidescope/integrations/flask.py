@@ -63,7 +63,7 @@ def _current() -> tuple[Any, Any, Any]:
 
 def _traced_dispatch(dispatch: Callable[..., Any]) -> Callable[..., Any]:
     def dispatch_request(*args: Any, **kwargs: Any) -> Any:
-        if _core.active_buffer() is None:
+        if not _web.capturing():
             return dispatch(*args, **kwargs)
         names = req = None
         try:

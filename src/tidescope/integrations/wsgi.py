@@ -48,7 +48,7 @@ class TideScopeMiddleware:
         self.app = app
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if _core.active_buffer() is None:
+        if not _web.capturing():
             return self.app(environ, start_response)
         req = _begin(environ)
         if req is None:
@@ -64,7 +64,7 @@ class TideScopeMiddleware:
                 _core.count_error(exc)
             return start_response(status, headers, exc_info)
 
-        token = _core.bind_correlation(req.cid)
+        token = _web.bind(req.cid)
         try:
             body = self.app(environ, traced_start_response)
         except BaseException as exc:
@@ -72,7 +72,7 @@ class TideScopeMiddleware:
             req.finish()
             raise
         finally:
-            _core.restore_context(token)
+            _web.unbind(token)
         wrapped: Iterable[bytes] = _wrap_body(body, req, environ)
         return wrapped
 
@@ -140,7 +140,7 @@ class _Body:
 
     def __next__(self) -> bytes:
         req = self._req
-        token = _core.bind_correlation(req.cid)
+        token = _web.bind(req.cid)
         try:
             if self._iterator is None:
                 self._iterator = iter(self._body)
@@ -153,12 +153,12 @@ class _Body:
             req.finish()
             raise
         finally:
-            _core.restore_context(token)
+            _web.unbind(token)
 
     def close(self) -> None:
         """Close the application's body (PEP 3333), then complete the request."""
         req = self._req
-        token = _core.bind_correlation(req.cid)
+        token = _web.bind(req.cid)
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
@@ -167,7 +167,7 @@ class _Body:
             req.fail(exc)
             raise
         finally:
-            _core.restore_context(token)
+            _web.unbind(token)
             req.finish()
 
 
