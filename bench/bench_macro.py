@@ -69,6 +69,9 @@ VIZ_ENTRIES = 2_000_000
 BUFFER_SIZE = 1 << 20
 MOD = "bench_macro"
 
+# As the rewriter emits it: no report while capture is off (one attribute load, a branch).
+from tidescope.instrument import _rt as rt  # noqa: E402
+
 entry = _core.report_function_entry
 exit_ = _core.report_function_exit
 
@@ -78,18 +81,19 @@ exit_ = _core.report_function_exit
 
 
 def fib_i(n: int) -> int:
-    cid = entry(MOD, "fib", (n,))
+    cid = entry(MOD, "fib", (n,)) if rt.on else None
     try:
         r = n if n < 2 else fib_i(n - 1) + fib_i(n - 2)
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 def validate_i(name: str, qty: int) -> int:
-    cid = entry(MOD, "validate", (name, qty))
+    cid = entry(MOD, "validate", (name, qty)) if rt.on else None
     try:
         if qty <= 0:
             raise ValidationError(name)
@@ -97,23 +101,25 @@ def validate_i(name: str, qty: int) -> int:
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 def price_i(name: str, qty: int, unit: float) -> float:
-    cid = entry(MOD, "price", (name, qty, unit))
+    cid = entry(MOD, "price", (name, qty, unit)) if rt.on else None
     try:
         r = validate_i(name, qty) * unit
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 def make_line_i(i: int, name: str, qty: int) -> dict[str, Any]:
-    cid = entry(MOD, "make_line", (i, name, qty))
+    cid = entry(MOD, "make_line", (i, name, qty)) if rt.on else None
     try:
         unit = 1.5 + i % 3
         try:
@@ -124,24 +130,26 @@ def make_line_i(i: int, name: str, qty: int) -> dict[str, Any]:
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 def tally_i(counts: dict[str, int], key: str) -> int:
-    cid = entry(MOD, "tally", (counts, key))
+    cid = entry(MOD, "tally", (counts, key)) if rt.on else None
     try:
         n = counts.get(key, 0) + 1
         counts[key] = n
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, n)
+    if cid is not None:
+        exit_(cid, n)
     return n
 
 
 def window_i(lines: list[dict[str, Any]], k: int) -> list[float]:
-    cid = entry(MOD, "window", (lines, k))
+    cid = entry(MOD, "window", (lines, k)) if rt.on else None
     try:
         out = []
         for line in lines[-k:]:
@@ -149,12 +157,13 @@ def window_i(lines: list[dict[str, Any]], k: int) -> list[float]:
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, out)
+    if cid is not None:
+        exit_(cid, out)
     return out
 
 
 def mixed_i(n: int) -> tuple[int, int, float]:
-    cid = entry(MOD, "mixed", (n,))
+    cid = entry(MOD, "mixed", (n,)) if rt.on else None
     try:
         counts: dict[str, int] = {}
         lines: list[dict[str, Any]] = []
@@ -169,35 +178,38 @@ def mixed_i(n: int) -> tuple[int, int, float]:
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 async def fetch_i(i: int) -> int:
-    cid = entry(MOD, "fetch", (i,))
+    cid = entry(MOD, "fetch", (i,)) if rt.on else None
     try:
         await asyncio.sleep(0)
         r = i % 97
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 async def scale_i(x: int, k: int) -> int:
-    cid = entry(MOD, "scale", (x, k))
+    cid = entry(MOD, "scale", (x, k)) if rt.on else None
     try:
         r = x * k
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 async def job_i(i: int) -> int:
-    cid = entry(MOD, "job", (i,))
+    cid = entry(MOD, "job", (i,)) if rt.on else None
     try:
         a = await fetch_i(i)
         b = await scale_i(a, 3)
@@ -205,12 +217,13 @@ async def job_i(i: int) -> int:
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, r)
+    if cid is not None:
+        exit_(cid, r)
     return r
 
 
 async def batch_i(first: int, n: int) -> int:
-    cid = entry(MOD, "batch", (first, n))
+    cid = entry(MOD, "batch", (first, n)) if rt.on else None
     try:
         coros = []
         for i in range(first, first + n):
@@ -221,12 +234,13 @@ async def batch_i(first: int, n: int) -> int:
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, total)
+    if cid is not None:
+        exit_(cid, total)
     return total
 
 
 async def amain_i(batches: int, n: int) -> int:
-    cid = entry(MOD, "amain", (batches, n))
+    cid = entry(MOD, "amain", (batches, n)) if rt.on else None
     try:
         total = 0
         for b in range(batches):
@@ -234,7 +248,8 @@ async def amain_i(batches: int, n: int) -> int:
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
-    exit_(cid, total)
+    if cid is not None:
+        exit_(cid, total)
     return total
 
 

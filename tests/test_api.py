@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 import os
 import subprocess
 import sys
@@ -77,6 +78,40 @@ def test_capture_counts_events_lost_to_a_small_buffer() -> None:
 def test_core_info_names_the_core_and_the_reason() -> None:
     info = tidescope.core_info()
     assert info["core"] in ("c", "python") and info["reason"]
+
+
+def test_the_chosen_core_is_the_one_asked_for() -> None:
+    # scripts/test (and so CI) sets TIDESCOPE_REQUIRE_C=1: the C core must be built and used
+    # unless the run forces the pure twin.
+    forced = os.environ.get("TIDESCOPE_CORE", "")
+    info = tidescope.core_info()
+    if forced == "python":
+        assert info == {**info, "core": "python", "reason": "TIDESCOPE_CORE=python"}
+    elif os.environ.get("TIDESCOPE_REQUIRE_C") == "1" or forced == "c":
+        assert info["core"] == "c", info
+
+
+def test_forcing_the_c_core_where_it_is_not_built_fails_loudly(tmp_path: Any) -> None:
+    # a copy of the package without the extension, imported with TIDESCOPE_CORE=c
+    import shutil
+
+    src = os.path.dirname(tidescope.__file__)
+    shutil.copytree(src, tmp_path / "tidescope", ignore=shutil.ignore_patterns("*.so", "*.pyd"))
+    env = {**os.environ, "TIDESCOPE_CORE": "c", "PYTHONPATH": str(tmp_path)}
+    code = "import tidescope; print(tidescope.__file__)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+    assert "TIDESCOPE_CORE=c but the C accelerator is not available" in proc.stderr
+    env["TIDESCOPE_CORE"] = ""
+    proc = subprocess.run(
+        [sys.executable, "-c", code + "; print(tidescope.core_info())"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert str(tmp_path) in proc.stdout and "'core': 'python'" in proc.stdout
+    assert "C accelerator not built" in proc.stdout
 
 
 def test_forcing_an_unknown_core_fails_loudly() -> None:

@@ -26,6 +26,7 @@ from typing import Any, Final
 from tidescope.capture import _clock
 from tidescope.capture._ring import RingBuffer
 from tidescope.capture._snapshot import (
+    _LOG2_10,
     KEEP_TYPES,
     Limits,
     Snapper,
@@ -55,8 +56,9 @@ _limits = Limits()
 
 def set_limits(limits: Limits) -> None:
     """Set the limits every report uses (``start()`` does this from its Config)."""
-    global _limits
+    global _limits, _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_containers
     _limits = limits
+    _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_containers = _fast_limits(limits)
     _sync()
 
 
@@ -100,30 +102,77 @@ def snapshot_many(*values: Any, limits: Limits | None = None) -> tuple[Any, ...]
         return tuple(Truncated(type_name(type(v)), 0, "error") for v in values)
 
 
-def _small_scalars(args: Collection[Any], lim: Limits) -> bool:
-    """True if every item is an immutable scalar the snapshot would keep as it is."""
-    if len(args) > lim.max_items:
+# The fast paths below keep a value as it is (or copy a flat container) only where the full
+# snapshot would give an equal result: every item an immutable scalar it keeps whole, no
+# more items than max_items, and the bytes it would charge within the event's budget.
+_SMALL: Final = 8  # what Snapper charges for a number, a reference or a container
+_f_items = 20  # max_items
+_f_str = 256  # longest str kept whole inside a container
+_f_top_str = 256  # longest str kept whole as a value of its own
+_f_int = _INT64  # ints kept are strictly within +-_f_int
+_f_budget = 4096  # max_event_bytes
+_f_containers = True  # max_depth >= 1: a container's items are read at all
+
+
+def _fast_limits(lim: Limits) -> tuple[int, int, int, int, int, bool]:
+    """The fast paths' bounds for ``lim`` (the C core gets the same tuple)."""
+    int_limit = min(_INT64, 1 << int(lim.max_string * _LOG2_10))  # Snapper's int rule
+    top = min(lim.max_string, lim.max_event_bytes - _SMALL)
+    return (lim.max_items, lim.max_string, top, int_limit, lim.max_event_bytes,
+            lim.max_depth >= 1)  # fmt: skip
+
+
+def _small_scalars(args: Collection[Any], extra: int = 0) -> bool:
+    """True if the snapshot would copy ``args`` (a flat tuple, list or dict's values) whole.
+
+    ``extra`` is what the keys of a dict charge the budget.
+    """
+    if not _f_containers or len(args) > _f_items:
         return False
+    total = extra + _SMALL * (len(args) + 1)
     for a in args:
         ta = type(a)
         if ta is str:
-            if len(a) > lim.max_string:
+            n = len(a)
+            if n > _f_str:
                 return False
+            total += n
         elif ta is int:
-            if not -_INT64 < a < _INT64:
+            if not -_f_int < a < _f_int:
                 return False
         elif ta not in KEEP_TYPES:
             return False
-    return True
+    return total <= _f_budget
 
 
-def _small_scalar_dict(args: dict[Any, Any], lim: Limits) -> bool:
+def _small_scalar_dict(args: dict[Any, Any]) -> bool:
     """True for short str keys and small scalar values (the import hook passes arguments so,
     bound to their parameter names)."""
+    extra = 0
     for k in args:
-        if type(k) is not str or len(k) > lim.max_string:
+        if type(k) is not str or len(k) > _f_str:
             return False
-    return _small_scalars(args.values(), lim)
+        extra += len(k) + _SMALL
+    return _small_scalars(args.values(), extra)
+
+
+def _snap_value(v: Any, lim: Limits) -> Any:
+    """A snapshot of one value of an event: kept as it is when it is an immutable scalar the
+    snapshot keeps, copied when it is a flat container of them, else the full snapshot."""
+    t = type(v)
+    if (
+        (t is int and -_f_int < v < _f_int)
+        or t in KEEP_TYPES
+        or (t is str and len(v) <= _f_top_str)
+    ):
+        return v
+    if t is tuple:
+        return v if _small_scalars(v) else Snapper(lim).snap(v)
+    if t is list:
+        return list(v) if _small_scalars(v) else Snapper(lim).snap(v)
+    if t is dict:
+        return dict(v) if _small_scalar_dict(v) else Snapper(lim).snap(v)
+    return Snapper(lim).snap(v)
 
 
 def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
@@ -135,11 +184,11 @@ def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
     """
     t = type(args)
     if t is tuple or t is list:
-        if _small_scalars(args, lim):
+        if _small_scalars(args):
             return (args if t is tuple else list(args)), len(args)
         return Snapper(lim).snap(args), len(args)
     if t is dict:
-        if _small_scalar_dict(args, lim):
+        if _small_scalar_dict(args):
             return dict(args), len(args)  # a copy: the caller may reuse its dict
         return Snapper(lim).snap(args), len(args)
     if args is None:
@@ -169,7 +218,7 @@ _accel: Any = None  # the C accelerator module when it is in use (see use_accele
 def _sync() -> None:
     """Tell the C core the state its report path reads (a no-op on the pure core)."""
     if _accel is not None:
-        _accel.sync(_enabled, _buffer, _limits)
+        _accel.sync(_enabled, _buffer, _limits, _fast_limits(_limits))
 
 
 def use_accelerator(module: Any, ring_class: type[Any]) -> None:
@@ -240,11 +289,23 @@ def get_buffer() -> RingBuffer | None:
     return _buffer
 
 
+_enabled_listeners: list[Any] = []
+
+
+def on_enabled_change(listener: Any) -> None:
+    """Call ``listener(flag)`` now and whenever capture is switched on or off globally
+    (rewritten code reads such a flag to skip its reports while capture is off)."""
+    _enabled_listeners.append(listener)
+    listener(_enabled)
+
+
 def set_enabled(flag: bool) -> None:
     """Switch capture on or off for every thread and task at once."""
     global _enabled
     _enabled = bool(flag)
     _sync()
+    for listener in _enabled_listeners:
+        listener(_enabled)
 
 
 def is_started() -> bool:
@@ -477,15 +538,7 @@ def report_function_exit(
         ts = _monotonic_ns()
         lim = _limits
         if exit_reason == "normal":
-            t = type(return_value)
-            if (
-                (t is int and -_INT64 < return_value < _INT64)
-                or t in KEEP_TYPES
-                or (t is str and len(return_value) <= lim.max_string)
-            ):
-                result = return_value
-            else:
-                result = Snapper(lim).snap(return_value)
+            result = _snap_value(return_value, lim)
             exc = None
         else:
             result = None

@@ -43,8 +43,14 @@
 static int g_enabled = 0;
 static PyObject *g_buffer = NULL;     /* a RingStorage subclass instance, or NULL */
 static PyObject *g_limits = NULL;     /* the Limits named tuple */
+/* the fast paths' bounds: _pure._fast_limits() */
 static Py_ssize_t g_max_items = 20;
 static Py_ssize_t g_max_string = 256;
+static Py_ssize_t g_top_string = 256;
+static unsigned long long g_int_limit = 1ULL << 63;
+static Py_ssize_t g_budget = 4096;
+static int g_containers = 1;
+#define SMALL 8
 
 static PyObject *g_stack_var = NULL;  /* the ContextVar of frames */
 static PyObject *g_off = NULL;        /* _OFF */
@@ -786,44 +792,71 @@ keep_type(PyTypeObject *t)
     return 0;
 }
 
-/* _pure's KEEP check for one value: -1 error, 0 no, 1 kept as it is. */
+/* An int within the snapshot's int rule: -1 error, 0 no, 1 yes. */
 static inline int
-small_scalar(PyObject *a)
+small_int(PyObject *a)
+{
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    if (overflow || x == LLONG_MIN) return 0;
+    unsigned long long mag = x < 0 ? (unsigned long long)(-x) : (unsigned long long)x;
+    return mag < g_int_limit;
+}
+
+/* One item of a flat container kept whole? Adds a str's length to *total. -1 error. */
+static inline int
+item_ok(PyObject *a, Py_ssize_t *total)
 {
     PyTypeObject *t = Py_TYPE(a);
-    if (t == &PyUnicode_Type) return PyUnicode_GET_LENGTH(a) <= g_max_string;
-    if (t == &PyLong_Type) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
-        if (x == -1 && PyErr_Occurred()) return -1;
-        return !overflow && x != LLONG_MIN;
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(a);
+        if (len > g_max_string) return 0;
+        *total += len;
+        return 1;
     }
+    if (t == &PyLong_Type) return small_int(a);
     return keep_type(t);
 }
 
+/* _pure._small_scalars: would the snapshot copy these items whole? -1 error. */
 static int
-small_scalars(PyObject *const *items, Py_ssize_t n)
+small_scalars(PyObject *const *items, Py_ssize_t n, Py_ssize_t extra)
 {
-    if (n > g_max_items) return 0;
+    if (!g_containers || n > g_max_items) return 0;
+    Py_ssize_t total = extra + SMALL * (n + 1);
     for (Py_ssize_t k = 0; k < n; k++) {
-        int r = small_scalar(items[k]);
+        int r = item_ok(items[k], &total);
         if (r <= 0) return r;
     }
-    return 1;
+    return total <= g_budget;
 }
 
+/* _pure._small_scalar_dict: short str keys, small scalar values, within the budget. */
 static int
 small_scalar_dict(PyObject *d)
 {
-    if (PyDict_GET_SIZE(d) > g_max_items) return 0;
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(d, &pos, &k, &v)) {
-        if (!PyUnicode_CheckExact(k) || PyUnicode_GET_LENGTH(k) > g_max_string) return 0;
-        int r = small_scalar(v);
+    Py_ssize_t n = PyDict_GET_SIZE(d);
+    if (!g_containers || n > g_max_items) return 0;
+    Py_ssize_t pos = 0, total = SMALL * (n + 1);
+    PyObject *key, *v;
+    while (PyDict_Next(d, &pos, &key, &v)) {
+        if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > g_max_string) return 0;
+        total += PyUnicode_GET_LENGTH(key) + SMALL;
+        int r = item_ok(v, &total);
         if (r <= 0) return r;
     }
-    return 1;
+    return total <= g_budget;
+}
+
+/* One value kept as it is by the snapshot? (_pure._snap_value's first test) -1 error. */
+static inline int
+small_value(PyObject *a)
+{
+    PyTypeObject *t = Py_TYPE(a);
+    if (t == &PyUnicode_Type) return PyUnicode_GET_LENGTH(a) <= g_top_string;
+    if (t == &PyLong_Type) return small_int(a);
+    return keep_type(t);
 }
 
 static inline PyObject *
@@ -841,13 +874,13 @@ snap_args(PyObject *args, Py_ssize_t *arity)
     int r;
     if (t == &PyTuple_Type) {
         *arity = PyTuple_GET_SIZE(args);
-        r = small_scalars(((PyTupleObject *)args)->ob_item, *arity);
+        r = small_scalars(((PyTupleObject *)args)->ob_item, *arity, 0);
         if (r < 0) return NULL;
         return r ? Py_NewRef(args) : call_snap(g_snap, args);
     }
     if (t == &PyList_Type) {
         *arity = PyList_GET_SIZE(args);
-        r = small_scalars(((PyListObject *)args)->ob_item, *arity);
+        r = small_scalars(((PyListObject *)args)->ob_item, *arity, 0);
         if (r < 0) return NULL;
         return r ? PyList_GetSlice(args, 0, *arity) : call_snap(g_snap, args);
     }
@@ -863,6 +896,32 @@ snap_args(PyObject *args, Py_ssize_t *arity)
     }
     *arity = -1;
     return call_snap(g_snap, args);
+}
+
+/* _pure._snap_value: a return value kept, copied flat, or snapshotted. New reference. */
+static PyObject *
+snap_value(PyObject *v)
+{
+    int r = small_value(v);
+    if (r < 0) return NULL;
+    if (r) return Py_NewRef(v);
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyTuple_Type) {
+        r = small_scalars(((PyTupleObject *)v)->ob_item, PyTuple_GET_SIZE(v), 0);
+        if (r < 0) return NULL;
+        return r ? Py_NewRef(v) : call_snap(g_snap, v);
+    }
+    if (t == &PyList_Type) {
+        r = small_scalars(((PyListObject *)v)->ob_item, PyList_GET_SIZE(v), 0);
+        if (r < 0) return NULL;
+        return r ? PyList_GetSlice(v, 0, PyList_GET_SIZE(v)) : call_snap(g_snap, v);
+    }
+    if (t == &PyDict_Type) {
+        r = small_scalar_dict(v);
+        if (r < 0) return NULL;
+        return r ? PyDict_Copy(v) : call_snap(g_snap, v);
+    }
+    return call_snap(g_snap, v);
 }
 
 /* A frame of the call stack: (call_id, parent_frame, correlation_id, start_ns). */
@@ -1144,9 +1203,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         if (normal < 0) goto error;
     }
     if (normal) {
-        int r = small_scalar(rv);
-        if (r < 0) goto error;
-        res = r ? Py_NewRef(rv) : call_snap(g_snap, rv);
+        res = snap_value(rv);
         if (res == NULL) goto error;
         exc = Py_NewRef(Py_None);
     }
@@ -1280,34 +1337,38 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
     Py_RETURN_NONE;
 }
 
-/* sync(enabled, buffer, limits): the state the report path reads. */
+/* sync(enabled, buffer, limits, fast): the state the report path reads; `fast` is
+ * _pure._fast_limits(limits): (items, str, top_str, int_limit, budget, containers). */
 static PyObject *
 sync_state(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "sync(enabled, buffer, limits)");
+    if (nargs != 4 || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 6) {
+        PyErr_SetString(PyExc_TypeError, "sync(enabled, buffer, limits, fast_limits)");
         return NULL;
     }
-    PyObject *buffer = args[1], *limits = args[2];
+    PyObject *buffer = args[1], *limits = args[2], *fast = args[3];
     if (buffer != Py_None && !PyObject_TypeCheck(buffer, &RingStorage_Type)) {
         PyErr_Format(PyExc_TypeError, "expected a RingBuffer of the C core, got %s",
                      Py_TYPE(buffer)->tp_name);
         return NULL;
     }
-    PyObject *mi = PyObject_GetAttrString(limits, "max_items");
-    if (mi == NULL) return NULL;
-    Py_ssize_t max_items = PyLong_AsSsize_t(mi);
-    Py_DECREF(mi);
-    if (max_items == -1 && PyErr_Occurred()) return NULL;
-    PyObject *ms = PyObject_GetAttrString(limits, "max_string");
-    if (ms == NULL) return NULL;
-    Py_ssize_t max_string = PyLong_AsSsize_t(ms);
-    Py_DECREF(ms);
-    if (max_string == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t v[5];
+    for (int k = 0; k < 5; k++) {
+        if (k == 3) continue;
+        v[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(fast, k == 4 ? 4 : k));
+        if (v[k] == -1 && PyErr_Occurred()) return NULL;
+    }
+    unsigned long long int_limit = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(fast, 3));
+    if (int_limit == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    int containers = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 5));
     int on = PyObject_IsTrue(args[0]);
-    if (on < 0) return NULL;
-    g_max_items = max_items;
-    g_max_string = max_string;
+    if (containers < 0 || on < 0) return NULL;
+    g_max_items = v[0];
+    g_max_string = v[1];
+    g_top_string = v[2];
+    g_int_limit = int_limit;
+    g_budget = v[4];
+    g_containers = containers;
     Py_XSETREF(g_limits, Py_NewRef(limits));
     Py_XSETREF(g_buffer, buffer == Py_None ? NULL : Py_NewRef(buffer));
     g_enabled = on;

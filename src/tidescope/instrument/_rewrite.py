@@ -6,14 +6,18 @@ What is injected, by level (each level includes the ones before it):
     A function's body (after its docstring) becomes::
 
         __tidescope_rv__ = None
-        __tidescope_call__ = __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
+        __tidescope_call__ = (
+            __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
+            if __tidescope_rt__.on else None
+        )
         try:
             <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
         except __tidescope_rt__.BaseException as __tidescope_exc__:
             __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, __tidescope_exc__, id)
             raise
         finally:
-            __tidescope_rt__.leave(__tidescope_call__, __tidescope_rv__, ast_node_id=id)
+            if __tidescope_call__ is not None:
+                __tidescope_rt__.leave(__tidescope_call__, __tidescope_rv__, ast_node_id=id)
 
     so entry and exit share the call id the core returned, the exit sees the value really
     returned (a ``return`` in a user's ``finally`` overrides an earlier one, as it does in
@@ -336,9 +340,23 @@ class _Rewriter(ast.NodeTransformer):
             on_exc = at.assign(CALL, at.rt("gfail", call, start, exc, n))
             final = at.expr(at.rt("gleave", call, start, rv, n))
         else:
-            pre.append(at.assign(CALL, at.rt("enter", mod, q, params, ast_node_id=n)))
+            # capture off: one attribute load and a branch, not two calls and a dict
+            entered = ast.IfExp(
+                test=at.attr("on"),
+                body=at.rt("enter", mod, q, params, ast_node_id=n),
+                orelse=at.const(None),
+                **at.loc,
+            )
+            pre.append(at.assign(CALL, entered))
             on_exc = at.assign(CALL, at.rt("fail", call, exc, n))
-            final = at.expr(at.rt("leave", call, rv, ast_node_id=n))
+            final = ast.If(
+                test=ast.Compare(
+                    left=call, ops=[ast.IsNot()], comparators=[at.const(None)], **at.loc
+                ),
+                body=[at.expr(at.rt("leave", call, rv, ast_node_id=n))],
+                orelse=[],
+                **at.loc,
+            )
         handler = ast.ExceptHandler(
             type=at.attr("BaseException"),
             name=EXC,

@@ -22,6 +22,7 @@ from tidescope.capture.runtime import ast as _ast
 
 __all__ = [
     "BaseException",
+    "on",
     "branch",
     "call",
     "delegate",
@@ -44,6 +45,17 @@ __all__ = [
 # Rewritten handlers name the class through this module, so a user's global
 # ``BaseException = ...`` can't change what the injected ``except`` catches.
 BaseException = builtins.BaseException
+
+on = False
+"""True while capture is on globally: rewritten functions skip their reports without it."""
+
+
+def _set_on(flag: bool) -> None:
+    global on
+    on = flag
+
+
+_core.on_enabled_change(_set_on)
 
 enter: Final = _core.report_function_entry
 leave: Final = _core.report_function_exit
