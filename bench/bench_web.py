@@ -8,8 +8,11 @@ configurations each:
 
 * ``asgi``: a trivial Starlette endpoint (``GET /`` -> ``"ok"``) under uvicorn (one
   process, the asyncio loop, h11 or httptools as uvicorn picks);
-* ``wsgi``: a trivial WSGI application (``"ok"`` with its Content-Length) under waitress
-  (one process, 4 threads);
+* ``wsgi``: a trivial WSGI application (``"ok"`` with its Content-Length) under gunicorn
+  (one sync worker: one request at a time, a new connection each, and no other thread
+  contending for the GIL, so that the figure is the CPU a request costs), or waitress (one
+  process, 4 threads) when gunicorn is not installed or ``BENCH_WSGI_SERVER=waitress``
+  (there the threads' contention for the GIL makes the figures far noisier);
 
 and the configurations: ``plain`` (no middleware), ``off`` (tidescope's middleware, capture
 not started), ``tidescope`` (the middleware, capture started, and the drain writing the
@@ -19,9 +22,11 @@ request's start and end and the endpoint's entry and exit, and 2 per WSGI reques
 with the SDK's TracerProvider and a BatchSpanProcessor feeding an exporter that drops the
 spans: the spans are made, never serialised).
 
-All eight servers run at once; each round runs wrk against every one of them in a shuffled
-order, so that drift of this shared machine spreads over all configurations. The tables
-give the median requests per second over rounds and the added time per request,
+First, in process: each configuration's application called directly in a loop (no server,
+no network; capture into the ring only), which isolates the middleware's own cost. Then
+the servers, all eight at once; each round runs wrk against every one of them in a
+shuffled order, so that drift of this shared machine spreads over all configurations. The
+tables give the median requests per second over rounds and the added time per request,
 ``1e6 / rps - 1e6 / rps(plain)`` in µs: with the server saturated, the extra time each
 request costs the server. The target (issue 5) is tidescope's added cost at most one tenth
 of OpenTelemetry's.
@@ -45,6 +50,12 @@ from typing import Any
 
 SERVERS = ("asgi", "wsgi")
 MODES = ("plain", "off", "tidescope", "otel")
+try:
+    import gunicorn  # noqa: F401
+except ImportError:
+    WSGI_SERVER = "waitress"
+else:
+    WSGI_SERVER = os.environ.get("BENCH_WSGI_SERVER", "gunicorn")
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,12 +116,8 @@ def otel_provider() -> Any:
 
 
 def serve(kind: str, mode: str, port: int) -> None:
-    if mode == "tidescope":
-        import tidescope
-        from tidescope.export.drain import Drain
-
-        tidescope.start()
-        Drain(tempfile.mkdtemp(prefix="bench_web_")).start()
+    if mode == "tidescope" and not (kind == "wsgi" and WSGI_SERVER == "gunicorn"):
+        start_capture()
     if kind == "asgi":
         import uvicorn
 
@@ -118,6 +125,8 @@ def serve(kind: str, mode: str, port: int) -> None:
             asgi_app(mode), host="127.0.0.1", port=port, log_level="error", access_log=False,
             lifespan="off",
         )  # fmt: skip
+    elif kind == "wsgi" and WSGI_SERVER == "gunicorn":
+        serve_gunicorn(mode, port)
     else:
         import logging
 
@@ -125,6 +134,102 @@ def serve(kind: str, mode: str, port: int) -> None:
 
         logging.getLogger("waitress").setLevel(logging.ERROR)  # "Task queue depth" under load
         waitress.serve(wsgi_app(mode), host="127.0.0.1", port=port, threads=4, _quiet=True)
+
+
+def serve_gunicorn(mode: str, port: int) -> None:
+    """One sync gunicorn worker: one request at a time, no thread competing for the GIL."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": f"127.0.0.1:{port}", "workers": 1, "worker_class": "sync",
+                "loglevel": "error", "accesslog": None,
+            }.items():  # fmt: skip
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:  # in the worker, after the fork
+            if mode == "tidescope":
+                start_capture()
+            return wsgi_app(mode)
+
+    Server().run()
+
+
+def start_capture() -> None:
+    """Capture on, and the drain writing the trace to a temporary directory."""
+    import tidescope
+    from tidescope.export.drain import Drain
+
+    tidescope.start()
+    Drain(tempfile.mkdtemp(prefix="bench_web_")).start()
+
+
+# ---------------------------------------------------------------------------------------
+# in process: the middleware alone, no server, no network
+
+
+def in_process(rounds: int, n: int) -> dict[tuple[str, str], list[float]]:
+    """µs per request of each configuration's app called directly, ``n`` requests a run,
+    every configuration once per round in a shuffled order (capture switched on only for
+    the ``tidescope`` runs; its ring is drained between runs, outside the timing)."""
+    import asyncio
+
+    import tidescope
+
+    apps = {(k, m): (asgi_app if k == "asgi" else wsgi_app)(m) for k in SERVERS for m in MODES}
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
+    }  # fmt: skip
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    async def asgi_run(app: Any) -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+        return (time.perf_counter_ns() - t0) / n / 1e3
+
+    def wsgi_run(app: Any) -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            body = app(dict(environ), start_response)
+            for _chunk in body:
+                pass
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        return (time.perf_counter_ns() - t0) / n / 1e3
+
+    out: dict[tuple[str, str], list[float]] = {c: [] for c in apps}
+    for _ in range(rounds + 1):  # the first round warms up and is dropped
+        order = list(apps)
+        random.shuffle(order)
+        for kind, mode in order:
+            app = apps[(kind, mode)]
+            session = tidescope.start(buffer_size=1 << 16) if mode == "tidescope" else None
+            try:
+                us = asyncio.run(asgi_run(app)) if kind == "asgi" else wsgi_run(app)
+            finally:
+                if session is not None:
+                    tidescope.stop()
+            out[(kind, mode)].append(us)
+    return {c: v[1:] for c, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,6 +277,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of wrk per run")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--in-process", type=int, default=5000, metavar="N",
+        help="requests per in-process run (0: skip the in-process table)",
+    )  # fmt: skip
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -179,6 +288,8 @@ def main() -> int:
     if args.serve:
         serve(args.serve, args.mode, args.port)
         return 0
+    if args.in_process:
+        report_in_process(in_process(args.rounds, args.in_process), args)
     if shutil.which("wrk") is None:
         print(
             "bench_web.py needs the wrk load generator: `apt-get install -y wrk` (Debian) or "
@@ -215,6 +326,34 @@ def main() -> int:
     return 0
 
 
+def verdict(tidescope_us: float, otel_us: float) -> str:
+    """The target line: tidescope's added cost over OpenTelemetry's."""
+    if tidescope_us <= 0 or otel_us <= 0:
+        return "tidescope / OpenTelemetry added cost: not resolved (within this run's noise)"
+    ratio = tidescope_us / otel_us
+    met = "meets" if ratio <= 0.1 else "misses"
+    return f"tidescope / OpenTelemetry added cost: {ratio:.3f} ({met} the 0.1 target)"
+
+
+def report_in_process(us: dict[tuple[str, str], list[float]], args: argparse.Namespace) -> None:
+    import tidescope
+
+    print(f"In process (the app called directly, {args.in_process} requests a run, "
+          f"core {tidescope.core_info()['core']}, ring only, no drain): "
+          f"median of {args.rounds} interleaved rounds\n")  # fmt: skip
+    for kind in SERVERS:
+        med = {mode: statistics.median(us[(kind, mode)]) for mode in MODES}
+        print(f"{kind}: | configuration | µs/request (min-max) | added µs/request |")
+        print("|---|---|---|")
+        for mode in MODES:
+            lo, hi = min(us[(kind, mode)]), max(us[(kind, mode)])
+            added = med[mode] - med["plain"]
+            print(f"| {mode} | {med[mode]:.1f} ({lo:.1f}-{hi:.1f}) | {added:+.1f} |")
+        print(verdict(med["tidescope"] - med["plain"], med["otel"] - med["plain"]))
+        print()
+    sys.stdout.flush()
+
+
 def report(rps: dict[tuple[str, str], list[float]], args: argparse.Namespace) -> None:
     import tidescope  # the servers inherit this interpreter and environment: the same core
 
@@ -227,15 +366,13 @@ def report(rps: dict[tuple[str, str], list[float]], args: argparse.Namespace) ->
         med = {mode: statistics.median(rps[(kind, mode)]) for mode in MODES}
         base = 1e6 / med["plain"]
         added = {mode: 1e6 / med[mode] - base for mode in MODES}
-        print(f"{kind}: | configuration | requests/s (min-max) | added µs/request |")
+        server = "uvicorn" if kind == "asgi" else WSGI_SERVER
+        print(f"{kind} ({server}): | configuration | requests/s (min-max) | added µs/request |")
         print("|---|---|---|")
         for mode in MODES:
             lo, hi = min(rps[(kind, mode)]), max(rps[(kind, mode)])
             print(f"| {mode} | {med[mode]:.0f} ({lo:.0f}-{hi:.0f}) | {added[mode]:+.1f} |")
-        if added["otel"] > 0:
-            ratio = added["tidescope"] / added["otel"]
-            verdict = "meets" if ratio <= 0.1 else "misses"
-            print(f"tidescope / OpenTelemetry added cost: {ratio:.3f} ({verdict} the 0.1 target)")
+        print(verdict(added["tidescope"], added["otel"]))
         print()
 
 

@@ -173,10 +173,34 @@ def test_exception_while_streaming_is_reported_reraised_and_the_body_still_close
     assert error.correlation_id == done.correlation_id
 
 
-def test_sized_bodies_keep_their_length_and_file_wrappers_pass_through() -> None:
-    with tidescope.capture():
-        sized = TideScopeMiddleware(hello)(environ(), lambda *a: None)
-        assert len(sized) == 1  # type: ignore[arg-type]
+class Sized:
+    """A body with a length that is not a list: servers read ``len()`` to set Content-Length."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"sized"
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_bodies_keep_their_length_and_made_bodies_and_file_wrappers_pass_through() -> None:
+    with tidescope.capture() as cap:
+        listed = TideScopeMiddleware(hello)(environ(), lambda *a: None)
+        assert listed == [b"hi"]  # the app's own list: complete at once
+        assert len(cap.events(EventType.HTTP_REQUEST_COMPLETE)) == 1
+
+        sized = Sized()
+        wrapped = TideScopeMiddleware(streaming_app(sized))(environ(), lambda *a: None)  # type: ignore[arg-type]
+        assert wrapped is not sized and len(wrapped) == 1  # type: ignore[arg-type]
+        assert list(wrapped) == [b"sized"]
+        wrapped.close()  # type: ignore[attr-defined]
+        assert sized.closed == 1
 
         def file_app(env: Any, start_response: Any) -> Any:
             start_response("200 OK", [])
@@ -187,6 +211,7 @@ def test_sized_bodies_keep_their_length_and_file_wrappers_pass_through() -> None
         assert type(body) is FileWrapper
         streamed = TideScopeMiddleware(streaming_app(Streamed()))(environ(), lambda *a: None)
         assert not hasattr(streamed, "__len__")
+    assert len(cap.events(EventType.HTTP_REQUEST_COMPLETE)) == 3
 
 
 def test_traceparent_is_extracted_and_becomes_the_requests_correlation() -> None:

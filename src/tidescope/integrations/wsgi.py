@@ -10,10 +10,11 @@ Per request: ``http_request_start`` (method, path, query parameters, client addr
 ``remote_call_receive`` when the caller sent a W3C ``traceparent`` header, an ``error`` for
 an exception escaping the application or its body iterable (re-raised unchanged), and
 ``http_request_complete`` (status, content type, duration) when the server closes the body
-iterable or it is exhausted. The body iterable's own ``close()`` is always called. One
-correlation id is bound while the application runs and again while each body chunk is
-produced, so every call recorded meanwhile carries it (a streaming generator's too), and
-the server's thread is left as it was between chunks.
+iterable or it is exhausted (at once for a list or tuple body: it is all made already).
+The body iterable's own ``close()`` is always called. One correlation id is bound while
+the application runs and again while each body chunk is produced, so every call recorded
+meanwhile carries it (a streaming generator's too), and the server's thread is left as it
+was between chunks.
 
 The Flask extension (``tidescope.integrations.flask``) and the Django middleware
 (``tidescope.integrations.django``) add the view's entry and exit. With capture off the
@@ -109,10 +110,14 @@ def _status_code(status: Any) -> Any:
 
 
 def _wrap_body(body: Iterable[bytes], req: _web.WebRequest, environ: WSGIEnvironment) -> Any:
-    """``body`` wrapped so that its end completes the request; a server's file wrapper is
-    returned as it is (so the server can still send the file its own way), and the request
-    completes now."""
+    """``body`` wrapped so that its end completes the request. A list or tuple (the whole
+    body, made already: iterating it runs no application code) and a server's file wrapper
+    (so the server can still send the file its own way) are returned as they are, and the
+    request completes now."""
     try:
+        if type(body) is list or type(body) is tuple:
+            req.finish()
+            return body
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
             req.finish()
