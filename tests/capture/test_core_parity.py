@@ -38,7 +38,7 @@ if _core.CORE_NAME != "c":
         raise AssertionError(f"the C core is required but not loaded: {_core.CORE_REASON}")
     pytest.skip(f"the C core is not loaded ({_core.CORE_REASON})", allow_module_level=True)
 
-from tidescope.capture import _speedups  # type: ignore[attr-defined]  # noqa: E402
+from tidescope.capture import _speedups  # type: ignore[attr-defined]
 
 CRing = _core.RingBuffer
 PyRing = _ring.RingBuffer
