@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 

@@ -22,7 +22,6 @@ from tidescope.capture.runtime import ast as _ast
 
 __all__ = [
     "BaseException",
-    "on",
     "branch",
     "call",
     "delegate",
@@ -35,6 +34,7 @@ __all__ = [
     "line",
     "loop",
     "match",
+    "on",
     "resume",
     "snap",
     "suspend",
