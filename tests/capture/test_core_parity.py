@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tidescope
-from tidescope.capture import _core, _pure, _ring
+from tidescope.capture import _clock, _core, _pure, _ring
 from tidescope.capture._snapshot import Limits, Snapper
-from tidescope.events import jsonable
+from tidescope.events import Event, jsonable
 
 if _core.CORE_NAME != "c":
     if os.environ.get("TIDESCOPE_REQUIRE_C") == "1" and os.environ.get("TIDESCOPE_CORE") != (
@@ -165,6 +165,23 @@ class Run:
             )
         return out
 
+    def events(self, got: tuple[list[Any], int]) -> list[Any]:
+        """Events read without consuming (built in C by the C ring), normalised."""
+        out: list[Any] = []
+        for e in got[0]:
+            if not isinstance(e, Event):
+                out.append(("event", jsonable(e)))
+                continue
+            rec = (0, e.event_id, e.timestamp, e.thread_id, e.task_id, e.correlation_id,
+                   e.parent_id, e.call_id, e.ast_node_id, e.event_type, e.data)  # fmt: skip
+            data = e.data
+            if e.event_type in ("function_entry", "function_exit") and type(data) is dict:
+                rec = (*rec[:10], tuple(data.values()))
+            assert e.wall_time - e.timestamp == _clock.wall_offset
+            assert (e.node, e.pid) == (_clock.node(), _clock.pid())
+            out.append(self.records([rec])[0][1:])
+        return [*out, got[1]]
+
     def apply(self, op: tuple[Any, ...]) -> None:
         kind = op[0]
         if kind == "entry":
@@ -205,6 +222,8 @@ class Run:
             _core.initialize_context()
         elif kind == "write":
             self.log.append(("write", self.buffer.write(op[1])))
+        elif kind == "drain" and op[1] % 2:
+            self.log.append(("drain", self.events((self.buffer.drain(op[1]), 0))))
         elif kind == "drain":
             self.log.append(("drain", self.records(self.buffer.drain_records(op[1]))))
         self.log.append(("stack", [self.norm(c) for c in _core.call_stack()]))
@@ -223,6 +242,7 @@ def run(core: str, sequence: list[Any], lim: Limits, size: int, strategy: str) -
     try:
         for op in sequence:
             r.apply(op)
+        r.log.append(("read", r.events(r.buffer.read_batch(0, 1000))))
         r.log.append(("rest", r.records(r.buffer.drain_records())))
         stats = r.buffer.stats()
         r.log.append(("stats", stats))

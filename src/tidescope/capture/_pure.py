@@ -33,7 +33,7 @@ from tidescope.capture._snapshot import (
     exception_snapshot,
     type_name,
 )
-from tidescope.events import EventType, Truncated
+from tidescope.events import Event, EventType, Truncated
 
 CORE_NAME: Final = "python"
 
@@ -241,6 +241,8 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
             "entry_type": _FUNCTION_ENTRY,
             "exit_type": _FUNCTION_EXIT,
             "keep_types": tuple(KEEP_TYPES),
+            "event_class": Event,
+            "clock": _clock,
         }
     )
     _accel = module

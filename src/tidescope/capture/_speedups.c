@@ -64,6 +64,11 @@ static PyObject *g_exit_type = NULL;
 static PyObject **g_keep = NULL;      /* KEEP_TYPES as an array of type pointers */
 static Py_ssize_t g_nkeep = 0;
 static PyObject *g_abandoned = NULL;  /* published by a writer interrupted after its claim */
+static PyTypeObject *g_event_class = NULL; /* tidescope.events.Event */
+static Py_ssize_t g_event_offsets[13];     /* where each of its 13 slots lives */
+static PyObject *g_clock_module = NULL;    /* the _clock module: wall_offset */
+static PyObject *s_data_keys[8];           /* module, function, arity, args, return_value, ... */
+static PyObject *s_node = NULL, *s_pid = NULL, *s_wall_offset = NULL;
 static PyObject *s_normal = NULL, *s_put_slow = NULL;
 static PyObject *s_ast_node_id = NULL, *s_call_id = NULL, *s_exit_reason = NULL,
                 *s_duration_ns = NULL;
@@ -426,6 +431,72 @@ materialize(Slot *c, uint64_t pos)
     return t;
 }
 
+/* An entry's or exit's data dict from its four items. */
+static PyObject *
+data_dict(Slot *c)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL) return NULL;
+    PyObject *const *keys = &s_data_keys[c->kind == K_ENTRY ? 0 : 4];
+    for (int k = 0; k < 4; k++) {
+        PyObject *v = get_val(c->d[k], k == 2 && (c->draw & D_RAW2));
+        if (v == NULL || PyDict_SetItem(d, keys[k], v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+/* One published slot as an Event (what _ring._event_from_record builds), or the object
+ * written with write(). */
+static PyObject *
+build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset)
+{
+    PyObject *wall_obj = NULL;
+    if (c->kind == K_EVENT) return Py_NewRef(c->d[0].o);
+    PyObject *v[13];
+    v[0] = get_val(c->eid, c->raw & R_EID);
+    v[1] = get_val(c->ts, c->raw & R_TS);
+    if (c->raw & R_TS) {
+        v[2] = PyLong_FromLongLong(c->ts.i + wall_offset);
+    }
+    else {
+        wall_obj = PyLong_FromLongLong(wall_offset);
+        v[2] = wall_obj ? PyNumber_Add(c->ts.o, wall_obj) : NULL;
+        Py_XDECREF(wall_obj);
+    }
+    v[3] = Py_NewRef(node);
+    v[4] = Py_NewRef(pid);
+    v[5] = (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
+                               : Py_NewRef(c->thread.o);
+    v[6] = get_val(c->task, c->raw & R_TASK);
+    v[7] = get_val(c->corr, c->raw & R_CORR);
+    v[8] = get_val(c->parent, c->raw & R_PARENT);
+    v[9] = get_val(c->call, c->raw & R_CALL);
+    v[10] = Py_NewRef(c->ast ? c->ast : Py_None);
+    if (c->kind == K_RECORD) {
+        v[11] = Py_NewRef(c->d[0].o);
+        v[12] = Py_NewRef(c->d[1].o);
+    }
+    else {
+        v[11] = Py_NewRef(c->kind == K_ENTRY ? g_entry_type : g_exit_type);
+        v[12] = data_dict(c);
+    }
+    PyObject *ev = NULL;
+    int bad = 0;
+    for (int k = 0; k < 13; k++) bad |= v[k] == NULL;
+    if (!bad) ev = g_event_class->tp_alloc(g_event_class, 0);
+    if (ev == NULL) {
+        for (int k = 0; k < 13; k++) Py_XDECREF(v[k]);
+        return NULL;
+    }
+    for (int k = 0; k < 13; k++) *(PyObject **)((char *)ev + g_event_offsets[k]) = v[k];
+    return ev;
+}
+
 /* Copy a slot's contents with new references (no allocation, no Python code). */
 static void
 hold_slot(Slot *dst, Slot *src)
@@ -444,20 +515,40 @@ drop_slot(Slot *c)
     release(&g);
 }
 
-/* _scan(p, count) -> (records, new_position, abandoned), as _ring.RingBuffer._scan. */
+/* _scan(p, count) -> (records, new_position, abandoned), as _ring.RingBuffer._scan;
+ * with as_events, Event objects instead of records (_scan_events). */
 static PyObject *
-RingStorage_scan(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
+scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_events)
 {
+    PyObject *node = NULL, *pid = NULL;
+    int64_t wall_offset = 0;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_scan(position, count)");
         return NULL;
+    }
+    if (as_events) {
+        if (g_event_class == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "_speedups.attach() was not called");
+            return NULL;
+        }
+        PyObject *off = PyObject_GetAttr(g_clock_module, s_wall_offset);
+        if (off == NULL) return NULL;
+        wall_offset = PyLong_AsLongLong(off);
+        Py_DECREF(off);
+        if (wall_offset == -1 && PyErr_Occurred()) return NULL;
+        node = PyObject_GetAttr((PyObject *)self, s_node);
+        pid = node ? PyObject_GetAttr((PyObject *)self, s_pid) : NULL;
+        if (pid == NULL) {
+            Py_XDECREF(node);
+            return NULL;
+        }
     }
     unsigned long long p = PyLong_AsUnsignedLongLong(args[0]);
     if (p == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     Py_ssize_t count = PyLong_AsSsize_t(args[1]);
     if (count == -1 && PyErr_Occurred()) return NULL;
     PyObject *out = PyList_New(0);
-    if (out == NULL) return NULL;
+    if (out == NULL) goto fail;
     Py_ssize_t abandoned = 0, got = 0;
     while (got < count && self->slots != NULL) {
         Slot *s = &self->slots[p & self->mask];
@@ -475,12 +566,13 @@ RingStorage_scan(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
                 abandoned++;
             }
             else {
-                PyObject *rec = materialize(&copy, p);
+                PyObject *rec = as_events ? build_event(&copy, node, pid, wall_offset)
+                                          : materialize(&copy, p);
                 if (rec == NULL || PyList_Append(out, rec) < 0) {
                     Py_XDECREF(rec);
                     drop_slot(&copy);
-                    Py_DECREF(out);
-                    return NULL;
+                    Py_CLEAR(out);
+                    goto fail;
                 }
                 Py_DECREF(rec);
                 got++;
@@ -497,7 +589,25 @@ RingStorage_scan(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
             break; /* claimed but not yet filled: read it next time, never skip it */
         }
     }
+    Py_XDECREF(node);
+    Py_XDECREF(pid);
     return Py_BuildValue("(NKn)", out, p, abandoned);
+fail:
+    Py_XDECREF(node);
+    Py_XDECREF(pid);
+    return NULL;
+}
+
+static PyObject *
+RingStorage_scan(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return scan_impl(self, args, nargs, 0);
+}
+
+static PyObject *
+RingStorage_scan_events(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return scan_impl(self, args, nargs, 1);
 }
 
 static PyObject *
@@ -526,6 +636,7 @@ static PyMethodDef RingStorage_methods[] = {
     {"_store", (PyCFunction)(void (*)(void))RingStorage_store, METH_FASTCALL, NULL},
     {"_store_abandoned", (PyCFunction)RingStorage_store_abandoned, METH_O, NULL},
     {"_scan", (PyCFunction)(void (*)(void))RingStorage_scan, METH_FASTCALL, NULL},
+    {"_scan_events", (PyCFunction)(void (*)(void))RingStorage_scan_events, METH_FASTCALL, NULL},
     {"_new_storage", (PyCFunction)RingStorage_new_storage, METH_O, NULL},
     {"_wipe_storage", (PyCFunction)RingStorage_wipe_storage, METH_NOARGS, NULL},
     {"_claimed", (PyCFunction)RingStorage_claimed, METH_NOARGS, NULL},
@@ -987,16 +1098,28 @@ kw_match(PyObject *name, PyObject *want)
  * event needs was done before the call. Returns 1 stored, 0 lapped. */
 static inline void
 fill_common(Slot *s, int64_t eid, int64_t ts, uint64_t thread, PyObject *task, PyObject *corr,
-            PyObject *parent, PyObject *call, PyObject *ast)
+            PyObject *parent, PyObject *call, PyObject *ast, PyObject *known, int64_t known_raw)
 {
     s->eid.i = eid;
     s->ts.i = ts;
     s->thread.i = (int64_t)thread;
     s->raw = R_EID | R_TS | R_THREAD;
     put_val(s, &s->task, task, R_TASK);
-    put_val(s, &s->corr, corr, R_CORR);
     put_val(s, &s->parent, parent, R_PARENT);
-    put_val(s, &s->call, call, R_CALL);
+    if (known != NULL && corr == known) { /* an id whose value we have: no conversion */
+        s->corr.i = known_raw;
+        s->raw |= R_CORR;
+    }
+    else {
+        put_val(s, &s->corr, corr, R_CORR);
+    }
+    if (known != NULL && call == known) {
+        s->call.i = known_raw;
+        s->raw |= R_CALL;
+    }
+    else {
+        put_val(s, &s->call, call, R_CALL);
+    }
     s->ast = ast == Py_None ? NULL : Py_NewRef(ast);
 }
 
@@ -1095,7 +1218,8 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
         Slot *s = &rb->slots[pos & rb->mask];
         Garbage g = {.n = 0};
         if (take_slot(s, pos, &g)) {
-            fill_common(s, eid, ts, thread, task, corr, parent, cid, astv);
+            fill_common(s, eid, ts, thread, task, corr, parent, cid, astv,
+                        call_id == Py_None ? cid : NULL, eid);
             s->kind = K_ENTRY;
             s->d[0].o = Py_NewRef(args[0]);
             s->d[1].o = Py_NewRef(args[1]);
@@ -1224,7 +1348,8 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         parent = p != Py_None ? PyTuple_GET_ITEM(p, 0) : Py_None;
         corr = Py_NewRef(PyTuple_GET_ITEM(frame, 2));
         if (duration == Py_None) {
-            long long start = PyLong_AsLongLong(PyTuple_GET_ITEM(frame, 3));
+            int overflow;
+            long long start = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(frame, 3), &overflow);
             if (start == -1 && PyErr_Occurred()) goto error;
             dur = ts - start;
             raw_duration = 1;
@@ -1250,7 +1375,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         Slot *s = &rb->slots[pos & rb->mask];
         Garbage g = {.n = 0};
         if (take_slot(s, pos, &g)) {
-            fill_common(s, eid, ts, thread, task, corr, parent, call_id, astv);
+            fill_common(s, eid, ts, thread, task, corr, parent, call_id, astv, NULL, 0);
             s->kind = K_EXIT;
             s->d[0].o = Py_NewRef(res);
             s->d[1].o = Py_NewRef(exc);
@@ -1314,6 +1439,29 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
         }
         Py_XSETREF(*slots[k], Py_NewRef(v));
     }
+    PyObject *ev = PyDict_GetItemString(ns, "event_class");
+    PyObject *clock = PyDict_GetItemString(ns, "clock");
+    if (ev == NULL || !PyType_Check(ev) || clock == NULL) {
+        PyErr_SetString(PyExc_KeyError, "attach(): missing event_class or clock");
+        return NULL;
+    }
+    static const char *fields[13] = {"event_id", "timestamp", "wall_time", "node", "pid",
+                                     "thread_id", "task_id", "correlation_id", "parent_id",
+                                     "call_id", "ast_node_id", "event_type", "data"};
+    for (int k = 0; k < 13; k++) {
+        PyObject *descr = PyObject_GetAttrString(ev, fields[k]);
+        if (descr == NULL) return NULL;
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        if (ok) g_event_offsets[k] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "Event.%s is not a slot", fields[k]);
+            return NULL;
+        }
+    }
+    Py_XSETREF(g_event_class, (PyTypeObject *)Py_NewRef(ev));
+    Py_XSETREF(g_clock_module, Py_NewRef(clock));
     PyObject *keep = PyDict_GetItemString(ns, "keep_types");
     PyObject *seq = keep ? PySequence_Tuple(keep) : NULL;
     if (seq == NULL) {
@@ -1415,8 +1563,17 @@ PyInit__speedups(void)
     s_call_id = PyUnicode_InternFromString("call_id");
     s_exit_reason = PyUnicode_InternFromString("exit_reason");
     s_duration_ns = PyUnicode_InternFromString("duration_ns");
+    s_node = PyUnicode_InternFromString("_node");
+    s_pid = PyUnicode_InternFromString("_pid");
+    s_wall_offset = PyUnicode_InternFromString("wall_offset");
+    static const char *keys[8] = {"module", "function", "arity", "args", "return_value",
+                                  "exception", "duration_ns", "exit_reason"};
+    for (int k = 0; k < 8; k++) {
+        s_data_keys[k] = PyUnicode_InternFromString(keys[k]);
+        if (s_data_keys[k] == NULL) return NULL;
+    }
     if (!s_normal || !s_put_slow || !s_ast_node_id || !s_call_id || !s_exit_reason ||
-        !s_duration_ns)
+        !s_duration_ns || !s_node || !s_pid || !s_wall_offset)
         return NULL;
     g_ids = PyType_GenericAlloc(&Ids_Type, 0);
     if (g_ids == NULL) return NULL;
