@@ -421,3 +421,56 @@ def test_importing_tidescope_imports_no_http_client() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_two_asgi_services_under_uvicorn_and_the_asgi_middleware_share_the_trace(
+    web_uvicorn: Callable[[Any], str], web_wait: Callable[..., list[Event]]
+) -> None:
+    asgi = pytest.importorskip("tidescope.integrations.asgi")
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    urls: dict[str, str] = {}
+
+    async def b_endpoint(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {"traceparent": request.headers.get("traceparent"), "corr": rt.current_correlation_id()}
+        )
+
+    async def a_endpoint(request: Request) -> JSONResponse:
+        async with thttpx.TracedAsyncClient() as c:
+            reply = (await c.get(f"{urls['b']}/b")).json()
+        return JSONResponse({"b": reply, "corr": rt.current_correlation_id()})
+
+    service_b = asgi.TideScopeMiddleware(Starlette(routes=[Route("/b", b_endpoint)]))
+    service_a = asgi.TideScopeMiddleware(Starlette(routes=[Route("/a", a_endpoint)]))
+    with tidescope.capture(buffer_size=4096) as cap:
+        urls["b"] = web_uvicorn(service_b)
+        a = web_uvicorn(service_a)
+        with httpx.Client() as plain:  # the outside caller: no header of its own
+            reply = plain.get(f"{a}/a").json()
+        events = web_wait(
+            cap, lambda ev: len([e for e in ev if e.event_type == "http_request_complete"]) == 2
+        )
+    send = only(events, lambda e: e.event_type == SEND)
+    receive = only(events, lambda e: e.event_type == RECEIVE)
+    assert reply["b"]["traceparent"] == send.data["traceparent"] == receive.data["traceparent"]
+    assert (send.data["trace_id"], send.data["span_id"]) == (
+        receive.data["trace_id"],
+        receive.data["span_id"],
+    )
+    # A's request correlation (the middleware's own id) gives the trace id; B's request
+    # takes the trace id as its correlation
+    assert send.data["trace_id"] == trace_id_for(reply["corr"])
+    assert reply["b"]["corr"] == send.data["trace_id"] == receive.correlation_id
+    starts = [e for e in events if e.event_type == "http_request_start"]
+    assert sorted(str(e.correlation_id) for e in starts) == sorted(
+        [str(reply["corr"]), send.data["trace_id"]]
+    )
+    request_call = only(
+        events, lambda e: e.event_type == EventType.FUNCTION_ENTRY and e.call_id == send.call_id
+    )
+    assert int(send.data["span_id"], 16) == request_call.call_id
+    assert internal_errors() == 0, cap.stats()["last_internal_error"]
