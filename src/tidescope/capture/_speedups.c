@@ -196,6 +196,36 @@ get_val(Val v, int is_raw)
     return Py_NewRef(v.o);
 }
 
+/* A reader's small cache of ints it built: the ids of one thread, task, correlation and
+ * call recur from event to event, so a batch shares their int objects. */
+#define ICACHE 64
+typedef struct { int64_t key[ICACHE]; PyObject *obj[ICACHE]; } IntCache;
+
+static inline PyObject *
+cached_int(IntCache *c, int64_t v)
+{
+    unsigned h = (unsigned)(((uint64_t)v * 0x9E3779B97F4A7C15ULL) >> 58);
+    if (c->obj[h] != NULL && c->key[h] == v) return Py_NewRef(c->obj[h]);
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL) return NULL;
+    Py_XSETREF(c->obj[h], Py_NewRef(o));
+    c->key[h] = v;
+    return o;
+}
+
+static inline PyObject *
+get_val_cached(IntCache *c, Val v, int is_raw)
+{
+    if (is_raw) return cached_int(c, v.i);
+    return Py_NewRef(v.o);
+}
+
+static void
+icache_clear(IntCache *c)
+{
+    for (int k = 0; k < ICACHE; k++) Py_CLEAR(c->obj[k]);
+}
+
 /* --------------------------------------------------------------------------------- */
 /* RingStorage                                                                        */
 
@@ -382,7 +412,7 @@ RingStorage_write(RingStorage *self, PyObject *event)
 
 /* One published slot as the pure ring's tuple. */
 static PyObject *
-materialize(Slot *c, uint64_t pos)
+materialize(Slot *c, uint64_t pos, IntCache *ic)
 {
     PyObject *p = PyLong_FromUnsignedLongLong(pos);
     if (p == NULL) return NULL;
@@ -401,10 +431,10 @@ materialize(Slot *c, uint64_t pos)
     v[1] = get_val(c->ts, c->raw & R_TS);
     v[2] = (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
                                : Py_NewRef(c->thread.o);
-    v[3] = get_val(c->task, c->raw & R_TASK);
-    v[4] = get_val(c->corr, c->raw & R_CORR);
-    v[5] = get_val(c->parent, c->raw & R_PARENT);
-    v[6] = get_val(c->call, c->raw & R_CALL);
+    v[3] = get_val_cached(ic, c->task, c->raw & R_TASK);
+    v[4] = get_val_cached(ic, c->corr, c->raw & R_CORR);
+    v[5] = get_val_cached(ic, c->parent, c->raw & R_PARENT);
+    v[6] = get_val_cached(ic, c->call, c->raw & R_CALL);
     v[7] = Py_NewRef(c->ast ? c->ast : Py_None);
     if (c->kind == K_RECORD) {
         v[8] = Py_NewRef(c->d[0].o);
@@ -453,7 +483,7 @@ data_dict(Slot *c)
 /* One published slot as an Event (what _ring._event_from_record builds), or the object
  * written with write(). */
 static PyObject *
-build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset)
+build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset, IntCache *ic)
 {
     PyObject *wall_obj = NULL;
     if (c->kind == K_EVENT) return Py_NewRef(c->d[0].o);
@@ -470,12 +500,13 @@ build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset)
     }
     v[3] = Py_NewRef(node);
     v[4] = Py_NewRef(pid);
-    v[5] = (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
-                               : Py_NewRef(c->thread.o);
-    v[6] = get_val(c->task, c->raw & R_TASK);
-    v[7] = get_val(c->corr, c->raw & R_CORR);
-    v[8] = get_val(c->parent, c->raw & R_PARENT);
-    v[9] = get_val(c->call, c->raw & R_CALL);
+    v[5] = (c->raw & R_THREAD) && c->thread.i >= 0 ? cached_int(ic, c->thread.i)
+           : (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
+                                 : Py_NewRef(c->thread.o);
+    v[6] = get_val_cached(ic, c->task, c->raw & R_TASK);
+    v[7] = get_val_cached(ic, c->corr, c->raw & R_CORR);
+    v[8] = get_val_cached(ic, c->parent, c->raw & R_PARENT);
+    v[9] = get_val_cached(ic, c->call, c->raw & R_CALL);
     v[10] = Py_NewRef(c->ast ? c->ast : Py_None);
     if (c->kind == K_RECORD) {
         v[11] = Py_NewRef(c->d[0].o);
@@ -521,6 +552,7 @@ static PyObject *
 scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_events)
 {
     PyObject *node = NULL, *pid = NULL;
+    IntCache *ic = NULL;
     int64_t wall_offset = 0;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_scan(position, count)");
@@ -547,6 +579,11 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
     if (p == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     Py_ssize_t count = PyLong_AsSsize_t(args[1]);
     if (count == -1 && PyErr_Occurred()) return NULL;
+    ic = PyMem_Calloc(1, sizeof(IntCache));
+    if (ic == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     PyObject *out = PyList_New(0);
     if (out == NULL) goto fail;
     Py_ssize_t abandoned = 0, got = 0;
@@ -566,8 +603,8 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
                 abandoned++;
             }
             else {
-                PyObject *rec = as_events ? build_event(&copy, node, pid, wall_offset)
-                                          : materialize(&copy, p);
+                PyObject *rec = as_events ? build_event(&copy, node, pid, wall_offset, ic)
+                                          : materialize(&copy, p, ic);
                 if (rec == NULL || PyList_Append(out, rec) < 0) {
                     Py_XDECREF(rec);
                     drop_slot(&copy);
@@ -591,10 +628,16 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
     }
     Py_XDECREF(node);
     Py_XDECREF(pid);
+    icache_clear(ic);
+    PyMem_Free(ic);
     return Py_BuildValue("(NKn)", out, p, abandoned);
 fail:
     Py_XDECREF(node);
     Py_XDECREF(pid);
+    if (ic != NULL) {
+        icache_clear(ic);
+        PyMem_Free(ic);
+    }
     return NULL;
 }
 
