@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from tidescope.capture import _clock
@@ -300,7 +301,9 @@ class _RingLogic:
         """
         return self._consume(max_count, self._scan)
 
-    def _consume(self, max_count: int | None, scan: Any) -> list[Any]:
+    def _consume(
+        self, max_count: int | None, scan: Callable[[int, int], tuple[list[Any], int, int]]
+    ) -> list[Any]:
         if max_count is not None and (type(max_count) is not int or max_count < 0):
             raise ValueError(f"max_count must be an int >= 0 or None, got {max_count!r}")
         with self._read_lock:
