@@ -17,7 +17,8 @@ else (fetches, iteration, ``commit``, attributes such as ``row_factory`` or
 the proxy; ``__wrapped__`` is the driver's object, for code that needs the real type.
 
 Reporting fails open (a failure inside it is counted, never raised). With capture off an
-execute costs one extra call and one check.
+execute costs one extra call and one check. Asyncio drivers (psycopg's ``AsyncConnection``,
+aiosqlite) are not DB-API 2: instrument them through SQLAlchemy's ``AsyncEngine``.
 """
 
 from __future__ import annotations
