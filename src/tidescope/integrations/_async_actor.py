@@ -126,7 +126,7 @@ def _instrument(cls: C, state: str | None, callbacks: Iterable[str]) -> C:
         fn = getattr(cls, callback, None)
         if fn is None or not callable(fn) or getattr(fn, _MARK, False):
             continue
-        if isinstance(inspect.getattr_static(cls, callback), (staticmethod, classmethod)):
+        if isinstance(inspect.getattr_static(cls, callback, None), (staticmethod, classmethod)):
             continue  # no instance, no state
         setattr(cls, callback, _wrap_callback(fn, callback, state))
     return cls
