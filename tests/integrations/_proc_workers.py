@@ -45,3 +45,22 @@ def fail(message: str) -> None:
 
 def huge(n: int) -> str:
     return "h" * n
+
+
+class Hostile:
+    """Picklable, but its repr, equality and attribute lookups all raise."""
+
+    def __init__(self) -> None:
+        self.payload = "p" * 100_000
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def echo(value: Any) -> Any:
+    return value

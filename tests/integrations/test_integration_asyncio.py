@@ -707,3 +707,33 @@ def test_hostile_and_huge_actor_state_is_captured_safely() -> None:
     rows = starts[1].data["old_state"].attrs["rows"]
     assert isinstance(rows, Truncated) or len(rows) <= 20
     assert internal_errors() == 2  # the unreadable state, read at start and at the end
+
+
+def test_an_async_callback_that_raises_reports_error_then_complete_and_raises_unchanged() -> None:
+    boom = OSError(5, "disk")
+
+    @tai.actor(state="pending")
+    class Writer:
+        def __init__(self) -> None:
+            self.pending = ["a"]
+
+        async def handle_cast(self, _msg: Any) -> None:
+            self.pending.append("b")
+            await asyncio.sleep(0)
+            raise boom
+
+    async def main() -> bool:
+        w = Writer()
+        try:
+            await w.handle_cast("flush")
+        except OSError as exc:
+            return exc is boom
+        return False
+
+    raised_unchanged, cap = run_traced(main)
+    assert raised_unchanged
+    kinds = [str(e.event_type) for e in cap.events() if str(e.event_type).startswith("actor_")]
+    assert kinds == ["actor_callback_start", "actor_callback_error", "actor_callback_complete"]
+    complete = cap.events(EventType.ACTOR_CALLBACK_COMPLETE)[0]
+    assert complete.data["new_state"] == ["a", "b"]
+    assert complete.data["state_diff"]["changed"] is True

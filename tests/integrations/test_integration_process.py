@@ -326,3 +326,20 @@ def test_under_tidescope_run_children_record_into_the_runs_directory(
     assert ups >= 1
     # each cube is returned twice in the child: by cube() (the import hook) and by the task
     assert sorted(cubes) == sorted([0, 1, 8, 27] * 2)
+
+
+def test_none_and_hostile_arguments_and_results_are_recorded_safely(
+    ctx: Any, caller: tuple[Any, Any], tmp_path: Path
+) -> None:
+    with TracedProcessPoolExecutor(1, mp_context=ctx, trace_dir=tmp_path) as ex:
+        assert ex.submit(workers.echo, None).result(TIMEOUT) is None
+        back = ex.submit(workers.echo, workers.Hostile()).result(TIMEOUT)
+    assert type(back) is workers.Hostile
+    [records] = child_records(tmp_path).values()
+    runs = [r for r in of_type(records, "function_entry") if r["parent_id"] == caller[1]]
+    assert runs[0]["data"]["args"]["args"] == [None]
+    hostile_arg = runs[1]["data"]["args"]["args"][0]
+    assert hostile_arg["$object"] == "_proc_workers.Hostile"
+    exits = [r for r in of_type(records, "function_exit") if r["parent_id"] == caller[1]]
+    assert [e["data"]["exit_reason"] for e in exits] == ["normal", "normal"]
+    assert internal_errors() == 0
