@@ -172,11 +172,50 @@ publish(Slot *s, uint64_t pos)
     __atomic_store_n(&s->stamp, 2 * pos + 2, __ATOMIC_RELEASE);
 }
 
+/* An exact int of at most two digits (|v| < 2**60 with 30-bit digits) read straight from
+ * its digits: 1 and *out set, or 0 (the caller takes the general path). Ids are two
+ * digits, so this skips the general conversion's loop for every id and most values. */
+static inline int
+small_long(PyObject *o, int64_t *out)
+{
+#if PYLONG_BITS_IN_DIGIT == 30
+    PyLongObject *l = (PyLongObject *)o;
+#if PY_VERSION_HEX >= 0x030C0000
+    uintptr_t tag = l->long_value.lv_tag;
+    uintptr_t n = tag >> 3; /* digit count; the low bits: 0 positive, 1 zero, 2 negative */
+    const digit *d = l->long_value.ob_digit;
+    int neg = (tag & 3) == 2;
+#else
+    Py_ssize_t size = Py_SIZE(l);
+    uintptr_t n = (uintptr_t)(size < 0 ? -size : size);
+    const digit *d = l->ob_digit;
+    int neg = size < 0;
+#endif
+    int64_t v;
+    if (n == 0) v = 0;
+    else if (n == 1) v = (int64_t)d[0];
+    else if (n == 2) v = (int64_t)d[0] | ((int64_t)d[1] << 30);
+    else return 0;
+    *out = neg ? -v : v;
+    return 1;
+#else
+    (void)o;
+    (void)out;
+    return 0;
+#endif
+}
+
 /* A Python object as a slot value: exact ints in range are kept raw. Steals nothing. */
 static inline void
 put_val(Slot *s, Val *v, PyObject *o, uint8_t bit)
 {
     if (PyLong_CheckExact(o)) {
+        int64_t x64;
+        if (small_long(o, &x64)) {
+            v->i = x64;
+            s->raw |= bit;
+            return;
+        }
         int overflow;
         long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (!overflow && !(x == -1 && PyErr_Occurred())) {
@@ -950,6 +989,11 @@ keep_type(PyTypeObject *t)
 static inline int
 small_int(PyObject *a)
 {
+    int64_t x64;
+    if (small_long(a, &x64)) {
+        unsigned long long mag64 = x64 < 0 ? (unsigned long long)(-x64) : (unsigned long long)x64;
+        return mag64 < g_int_limit;
+    }
     int overflow;
     long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
     if (x == -1 && PyErr_Occurred()) return -1;
@@ -1391,9 +1435,13 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         parent = p != Py_None ? PyTuple_GET_ITEM(p, 0) : Py_None;
         corr = Py_NewRef(PyTuple_GET_ITEM(frame, 2));
         if (duration == Py_None) {
-            int overflow;
-            long long start = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(frame, 3), &overflow);
-            if (start == -1 && PyErr_Occurred()) goto error;
+            int64_t start;
+            PyObject *st = PyTuple_GET_ITEM(frame, 3);
+            if (!PyLong_CheckExact(st) || !small_long(st, &start)) {
+                int overflow;
+                start = PyLong_AsLongLongAndOverflow(st, &overflow);
+                if (start == -1 && PyErr_Occurred()) goto error;
+            }
             dur = ts - start;
             raw_duration = 1;
         }

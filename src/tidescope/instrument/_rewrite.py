@@ -327,6 +327,7 @@ class _Rewriter(ast.NodeTransformer):
             pre.append(at.assign(RV, at.const(None)))
         rv = at.load(RV) if scope.rv else at.const(None)
         call, start, exc = at.load(CALL), at.load(START), at.load(EXC)
+        final: ast.stmt
         if scope.generator:
             pair = ast.Tuple(elts=[at.store(CALL), at.store(START)], ctx=ast.Store(), **at.loc)
             pre.append(
