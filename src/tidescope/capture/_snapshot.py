@@ -12,7 +12,7 @@ import uuid
 from collections import deque
 from typing import Any, Final, NamedTuple
 
-from tidescope.events import ObjectSnapshot, Truncated
+from tidescope.events import ObjectSnapshot, Truncated, jsonable
 
 __all__ = ["KEEP_TYPES", "Limits", "Snapper", "exception_snapshot", "type_name"]
 
@@ -48,6 +48,19 @@ _CALLABLE_KINDS: Final = (
 )
 
 
+_INT_LIMITS: dict[int, int] = {}
+
+
+def _int_limit(max_string: int) -> int:
+    """``1 << int(max_string * log2(10))``, remembered (a Snapper is made per event)."""
+    limit = _INT_LIMITS.get(max_string)
+    if limit is None:
+        limit = 1 << int(max_string * _LOG2_10)
+        if len(_INT_LIMITS) < 64:
+            _INT_LIMITS[max_string] = limit
+    return limit
+
+
 class Snapper:
     """One event's snapshot state: limits, the remaining byte budget, the containers on the path."""
 
@@ -60,7 +73,7 @@ class Snapper:
         self.budget = limits.max_event_bytes
         self.repr_objects = limits.repr_objects
         # an int is kept if its decimal form fits the string limit
-        self.int_limit = 1 << int(limits.max_string * _LOG2_10)
+        self.int_limit = _int_limit(limits.max_string)
         self.path: set[int] = set()
 
     def snap(self, v: Any, depth: int = 0) -> Any:
@@ -102,8 +115,6 @@ class Snapper:
         the rest is summarised under the key ``"$truncated"``. Non-str keys are rendered
         from their snapshot, without running their ``__str__``.
         """
-        from tidescope.events import jsonable  # noqa: PLC0415 - events imports nothing of ours
-
         if type(data) is not dict:
             if issubclass(type(data), dict):
                 data = dict(dict.items(data))  # a plain copy; keys are our own str below
