@@ -338,8 +338,11 @@ def test_a_cancelled_async_request_exits_as_cancelled() -> None:
     async def go(url: str) -> None:
         async with thttpx.TracedAsyncClient() as c:
             task = asyncio.ensure_future(c.get(url))
-            while not cap.events(SEND):
+            for _ in range(3000):  # a liveness bound (30 s), not a timing assertion
+                if cap.events(SEND):
+                    break
                 await asyncio.sleep(0.01)
+            assert cap.events(SEND), "the request was never sent"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
