@@ -19,8 +19,8 @@ coroutine is wrapped in a proxy that forwards ``send``/``throw``/``close`` and e
 attribute (``cr_frame``, ``__qualname__``...), so task reprs and stacks look as before;
 ``task.get_coro()`` returns the proxy. With capture off the factory only delegates.
 
-On CPython 3.13.0 any task factory makes unnamed tasks be named ``"None"`` (fixed in later
-3.13 releases); that is asyncio's, not this factory's.
+On CPython 3.13.0, asyncio names every unnamed task made through any task factory
+``"None"`` (``create_task`` calls ``task.set_name(None)``); this factory cannot undo that.
 
 Queues. :class:`TracedQueue` (and its LIFO and priority twins) record ``message_send``
 ``{sender, to, message, message_id}`` on put and ``message_receive`` ``{receiver, sender,
