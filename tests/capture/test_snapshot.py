@@ -943,3 +943,53 @@ def test_nesting_deeper_than_the_recursion_limit_does_not_raise_with_a_huge_max_
     for _ in range(sys.getrecursionlimit() * 2):
         value = [value]
     snapshot(value, Limits(max_depth=10**6))  # must not raise RecursionError
+
+
+# -- the flat fast path is the item-by-item copy's result -----------------------------------
+
+_flat_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=300),
+    st.binary(max_size=8),
+)
+_nested = st.recursive(
+    _flat_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=25),
+        st.lists(inner, max_size=25).map(tuple),
+        st.dictionaries(st.one_of(st.text(max_size=300), st.integers()), inner, max_size=25),
+    ),
+    max_leaves=80,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    value=_nested,
+    lim=st.builds(
+        Limits,
+        max_depth=st.integers(0, 4),
+        max_items=st.integers(0, 30),
+        max_string=st.integers(0, 300),
+        max_event_bytes=st.integers(0, 6000),
+    ),
+)
+def test_flat_containers_copied_in_one_step_equal_the_item_by_item_copy(
+    value: Any, lim: Limits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidescope.capture._snapshot import Snapper
+
+    fast = Snapper(lim)
+    got = fast.snap(value)
+    with monkeypatch.context() as m:
+        m.setattr(Snapper, "_flat", lambda self, v, t: None)
+        slow = Snapper(lim)
+        want = slow.snap(value)
+    assert repr(jsonable(got)) == repr(jsonable(want))
+    assert type(got) is type(want)
+    assert fast.budget == slow.budget

@@ -145,6 +145,10 @@ class Snapper:
         """
         if base is None:
             base = t
+            if (t is tuple or t is list or t is dict) and depth < self.depth_limit:
+                flat = self._flat(v, t)
+                if flat is not None:
+                    return flat
         name = t.__name__ if base is t else type_name(t)
         n = _LENGTH[base](v)
         if depth >= self.depth_limit:
@@ -197,6 +201,42 @@ class Snapper:
         if reason is not None:
             return Truncated(name, n, reason, kept)
         return kept
+
+    def _flat(self, v: Any, t: type) -> Any:
+        """A flat tuple, list or dict of scalars kept whole, copied in one step; else None.
+
+        Gives what the item-by-item copy below gives when nothing in it is cut: every item
+        a scalar kept as it is, no more than ``max_items``, and the bytes charged (8 for
+        the container, 8 a value, a str's length, a key like a value) within the budget.
+        """
+        if len(v) > self.items:
+            return None
+        cost = _SMALL * (len(v) + 1)
+        strlen = self.strlen
+        limit = self.int_limit
+        if t is dict:
+            for k in v:
+                if type(k) is not str or len(k) > strlen:
+                    return None
+                cost += len(k) + _SMALL
+            items = v.values()
+        else:
+            items = v
+        for a in items:
+            ta = type(a)
+            if ta is str:
+                if len(a) > strlen:
+                    return None
+                cost += len(a)
+            elif ta is int:
+                if not -limit < a < limit:
+                    return None
+            elif ta not in KEEP_TYPES:
+                return None
+        if cost > self.budget:
+            return None
+        self.budget -= cost
+        return v if t is tuple else t(v)
 
     def _other(self, v: Any, t: type, depth: int) -> Any:
         """Everything that is not a builtin scalar or container, without running its code.
