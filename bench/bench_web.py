@@ -142,11 +142,14 @@ def serve_gunicorn(mode: str, port: int) -> None:
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in {
+            settings = {
                 "bind": f"127.0.0.1:{port}", "workers": 1, "worker_class": "sync",
                 "loglevel": "error", "accesslog": None,
-            }.items():  # fmt: skip
-                self.cfg.set(key, value)
+                "control_socket_disable": True,  # gunicorn >= 25: one control socket per user
+            }  # fmt: skip
+            for key, value in settings.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
 
         def load(self) -> Any:  # in the worker, after the fork
             if mode == "tidescope":
