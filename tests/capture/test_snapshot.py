@@ -952,7 +952,8 @@ _flat_scalars = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False),
-    st.text(max_size=300),
+    st.text(max_size=30),
+    st.text(min_size=20, max_size=300),
     st.binary(max_size=8),
 )
 _nested = st.recursive(
@@ -976,7 +977,7 @@ _nested = st.recursive(
         max_depth=st.integers(0, 4),
         max_items=st.integers(0, 30),
         max_string=st.integers(0, 300),
-        max_event_bytes=st.integers(0, 6000),
+        max_event_bytes=st.one_of(st.integers(0, 400), st.integers(0, 6000)),
     ),
 )
 def test_flat_containers_copied_in_one_step_equal_the_item_by_item_copy(
@@ -993,3 +994,20 @@ def test_flat_containers_copied_in_one_step_equal_the_item_by_item_copy(
     assert repr(jsonable(got)) == repr(jsonable(want))
     assert type(got) is type(want)
     assert fast.budget == slow.budget
+
+
+@pytest.mark.parametrize("shape", [list, tuple, "dict"])
+def test_a_flat_container_at_the_budget_edge_is_cut_exactly_as_item_by_item(
+    shape: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidescope.capture._snapshot import Snapper
+
+    items = [7, "x" * 50, "y" * 50]  # a str last: the edge decides whether it is cut
+    value: Any = {f"k{i}": v for i, v in enumerate(items)} if shape == "dict" else shape(items)
+    for budget in range(100, 220):
+        lim = Limits(max_event_bytes=budget)
+        got = Snapper(lim).snap(value)
+        with monkeypatch.context() as m:
+            m.setattr(Snapper, "_flat", lambda self, v, t: None)
+            want = Snapper(lim).snap(value)
+        assert repr(jsonable(got)) == repr(jsonable(want)), budget
