@@ -67,6 +67,8 @@ def child_records(directory: Path) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {}
     for path in trace_files(directory):
         records = list(read_trace(path))
+        if not records:
+            continue  # a worker killed (Pool.terminate) before it wrote anything
         pid = records[0]["$header"]["pid"]
         assert pid != os.getpid()
         out[pid] = [r for r in records if "event_type" in r]
