@@ -23,7 +23,9 @@ with the SDK's TracerProvider and a BatchSpanProcessor feeding an exporter that 
 spans: the spans are made, never serialised).
 
 First, in process: each configuration's application called directly in a loop (no server,
-no network; capture into the ring only), which isolates the middleware's own cost. Then
+no network; capture into the ring only), which isolates the middleware's cost, plus
+``tidescope, reporters stubbed`` (capture on, every ``report_*`` the integration calls
+replaced by a no-op: the integration's own work, without the core's events). Then
 the servers, all eight at once; each round runs wrk against every one of them in a
 shuffled order, so that drift of this shared machine spreads over all configurations. The
 tables give the median requests per second over rounds and the added time per request,
@@ -50,6 +52,7 @@ from typing import Any
 
 SERVERS = ("asgi", "wsgi")
 MODES = ("plain", "off", "tidescope", "otel")
+STUBBED = "tidescope, reporters stubbed"  # in process only
 try:
     import gunicorn  # noqa: F401
 except ImportError:
@@ -219,19 +222,34 @@ def in_process(rounds: int, n: int) -> dict[tuple[str, str], list[float]]:
                 close()
         return (time.perf_counter_ns() - t0) / n / 1e3
 
+    from tidescope.integrations import _web
+
+    reporters = [n for n in dir(_web) if n.startswith("report_")]
+    real = {n: getattr(_web, n) for n in reporters}
+
+    def stub(*args: Any) -> bool:
+        return True
+
+    for kind in SERVERS:  # the integration's own work: every reporter it calls a no-op
+        apps[(kind, STUBBED)] = apps[(kind, "tidescope")]
     out: dict[tuple[str, str], list[float]] = {c: [] for c in apps}
     for _ in range(rounds + 1):  # the first round warms up and is dropped
         order = list(apps)
         random.shuffle(order)
         for kind, mode in order:
             app = apps[(kind, mode)]
-            session = tidescope.start(buffer_size=1 << 16) if mode == "tidescope" else None
+            capture = mode in ("tidescope", STUBBED)
+            session = tidescope.start(buffer_size=1 << 16) if capture else None
+            for name in reporters:
+                setattr(_web, name, stub if mode == STUBBED else real[name])
             try:
                 us = asyncio.run(asgi_run(app)) if kind == "asgi" else wsgi_run(app)
             finally:
                 if session is not None:
                     tidescope.stop()
             out[(kind, mode)].append(us)
+    for name in reporters:
+        setattr(_web, name, real[name])
     return {c: v[1:] for c, v in out.items()}
 
 
@@ -345,10 +363,11 @@ def report_in_process(us: dict[tuple[str, str], list[float]], args: argparse.Nam
           f"core {tidescope.core_info()['core']}, ring only, no drain): "
           f"median of {args.rounds} interleaved rounds\n")  # fmt: skip
     for kind in SERVERS:
-        med = {mode: statistics.median(us[(kind, mode)]) for mode in MODES}
+        modes = (*MODES, STUBBED)
+        med = {mode: statistics.median(us[(kind, mode)]) for mode in modes}
         print(f"{kind}: | configuration | µs/request (min-max) | added µs/request |")
         print("|---|---|---|")
-        for mode in MODES:
+        for mode in modes:
             lo, hi = min(us[(kind, mode)]), max(us[(kind, mode)])
             added = med[mode] - med["plain"]
             print(f"| {mode} | {med[mode]:.1f} ({lo:.1f}-{hi:.1f}) | {added:+.1f} |")
