@@ -435,7 +435,12 @@ class RingBuffer(_RingLogic):
     def _put(self, payload: tuple[Any, ...]) -> bool:
         """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""
         if self._fast:
-            self._store(next(self._claim), payload)
+            pos = next(self._claim)
+            slots = self._slots
+            i = pos & self._mask
+            old = slots[i]
+            if old is None or old[0] < pos:  # as _store, inlined: this is the hot path
+                slots[i] = (pos, *payload)
             return True
         return self._put_slow(payload)
 

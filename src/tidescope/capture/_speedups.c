@@ -626,6 +626,10 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
     PyObject *out = PyList_New(0);
     if (out == NULL) goto fail;
     Py_ssize_t abandoned = 0, got = 0;
+    /* No collection while the batch is built: the GIL is held throughout (nothing here
+     * runs Python code), so no other thread can notice, and each young object would
+     * otherwise be traversed by every collection the batch's allocations trigger. */
+    int gc_was_on = PyGC_Disable();
     while (got < count && self->slots != NULL) {
         Slot *s = &self->slots[p & self->mask];
         uint64_t st = __atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE);
@@ -648,6 +652,7 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
                     Py_XDECREF(rec);
                     drop_slot(&copy);
                     Py_CLEAR(out);
+                    if (gc_was_on) PyGC_Enable();
                     goto fail;
                 }
                 Py_DECREF(rec);
@@ -665,6 +670,7 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
             break; /* claimed but not yet filled: read it next time, never skip it */
         }
     }
+    if (gc_was_on) PyGC_Enable();
     Py_XDECREF(node);
     Py_XDECREF(pid);
     icache_clear(ic);
