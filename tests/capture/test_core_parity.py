@@ -448,3 +448,19 @@ def test_eight_writer_threads_on_the_c_report_path_keep_the_accounting_identity(
             last[n] = i
     assert math.isclose(len(drained) + stats["dropped_events"], 80_000)
     assert tidescope.stop()["internal_errors"] == 0
+
+
+def test_reading_leaves_the_garbage_collector_as_it_was() -> None:
+    buf = CRing(16)
+    for i in range(20):
+        buf.write(i)
+    assert gc.isenabled()
+    buf.read_batch(0, 100)
+    buf.drain_records(3)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert len(buf.drain()) == 13
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
