@@ -874,29 +874,29 @@ get_top(PyObject **cellp)
 }
 
 static inline PyObject *
-current_vars(void)
+current_vars(PyThreadState *ts)
 {
-    PyObject *ctx = PyThreadState_Get()->context;
+    PyObject *ctx = ts->context;
     return ctx == NULL ? NULL : ((MirrorContext *)ctx)->ctx_vars;
 }
 
 /* True if only this context can see the cell: it may be rewritten in place. */
 static inline int
-cell_owned(PyObject *cell)
+cell_owned(PyObject *cell, PyThreadState *ts)
 {
     Cell *c = (Cell *)cell;
-    return cell != NULL && g_inplace && c->hamt != NULL && c->hamt == current_vars() &&
+    return cell != NULL && g_inplace && c->hamt != NULL && c->hamt == current_vars(ts) &&
            Py_REFCNT(c->hamt) == 2;
 }
 
 /* Make `top` this context's top frame; `cell` is what get_top() gave (or NULL). `task`
  * (borrowed, or NULL) is this context's task id, kept by a new cell. */
 static int
-set_top(PyObject *cell, PyObject *top, PyObject *task)
+set_top(PyObject *cell, PyObject *top, PyObject *task, PyThreadState *ts)
 {
     if (cell != NULL) {
         Cell *c = (Cell *)cell;
-        if (cell_owned(cell)) {
+        if (cell_owned(cell, ts)) {
             Py_SETREF(c->top, Py_NewRef(top));
             return 0;
         }
@@ -914,7 +914,7 @@ set_top(PyObject *cell, PyObject *top, PyObject *task)
         return -1;
     }
     Py_DECREF(token);
-    PyObject *vars = current_vars();
+    PyObject *vars = current_vars(ts);
     if (g_inplace && vars != NULL) fresh->hamt = Py_NewRef(vars);
     Py_DECREF(fresh);
     return 0;
@@ -936,7 +936,7 @@ stack_set(PyObject *Py_UNUSED(m), PyObject *top)
     PyObject *cell, *old = get_top(&cell);
     if (old == NULL) return NULL;
     Py_DECREF(old);
-    int r = set_top(cell, top, NULL);
+    int r = set_top(cell, top, NULL, PyThreadState_Get());
     Py_XDECREF(cell);
     if (r < 0) return NULL;
     Py_RETURN_NONE;
@@ -1148,9 +1148,9 @@ static PyObject *task_id(void);
  * A context belongs to one thread at a time and, in asyncio, to one task, so a cell that
  * only this context can see answers for every later report in it. */
 static PyObject *
-context_task(PyObject *cell)
+context_task(PyObject *cell, PyThreadState *ts)
 {
-    if (cell_owned(cell)) {
+    if (cell_owned(cell, ts)) {
         Cell *c = (Cell *)cell;
         if (c->task == NULL) {
             c->task = task_id();
@@ -1262,6 +1262,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     PyObject *result = NULL;
     if (buf == NULL) Py_RETURN_NONE;
     Py_INCREF(buf);
+    PyThreadState *tstate = PyThreadState_Get(); /* once: a TLS lookup on 3.12+ */
     f = get_top(&cell);
     if (f == NULL) goto error;
     if (f == g_off) goto off;
@@ -1294,7 +1295,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     }
     astv = ast_value(ast);
     if (astv == NULL) goto error;
-    task = context_task(cell);
+    task = context_task(cell, tstate);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     if (call_id != Py_None) eid = new_id();
@@ -1303,7 +1304,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     ts_obj = PyLong_FromLongLong(ts);
     if (ts_obj == NULL) goto error;
     frame = PyTuple_Pack(4, cid, f, corr, ts_obj);
-    if (frame == NULL || set_top(cell, frame, task) < 0) goto error;
+    if (frame == NULL || set_top(cell, frame, task, tstate) < 0) goto error;
     RingStorage *rb = (RingStorage *)buf;
     if (rb->fast && rb->slots != NULL) {
         /* Everything that can fail is done: claim, then fill the slot. */
@@ -1395,6 +1396,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
     if (call_id == Py_None) Py_RETURN_FALSE;
     PyObject *f = NULL, *res = NULL, *exc = NULL, *corr = NULL, *astv = NULL, *task = NULL;
     PyObject *dur_obj = NULL, *result = NULL, *buf = NULL, *cell = NULL;
+    PyThreadState *tstate = PyThreadState_Get(); /* once: a TLS lookup on 3.12+ */
     f = get_top(&cell);
     if (f == NULL) goto error;
     PyObject *frame = NULL;
@@ -1407,7 +1409,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         if (err) goto error;
     }
     /* pops, even while capture is off: the stack stays balanced */
-    if (frame != NULL && set_top(cell, PyTuple_GET_ITEM(frame, 1), NULL) < 0) goto error;
+    if (frame != NULL && set_top(cell, PyTuple_GET_ITEM(frame, 1), NULL, tstate) < 0) goto error;
     if (!g_enabled || g_buffer == NULL || f == g_off) {
         result = Py_NewRef(Py_False);
         goto done;
@@ -1462,7 +1464,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
     }
     astv = ast_value(ast);
     if (astv == NULL) goto error;
-    task = context_task(cell);
+    task = context_task(cell, tstate);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     int64_t eid = new_id();
