@@ -314,7 +314,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print(
             "bench_web.py needs the wrk load generator: `apt-get install -y wrk` (Debian) or "
-            "your system's package; nothing was measured.",
+            "your system's package; the servers were not measured.",
             file=sys.stderr,
         )
         return 2
