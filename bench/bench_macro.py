@@ -69,8 +69,11 @@ VIZ_ENTRIES = 2_000_000
 BUFFER_SIZE = 1 << 20
 MOD = "bench_macro"
 
-# As the rewriter emits it: no report while capture is off (one attribute load, a branch).
+# As the rewriter emits it: the module's own copy of the capture flag, kept current by _rt;
+# with it off, a function runs a copy of its body with no report (one global test).
 from tidescope.instrument import _rt as rt  # noqa: E402
+
+__tidescope_on__ = rt.track(globals())
 
 entry = _core.report_function_entry
 exit_ = _core.report_function_exit
@@ -81,7 +84,10 @@ exit_ = _core.report_function_exit
 
 
 def fib_i(n: int) -> int:
-    cid = entry(MOD, "fib", (n,)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        r = n if n < 2 else fib_i(n - 1) + fib_i(n - 2)
+        return r
+    cid = entry(MOD, "fib", (n,)) if __tidescope_on__ else None
     try:
         r = n if n < 2 else fib_i(n - 1) + fib_i(n - 2)
     except BaseException as e:
@@ -93,7 +99,12 @@ def fib_i(n: int) -> int:
 
 
 def validate_i(name: str, qty: int) -> int:
-    cid = entry(MOD, "validate", (name, qty)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        if qty <= 0:
+            raise ValidationError(name)
+        r = qty
+        return r
+    cid = entry(MOD, "validate", (name, qty)) if __tidescope_on__ else None
     try:
         if qty <= 0:
             raise ValidationError(name)
@@ -107,7 +118,10 @@ def validate_i(name: str, qty: int) -> int:
 
 
 def price_i(name: str, qty: int, unit: float) -> float:
-    cid = entry(MOD, "price", (name, qty, unit)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        r = validate_i(name, qty) * unit
+        return r
+    cid = entry(MOD, "price", (name, qty, unit)) if __tidescope_on__ else None
     try:
         r = validate_i(name, qty) * unit
     except BaseException as e:
@@ -119,7 +133,15 @@ def price_i(name: str, qty: int, unit: float) -> float:
 
 
 def make_line_i(i: int, name: str, qty: int) -> dict[str, Any]:
-    cid = entry(MOD, "make_line", (i, name, qty)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        unit = 1.5 + i % 3
+        try:
+            total = price_i(name, qty, unit)
+        except ValidationError:
+            total = 0.0
+        r = {"i": i, "name": name, "qty": qty, "total": total}
+        return r
+    cid = entry(MOD, "make_line", (i, name, qty)) if __tidescope_on__ else None
     try:
         unit = 1.5 + i % 3
         try:
@@ -136,7 +158,11 @@ def make_line_i(i: int, name: str, qty: int) -> dict[str, Any]:
 
 
 def tally_i(counts: dict[str, int], key: str) -> int:
-    cid = entry(MOD, "tally", (counts, key)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        n = counts.get(key, 0) + 1
+        counts[key] = n
+        return n
+    cid = entry(MOD, "tally", (counts, key)) if __tidescope_on__ else None
     try:
         n = counts.get(key, 0) + 1
         counts[key] = n
@@ -149,11 +175,16 @@ def tally_i(counts: dict[str, int], key: str) -> int:
 
 
 def window_i(lines: list[dict[str, Any]], k: int) -> list[float]:
-    cid = entry(MOD, "window", (lines, k)) if rt.on else None
-    try:
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
         out = []
         for line in lines[-k:]:
             out.append(line["total"])  # noqa: PERF401 - a comprehension is a call on 3.11
+        return out
+    cid = entry(MOD, "window", (lines, k)) if __tidescope_on__ else None
+    try:
+        out = []
+        for line in lines[-k:]:
+            out.append(line["total"])
     except BaseException as e:
         exit_(cid, e, exit_reason="exception")
         raise
@@ -163,7 +194,19 @@ def window_i(lines: list[dict[str, Any]], k: int) -> list[float]:
 
 
 def mixed_i(n: int) -> tuple[int, int, float]:
-    cid = entry(MOD, "mixed", (n,)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        counts: dict[str, int] = {}
+        lines: list[dict[str, Any]] = []
+        acc = 0.0
+        for i in range(n):
+            name = NAMES[i % len(NAMES)]
+            lines.append(make_line_i(i, name, i % 7 - 1))
+            tally_i(counts, name)
+            if i % 10 == 0:
+                acc += sum(window_i(lines, 5))
+        r = (len(lines), len(counts), acc)
+        return r
+    cid = entry(MOD, "mixed", (n,)) if __tidescope_on__ else None
     try:
         counts: dict[str, int] = {}
         lines: list[dict[str, Any]] = []
@@ -184,7 +227,11 @@ def mixed_i(n: int) -> tuple[int, int, float]:
 
 
 async def fetch_i(i: int) -> int:
-    cid = entry(MOD, "fetch", (i,)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        await asyncio.sleep(0)
+        r = i % 97
+        return r
+    cid = entry(MOD, "fetch", (i,)) if __tidescope_on__ else None
     try:
         await asyncio.sleep(0)
         r = i % 97
@@ -197,7 +244,10 @@ async def fetch_i(i: int) -> int:
 
 
 async def scale_i(x: int, k: int) -> int:
-    cid = entry(MOD, "scale", (x, k)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        r = x * k
+        return r
+    cid = entry(MOD, "scale", (x, k)) if __tidescope_on__ else None
     try:
         r = x * k
     except BaseException as e:
@@ -209,7 +259,12 @@ async def scale_i(x: int, k: int) -> int:
 
 
 async def job_i(i: int) -> int:
-    cid = entry(MOD, "job", (i,)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        a = await fetch_i(i)
+        b = await scale_i(a, 3)
+        r = a + b
+        return r
+    cid = entry(MOD, "job", (i,)) if __tidescope_on__ else None
     try:
         a = await fetch_i(i)
         b = await scale_i(a, 3)
@@ -223,11 +278,19 @@ async def job_i(i: int) -> int:
 
 
 async def batch_i(first: int, n: int) -> int:
-    cid = entry(MOD, "batch", (first, n)) if rt.on else None
-    try:
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
         coros = []
         for i in range(first, first + n):
             coros.append(job_i(i))  # noqa: PERF401
+        total = 0
+        for r in await asyncio.gather(*coros):
+            total += r
+        return total
+    cid = entry(MOD, "batch", (first, n)) if __tidescope_on__ else None
+    try:
+        coros = []
+        for i in range(first, first + n):
+            coros.append(job_i(i))
         total = 0
         for r in await asyncio.gather(*coros):
             total += r
@@ -240,7 +303,12 @@ async def batch_i(first: int, n: int) -> int:
 
 
 async def amain_i(batches: int, n: int) -> int:
-    cid = entry(MOD, "amain", (batches, n)) if rt.on else None
+    if not __tidescope_on__:  # capture off: the body's copy without reports, as rewritten
+        total = 0
+        for b in range(batches):
+            total += await batch_i(b * n, n)
+        return total
+    cid = entry(MOD, "amain", (batches, n)) if __tidescope_on__ else None
     try:
         total = 0
         for b in range(batches):

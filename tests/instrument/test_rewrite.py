@@ -7,6 +7,7 @@ call id and node id, and parents are calls that were entered before.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import io
@@ -90,6 +91,10 @@ def same_everywhere(
         assert stats["dropped_events"] == 0
         events[level] = cap.events()
         assert_joined(events[level])
+        # and with capture off: the calls level then runs the unreported copy of each body
+        assert outcome(lambda level=level: run(load(source, level))) == expected, (
+            f"level {level}, capture off"
+        )
     return events
 
 
@@ -632,7 +637,9 @@ def test_locals_of_an_instrumented_function_gain_only_tidescope_dunder_names() -
     for level in LEVELS:
         names = load(src, level)["f"](1)
         extra = set(names) - {"a", "b"}
-        assert extra, "the injected locals are documented as visible"
+        # capture is off here: at the calls level the unreported copy of the body runs and
+        # adds nothing; the other levels' reports bind their locals either way
+        assert bool(extra) == (level != "calls")
         assert all(n.startswith("__tidescope_") and n.endswith("__") for n in extra)
 
 
@@ -1300,3 +1307,42 @@ def test_syntax_errors_come_from_the_users_source() -> None:
         rewrite_source("def f(:\n    pass\n", "bad.py", "bad", "calls")
     assert info.value.filename == "bad.py"
     assert info.value.lineno == 1
+
+
+def test_a_rewritten_module_keeps_its_own_capture_flag_current() -> None:
+    src = """
+    def f(x):
+        return x + 1
+    """
+    ns = load(src, "calls")
+    assert ns["__tidescope_on__"] is False
+    with tidescope.capture(buffer_size=64) as cap:
+        assert ns["__tidescope_on__"] is True
+        assert ns["f"](1) == 2
+    assert ns["__tidescope_on__"] is False
+    assert ns["f"](2) == 3  # the unreported copy: nothing recorded, same result
+    [(entry, exit_)] = calls(cap.events(), "f")
+    assert entry.data["args"] == {"x": 1} and exit_.data["return_value"] == 2
+
+
+def test_functions_declaring_global_or_nonlocal_get_no_unreported_copy() -> None:
+    src = """
+    count = 0
+
+    def bump():
+        global count
+        count += 1
+        return count
+
+    def outer():
+        n = 0
+        def inner():
+            nonlocal n
+            n += 1
+            return n
+        return inner() + inner()
+    """
+    tree, _ = rewrite_source(textwrap.dedent(src), FILENAME, "sample", "calls")
+    text = ast.unparse(tree)
+    assert text.count("if not __tidescope_on__") == 1  # outer only
+    same_everywhere(src, lambda ns: (ns["bump"](), ns["bump"](), ns["outer"]()))

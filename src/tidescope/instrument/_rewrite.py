@@ -5,10 +5,13 @@ What is injected, by level (each level includes the ones before it):
 ``calls``
     A function's body (after its docstring) becomes::
 
+        if not __tidescope_on__:          # capture off: a copy of the body, no report
+            <body>                        # (not for generators, nor global/nonlocal)
+            return None
         __tidescope_rv__ = None
         __tidescope_call__ = (
             __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
-            if __tidescope_rt__.on else None
+            if __tidescope_on__ else None
         )
         try:
             <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
@@ -81,6 +84,7 @@ Seen by a program: the injected locals appear in ``locals()`` of instrumented fu
 from __future__ import annotations
 
 import ast
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -103,6 +107,7 @@ _LINES: Final = 2
 
 CALL: Final = "__tidescope_call__"
 START: Final = "__tidescope_t0__"
+ON: Final = "__tidescope_on__"  # the module's copy of the capture flag (see _rt.track)
 RV: Final = "__tidescope_rv__"
 EXC: Final = "__tidescope_exc__"
 MATCH: Final = "__tidescope_match__"
@@ -195,7 +200,18 @@ class _Rewriter(ast.NodeTransformer):
             level=0,
             **at.loc,
         )
-        body.insert(i, imp)
+        # __tidescope_on__ = __tidescope_rt__.track(globals()): the module's own copy of
+        # the capture flag, kept current by _rt (a global read is the cheapest test)
+        track = at.assign(
+            ON,
+            ast.Call(
+                func=at.attr("track"),
+                args=[ast.Call(func=at.load("globals"), args=[], keywords=[], **at.loc)],
+                keywords=[],
+                **at.loc,
+            ),
+        )
+        body[i:i] = [imp, track]
         tree.body = body
         return tree
 
@@ -343,7 +359,7 @@ class _Rewriter(ast.NodeTransformer):
         else:
             # capture off: one attribute load and a branch, not two calls and a dict
             entered = ast.IfExp(
-                test=at.attr("on"),
+                test=at.load(ON),
                 body=at.rt("enter", mod, q, params, ast_node_id=n),
                 orelse=at.const(None),
                 **at.loc,
@@ -365,7 +381,32 @@ class _Rewriter(ast.NodeTransformer):
             **at.loc,
         )
         try_ = at.try_(body or [ast.Pass(**at.loc)], [handler], [final])
-        return [*doc, *pre, try_]
+        return [*doc, *self._unreported(at, node, body, scope), *pre, try_]
+
+    def _unreported(
+        self,
+        at: At,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        body: list[ast.stmt],
+        scope: _Scope,
+    ) -> list[ast.stmt]:
+        """``if not __tidescope_on__: <body>; return None``: with capture off a call runs a
+        copy of its body and reports nothing, for the cost of one global test.
+
+        Only at the ``calls`` level (at the others the body is full of reports anyway); not
+        for generators (their reports are the suspension protocol) nor for bodies that
+        declare ``global``/``nonlocal`` (a second declaration after a use is an error).
+        """
+        if (
+            self.level >= _VALUES
+            or scope.generator
+            or any(isinstance(n, (ast.Global, ast.Nonlocal)) for n, _ in scope_nodes(node.body))
+        ):
+            return []
+        copied = copy.deepcopy(body) or [ast.Pass(**at.loc)]
+        off = ast.UnaryOp(op=ast.Not(), operand=at.load(ON), **at.loc)
+        done = ast.Return(value=None, **at.loc)
+        return [ast.If(test=off, body=[*copied, done], orelse=[], **at.loc)]
 
     @staticmethod
     def _params(at: At, args: ast.arguments) -> ast.Dict:
