@@ -54,6 +54,7 @@ from tidescope.capture._pure import (  # noqa: E402
     current_task_id,
     disable_here,
     enabled,
+    flat_event,
     frame_ids,
     get_buffer,
     get_limits,
@@ -81,10 +82,12 @@ from tidescope.capture._snapshot import Limits  # noqa: E402
 if _speedups is not None:
     # The C twin: its RingBuffer is the shared logic over C slots, and its two report
     # functions replace the pure ones; everything else is shared with _pure.
-    from tidescope.capture import _pure, _ring
+    from tidescope.capture import _pure, _ring, _snapshot
 
     RingBuffer = _ring.ring_class(_speedups.RingStorage)  # type: ignore[misc, assignment]
     _pure.use_accelerator(_speedups, RingBuffer)
+    _snapshot._flat_cost = _speedups.flat_cost
+    _snapshot._flat_payload = _speedups.flat_payload
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
@@ -104,6 +107,7 @@ __all__ += [
     "current_task_id",
     "disable_here",
     "enabled",
+    "flat_event",
     "frame_ids",
     "get_buffer",
     "get_limits",

@@ -23,7 +23,7 @@ from asyncio.events import _get_running_loop
 from collections.abc import Collection
 from typing import Any, Final
 
-from tidescope.capture import _clock
+from tidescope.capture import _clock, _snapshot
 from tidescope.capture._ring import RingBuffer
 from tidescope.capture._snapshot import (
     _LOG2_10,
@@ -173,6 +173,26 @@ def _snap_value(v: Any, lim: Limits) -> Any:
     if t is dict:
         return dict(v) if _small_scalar_dict(v) else Snapper(lim).snap(v)
     return Snapper(lim).snap(v)
+
+
+def flat_event(request_id: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+    """A domain event's data kept whole in one step, or None when the snapshot might cut
+    something (then the caller takes the full snapshot).
+
+    ``request_id`` is snapshotted first by the full path and charged to the same budget;
+    here it must be None or a scalar kept as it is.
+    """
+    budget = _f_budget
+    if request_id is not None:
+        t = type(request_id)
+        if t is str and len(request_id) <= _f_top_str:
+            budget -= len(request_id) + _SMALL
+        elif (t is int and -_f_int < request_id < _f_int) or t in KEEP_TYPES:
+            budget -= _SMALL
+        else:
+            return None
+    got = _snapshot._flat_payload(data, _f_str, _f_int, _f_items, budget, _f_containers)
+    return None if got is None else got[0]
 
 
 def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:

@@ -14,7 +14,15 @@ from typing import Any, Final, NamedTuple
 
 from tidescope.events import ObjectSnapshot, Truncated, jsonable
 
-__all__ = ["KEEP_TYPES", "Limits", "Snapper", "exception_snapshot", "type_name"]
+__all__ = [
+    "KEEP_TYPES",
+    "Limits",
+    "Snapper",
+    "exception_snapshot",
+    "flat_cost",
+    "flat_payload",
+    "type_name",
+]
 
 
 class Limits(NamedTuple):
@@ -47,6 +55,83 @@ _CALLABLE_KINDS: Final = (
     type,
 )
 
+
+def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int) -> int:
+    """What copying ``v`` (a tuple, list or dict of type ``t``) charges, or -1 if it is not
+    flat: more than ``items`` items, a non-str dict key, a key or str longer than
+    ``strlen``, an int outside ``+-int_limit``, or any item that is not a kept scalar.
+
+    8 bytes for the container, 8 a value, a str's length, a key like a value: exactly
+    what :meth:`Snapper._container` charges item by item when nothing is cut.
+    """
+    if len(v) > items:
+        return -1
+    cost = _SMALL * (len(v) + 1)
+    if t is dict:
+        for k in v:
+            if type(k) is not str or len(k) > strlen:
+                return -1
+            cost += len(k) + _SMALL
+        v = v.values()
+    for a in v:
+        ta = type(a)
+        if ta is str:
+            if len(a) > strlen:
+                return -1
+            cost += len(a)
+        elif ta is int:
+            if not -int_limit < a < int_limit:
+                return -1
+        elif ta not in KEEP_TYPES:
+            return -1
+    return cost
+
+
+def flat_payload(
+    data: dict[Any, Any], strlen: int, int_limit: int, items: int, budget: int, containers: bool
+) -> tuple[dict[str, Any], int] | None:
+    """An event's data kept whole in one step: ``(copy, bytes charged)``, or None.
+
+    For a dict with str keys whose values are kept scalars or (``containers``: depth
+    allows one level) flat containers, all within ``items`` and the ``budget``: then
+    :meth:`Snapper.payload` would cut nothing, and this is its result.
+    """
+    if len(data) > items:
+        return None
+    cost = 0
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if type(k) is not str:
+            return None
+        cost += len(k) + _SMALL
+        t = type(v)
+        if t is str:
+            if len(v) > strlen:
+                return None
+            cost += len(v) + _SMALL
+        elif t is int:
+            if not -int_limit < v < int_limit:
+                return None
+            cost += _SMALL
+        elif t in KEEP_TYPES:
+            cost += _SMALL
+        elif (t is tuple or t is list or t is dict) and containers:
+            c = _flat_cost(v, t, strlen, int_limit, items)
+            if c < 0:
+                return None
+            cost += c
+            v = v if t is tuple else t(v)
+        else:
+            return None
+        out[k] = v
+    if cost > budget:
+        return None
+    return out, cost
+
+
+# The C core replaces these two with its twins (same results, tested).
+_flat_cost = flat_cost
+_flat_payload = flat_payload
 
 _INT_LIMITS: dict[int, int] = {}
 
@@ -120,6 +205,12 @@ class Snapper:
                 data = dict(dict.items(data))  # a plain copy; keys are our own str below
             else:
                 return {"value": self.snap(data)}
+        got = _flat_payload(
+            data, self.strlen, self.int_limit, self.items, self.budget, self.depth_limit >= 1
+        )
+        if got is not None:
+            self.budget -= got[1]
+            return got[0]
         out: dict[str, Any] = {}
         n = len(data)
         for done, (k, v) in enumerate(data.items()):
@@ -205,35 +296,11 @@ class Snapper:
     def _flat(self, v: Any, t: type) -> Any:
         """A flat tuple, list or dict of scalars kept whole, copied in one step; else None.
 
-        Gives what the item-by-item copy below gives when nothing in it is cut: every item
-        a scalar kept as it is, no more than ``max_items``, and the bytes charged (8 for
-        the container, 8 a value, a str's length, a key like a value) within the budget.
+        Gives what the item-by-item copy below gives when nothing in it is cut (see
+        :func:`flat_cost`), charging the same bytes.
         """
-        if len(v) > self.items:
-            return None
-        cost = _SMALL * (len(v) + 1)
-        strlen = self.strlen
-        limit = self.int_limit
-        if t is dict:
-            for k in v:
-                if type(k) is not str or len(k) > strlen:
-                    return None
-                cost += len(k) + _SMALL
-            items = v.values()
-        else:
-            items = v
-        for a in items:
-            ta = type(a)
-            if ta is str:
-                if len(a) > strlen:
-                    return None
-                cost += len(a)
-            elif ta is int:
-                if not -limit < a < limit:
-                    return None
-            elif ta not in KEEP_TYPES:
-                return None
-        if cost > self.budget:
+        cost = _flat_cost(v, t, self.strlen, self.int_limit, self.items)
+        if cost < 0 or cost > self.budget:
             return None
         self.budget -= cost
         return v if t is tuple else t(v)

@@ -1514,6 +1514,183 @@ done:
     return result;
 }
 
+
+/* --------------------------------------------------------------------------------- */
+/* flat snapshots: _snapshot.flat_cost and _snapshot.flat_payload                     */
+
+/* An int within +-limit, for a limit given as a Python int (maybe far past 64 bits).
+ * 1 yes, 0 no or not decidable here (the caller then takes the general path). */
+typedef struct { unsigned long long lim; int big; } IntLimit;
+
+static int
+parse_limit(PyObject *o, IntLimit *out)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    out->big = overflow > 0;
+    out->lim = overflow > 0 ? 0 : (v < 0 ? 0 : (unsigned long long)v);
+    return 0;
+}
+
+static inline int
+int_within(PyObject *a, const IntLimit *l)
+{
+    int64_t x;
+    if (!small_long(a, &x)) {
+        int overflow;
+        long long y = PyLong_AsLongLongAndOverflow(a, &overflow);
+        if (y == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (overflow || y == LLONG_MIN) return 0; /* past 64 bits: not decided here */
+        x = y;
+    }
+    unsigned long long mag = x < 0 ? (unsigned long long)(-x) : (unsigned long long)x;
+    return l->big || mag < l->lim;
+}
+
+/* flat_cost for one container: bytes charged, or -1 if not flat. */
+static Py_ssize_t
+container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t items)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    Py_ssize_t n = PyObject_Length(v);
+    if (n < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (n > items) return -1;
+    Py_ssize_t cost = SMALL * (n + 1);
+    PyObject *const *vals = NULL;
+    Py_ssize_t pos = 0;
+    PyObject *key, *val;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *a;
+        if (t == &PyTuple_Type) a = PyTuple_GET_ITEM(v, k);
+        else if (t == &PyList_Type) {
+            if (k >= PyList_GET_SIZE(v)) return -1;
+            a = PyList_GET_ITEM(v, k);
+        }
+        else {
+            if (!PyDict_Next(v, &pos, &key, &val)) return -1;
+            if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > strlen) return -1;
+            cost += PyUnicode_GET_LENGTH(key) + SMALL;
+            a = val;
+        }
+        PyTypeObject *ta = Py_TYPE(a);
+        if (ta == &PyUnicode_Type) {
+            if (PyUnicode_GET_LENGTH(a) > strlen) return -1;
+            cost += PyUnicode_GET_LENGTH(a);
+        }
+        else if (ta == &PyLong_Type) {
+            if (!int_within(a, il)) return -1;
+        }
+        else if (!keep_type(ta)) {
+            return -1;
+        }
+    }
+    (void)vals;
+    return cost;
+}
+
+static int
+flat_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, Py_ssize_t *strlen,
+          IntLimit *il, Py_ssize_t *items)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "expected %zd arguments, got %zd", want, nargs);
+        return -1;
+    }
+    *strlen = PyLong_AsSsize_t(args[2]);
+    if (*strlen == -1 && PyErr_Occurred()) return -1;
+    if (parse_limit(args[3], il) < 0) return -1;
+    *items = PyLong_AsSsize_t(args[4]);
+    if (*items == -1 && PyErr_Occurred()) return -1;
+    return 0;
+}
+
+/* flat_cost(v, t, strlen, int_limit, items) -> int */
+static PyObject *
+flat_cost(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t strlen, items;
+    IntLimit il;
+    if (flat_args(args, nargs, 5, &strlen, &il, &items) < 0) return NULL;
+    PyObject *t = args[1];
+    if (t != (PyObject *)&PyTuple_Type && t != (PyObject *)&PyList_Type &&
+        t != (PyObject *)&PyDict_Type)
+        return PyLong_FromLong(-1);
+    if ((PyObject *)Py_TYPE(args[0]) != t) return PyLong_FromLong(-1);
+    return PyLong_FromSsize_t(container_cost(args[0], strlen, &il, items));
+}
+
+/* flat_payload(data, strlen, int_limit, items, budget, containers) -> (dict, cost) | None */
+static PyObject *
+flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t strlen, items;
+    IntLimit il;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "flat_payload takes 6 arguments");
+        return NULL;
+    }
+    /* (data, strlen, int_limit, items, budget, containers): flat_args reads 2..4 */
+    if (flat_args(args - 1, 5, 5, &strlen, &il, &items) < 0) return NULL;
+    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
+    if (budget == -1 && PyErr_Occurred()) return NULL;
+    int containers = PyObject_IsTrue(args[5]);
+    if (containers < 0) return NULL;
+    PyObject *data = args[0];
+    if (!PyDict_CheckExact(data) || PyDict_GET_SIZE(data) > items) Py_RETURN_NONE;
+    Py_ssize_t pos = 0, cost = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(data, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k)) Py_RETURN_NONE;
+        cost += PyUnicode_GET_LENGTH(k) + SMALL;
+        PyTypeObject *t = Py_TYPE(v);
+        if (t == &PyUnicode_Type) {
+            if (PyUnicode_GET_LENGTH(v) > strlen) Py_RETURN_NONE;
+            cost += PyUnicode_GET_LENGTH(v) + SMALL;
+        }
+        else if (t == &PyLong_Type) {
+            if (!int_within(v, &il)) Py_RETURN_NONE;
+            cost += SMALL;
+        }
+        else if (keep_type(t)) {
+            cost += SMALL;
+        }
+        else if ((t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type) && containers) {
+            Py_ssize_t c = container_cost(v, strlen, &il, items);
+            if (c < 0) Py_RETURN_NONE;
+            cost += c;
+        }
+        else {
+            Py_RETURN_NONE;
+        }
+    }
+    if (cost > budget) Py_RETURN_NONE;
+    /* nothing is cut: copy (no code ran above, so the dict is as we measured it) */
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    pos = 0;
+    while (PyDict_Next(data, &pos, &k, &v)) {
+        PyTypeObject *t = Py_TYPE(v);
+        PyObject *c;
+        if (t == &PyList_Type) c = PyList_GetSlice(v, 0, PyList_GET_SIZE(v));
+        else if (t == &PyDict_Type) c = PyDict_Copy(v);
+        else c = Py_NewRef(v);
+        if (c == NULL || PyDict_SetItem(out, k, c) < 0) {
+            Py_XDECREF(c);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(c);
+    }
+    return Py_BuildValue("(Nn)", out, cost);
+}
+
 /* --------------------------------------------------------------------------------- */
 /* wiring                                                                             */
 
@@ -1633,6 +1810,10 @@ static PyMethodDef module_methods[] = {
      "ast_node_id=None)\n--\n\n"
      "Record a call's exit and pop it from the call stack; False if nothing was recorded."},
     {"attach", (PyCFunction)attach, METH_O, NULL},
+    {"flat_cost", (PyCFunction)(void (*)(void))flat_cost, METH_FASTCALL,
+     "_snapshot.flat_cost's twin."},
+    {"flat_payload", (PyCFunction)(void (*)(void))flat_payload, METH_FASTCALL,
+     "_snapshot.flat_payload's twin."},
     {"stack_get", (PyCFunction)stack_get, METH_NOARGS,
      "This context's top call-stack frame (None, _OFF or a frame)."},
     {"stack_set", (PyCFunction)stack_set, METH_O, "Make a frame this context's top."},

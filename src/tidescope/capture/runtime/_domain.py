@@ -38,6 +38,16 @@ def _ingest(
     parent_id: Any,
     correlation_id: Any,
 ) -> bool:
+    flat = _core.flat_event(request_id, data)
+    if flat is not None:  # nothing to cut: the same result without the full snapshot
+        return _core.write_event(
+            buffer,
+            event_type,
+            flat,
+            call_id=call_id,
+            parent_id=parent_id,
+            correlation_id=correlation_id if request_id is None else request_id,
+        )
     s = Snapper(_core.get_limits())
     if request_id is not None:
         # first, so a payload that spends the budget cannot cut the id that joins events up
