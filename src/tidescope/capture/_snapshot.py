@@ -120,7 +120,8 @@ def flat_payload(
             if c < 0:
                 return None
             cost += c
-            v = v if t is tuple else t(v)
+            out[k] = v if t is tuple else t(v)
+            continue
         else:
             return None
         out[k] = v
