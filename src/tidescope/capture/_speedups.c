@@ -1563,7 +1563,6 @@ container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t it
     }
     if (n > items) return -1;
     Py_ssize_t cost = SMALL * (n + 1);
-    PyObject *const *vals = NULL;
     Py_ssize_t pos = 0;
     PyObject *key, *val;
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -1591,22 +1590,18 @@ container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t it
             return -1;
         }
     }
-    (void)vals;
     return cost;
 }
 
+/* strlen, int_limit and items from three Python ints */
 static int
-flat_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, Py_ssize_t *strlen,
+flat_args(PyObject *strlen_o, PyObject *limit_o, PyObject *items_o, Py_ssize_t *strlen,
           IntLimit *il, Py_ssize_t *items)
 {
-    if (nargs != want) {
-        PyErr_Format(PyExc_TypeError, "expected %zd arguments, got %zd", want, nargs);
-        return -1;
-    }
-    *strlen = PyLong_AsSsize_t(args[2]);
+    *strlen = PyLong_AsSsize_t(strlen_o);
     if (*strlen == -1 && PyErr_Occurred()) return -1;
-    if (parse_limit(args[3], il) < 0) return -1;
-    *items = PyLong_AsSsize_t(args[4]);
+    if (parse_limit(limit_o, il) < 0) return -1;
+    *items = PyLong_AsSsize_t(items_o);
     if (*items == -1 && PyErr_Occurred()) return -1;
     return 0;
 }
@@ -1617,7 +1612,11 @@ flat_cost(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t strlen, items;
     IntLimit il;
-    if (flat_args(args, nargs, 5, &strlen, &il, &items) < 0) return NULL;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "flat_cost takes 5 arguments");
+        return NULL;
+    }
+    if (flat_args(args[2], args[3], args[4], &strlen, &il, &items) < 0) return NULL;
     PyObject *t = args[1];
     if (t != (PyObject *)&PyTuple_Type && t != (PyObject *)&PyList_Type &&
         t != (PyObject *)&PyDict_Type)
@@ -1636,8 +1635,7 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "flat_payload takes 6 arguments");
         return NULL;
     }
-    /* (data, strlen, int_limit, items, budget, containers): flat_args reads 2..4 */
-    if (flat_args(args - 1, 5, 5, &strlen, &il, &items) < 0) return NULL;
+    if (flat_args(args[1], args[2], args[3], &strlen, &il, &items) < 0) return NULL;
     Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
     if (budget == -1 && PyErr_Occurred()) return NULL;
     int containers = PyObject_IsTrue(args[5]);
