@@ -475,16 +475,18 @@ def test_flat_snapshot_twins_agree_with_the_python_spec(
 
     strlen, items = lim.max_string, lim.max_items
     for int_limit in (1 << 63, 1 << int(strlen * 3.3219280948873626), 5):
-        t = type(value)
-        if t in (tuple, list, dict):
-            want = _snapshot.flat_cost(value, t, strlen, int_limit, items)
-            got = _speedups.flat_cost(value, t, strlen, int_limit, items)
-            # the C twin leaves ints past 64 bits to the general path (-1 there)
-            assert got == want or (got == -1 and big_int_in(value)), (got, want)
-        data = value if t is dict else {"v": value, "k": "x"}
-        for containers in (True, False):
-            want_p = _snapshot.flat_payload(data, strlen, int_limit, items, budget, containers)
-            got_p = _speedups.flat_payload(data, strlen, int_limit, items, budget, containers)
+        for depth in (1, 2, 3):
+            t = type(value)
+            if t in (tuple, list, dict):
+                want = _snapshot.flat_cost(value, t, strlen, int_limit, items, depth)
+                got = _speedups.flat_cost(value, t, strlen, int_limit, items, depth)
+                # the C twin leaves ints past 64 bits to the general path (-1 there)
+                assert got == want or (got == -1 and big_int_in(value)), (got, want)
+                if want >= 0:
+                    assert same(_speedups.flat_copy(value), _snapshot.flat_copy(value))
+            data = value if t is dict else {"v": value, "k": "x"}
+            want_p = _snapshot.flat_payload(data, strlen, int_limit, items, budget, depth)
+            got_p = _speedups.flat_payload(data, strlen, int_limit, items, budget, depth)
             if got_p is None and want_p is not None:
                 assert big_int_in(data)
                 continue

@@ -983,17 +983,22 @@ _nested = st.recursive(
 def test_flat_containers_copied_in_one_step_equal_the_item_by_item_copy(
     value: Any, lim: Limits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tidescope.capture import _snapshot
     from tidescope.capture._snapshot import Snapper
 
-    fast = Snapper(lim)
-    got = fast.snap(value)
+    data = value if type(value) is dict else {"v": value, "k": "x"}
+    fast, fast_p = Snapper(lim), Snapper(lim)
+    got, got_p = fast.snap(value), fast_p.payload(data)
     with monkeypatch.context() as m:
-        m.setattr(Snapper, "_flat", lambda self, v, t: None)
-        slow = Snapper(lim)
-        want = slow.snap(value)
+        m.setattr(Snapper, "_flat", lambda self, v, t, depth: None)
+        m.setattr(_snapshot, "_flat_payload", lambda *args: None)
+        slow, slow_p = Snapper(lim), Snapper(lim)
+        want, want_p = slow.snap(value), slow_p.payload(data)
     assert repr(jsonable(got)) == repr(jsonable(want))
     assert type(got) is type(want)
     assert fast.budget == slow.budget
+    assert repr(jsonable(got_p)) == repr(jsonable(want_p))
+    assert fast_p.budget == slow_p.budget
 
 
 @pytest.mark.parametrize("shape", [list, tuple, "dict"])
@@ -1008,6 +1013,6 @@ def test_a_flat_container_at_the_budget_edge_is_cut_exactly_as_item_by_item(
         lim = Limits(max_event_bytes=budget)
         got = Snapper(lim).snap(value)
         with monkeypatch.context() as m:
-            m.setattr(Snapper, "_flat", lambda self, v, t: None)
+            m.setattr(Snapper, "_flat", lambda self, v, t, depth: None)
             want = Snapper(lim).snap(value)
         assert repr(jsonable(got)) == repr(jsonable(want)), budget

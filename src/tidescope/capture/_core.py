@@ -88,6 +88,7 @@ if _speedups is not None:
     _pure.use_accelerator(_speedups, RingBuffer)
     _snapshot._flat_cost = _speedups.flat_cost
     _snapshot._flat_payload = _speedups.flat_payload
+    _snapshot._flat_copy = _speedups.flat_copy
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]

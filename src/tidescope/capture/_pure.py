@@ -191,7 +191,7 @@ def flat_event(request_id: Any, data: dict[str, Any]) -> dict[str, Any] | None:
             budget -= _SMALL
         else:
             return None
-    got = _snapshot._flat_payload(data, _f_str, _f_int, _f_items, budget, _f_containers)
+    got = _snapshot._flat_payload(data, _f_str, _f_int, _f_items, budget, _limits.max_depth)
     return None if got is None else got[0]
 
 

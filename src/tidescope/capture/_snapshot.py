@@ -19,6 +19,7 @@ __all__ = [
     "Limits",
     "Snapper",
     "exception_snapshot",
+    "flat_copy",
     "flat_cost",
     "flat_payload",
     "type_name",
@@ -56,17 +57,20 @@ _CALLABLE_KINDS: Final = (
 )
 
 
-def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int) -> int:
-    """What copying ``v`` (a tuple, list or dict of type ``t``) charges, or -1 if it is not
-    flat: more than ``items`` items, a non-str dict key, a key or str longer than
-    ``strlen``, an int outside ``+-int_limit``, or any item that is not a kept scalar.
+def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int, depth: int) -> int:
+    """What copying ``v`` (a tuple, list or dict of type ``t``) charges, or -1 if the
+    snapshot would cut or change anything in it: more than ``items`` items, a non-str dict
+    key, a key or str longer than ``strlen``, an int outside ``+-int_limit``, an item that
+    is neither a kept scalar nor such a container, or containers nested ``depth`` deep.
 
-    8 bytes for the container, 8 a value, a str's length, a key like a value: exactly
-    what :meth:`Snapper._container` charges item by item when nothing is cut.
+    ``depth`` is how many container levels the snapshot still opens here (``max_depth``
+    minus the level of ``v``; at least 1). 8 bytes for each container, 8 a value, a str's
+    length, a key like a value: exactly what :meth:`Snapper._container` charges item by
+    item when nothing is cut.
     """
     if len(v) > items:
         return -1
-    cost = _SMALL * (len(v) + 1)
+    cost = _SMALL
     if t is dict:
         for k in v:
             if type(k) is not str or len(k) > strlen:
@@ -78,28 +82,53 @@ def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int) -> int:
         if ta is str:
             if len(a) > strlen:
                 return -1
-            cost += len(a)
+            cost += len(a) + _SMALL
         elif ta is int:
             if not -int_limit < a < int_limit:
                 return -1
-        elif ta not in KEEP_TYPES:
+            cost += _SMALL
+        elif ta in KEEP_TYPES:
+            cost += _SMALL
+        elif (ta is tuple or ta is list or ta is dict) and depth > 1:
+            c = _flat_cost(a, ta, strlen, int_limit, items, depth - 1)
+            if c < 0:
+                return -1
+            cost += c
+        else:
             return -1
     return cost
 
 
+def flat_copy(v: Any) -> Any:
+    """A container that :func:`flat_cost` accepted, copied as the snapshot copies it: lists
+    and dicts always, a tuple only if something inside it is copied."""
+    t = type(v)
+    if t is dict:
+        return {k: flat_copy(a) if type(a) in _NESTED else a for k, a in v.items()}
+    if t is list:
+        return [flat_copy(a) if type(a) in _NESTED else a for a in v]
+    for a in v:
+        if type(a) in _NESTED:
+            return tuple(flat_copy(b) if type(b) in _NESTED else b for b in v)
+    return v
+
+
+_NESTED: Final = frozenset({tuple, list, dict})
+
+
 def flat_payload(
-    data: dict[Any, Any], strlen: int, int_limit: int, items: int, budget: int, containers: bool
+    data: dict[Any, Any], strlen: int, int_limit: int, items: int, budget: int, depth: int
 ) -> tuple[dict[str, Any], int] | None:
     """An event's data kept whole in one step: ``(copy, bytes charged)``, or None.
 
-    For a dict with str keys whose values are kept scalars or (``containers``: depth
-    allows one level) flat containers, all within ``items`` and the ``budget``: then
-    :meth:`Snapper.payload` would cut nothing, and this is its result.
+    For a dict with str keys whose values are kept scalars or containers that
+    :func:`flat_cost` accepts (opened to ``depth``, the snapshot's ``max_depth``), all
+    within ``items`` and the ``budget``: then :meth:`Snapper.payload` would cut nothing,
+    and this is its result.
     """
     if len(data) > items:
         return None
     cost = 0
-    out: dict[str, Any] = {}
     for k, v in data.items():
         if type(k) is not str:
             return None
@@ -115,24 +144,22 @@ def flat_payload(
             cost += _SMALL
         elif t in KEEP_TYPES:
             cost += _SMALL
-        elif (t is tuple or t is list or t is dict) and containers:
-            c = _flat_cost(v, t, strlen, int_limit, items)
+        elif (t is tuple or t is list or t is dict) and depth >= 1:
+            c = _flat_cost(v, t, strlen, int_limit, items, depth)
             if c < 0:
                 return None
             cost += c
-            out[k] = v if t is tuple else t(v)
-            continue
         else:
             return None
-        out[k] = v
     if cost > budget:
         return None
-    return out, cost
+    return {k: flat_copy(v) if type(v) in _NESTED else v for k, v in data.items()}, cost
 
 
-# The C core replaces these two with its twins (same results, tested).
+# The C core replaces these with its twins (same results, tested).
 _flat_cost = flat_cost
 _flat_payload = flat_payload
+_flat_copy = flat_copy
 
 _INT_LIMITS: dict[int, int] = {}
 
@@ -207,7 +234,7 @@ class Snapper:
             else:
                 return {"value": self.snap(data)}
         got = _flat_payload(
-            data, self.strlen, self.int_limit, self.items, self.budget, self.depth_limit >= 1
+            data, self.strlen, self.int_limit, self.items, self.budget, self.depth_limit
         )
         if got is not None:
             self.budget -= got[1]
@@ -238,7 +265,7 @@ class Snapper:
         if base is None:
             base = t
             if (t is tuple or t is list or t is dict) and depth < self.depth_limit:
-                flat = self._flat(v, t)
+                flat = self._flat(v, t, depth)
                 if flat is not None:
                     return flat
         name = t.__name__ if base is t else type_name(t)
@@ -294,17 +321,18 @@ class Snapper:
             return Truncated(name, n, reason, kept)
         return kept
 
-    def _flat(self, v: Any, t: type) -> Any:
-        """A flat tuple, list or dict of scalars kept whole, copied in one step; else None.
+    def _flat(self, v: Any, t: type, depth: int) -> Any:
+        """A tuple, list or dict of scalars (or of such containers, within the depth
+        limit) kept whole, copied in one step; else None.
 
         Gives what the item-by-item copy below gives when nothing in it is cut (see
         :func:`flat_cost`), charging the same bytes.
         """
-        cost = _flat_cost(v, t, self.strlen, self.int_limit, self.items)
+        cost = _flat_cost(v, t, self.strlen, self.int_limit, self.items, self.depth_limit - depth)
         if cost < 0 or cost > self.budget:
             return None
         self.budget -= cost
-        return v if t is tuple else t(v)
+        return _flat_copy(v)
 
     def _other(self, v: Any, t: type, depth: int) -> Any:
         """Everything that is not a builtin scalar or container, without running its code.

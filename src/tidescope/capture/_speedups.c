@@ -1551,19 +1551,22 @@ int_within(PyObject *a, const IntLimit *l)
     return l->big || mag < l->lim;
 }
 
-/* flat_cost for one container: bytes charged, or -1 if not flat. */
+static inline int
+is_nested(PyTypeObject *t)
+{
+    return t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type;
+}
+
+/* _snapshot.flat_cost for one container: bytes charged, or -1 if the snapshot would cut
+ * or change anything in it (depth: container levels it still opens, at least 1). */
 static Py_ssize_t
-container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t items)
+container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t items,
+               Py_ssize_t depth)
 {
     PyTypeObject *t = Py_TYPE(v);
-    Py_ssize_t n = PyObject_Length(v);
-    if (n < 0) {
-        PyErr_Clear();
-        return -1;
-    }
+    Py_ssize_t n = t == &PyDict_Type ? PyDict_GET_SIZE(v) : Py_SIZE(v);
     if (n > items) return -1;
-    Py_ssize_t cost = SMALL * (n + 1);
-    Py_ssize_t pos = 0;
+    Py_ssize_t cost = SMALL, pos = 0;
     PyObject *key, *val;
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *a;
@@ -1581,65 +1584,130 @@ container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t it
         PyTypeObject *ta = Py_TYPE(a);
         if (ta == &PyUnicode_Type) {
             if (PyUnicode_GET_LENGTH(a) > strlen) return -1;
-            cost += PyUnicode_GET_LENGTH(a);
+            cost += PyUnicode_GET_LENGTH(a) + SMALL;
         }
         else if (ta == &PyLong_Type) {
             if (!int_within(a, il)) return -1;
+            cost += SMALL;
         }
-        else if (!keep_type(ta)) {
+        else if (keep_type(ta)) {
+            cost += SMALL;
+        }
+        else if (is_nested(ta) && depth > 1) {
+            if (Py_EnterRecursiveCall(" in tidescope's flat snapshot")) {
+                PyErr_Clear();
+                return -1;
+            }
+            Py_ssize_t c = container_cost(a, strlen, il, items, depth - 1);
+            Py_LeaveRecursiveCall();
+            if (c < 0) return -1;
+            cost += c;
+        }
+        else {
             return -1;
         }
     }
     return cost;
 }
 
-/* strlen, int_limit and items from three Python ints */
+/* _snapshot.flat_copy: lists and dicts copied, a tuple only if something in it is. */
+static PyObject *
+copy_flat(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyDict_Type) {
+        PyObject *out = PyDict_New();
+        Py_ssize_t pos = 0;
+        PyObject *k, *a;
+        if (out == NULL) return NULL;
+        while (PyDict_Next(v, &pos, &k, &a)) {
+            PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
+            if (c == NULL || PyDict_SetItem(out, k, c) < 0) {
+                Py_XDECREF(c);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(c);
+        }
+        return out;
+    }
+    Py_ssize_t n = Py_SIZE(v);
+    if (t == &PyTuple_Type) {
+        int nested = 0;
+        for (Py_ssize_t k = 0; k < n && !nested; k++)
+            nested = is_nested(Py_TYPE(PyTuple_GET_ITEM(v, k)));
+        if (!nested) return Py_NewRef(v);
+    }
+    PyObject *out = t == &PyTuple_Type ? PyTuple_New(n) : PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *a = t == &PyTuple_Type ? PyTuple_GET_ITEM(v, k) : PyList_GET_ITEM(v, k);
+        PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
+        if (c == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (t == &PyTuple_Type) PyTuple_SET_ITEM(out, k, c);
+        else PyList_SET_ITEM(out, k, c);
+    }
+    return out;
+}
+
+/* strlen, int_limit, items and depth from Python ints */
 static int
-flat_args(PyObject *strlen_o, PyObject *limit_o, PyObject *items_o, Py_ssize_t *strlen,
-          IntLimit *il, Py_ssize_t *items)
+flat_args(PyObject *strlen_o, PyObject *limit_o, PyObject *items_o, PyObject *depth_o,
+          Py_ssize_t *strlen, IntLimit *il, Py_ssize_t *items, Py_ssize_t *depth)
 {
     *strlen = PyLong_AsSsize_t(strlen_o);
     if (*strlen == -1 && PyErr_Occurred()) return -1;
     if (parse_limit(limit_o, il) < 0) return -1;
     *items = PyLong_AsSsize_t(items_o);
     if (*items == -1 && PyErr_Occurred()) return -1;
+    *depth = PyLong_AsSsize_t(depth_o);
+    if (*depth == -1 && PyErr_Occurred()) return -1;
     return 0;
 }
 
-/* flat_cost(v, t, strlen, int_limit, items) -> int */
+/* flat_cost(v, t, strlen, int_limit, items, depth) -> int */
 static PyObject *
 flat_cost(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t strlen, items;
+    Py_ssize_t strlen, items, depth;
     IntLimit il;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "flat_cost takes 5 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "flat_cost takes 6 arguments");
         return NULL;
     }
-    if (flat_args(args[2], args[3], args[4], &strlen, &il, &items) < 0) return NULL;
+    if (flat_args(args[2], args[3], args[4], args[5], &strlen, &il, &items, &depth) < 0)
+        return NULL;
     PyObject *t = args[1];
-    if (t != (PyObject *)&PyTuple_Type && t != (PyObject *)&PyList_Type &&
-        t != (PyObject *)&PyDict_Type)
+    if (!PyType_Check(t) || !is_nested((PyTypeObject *)t) || (PyObject *)Py_TYPE(args[0]) != t ||
+        depth < 1)
         return PyLong_FromLong(-1);
-    if ((PyObject *)Py_TYPE(args[0]) != t) return PyLong_FromLong(-1);
-    return PyLong_FromSsize_t(container_cost(args[0], strlen, &il, items));
+    return PyLong_FromSsize_t(container_cost(args[0], strlen, &il, items, depth));
 }
 
-/* flat_payload(data, strlen, int_limit, items, budget, containers) -> (dict, cost) | None */
+static PyObject *
+flat_copy(PyObject *Py_UNUSED(m), PyObject *v)
+{
+    if (!is_nested(Py_TYPE(v))) return Py_NewRef(v);
+    return copy_flat(v);
+}
+
+/* flat_payload(data, strlen, int_limit, items, budget, depth) -> (dict, cost) | None */
 static PyObject *
 flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t strlen, items;
+    Py_ssize_t strlen, items, depth;
     IntLimit il;
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "flat_payload takes 6 arguments");
         return NULL;
     }
-    if (flat_args(args[1], args[2], args[3], &strlen, &il, &items) < 0) return NULL;
+    if (flat_args(args[1], args[2], args[3], args[5], &strlen, &il, &items, &depth) < 0)
+        return NULL;
     Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
     if (budget == -1 && PyErr_Occurred()) return NULL;
-    int containers = PyObject_IsTrue(args[5]);
-    if (containers < 0) return NULL;
     PyObject *data = args[0];
     if (!PyDict_CheckExact(data) || PyDict_GET_SIZE(data) > items) Py_RETURN_NONE;
     Py_ssize_t pos = 0, cost = 0;
@@ -1659,8 +1727,8 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         else if (keep_type(t)) {
             cost += SMALL;
         }
-        else if ((t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type) && containers) {
-            Py_ssize_t c = container_cost(v, strlen, &il, items);
+        else if (is_nested(t) && depth >= 1) {
+            Py_ssize_t c = container_cost(v, strlen, &il, items, depth);
             if (c < 0) Py_RETURN_NONE;
             cost += c;
         }
@@ -1670,22 +1738,8 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     }
     if (cost > budget) Py_RETURN_NONE;
     /* nothing is cut: copy (no code ran above, so the dict is as we measured it) */
-    PyObject *out = PyDict_New();
+    PyObject *out = copy_flat(data);
     if (out == NULL) return NULL;
-    pos = 0;
-    while (PyDict_Next(data, &pos, &k, &v)) {
-        PyTypeObject *t = Py_TYPE(v);
-        PyObject *c;
-        if (t == &PyList_Type) c = PyList_GetSlice(v, 0, PyList_GET_SIZE(v));
-        else if (t == &PyDict_Type) c = PyDict_Copy(v);
-        else c = Py_NewRef(v);
-        if (c == NULL || PyDict_SetItem(out, k, c) < 0) {
-            Py_XDECREF(c);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(c);
-    }
     return Py_BuildValue("(Nn)", out, cost);
 }
 
@@ -1812,6 +1866,7 @@ static PyMethodDef module_methods[] = {
      "_snapshot.flat_cost's twin."},
     {"flat_payload", (PyCFunction)(void (*)(void))flat_payload, METH_FASTCALL,
      "_snapshot.flat_payload's twin."},
+    {"flat_copy", (PyCFunction)flat_copy, METH_O, "_snapshot.flat_copy's twin."},
     {"stack_get", (PyCFunction)stack_get, METH_NOARGS,
      "This context's top call-stack frame (None, _OFF or a frame)."},
     {"stack_set", (PyCFunction)stack_set, METH_O, "Make a frame this context's top."},
