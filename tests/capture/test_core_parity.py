@@ -107,6 +107,7 @@ ops = st.lists(
         st.tuples(st.just("off")),
         st.tuples(st.just("on")),
         st.tuples(st.just("write"), values),
+        st.tuples(st.just("emit"), values, st.booleans()),
         st.tuples(st.just("drain"), st.integers(0, 5)),
     ),
     max_size=40,
@@ -121,8 +122,10 @@ class Run:
         self.buffer = (CRing if core == "c" else PyRing)(size, strategy, 0)
         if core == "c":
             self.entry, self.exit = _speedups.report_function_entry, _speedups.report_function_exit
+            self.write_event = _speedups.write_event
         else:
             self.entry, self.exit = _pure.report_function_entry, _pure.report_function_exit
+            self.write_event = _pure.write_event
         self.calls: list[Any] = []
         self.log: list[Any] = []
         self.ids: dict[Any, int] = {}
@@ -222,6 +225,14 @@ class Run:
             _core.initialize_context()
         elif kind == "write":
             self.log.append(("write", self.buffer.write(op[1])))
+        elif kind == "emit":
+            call, parent, corr = _core.frame_ids()
+            ok = self.write_event(
+                self.buffer, "state_change", {"value": op[1]},
+                call_id=call, parent_id=parent, correlation_id=corr,
+                **({"ast_node_id": "m:f:1:0:Assign"} if op[2] else {}),
+            )  # fmt: skip
+            self.log.append(("emit", ok))
         elif kind == "drain" and op[1] % 2:
             self.log.append(("drain", self.events((self.buffer.drain(op[1]), 0))))
         elif kind == "drain":

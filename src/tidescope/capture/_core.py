@@ -91,6 +91,7 @@ if _speedups is not None:
     _snapshot._flat_copy = _speedups.flat_copy
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
+    write_event = _speedups.write_event
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
 __all__ += [

@@ -1515,6 +1515,81 @@ done:
 }
 
 
+
+/* _pure.write_event(buffer, event_type, data, *, call_id=None, parent_id=None,
+ * correlation_id=None, ast_node_id=None) -> bool: stamp one event now and write it. */
+static PyObject *
+write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static PyObject *s_parent_id = NULL, *s_correlation_id = NULL;
+    if (s_parent_id == NULL) {
+        s_parent_id = PyUnicode_InternFromString("parent_id");
+        s_correlation_id = PyUnicode_InternFromString("correlation_id");
+        if (s_parent_id == NULL || s_correlation_id == NULL) return NULL;
+    }
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "write_event() takes 3 positional arguments but %zd were given", nargs);
+        return NULL;
+    }
+    PyObject *call = Py_None, *parent = Py_None, *corr = Py_None, *ast = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        PyObject *v = args[nargs + k];
+        if (kw_match(name, s_call_id)) call = v;
+        else if (kw_match(name, s_parent_id)) parent = v;
+        else if (kw_match(name, s_correlation_id)) corr = v;
+        else if (kw_match(name, s_ast_node_id)) ast = v;
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "write_event() got an unexpected keyword argument '%U'", name);
+            return NULL;
+        }
+    }
+    PyObject *buf = args[0], *etype = args[1], *data = args[2];
+    int64_t eid = new_id();
+    int64_t ts = now_ns();
+    uint64_t thread = PyThread_get_thread_ident();
+    PyObject *cell, *top = get_top(&cell);
+    if (top == NULL) return NULL;
+    Py_DECREF(top);
+    PyObject *task = context_task(cell, PyThreadState_Get());
+    Py_XDECREF(cell);
+    if (task == NULL) return NULL;
+    PyObject *result;
+    RingStorage *rb = (RingStorage *)buf;
+    if (PyObject_TypeCheck(buf, &RingStorage_Type) && rb->fast && rb->slots != NULL) {
+        uint64_t pos = __atomic_fetch_add(&rb->claim, 1, __ATOMIC_ACQ_REL);
+        Slot *s = &rb->slots[pos & rb->mask];
+        Garbage g = {.n = 0};
+        if (take_slot(s, pos, &g)) {
+            fill_common(s, eid, ts, thread, task, corr, parent, call, ast, NULL, 0);
+            s->kind = K_RECORD;
+            s->d[0].o = Py_NewRef(etype);
+            s->d[1].o = Py_NewRef(data);
+            s->d[2].o = s->d[3].o = NULL;
+            publish(s, pos);
+            release(&g);
+        }
+        result = Py_NewRef(Py_True);
+    }
+    else {
+        static PyObject *s_put = NULL;
+        if (s_put == NULL && (s_put = PyUnicode_InternFromString("_put")) == NULL) {
+            Py_DECREF(task);
+            return NULL;
+        }
+        PyObject *payload = Py_BuildValue("(LLKOOOOOOO)", (long long)eid, (long long)ts,
+                                          (unsigned long long)thread, task, corr, parent, call,
+                                          ast, etype, data);
+        result = payload ? PyObject_CallMethodOneArg(buf, s_put, payload) : NULL;
+        Py_XDECREF(payload);
+    }
+    Py_DECREF(task);
+    return result;
+}
+
 /* --------------------------------------------------------------------------------- */
 /* flat snapshots: _snapshot.flat_cost and _snapshot.flat_payload                     */
 
@@ -1862,6 +1937,10 @@ static PyMethodDef module_methods[] = {
      "ast_node_id=None)\n--\n\n"
      "Record a call's exit and pop it from the call stack; False if nothing was recorded."},
     {"attach", (PyCFunction)attach, METH_O, NULL},
+    {"write_event", (PyCFunction)(void (*)(void))write_event, METH_FASTCALL | METH_KEYWORDS,
+     "write_event(buffer, event_type, data, *, call_id=None, parent_id=None, "
+     "correlation_id=None, ast_node_id=None)\n--\n\n"
+     "Stamp one event now (id, clocks, thread, task) and write it; False if dropped."},
     {"flat_cost", (PyCFunction)(void (*)(void))flat_cost, METH_FASTCALL,
      "_snapshot.flat_cost's twin."},
     {"flat_payload", (PyCFunction)(void (*)(void))flat_payload, METH_FASTCALL,
