@@ -12,10 +12,18 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import _errors
 import pytest
 
 import tidescope
 from tidescope.events import Event
+
+
+@pytest.fixture(autouse=True)
+def internal_errors_baseline() -> None:
+    """Where the process-wide internal error counter stood when the test began."""
+    _errors.at_start[0] = tidescope.stats()["internal_errors"]
+
 
 DEADLINE = 30.0  # seconds a server gets to start, stop or deliver its events: liveness only
 

@@ -27,17 +27,7 @@ def no_remembered_actor_starts() -> None:
     actor_runtime._starts.set(())
 
 
-_errors_at_start = [0]
-
-
-@pytest.fixture(autouse=True)
-def internal_errors_baseline() -> None:
-    """``internal_errors`` counts for the whole process: tests look at what they added."""
-    _errors_at_start[0] = tidescope.stats()["internal_errors"]
-
-
-def internal_errors() -> int:
-    return int(tidescope.stats()["internal_errors"]) - _errors_at_start[0]
+from _errors import internal_errors  # noqa: E402
 
 
 def run_traced(main: Callable[[], Coroutine[Any, Any, Any]], **settings: Any) -> tuple[Any, Any]:

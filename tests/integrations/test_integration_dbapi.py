@@ -86,17 +86,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, db_table_name: str) -> It
         raw.close()
 
 
-_errors_at_start = [0]
-
-
-@pytest.fixture(autouse=True)
-def db_internal_errors_baseline() -> None:
-    """``internal_errors`` counts for the whole process: tests look at what they added."""
-    _errors_at_start[0] = tidescope.stats()["internal_errors"]
-
-
-def internal_errors() -> int:
-    return int(tidescope.stats()["internal_errors"]) - _errors_at_start[0]
+from _errors import internal_errors  # noqa: E402
 
 
 def queries(cap: tidescope.Capture) -> list[tuple[Event, Event]]:

@@ -30,17 +30,7 @@ from tidescope.integrations._propagation import span_id_for, trace_id_for
 SEND = EventType.REMOTE_CALL_SEND
 RECEIVE = EventType.REMOTE_CALL_RECEIVE
 
-_errors_at_start = [0]
-
-
-@pytest.fixture(autouse=True)
-def internal_errors_baseline() -> None:
-    """``internal_errors`` counts for the whole process: tests look at what they added."""
-    _errors_at_start[0] = tidescope.stats()["internal_errors"]
-
-
-def internal_errors() -> int:
-    return int(tidescope.stats()["internal_errors"]) - _errors_at_start[0]
+from _errors import internal_errors  # noqa: E402
 
 
 class _Server(ThreadingHTTPServer):

@@ -26,18 +26,7 @@ from tidescope.integrations.process import TracedPool, TracedProcessPoolExecutor
 SEND = EventType.REMOTE_CALL_SEND
 TIMEOUT = 120  # seconds: only so a broken pool fails the test instead of hanging it
 
-_errors_at_start = [0]
-
-
-@pytest.fixture(autouse=True)
-def internal_errors_baseline() -> None:
-    """``internal_errors`` counts for the whole process: tests look at what they added."""
-    _errors_at_start[0] = tidescope.stats()["internal_errors"]
-
-
-def internal_errors() -> int:
-    return int(tidescope.stats()["internal_errors"]) - _errors_at_start[0]
-
+from _errors import internal_errors  # noqa: E402
 
 # Python 3.12+ warns when a process with threads forks (a thread holding a lock at the fork
 # leaves it held in the child). The fork start method is the users' choice and what these
