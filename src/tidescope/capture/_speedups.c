@@ -449,6 +449,52 @@ RingStorage_write(RingStorage *self, PyObject *event)
     return r;
 }
 
+/* The values both readers build from a slot: thread, task, correlation, parent, call,
+ * ast node id (into v[0..5]). */
+static void
+context_values(Slot *c, IntCache *ic, PyObject **v)
+{
+    v[0] = (c->raw & R_THREAD) && c->thread.i >= 0 ? cached_int(ic, c->thread.i)
+           : (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
+                                 : Py_NewRef(c->thread.o);
+    v[1] = get_val_cached(ic, c->task, c->raw & R_TASK);
+    v[2] = get_val_cached(ic, c->corr, c->raw & R_CORR);
+    v[3] = get_val_cached(ic, c->parent, c->raw & R_PARENT);
+    v[4] = get_val_cached(ic, c->call, c->raw & R_CALL);
+    v[5] = Py_NewRef(c->ast ? c->ast : Py_None);
+}
+
+static PyObject *data_dict(Slot *c);
+
+/* The event type and its data (into v[0..1]): an entry's or exit's four items as the
+ * 4-tuple the pure ring stores, or as the Event's dict. */
+static void
+type_and_data(Slot *c, PyObject **v, int as_dict)
+{
+    if (c->kind == K_RECORD) {
+        v[0] = Py_NewRef(c->d[0].o);
+        v[1] = Py_NewRef(c->d[1].o);
+        return;
+    }
+    v[0] = Py_NewRef(c->kind == K_ENTRY ? g_entry_type : g_exit_type);
+    if (as_dict) {
+        v[1] = data_dict(c);
+        return;
+    }
+    PyObject *d = PyTuple_New(4);
+    if (d != NULL) {
+        for (int k = 0; k < 4; k++) {
+            PyObject *x = get_val(c->d[k], k == 2 && (c->draw & D_RAW2));
+            if (x == NULL) {
+                Py_CLEAR(d);
+                break;
+            }
+            PyTuple_SET_ITEM(d, k, x);
+        }
+    }
+    v[1] = d;
+}
+
 /* One published slot as the pure ring's tuple. */
 static PyObject *
 materialize(Slot *c, uint64_t pos, IntCache *ic)
@@ -468,29 +514,8 @@ materialize(Slot *c, uint64_t pos, IntCache *ic)
     PyObject *v[10];
     v[0] = get_val(c->eid, c->raw & R_EID);
     v[1] = get_val(c->ts, c->raw & R_TS);
-    v[2] = (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
-                               : Py_NewRef(c->thread.o);
-    v[3] = get_val_cached(ic, c->task, c->raw & R_TASK);
-    v[4] = get_val_cached(ic, c->corr, c->raw & R_CORR);
-    v[5] = get_val_cached(ic, c->parent, c->raw & R_PARENT);
-    v[6] = get_val_cached(ic, c->call, c->raw & R_CALL);
-    v[7] = Py_NewRef(c->ast ? c->ast : Py_None);
-    if (c->kind == K_RECORD) {
-        v[8] = Py_NewRef(c->d[0].o);
-        v[9] = Py_NewRef(c->d[1].o);
-    }
-    else {
-        v[8] = Py_NewRef(c->kind == K_ENTRY ? g_entry_type : g_exit_type);
-        PyObject *d = PyTuple_New(4);
-        if (d != NULL) {
-            for (int k = 0; k < 4; k++) {
-                PyObject *x = get_val(c->d[k], k == 2 && (c->draw & D_RAW2));
-                if (x == NULL) { Py_CLEAR(d); break; }
-                PyTuple_SET_ITEM(d, k, x);
-            }
-        }
-        v[9] = d;
-    }
+    context_values(c, ic, v + 2);
+    type_and_data(c, v + 8, 0);
     int bad = 0;
     for (int k = 0; k < 10; k++) {
         if (v[k] == NULL) { bad = 1; v[k] = Py_NewRef(Py_None); }
@@ -539,22 +564,8 @@ build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset, IntCach
     }
     v[3] = Py_NewRef(node);
     v[4] = Py_NewRef(pid);
-    v[5] = (c->raw & R_THREAD) && c->thread.i >= 0 ? cached_int(ic, c->thread.i)
-           : (c->raw & R_THREAD) ? PyLong_FromUnsignedLongLong((uint64_t)c->thread.i)
-                                 : Py_NewRef(c->thread.o);
-    v[6] = get_val_cached(ic, c->task, c->raw & R_TASK);
-    v[7] = get_val_cached(ic, c->corr, c->raw & R_CORR);
-    v[8] = get_val_cached(ic, c->parent, c->raw & R_PARENT);
-    v[9] = get_val_cached(ic, c->call, c->raw & R_CALL);
-    v[10] = Py_NewRef(c->ast ? c->ast : Py_None);
-    if (c->kind == K_RECORD) {
-        v[11] = Py_NewRef(c->d[0].o);
-        v[12] = Py_NewRef(c->d[1].o);
-    }
-    else {
-        v[11] = Py_NewRef(c->kind == K_ENTRY ? g_entry_type : g_exit_type);
-        v[12] = data_dict(c);
-    }
+    context_values(c, ic, v + 5);
+    type_and_data(c, v + 11, 1);
     PyObject *ev = NULL;
     int bad = 0;
     for (int k = 0; k < 13; k++) bad |= v[k] == NULL;
