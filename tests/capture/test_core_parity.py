@@ -486,7 +486,7 @@ def test_flat_snapshot_twins_agree_with_the_python_spec(
 
     strlen, items = lim.max_string, lim.max_items
     for int_limit in (1 << 63, 1 << int(strlen * 3.3219280948873626), 5):
-        for depth in (1, 2, 3):
+        for depth in (0, 1, 2, 3):
             t = type(value)
             if t in (tuple, list, dict):
                 want = _snapshot.flat_cost(value, t, strlen, int_limit, items, depth)

@@ -68,7 +68,7 @@ def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int, depth: i
     length, a key like a value: exactly what :meth:`Snapper._container` charges item by
     item when nothing is cut.
     """
-    if len(v) > items:
+    if len(v) > items or depth < 1:
         return -1
     cost = _SMALL
     if t is dict:
