@@ -20,7 +20,6 @@ import os
 import threading
 from asyncio import current_task as _current_task
 from asyncio.events import _get_running_loop
-from collections.abc import Collection
 from typing import Any, Final
 
 from tidescope.capture import _clock, _snapshot
@@ -56,9 +55,9 @@ _limits = Limits()
 
 def set_limits(limits: Limits) -> None:
     """Set the limits every report uses (``start()`` does this from its Config)."""
-    global _limits, _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_containers
+    global _limits, _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_depth
     _limits = limits
-    _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_containers = _fast_limits(limits)
+    _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_depth = _fast_limits(limits)
     _sync()
 
 
@@ -102,63 +101,39 @@ def snapshot_many(*values: Any, limits: Limits | None = None) -> tuple[Any, ...]
         return tuple(Truncated(type_name(type(v)), 0, "error") for v in values)
 
 
-# The fast paths below keep a value as it is (or copy a flat container) only where the full
-# snapshot would give an equal result: every item an immutable scalar it keeps whole, no
-# more items than max_items, and the bytes it would charge within the event's budget.
+# The fast paths below keep a value as it is, or copy a container of such values in one
+# step, only where the full snapshot would give an equal result (see _snapshot.flat_cost):
+# every scalar one it keeps whole, containers within max_items and max_depth, and the
+# bytes it would charge within the event's budget.
 _SMALL: Final = 8  # what Snapper charges for a number, a reference or a container
 _f_items = 20  # max_items
 _f_str = 256  # longest str kept whole inside a container
 _f_top_str = 256  # longest str kept whole as a value of its own
 _f_int = _INT64  # ints kept are strictly within +-_f_int
 _f_budget = 4096  # max_event_bytes
-_f_containers = True  # max_depth >= 1: a container's items are read at all
+_f_depth = 3  # max_depth: container levels the snapshot opens
 
 
-def _fast_limits(lim: Limits) -> tuple[int, int, int, int, int, bool]:
+def _fast_limits(lim: Limits) -> tuple[int, int, int, int, int, int]:
     """The fast paths' bounds for ``lim`` (the C core gets the same tuple)."""
     int_limit = min(_INT64, 1 << int(lim.max_string * _LOG2_10))  # Snapper's int rule
     top = min(lim.max_string, lim.max_event_bytes - _SMALL)
-    return (lim.max_items, lim.max_string, top, int_limit, lim.max_event_bytes,
-            lim.max_depth >= 1)  # fmt: skip
+    return (lim.max_items, lim.max_string, top, int_limit, lim.max_event_bytes, lim.max_depth)
 
 
-def _small_scalars(args: Collection[Any], extra: int = 0) -> bool:
-    """True if the snapshot would copy ``args`` (a flat tuple, list or dict's values) whole.
-
-    ``extra`` is what the keys of a dict charge the budget.
-    """
-    if not _f_containers or len(args) > _f_items:
-        return False
-    total = extra + _SMALL * (len(args) + 1)
-    for a in args:
-        ta = type(a)
-        if ta is str:
-            n = len(a)
-            if n > _f_str:
-                return False
-            total += n
-        elif ta is int:
-            if not -_f_int < a < _f_int:
-                return False
-        elif ta not in KEEP_TYPES:
-            return False
-    return total <= _f_budget
-
-
-def _small_scalar_dict(args: dict[Any, Any]) -> bool:
-    """True for short str keys and small scalar values (the import hook passes arguments so,
-    bound to their parameter names)."""
-    extra = 0
-    for k in args:
-        if type(k) is not str or len(k) > _f_str:
-            return False
-        extra += len(k) + _SMALL
-    return _small_scalars(args.values(), extra)
+def _flat(v: Any, t: type) -> Any:
+    """``v`` (a tuple, list or dict) copied in one step, or None if the snapshot of it would
+    cut anything."""
+    cost = _snapshot._flat_cost(v, t, _f_str, _f_int, _f_items, _f_depth)
+    if cost < 0 or cost > _f_budget:
+        return None
+    return _snapshot._flat_copy(v)
 
 
 def _snap_value(v: Any, lim: Limits) -> Any:
     """A snapshot of one value of an event: kept as it is when it is an immutable scalar the
-    snapshot keeps, copied when it is a flat container of them, else the full snapshot."""
+    snapshot keeps, copied in one step when it is a container of them, else the full
+    snapshot."""
     t = type(v)
     if (
         (t is int and -_f_int < v < _f_int)
@@ -166,12 +141,10 @@ def _snap_value(v: Any, lim: Limits) -> Any:
         or (t is str and len(v) <= _f_top_str)
     ):
         return v
-    if t is tuple:
-        return v if _small_scalars(v) else Snapper(lim).snap(v)
-    if t is list:
-        return list(v) if _small_scalars(v) else Snapper(lim).snap(v)
-    if t is dict:
-        return dict(v) if _small_scalar_dict(v) else Snapper(lim).snap(v)
+    if t is tuple or t is list or t is dict:
+        flat = _flat(v, t)
+        if flat is not None:
+            return flat
     return Snapper(lim).snap(v)
 
 
@@ -191,7 +164,7 @@ def flat_event(request_id: Any, data: dict[str, Any]) -> dict[str, Any] | None:
             budget -= _SMALL
         else:
             return None
-    got = _snapshot._flat_payload(data, _f_str, _f_int, _f_items, budget, _limits.max_depth)
+    got = _snapshot._flat_payload(data, _f_str, _f_int, _f_items, budget, _f_depth)
     return None if got is None else got[0]
 
 
@@ -199,18 +172,14 @@ def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
     """Snapshot a call's arguments; returns ``(snapshot, arity)``.
 
     The common case, a tuple of a few small scalars, is kept as it is (immutable all the
-    way down); a list of them, or a dict of them under str keys, is copied; anything else
-    takes the full snapshot.
+    way down); other tuples, lists and dicts (the import hook passes arguments bound to
+    their names) of kept values are copied in one step; anything else takes the full
+    snapshot.
     """
     t = type(args)
-    if t is tuple or t is list:
-        if _small_scalars(args):
-            return (args if t is tuple else list(args)), len(args)
-        return Snapper(lim).snap(args), len(args)
-    if t is dict:
-        if _small_scalar_dict(args):
-            return dict(args), len(args)  # a copy: the caller may reuse its dict
-        return Snapper(lim).snap(args), len(args)
+    if t is tuple or t is list or t is dict:
+        flat = _flat(args, t)
+        return (Snapper(lim).snap(args) if flat is None else flat), len(args)
     if args is None:
         return None, 0
     return Snapper(lim).snap(args), None

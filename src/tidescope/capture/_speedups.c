@@ -49,7 +49,7 @@ static Py_ssize_t g_max_string = 256;
 static Py_ssize_t g_top_string = 256;
 static unsigned long long g_int_limit = 1ULL << 63;
 static Py_ssize_t g_budget = 4096;
-static int g_containers = 1;
+static Py_ssize_t g_depth = 3;
 #define SMALL 8
 
 static PyObject *g_stack_var = NULL;  /* the ContextVar of frames */
@@ -1002,6 +1002,142 @@ keep_type(PyTypeObject *t)
     return 0;
 }
 
+/* An int within +-limit, for a limit given as a Python int (maybe far past 64 bits).
+ * 1 yes, 0 no or not decidable here (the caller then takes the general path). */
+typedef struct { unsigned long long lim; int big; } IntLimit;
+
+static int
+parse_limit(PyObject *o, IntLimit *out)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    out->big = overflow > 0;
+    out->lim = overflow > 0 ? 0 : (v < 0 ? 0 : (unsigned long long)v);
+    return 0;
+}
+
+static inline int
+int_within(PyObject *a, const IntLimit *l)
+{
+    int64_t x;
+    if (!small_long(a, &x)) {
+        int overflow;
+        long long y = PyLong_AsLongLongAndOverflow(a, &overflow);
+        if (y == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (overflow || y == LLONG_MIN) return 0; /* past 64 bits: not decided here */
+        x = y;
+    }
+    unsigned long long mag = x < 0 ? (unsigned long long)(-x) : (unsigned long long)x;
+    return l->big || mag < l->lim;
+}
+
+static inline int
+is_nested(PyTypeObject *t)
+{
+    return t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type;
+}
+
+/* _snapshot.flat_cost for one container: bytes charged, or -1 if the snapshot would cut
+ * or change anything in it (depth: container levels it still opens, at least 1). */
+static Py_ssize_t
+container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t items,
+               Py_ssize_t depth, int *nested)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    Py_ssize_t n = t == &PyDict_Type ? PyDict_GET_SIZE(v) : Py_SIZE(v);
+    if (n > items) return -1;
+    Py_ssize_t cost = SMALL, pos = 0;
+    PyObject *key, *val;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *a;
+        if (t == &PyTuple_Type) a = PyTuple_GET_ITEM(v, k);
+        else if (t == &PyList_Type) {
+            if (k >= PyList_GET_SIZE(v)) return -1;
+            a = PyList_GET_ITEM(v, k);
+        }
+        else {
+            if (!PyDict_Next(v, &pos, &key, &val)) return -1;
+            if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > strlen) return -1;
+            cost += PyUnicode_GET_LENGTH(key) + SMALL;
+            a = val;
+        }
+        PyTypeObject *ta = Py_TYPE(a);
+        if (ta == &PyUnicode_Type) {
+            if (PyUnicode_GET_LENGTH(a) > strlen) return -1;
+            cost += PyUnicode_GET_LENGTH(a) + SMALL;
+        }
+        else if (ta == &PyLong_Type) {
+            if (!int_within(a, il)) return -1;
+            cost += SMALL;
+        }
+        else if (keep_type(ta)) {
+            cost += SMALL;
+        }
+        else if (is_nested(ta) && depth > 1) {
+            if (Py_EnterRecursiveCall(" in tidescope's flat snapshot")) {
+                PyErr_Clear();
+                return -1;
+            }
+            Py_ssize_t c = container_cost(a, strlen, il, items, depth - 1, nested);
+            Py_LeaveRecursiveCall();
+            if (c < 0) return -1;
+            cost += c;
+            *nested = 1;
+        }
+        else {
+            return -1;
+        }
+    }
+    return cost;
+}
+
+/* _snapshot.flat_copy: lists and dicts copied, a tuple only if something in it is. */
+static PyObject *
+copy_flat(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyDict_Type) {
+        PyObject *out = PyDict_New();
+        Py_ssize_t pos = 0;
+        PyObject *k, *a;
+        if (out == NULL) return NULL;
+        while (PyDict_Next(v, &pos, &k, &a)) {
+            PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
+            if (c == NULL || PyDict_SetItem(out, k, c) < 0) {
+                Py_XDECREF(c);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(c);
+        }
+        return out;
+    }
+    Py_ssize_t n = Py_SIZE(v);
+    if (t == &PyTuple_Type) {
+        int nested = 0;
+        for (Py_ssize_t k = 0; k < n && !nested; k++)
+            nested = is_nested(Py_TYPE(PyTuple_GET_ITEM(v, k)));
+        if (!nested) return Py_NewRef(v);
+    }
+    PyObject *out = t == &PyTuple_Type ? PyTuple_New(n) : PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *a = t == &PyTuple_Type ? PyTuple_GET_ITEM(v, k) : PyList_GET_ITEM(v, k);
+        PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
+        if (c == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (t == &PyTuple_Type) PyTuple_SET_ITEM(out, k, c);
+        else PyList_SET_ITEM(out, k, c);
+    }
+    return out;
+}
+
 /* An int within the snapshot's int rule: -1 error, 0 no, 1 yes. */
 static inline int
 small_int(PyObject *a)
@@ -1019,49 +1155,23 @@ small_int(PyObject *a)
     return mag < g_int_limit;
 }
 
-/* One item of a flat container kept whole? Adds a str's length to *total. -1 error. */
-static inline int
-item_ok(PyObject *a, Py_ssize_t *total)
+/* A tuple, list or dict copied in one step (new reference), or NULL when the snapshot of
+ * it would cut anything (no error set then): _pure._flat. */
+static PyObject *
+flat_value(PyObject *v)
 {
-    PyTypeObject *t = Py_TYPE(a);
-    if (t == &PyUnicode_Type) {
-        Py_ssize_t len = PyUnicode_GET_LENGTH(a);
-        if (len > g_max_string) return 0;
-        *total += len;
-        return 1;
+    IntLimit il = {g_int_limit, 0};
+    int nested = 0;
+    if (g_depth < 1) return NULL; /* max_depth 0: every container is cut */
+    Py_ssize_t cost = container_cost(v, g_max_string, &il, g_max_items, g_depth, &nested);
+    if (cost < 0 || cost > g_budget) return NULL;
+    if (!nested) { /* scalars only: the common case, without copy_flat's second look */
+        PyTypeObject *t = Py_TYPE(v);
+        if (t == &PyTuple_Type) return Py_NewRef(v);
+        if (t == &PyList_Type) return PyList_GetSlice(v, 0, PyList_GET_SIZE(v));
+        return PyDict_Copy(v);
     }
-    if (t == &PyLong_Type) return small_int(a);
-    return keep_type(t);
-}
-
-/* _pure._small_scalars: would the snapshot copy these items whole? -1 error. */
-static int
-small_scalars(PyObject *const *items, Py_ssize_t n, Py_ssize_t extra)
-{
-    if (!g_containers || n > g_max_items) return 0;
-    Py_ssize_t total = extra + SMALL * (n + 1);
-    for (Py_ssize_t k = 0; k < n; k++) {
-        int r = item_ok(items[k], &total);
-        if (r <= 0) return r;
-    }
-    return total <= g_budget;
-}
-
-/* _pure._small_scalar_dict: short str keys, small scalar values, within the budget. */
-static int
-small_scalar_dict(PyObject *d)
-{
-    Py_ssize_t n = PyDict_GET_SIZE(d);
-    if (!g_containers || n > g_max_items) return 0;
-    Py_ssize_t pos = 0, total = SMALL * (n + 1);
-    PyObject *key, *v;
-    while (PyDict_Next(d, &pos, &key, &v)) {
-        if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > g_max_string) return 0;
-        total += PyUnicode_GET_LENGTH(key) + SMALL;
-        int r = item_ok(v, &total);
-        if (r <= 0) return r;
-    }
-    return total <= g_budget;
+    return copy_flat(v);
 }
 
 /* One value kept as it is by the snapshot? (_pure._snap_value's first test) -1 error. */
@@ -1086,24 +1196,11 @@ static PyObject *
 snap_args(PyObject *args, Py_ssize_t *arity)
 {
     PyTypeObject *t = Py_TYPE(args);
-    int r;
-    if (t == &PyTuple_Type) {
-        *arity = PyTuple_GET_SIZE(args);
-        r = small_scalars(((PyTupleObject *)args)->ob_item, *arity, 0);
-        if (r < 0) return NULL;
-        return r ? Py_NewRef(args) : call_snap(g_snap, args);
-    }
-    if (t == &PyList_Type) {
-        *arity = PyList_GET_SIZE(args);
-        r = small_scalars(((PyListObject *)args)->ob_item, *arity, 0);
-        if (r < 0) return NULL;
-        return r ? PyList_GetSlice(args, 0, *arity) : call_snap(g_snap, args);
-    }
-    if (t == &PyDict_Type) {
-        *arity = PyDict_GET_SIZE(args);
-        r = small_scalar_dict(args);
-        if (r < 0) return NULL;
-        return r ? PyDict_Copy(args) : call_snap(g_snap, args);
+    if (is_nested(t)) {
+        *arity = t == &PyDict_Type ? PyDict_GET_SIZE(args) : Py_SIZE(args);
+        PyObject *flat = flat_value(args);
+        if (flat != NULL || PyErr_Occurred()) return flat;
+        return call_snap(g_snap, args);
     }
     if (args == Py_None) {
         *arity = 0;
@@ -1120,21 +1217,9 @@ snap_value(PyObject *v)
     int r = small_value(v);
     if (r < 0) return NULL;
     if (r) return Py_NewRef(v);
-    PyTypeObject *t = Py_TYPE(v);
-    if (t == &PyTuple_Type) {
-        r = small_scalars(((PyTupleObject *)v)->ob_item, PyTuple_GET_SIZE(v), 0);
-        if (r < 0) return NULL;
-        return r ? Py_NewRef(v) : call_snap(g_snap, v);
-    }
-    if (t == &PyList_Type) {
-        r = small_scalars(((PyListObject *)v)->ob_item, PyList_GET_SIZE(v), 0);
-        if (r < 0) return NULL;
-        return r ? PyList_GetSlice(v, 0, PyList_GET_SIZE(v)) : call_snap(g_snap, v);
-    }
-    if (t == &PyDict_Type) {
-        r = small_scalar_dict(v);
-        if (r < 0) return NULL;
-        return r ? PyDict_Copy(v) : call_snap(g_snap, v);
+    if (is_nested(Py_TYPE(v))) {
+        PyObject *flat = flat_value(v);
+        if (flat != NULL || PyErr_Occurred()) return flat;
     }
     return call_snap(g_snap, v);
 }
@@ -1604,141 +1689,6 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
 /* --------------------------------------------------------------------------------- */
 /* flat snapshots: _snapshot.flat_cost and _snapshot.flat_payload                     */
 
-/* An int within +-limit, for a limit given as a Python int (maybe far past 64 bits).
- * 1 yes, 0 no or not decidable here (the caller then takes the general path). */
-typedef struct { unsigned long long lim; int big; } IntLimit;
-
-static int
-parse_limit(PyObject *o, IntLimit *out)
-{
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    out->big = overflow > 0;
-    out->lim = overflow > 0 ? 0 : (v < 0 ? 0 : (unsigned long long)v);
-    return 0;
-}
-
-static inline int
-int_within(PyObject *a, const IntLimit *l)
-{
-    int64_t x;
-    if (!small_long(a, &x)) {
-        int overflow;
-        long long y = PyLong_AsLongLongAndOverflow(a, &overflow);
-        if (y == -1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            return 0;
-        }
-        if (overflow || y == LLONG_MIN) return 0; /* past 64 bits: not decided here */
-        x = y;
-    }
-    unsigned long long mag = x < 0 ? (unsigned long long)(-x) : (unsigned long long)x;
-    return l->big || mag < l->lim;
-}
-
-static inline int
-is_nested(PyTypeObject *t)
-{
-    return t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type;
-}
-
-/* _snapshot.flat_cost for one container: bytes charged, or -1 if the snapshot would cut
- * or change anything in it (depth: container levels it still opens, at least 1). */
-static Py_ssize_t
-container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t items,
-               Py_ssize_t depth)
-{
-    PyTypeObject *t = Py_TYPE(v);
-    Py_ssize_t n = t == &PyDict_Type ? PyDict_GET_SIZE(v) : Py_SIZE(v);
-    if (n > items) return -1;
-    Py_ssize_t cost = SMALL, pos = 0;
-    PyObject *key, *val;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *a;
-        if (t == &PyTuple_Type) a = PyTuple_GET_ITEM(v, k);
-        else if (t == &PyList_Type) {
-            if (k >= PyList_GET_SIZE(v)) return -1;
-            a = PyList_GET_ITEM(v, k);
-        }
-        else {
-            if (!PyDict_Next(v, &pos, &key, &val)) return -1;
-            if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > strlen) return -1;
-            cost += PyUnicode_GET_LENGTH(key) + SMALL;
-            a = val;
-        }
-        PyTypeObject *ta = Py_TYPE(a);
-        if (ta == &PyUnicode_Type) {
-            if (PyUnicode_GET_LENGTH(a) > strlen) return -1;
-            cost += PyUnicode_GET_LENGTH(a) + SMALL;
-        }
-        else if (ta == &PyLong_Type) {
-            if (!int_within(a, il)) return -1;
-            cost += SMALL;
-        }
-        else if (keep_type(ta)) {
-            cost += SMALL;
-        }
-        else if (is_nested(ta) && depth > 1) {
-            if (Py_EnterRecursiveCall(" in tidescope's flat snapshot")) {
-                PyErr_Clear();
-                return -1;
-            }
-            Py_ssize_t c = container_cost(a, strlen, il, items, depth - 1);
-            Py_LeaveRecursiveCall();
-            if (c < 0) return -1;
-            cost += c;
-        }
-        else {
-            return -1;
-        }
-    }
-    return cost;
-}
-
-/* _snapshot.flat_copy: lists and dicts copied, a tuple only if something in it is. */
-static PyObject *
-copy_flat(PyObject *v)
-{
-    PyTypeObject *t = Py_TYPE(v);
-    if (t == &PyDict_Type) {
-        PyObject *out = PyDict_New();
-        Py_ssize_t pos = 0;
-        PyObject *k, *a;
-        if (out == NULL) return NULL;
-        while (PyDict_Next(v, &pos, &k, &a)) {
-            PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
-            if (c == NULL || PyDict_SetItem(out, k, c) < 0) {
-                Py_XDECREF(c);
-                Py_DECREF(out);
-                return NULL;
-            }
-            Py_DECREF(c);
-        }
-        return out;
-    }
-    Py_ssize_t n = Py_SIZE(v);
-    if (t == &PyTuple_Type) {
-        int nested = 0;
-        for (Py_ssize_t k = 0; k < n && !nested; k++)
-            nested = is_nested(Py_TYPE(PyTuple_GET_ITEM(v, k)));
-        if (!nested) return Py_NewRef(v);
-    }
-    PyObject *out = t == &PyTuple_Type ? PyTuple_New(n) : PyList_New(n);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *a = t == &PyTuple_Type ? PyTuple_GET_ITEM(v, k) : PyList_GET_ITEM(v, k);
-        PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
-        if (c == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        if (t == &PyTuple_Type) PyTuple_SET_ITEM(out, k, c);
-        else PyList_SET_ITEM(out, k, c);
-    }
-    return out;
-}
-
 /* strlen, int_limit, items and depth from Python ints */
 static int
 flat_args(PyObject *strlen_o, PyObject *limit_o, PyObject *items_o, PyObject *depth_o,
@@ -1770,7 +1720,8 @@ flat_cost(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     if (!PyType_Check(t) || !is_nested((PyTypeObject *)t) || (PyObject *)Py_TYPE(args[0]) != t ||
         depth < 1)
         return PyLong_FromLong(-1);
-    return PyLong_FromSsize_t(container_cost(args[0], strlen, &il, items, depth));
+    int nested = 0;
+    return PyLong_FromSsize_t(container_cost(args[0], strlen, &il, items, depth, &nested));
 }
 
 static PyObject *
@@ -1814,7 +1765,8 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
             cost += SMALL;
         }
         else if (is_nested(t) && depth >= 1) {
-            Py_ssize_t c = container_cost(v, strlen, &il, items, depth);
+            int nested = 0;
+            Py_ssize_t c = container_cost(v, strlen, &il, items, depth, &nested);
             if (c < 0) Py_RETURN_NONE;
             cost += c;
         }
@@ -1900,7 +1852,7 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
 }
 
 /* sync(enabled, buffer, limits, fast): the state the report path reads; `fast` is
- * _pure._fast_limits(limits): (items, str, top_str, int_limit, budget, containers). */
+ * _pure._fast_limits(limits): (items, str, top_str, int_limit, budget, depth). */
 static PyObject *
 sync_state(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1922,15 +1874,16 @@ sync_state(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     }
     unsigned long long int_limit = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(fast, 3));
     if (int_limit == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    int containers = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 5));
+    Py_ssize_t depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(fast, 5));
+    if (depth == -1 && PyErr_Occurred()) return NULL;
     int on = PyObject_IsTrue(args[0]);
-    if (containers < 0 || on < 0) return NULL;
+    if (on < 0) return NULL;
     g_max_items = v[0];
     g_max_string = v[1];
     g_top_string = v[2];
     g_int_limit = int_limit;
     g_budget = v[4];
-    g_containers = containers;
+    g_depth = depth;
     Py_XSETREF(g_limits, Py_NewRef(limits));
     Py_XSETREF(g_buffer, buffer == Py_None ? NULL : Py_NewRef(buffer));
     g_enabled = on;
