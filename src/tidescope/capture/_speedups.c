@@ -900,14 +900,15 @@ cell_owned(PyObject *cell, PyThreadState *ts)
            Py_REFCNT(c->hamt) == 2;
 }
 
-/* Make `top` this context's top frame; `cell` is what get_top() gave (or NULL). `task`
- * (borrowed, or NULL) is this context's task id, kept by a new cell. */
+/* Make `top` this context's top frame; `cell` is what get_top() gave (or NULL), `owned`
+ * what cell_owned() said of it. `task` (borrowed, or NULL) is this context's task id,
+ * kept by a new cell. */
 static int
-set_top(PyObject *cell, PyObject *top, PyObject *task, PyThreadState *ts)
+set_top(PyObject *cell, int owned, PyObject *top, PyObject *task, PyThreadState *ts)
 {
     if (cell != NULL) {
         Cell *c = (Cell *)cell;
-        if (cell_owned(cell, ts)) {
+        if (owned) {
             Py_SETREF(c->top, Py_NewRef(top));
             return 0;
         }
@@ -947,7 +948,8 @@ stack_set(PyObject *Py_UNUSED(m), PyObject *top)
     PyObject *cell, *old = get_top(&cell);
     if (old == NULL) return NULL;
     Py_DECREF(old);
-    int r = set_top(cell, top, NULL, PyThreadState_Get());
+    PyThreadState *ts = PyThreadState_Get();
+    int r = set_top(cell, cell_owned(cell, ts), top, NULL, ts);
     Py_XDECREF(cell);
     if (r < 0) return NULL;
     Py_RETURN_NONE;
@@ -1244,9 +1246,9 @@ static PyObject *task_id(void);
  * A context belongs to one thread at a time and, in asyncio, to one task, so a cell that
  * only this context can see answers for every later report in it. */
 static PyObject *
-context_task(PyObject *cell, PyThreadState *ts)
+context_task(PyObject *cell, int owned)
 {
-    if (cell_owned(cell, ts)) {
+    if (owned) {
         Cell *c = (Cell *)cell;
         if (c->task == NULL) {
             c->task = task_id();
@@ -1391,7 +1393,8 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     }
     astv = ast_value(ast);
     if (astv == NULL) goto error;
-    task = context_task(cell, tstate);
+    int owned = cell_owned(cell, tstate);
+    task = context_task(cell, owned);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     if (call_id != Py_None) eid = new_id();
@@ -1400,7 +1403,10 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     ts_obj = PyLong_FromLongLong(ts);
     if (ts_obj == NULL) goto error;
     frame = PyTuple_Pack(4, cid, f, corr, ts_obj);
-    if (frame == NULL || set_top(cell, frame, task, tstate) < 0) goto error;
+    /* owned is asked again: the allocations since may have run a finalizer that copied
+     * this context */
+    if (frame == NULL || set_top(cell, cell_owned(cell, tstate), frame, task, tstate) < 0)
+        goto error;
     RingStorage *rb = (RingStorage *)buf;
     if (rb->fast && rb->slots != NULL) {
         /* Everything that can fail is done: claim, then fill the slot. */
@@ -1505,7 +1511,9 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         if (err) goto error;
     }
     /* pops, even while capture is off: the stack stays balanced */
-    if (frame != NULL && set_top(cell, PyTuple_GET_ITEM(frame, 1), NULL, tstate) < 0) goto error;
+    int owned = cell_owned(cell, tstate); /* a cell replaced below is not owned after either */
+    if (frame != NULL && set_top(cell, owned, PyTuple_GET_ITEM(frame, 1), NULL, tstate) < 0)
+        goto error;
     if (!g_enabled || g_buffer == NULL || f == g_off) {
         result = Py_NewRef(Py_False);
         goto done;
@@ -1560,7 +1568,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
     }
     astv = ast_value(ast);
     if (astv == NULL) goto error;
-    task = context_task(cell, tstate);
+    task = context_task(cell, owned);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     int64_t eid = new_id();
@@ -1650,7 +1658,7 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
     PyObject *cell, *top = get_top(&cell);
     if (top == NULL) return NULL;
     Py_DECREF(top);
-    PyObject *task = context_task(cell, PyThreadState_Get());
+    PyObject *task = context_task(cell, cell_owned(cell, PyThreadState_Get()));
     Py_XDECREF(cell);
     if (task == NULL) return NULL;
     PyObject *result;
