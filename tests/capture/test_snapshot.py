@@ -1016,3 +1016,77 @@ def test_a_flat_container_at_the_budget_edge_is_cut_exactly_as_item_by_item(
             m.setattr(Snapper, "_flat", lambda self, v, t, depth: None)
             want = Snapper(lim).snap(value)
         assert repr(jsonable(got)) == repr(jsonable(want)), budget
+
+
+# -- exceptions taken in one step equal the full path ---------------------------------------
+
+
+class _Plain(ValueError):
+    pass
+
+
+class _WithAttrs(KeyError):
+    def __init__(self, key: Any) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _Slotted(Exception):
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Mixin:
+    pass
+
+
+class _MixedError(_Mixin, LookupError):  # a base that is not an exception: the full path
+    pass
+
+
+def _exceptions() -> list[BaseException]:
+    noted = RuntimeError("noted")
+    noted.add_note("a note")
+    chained = ValueError("outer")
+    chained.__cause__ = KeyError("inner")
+    return [
+        _Plain("apple"), _Plain(), _Plain(1, "two", 3.0, None), _Plain("x" * 300),
+        _Plain(list(range(30))), _Plain({"a": [1, 2]}), _Plain(object()),
+        _WithAttrs("k"), _Slotted(7), noted, chained, OSError(2, "No such file"),
+        KeyboardInterrupt(), StopIteration(5), SystemExit(3), _MixedError("m"),
+    ]  # fmt: skip
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lim=st.builds(
+        Limits,
+        max_depth=st.integers(0, 4),
+        max_items=st.integers(0, 30),
+        max_string=st.integers(0, 300),
+        max_event_bytes=st.one_of(st.integers(0, 200), st.integers(0, 6000)),
+    ),
+    spent=st.integers(0, 300),
+)
+def test_exceptions_taken_in_one_step_equal_the_full_path(
+    lim: Limits, spent: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidescope.capture import _snapshot
+    from tidescope.capture._snapshot import Snapper, exception_snapshot
+
+    for exc in _exceptions():
+        fast = Snapper(lim)
+        fast.budget -= spent  # an event whose other values spent part of the budget
+        got = exception_snapshot(fast, exc)
+        with monkeypatch.context() as m:
+            m.setattr(_snapshot, "_flat_exception", lambda *args: None)
+            slow = Snapper(lim)
+            slow.budget -= spent
+            want = exception_snapshot(slow, exc)
+        assert repr(jsonable(got)) == repr(jsonable(want)), exc
+        assert fast.budget == slow.budget, exc

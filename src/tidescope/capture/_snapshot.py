@@ -532,18 +532,65 @@ def _slot_names(mro: tuple[type, ...]) -> tuple[str, ...]:
     return tuple(names)
 
 
+_EXC_DICT: Final = BaseException.__dict__["__dict__"]
+_PLAIN_EXCEPTIONS: dict[type, bool] = {}
+
+
+def _plain_exception_type(t: type) -> bool:
+    """True for an exception class built only from exception classes, with no
+    ``__slots__``: its snapshot's attributes are its ``__dict__`` and ``args``."""
+    plain = _PLAIN_EXCEPTIONS.get(t)
+    if plain is None:
+        mro = _MRO.__get__(t)
+        plain = all(k is object or issubclass(k, BaseException) for k in mro) and not (
+            _slot_names(mro)
+        )
+        if len(_PLAIN_EXCEPTIONS) < 4096:
+            _PLAIN_EXCEPTIONS[t] = plain
+    return plain
+
+
+def _flat_exception(s: Snapper, exc: Any, t: type, args: tuple[Any, ...]) -> Any:
+    """What :func:`exception_snapshot` gives for an exception with an empty ``__dict__``
+    and flat ``args``, when nothing would be cut, in one step; else None.
+
+    The full path snapshots the exception as an object (its name, then ``{"args": args}``
+    as its attributes) and then ``args`` again; this charges the same bytes.
+    """
+    try:
+        d = _EXC_DICT.__get__(exc)
+    except Exception:
+        return None
+    if type(d) is not dict or d:
+        return None
+    depth = s.depth_limit
+    c_attrs = _flat_cost({"args": args}, dict, s.strlen, s.int_limit, s.items, depth)
+    c_args = _flat_cost(args, tuple, s.strlen, s.int_limit, s.items, depth)
+    name = type_name(t)
+    total = len(name) + _SMALL + c_attrs + c_args
+    if c_attrs < 0 or c_args < 0 or total > s.budget:
+        return None
+    s.budget -= total
+    return {"type": name, "args": _flat_copy(args), "attrs": None}
+
+
 def exception_snapshot(s: Snapper, exc: Any) -> Any:
     """An exception as ``{type, args, attrs}``, read without calling its ``__str__``/``__repr__``.
 
     Any other value (an exit reported as an exception with no exception object) is
     snapshotted as it is.
     """
-    if not issubclass(type(exc), BaseException):
+    t = type(exc)
+    if not issubclass(t, BaseException):
         return s.snap(exc)
     try:
         args = _EXC_ARGS.__get__(exc)
     except Exception:
         args = ()
+    if type(args) is tuple and not s.repr_objects and _plain_exception_type(t):
+        flat = _flat_exception(s, exc, t, args)
+        if flat is not None:
+            return flat
     snap = s.snap(exc)
     attrs = snap.attrs if type(snap) is ObjectSnapshot else None
     if type(attrs) is dict:
