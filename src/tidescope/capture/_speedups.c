@@ -878,8 +878,9 @@ get_top(PyObject **cellp)
     *cellp = NULL;
     if (PyContextVar_Get(g_stack_var, NULL, &v) < 0) return NULL;
     if (Py_IS_TYPE(v, &Cell_Type)) {
+        PyObject *top = ((Cell *)v)->top;
         *cellp = v;
-        return Py_NewRef(((Cell *)v)->top);
+        return Py_NewRef(top != NULL ? top : Py_None); /* NULL only once GC cleared it */
     }
     return v; /* the default, None: nothing pushed in this context yet */
 }
