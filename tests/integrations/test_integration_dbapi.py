@@ -87,6 +87,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, db_table_name: str) -> It
 
 
 from _errors import internal_errors  # noqa: E402
+from _hostile import Hostile  # noqa: E402
 
 
 def queries(cap: tidescope.Capture) -> list[tuple[Event, Event]]:
@@ -382,37 +383,6 @@ def test_interrupting_exceptions_are_reported_and_propagate() -> None:
 
 # ---------------------------------------------------------------------------------------
 # bad input: captured safely, never raised
-
-
-class Hostile:
-    """A parameter the drivers accept (sqlite3 ``__conform__``, a psycopg dumper) whose every
-    other hook raises."""
-
-    def __init__(self) -> None:
-        self.secret = "kept"
-
-    def __conform__(self, protocol: Any) -> Any:
-        return 99
-
-    def __repr__(self) -> str:
-        raise RuntimeError("repr")
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("eq")
-
-    def __hash__(self) -> int:
-        raise RuntimeError("hash")
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(f"getattr {name}")
-
-    def __len__(self) -> int:
-        raise RuntimeError("len")
-
-    def __iter__(self) -> Any:
-        raise RuntimeError("iter")
 
 
 class HostileDumper(psycopg.adapt.Dumper):

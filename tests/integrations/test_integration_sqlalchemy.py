@@ -79,6 +79,7 @@ def queries(cap: tidescope.Capture) -> list[tuple[Event, Event]]:
 
 
 from _errors import internal_errors  # noqa: E402
+from _hostile import Hostile  # noqa: E402
 
 
 def no_internal_errors(cap: tidescope.Capture) -> None:
@@ -365,36 +366,6 @@ def test_a_python_error_inside_the_driver_is_reported_and_raised_as_is() -> None
 
 # ---------------------------------------------------------------------------------------
 # bad input: captured safely, never raised
-
-
-class Hostile:
-    """A parameter sqlite3 accepts (``__conform__``) whose every other hook raises."""
-
-    def __init__(self) -> None:
-        self.secret = "kept"
-
-    def __conform__(self, protocol: Any) -> Any:
-        return 99
-
-    def __repr__(self) -> str:
-        raise RuntimeError("repr")
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("eq")
-
-    def __hash__(self) -> int:
-        raise RuntimeError("hash")
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(f"getattr {name}")
-
-    def __len__(self) -> int:
-        raise RuntimeError("len")
-
-    def __iter__(self) -> Any:
-        raise RuntimeError("iter")
 
 
 def sqlite_engine() -> sa.Engine:
