@@ -99,11 +99,18 @@ def test_forcing_the_c_core_where_it_is_not_built_fails_loudly(tmp_path: Any) ->
     shutil.copytree(src, tmp_path / "tidescope", ignore=shutil.ignore_patterns("*.so", "*.pyd"))
     env = {**os.environ, "TIDESCOPE_CORE": "c", "PYTHONPATH": str(tmp_path)}
     code = "import tidescope; print(tidescope.__file__)"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
-    assert proc.returncode != 0
+    proc = subprocess.run(  # importing never fails: a program importing tidescope still runs
+        [sys.executable, "-c", code + "; tidescope.start()"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and str(tmp_path) in proc.stdout
     assert "TIDESCOPE_CORE=c but the C accelerator is not available" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "tidescope", "debug"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("tidescope: TIDESCOPE_CORE=c but the C accelerator")
     env["TIDESCOPE_CORE"] = ""
     proc = subprocess.run(
         [sys.executable, "-c", code + "; print(tidescope.core_info())"],
@@ -117,7 +124,7 @@ def test_forcing_the_c_core_where_it_is_not_built_fails_loudly(tmp_path: Any) ->
 def test_forcing_an_unknown_core_fails_loudly() -> None:
     env = {**os.environ, "TIDESCOPE_CORE": "rust"}
     proc = subprocess.run(
-        [sys.executable, "-c", "import tidescope"],
+        [sys.executable, "-c", "import tidescope; tidescope.start()"],
         env=env,
         capture_output=True,
         text=True,

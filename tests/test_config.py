@@ -67,6 +67,12 @@ def test_unknown_pyproject_key_names_the_key(tmp_path: Path) -> None:
         ("TIDESCOPE_BLOCK_TIMEOUT", "nan", "block_timeout", ">= 0"),
         ("TIDESCOPE_MAX_DEPTH", "0", "max_depth", "positive integer"),
         ("TIDESCOPE_ENABLED", "maybe", "enabled", "true/false"),
+        ("TIDESCOPE_BUFFER_SIZE", str(1 << 40), "buffer_size", "from 1 to 16777216 (2**24)"),
+        ("TIDESCOPE_BLOCK_TIMEOUT", "1e300", "block_timeout", "<= 60"),
+        ("TIDESCOPE_MAX_DEPTH", "100000", "max_depth", "up to 100"),
+        ("TIDESCOPE_MAX_ITEMS", str(1 << 40), "max_items", "up to 1048576"),
+        ("TIDESCOPE_MAX_STRING", str(1 << 70), "max_string", "up to 1048576"),
+        ("TIDESCOPE_MAX_EVENT_BYTES", str(1 << 70), "max_event_bytes", "up to 1073741824"),
     ],
 )
 def test_invalid_environment_value_names_variable_setting_and_accepted_values(
@@ -87,6 +93,8 @@ def test_invalid_environment_value_names_variable_setting_and_accepted_values(
         {"buffer_size": 3.0},
         {"overflow_strategy": "DROP_OLDEST"},
         {"block_timeout": float("inf")},
+        {"buffer_size": 1 << 25},
+        {"max_string": 1 << 70},
         {"max_string": -5},
         {"repr_objects": 1},
         {"node": ""},
@@ -110,3 +118,15 @@ def test_config_is_frozen_and_replace_validates() -> None:
     assert cfg.replace(buffer_size=8).buffer_size == 8
     with pytest.raises(ConfigError):
         cfg.replace(buffer_size=9)
+
+
+def test_settings_at_their_upper_bounds_are_accepted_and_start() -> None:
+    import tidescope
+
+    cfg = Config(
+        buffer_size=1 << 24, block_timeout=60, max_depth=100, max_items=1 << 20,
+        max_string=1 << 20, max_event_bytes=1 << 30,
+    )  # fmt: skip
+    with tidescope.capture(cfg) as cap:
+        pass
+    assert cap.stats()["size"] == 1 << 24

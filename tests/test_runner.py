@@ -38,7 +38,7 @@ def python_run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.Co
 def events(directory: Path) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for path in trace_files(directory):
-        out += [r for r in read_trace(path) if "$header" not in r and "$stats" not in r]
+        out += [r for r in read_trace(path) if "event_type" in r]
     return out
 
 

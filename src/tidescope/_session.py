@@ -67,8 +67,14 @@ def _limits_of(cfg: Config) -> Limits:
 
 
 def activate(cfg: Config) -> Session:
-    """Install ``cfg``: a fresh buffer, the value limits, the node name; capture on."""
+    """Install ``cfg``: a fresh buffer, the value limits, the node name; capture on.
+
+    Raises:
+        CoreSelectionError: ``TIDESCOPE_CORE`` asks for a core that cannot be used.
+    """
     global _active
+    if _core.CORE_ERROR is not None:
+        raise _core.CoreSelectionError(_core.CORE_ERROR)
     _core.set_node(cfg.node)  # first: a buffer records the node name when it is made
     buf = (
         RingBuffer(cfg.buffer_size, cfg.overflow_strategy, cfg.block_timeout)
@@ -99,6 +105,7 @@ def start(config: Config | None = None, **settings: Any) -> Session:
     Raises:
         RuntimeError: capture is already started.
         ConfigError: a setting is invalid.
+        CoreSelectionError: ``TIDESCOPE_CORE`` asks for a core that cannot be used.
     """
     cfg = config.replace(**settings) if config is not None else Config.load(**settings)
     with _lock:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from tidescope.config import Config
 
 __all__ = ["main"]
+
+_T = TypeVar("_T")
 
 
 def _demo_program() -> None:
@@ -47,7 +54,7 @@ def _demo_program() -> None:
 def _demo(args: argparse.Namespace) -> int:
     from tidescope.testing import capture  # noqa: PLC0415
 
-    with capture(buffer_size=1024) as cap:
+    with capture(_settings(buffer_size=1024)) as cap:
         _demo_program()
     for ev in cap.events():
         if args.json:
@@ -68,17 +75,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _debug(args: argparse.Namespace) -> int:
     import tidescope  # noqa: PLC0415
-    from tidescope.config import Config  # noqa: PLC0415
 
     info: dict[str, Any] = {
         "version": tidescope.__version__,
         "python": sys.version.split()[0],
         **tidescope.core_info(),
+        "config": vars_of(_settings()),
     }
-    try:
-        info["config"] = {k: v for k, v in vars_of(Config.load()).items()}
-    except Exception as exc:
-        info["config_error"] = str(exc)
     print(json.dumps(info, indent=2))
     return 0
 
@@ -91,16 +94,12 @@ def vars_of(cfg: Any) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tidescope.config import Config, ConfigError  # noqa: PLC0415
     from tidescope.runner import RunOptions, UsageError, run  # noqa: PLC0415
 
     argv = list(args.argv)
     if args.module is None and not argv:
         _fail("tidescope run needs a script or -m module (see tidescope run --help)")
-    try:
-        config = Config.load(buffer_size=args.buffer_size, overflow_strategy=args.overflow_strategy)
-    except ConfigError as exc:
-        _fail(str(exc))
+    config = _settings(buffer_size=args.buffer_size, overflow_strategy=args.overflow_strategy)
     options = RunOptions(
         script=None if args.module is not None else argv[0],
         module=args.module,
@@ -117,7 +116,21 @@ def _run(args: argparse.Namespace) -> int:
         _fail(str(exc))
 
 
+def _settings(**arguments: Any) -> Config:
+    """The Config of ``arguments`` and the environment; a bad setting ends the command."""
+    from tidescope.capture import _core  # noqa: PLC0415
+    from tidescope.config import Config, ConfigError  # noqa: PLC0415
+
+    if _core.CORE_ERROR is not None:
+        _fail(_core.CORE_ERROR)
+    try:
+        return Config.load(**arguments)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 def _fail(message: str) -> NoReturn:
+    """Say ``message`` as one line on stderr and end with status 2 (bad input or settings)."""
     print(f"tidescope: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -133,38 +146,109 @@ def _trace_dir(directory: str) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tidescope.export import chrome, jsonl  # noqa: PLC0415
+    from tidescope.export import chrome  # noqa: PLC0415
 
     directory = _trace_dir(args.directory)
+    damage: list[str] = []
+    records = _records(directory, damage)
     if args.format == "chrome":
         target = args.output or str(chrome.default_output(directory))
-        with open(target, "w", encoding="utf-8") as out:
-            n = chrome.write_chrome(directory, out)
+        with _output(target, "w") as out:
+            n = _reading(lambda: chrome.write_records(records, out))
     elif args.format == "jsonl":
         target = args.output or os.path.join(directory, "events.all.jsonl")
-        n = 0
-        with open(target, "w", encoding="utf-8") as out:
-            for path in jsonl.trace_files(directory):
-                for rec in jsonl.read_trace(path):
-                    if "$header" not in rec and "$stats" not in rec:
-                        out.write(json.dumps(rec) + "\n")
-                        n += 1
+        with _output(target, "w") as out:
+            n = _reading(lambda: _write_jsonl(records, out))
     else:
         target = args.output or os.path.join(directory, "nodes.all.jsonl")
-        n = 0
-        with open(target, "w", encoding="utf-8") as out:
-            for path in sorted(Path(directory).glob("nodes-*.jsonl")):
-                for line in path.read_text(encoding="utf-8").splitlines():
-                    out.write(line + "\n")
-                    n += 1
+        with _output(target, "wb") as out:
+            n = _reading(lambda: _copy_lines(sorted(Path(directory).glob("nodes-*.jsonl")), out))
+    for line in damage:
+        print(f"tidescope: {line}", file=sys.stderr)
     print(f"tidescope: {n} records -> {target}", file=sys.stderr)
     return 0
+
+
+def _records(directory: str, damage: list[str]) -> Iterator[dict[str, Any]]:
+    """Every event of a trace directory; a file's damaged lines are told in ``damage``."""
+    from tidescope.export.jsonl import read_trace, trace_files  # noqa: PLC0415
+
+    for path in trace_files(directory):
+        skipped: list[dict[str, Any]] = []
+        for rec in read_trace(path):
+            if "event_type" in rec:
+                yield rec
+            elif "$damaged" in rec:
+                skipped.append(rec["$damaged"])
+        if skipped:
+            first = skipped[0]
+            damage.append(
+                f"{path}: {len(skipped)} damaged line(s) skipped"
+                f" (first: line {first['line']}, {first['reason']})"
+            )
+
+
+def _write_jsonl(records: Iterator[dict[str, Any]], out: IO[str]) -> int:
+    n = 0
+    for rec in records:
+        out.write(json.dumps(rec) + "\n")
+        n += 1
+    return n
+
+
+def _copy_lines(paths: list[Path], out: IO[bytes]) -> int:
+    """Copy files to ``out`` a chunk at a time, a newline after each; returns the lines."""
+    n = 0
+    for path in paths:
+        last = b"\n"
+        for chunk in _chunks(path):
+            out.write(chunk)
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+        if last != b"\n":
+            out.write(b"\n")
+            n += 1
+    return n
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    from tidescope.export.jsonl import TraceError  # noqa: PLC0415
+
+    try:
+        with open(path, "rb") as src:
+            while chunk := src.read(1 << 20):
+                yield chunk
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _output(target: str, mode: str) -> Iterator[Any]:
+    """``target`` open for writing; a failure to create or write it ends the command."""
+    try:
+        with open(target, mode, encoding=None if "b" in mode else "utf-8") as out:
+            yield out
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _fail(f"cannot write '{target}': {exc.strerror or exc}")
+
+
+def _reading(work: Callable[[], _T]) -> _T:
+    """Run ``work``; a trace that cannot be read ends the command with one line."""
+    from tidescope.export.jsonl import TraceError  # noqa: PLC0415
+
+    try:
+        return work()
+    except TraceError as exc:
+        _fail(str(exc))
 
 
 def _show(args: argparse.Namespace) -> int:
     from tidescope.export.summary import format_summary, summarize  # noqa: PLC0415
 
-    summary = summarize(_trace_dir(args.directory))
+    directory = _trace_dir(args.directory)
+    summary = _reading(lambda: summarize(directory))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -202,4 +286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = sub.add_parser("debug", help="show the version, the core in use and why")
     debug.set_defaults(func=_debug)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    if args.func is _run:  # the program's own output is the program's business
+        return int(args.func(args))
+    try:
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+    except BrokenPipeError:
+        # `tidescope show DIR | head`: the reader has gone, so end quietly with the status a
+        # shell reports for a command ended by SIGPIPE, and nothing left to flush at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return status

@@ -148,31 +148,48 @@ def _parse_env(name: str, raw: str, var: str) -> Any:
     return text
 
 
+# Upper bounds: past them a setting is a mistake that would cost the program its memory
+# (a 2**40-slot ring; a 1 << (max_string * log2 10) int limit) or its progress.
+MAX_BUFFER_SIZE: Final = 1 << 24  # about 1.9 GB of C slots, before the values they hold
+MAX_BLOCK_TIMEOUT: Final = 60.0
+MAX_DEPTH: Final = 100
+MAX_LIMIT: Final = 1 << 20  # items per container, characters per string
+MAX_EVENT_BYTES: Final = 1 << 30
+
+
 def _power_of_two(v: Any) -> bool:
-    return type(v) is int and v > 0 and v & (v - 1) == 0
+    return type(v) is int and 0 < v <= MAX_BUFFER_SIZE and v & (v - 1) == 0
 
 
-def _positive_int(v: Any) -> bool:
-    return type(v) is int and v > 0
+def _int_up_to(most: int) -> Callable[[Any], bool]:
+    return lambda v: type(v) is int and 0 < v <= most
 
 
-def _non_negative_number(v: Any) -> bool:
-    return type(v) in (int, float) and 0 <= v < float("inf")  # NaN fails both comparisons
+def _seconds(v: Any) -> bool:
+    return type(v) in (int, float) and 0 <= v <= MAX_BLOCK_TIMEOUT  # NaN fails both
 
 
 # setting -> (parsed type, description of accepted values, predicate)
 _KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
-    "buffer_size": (int, "a positive power of two (for example 4096 or 65536)", _power_of_two),
+    "buffer_size": (
+        int,
+        f"a power of two from 1 to {MAX_BUFFER_SIZE} (2**24), for example 4096 or 65536",
+        _power_of_two,
+    ),
     "overflow_strategy": (
         str,
         "one of " + ", ".join(repr(s) for s in OVERFLOW_STRATEGIES),
         lambda v: v in OVERFLOW_STRATEGIES,
     ),
-    "block_timeout": (float, "a finite number of seconds >= 0", _non_negative_number),
-    "max_depth": (int, "a positive integer", _positive_int),
-    "max_items": (int, "a positive integer", _positive_int),
-    "max_string": (int, "a positive integer", _positive_int),
-    "max_event_bytes": (int, "a positive integer", _positive_int),
+    "block_timeout": (float, f"a number of seconds >= 0 and <= {MAX_BLOCK_TIMEOUT:g}", _seconds),
+    "max_depth": (int, f"a positive integer up to {MAX_DEPTH}", _int_up_to(MAX_DEPTH)),
+    "max_items": (int, f"a positive integer up to {MAX_LIMIT}", _int_up_to(MAX_LIMIT)),
+    "max_string": (int, f"a positive integer up to {MAX_LIMIT}", _int_up_to(MAX_LIMIT)),
+    "max_event_bytes": (
+        int,
+        f"a positive integer up to {MAX_EVENT_BYTES}",
+        _int_up_to(MAX_EVENT_BYTES),
+    ),
     "repr_objects": (bool, "True or False", lambda v: type(v) is bool),
     "enabled": (bool, "True or False", lambda v: type(v) is bool),
     "node": (

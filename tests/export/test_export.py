@@ -32,7 +32,7 @@ def record_calls(n: int) -> None:
 
 
 def events_of(path: Path) -> list[dict[str, object]]:
-    return [r for r in read_trace(path) if "$header" not in r and "$stats" not in r]
+    return [r for r in read_trace(path) if "event_type" in r]
 
 
 def test_drain_writes_header_every_event_and_closing_stats(tmp_path: Path) -> None:
@@ -56,15 +56,6 @@ def test_drain_writes_header_every_event_and_closing_stats(tmp_path: Path) -> No
     assert all(
         exits[e["call_id"]]["data"]["return_value"] == e["data"]["args"][0] * 2 for e in entries
     )
-
-
-def test_reader_skips_a_torn_last_line_but_rejects_a_broken_middle_line(tmp_path: Path) -> None:
-    path = tmp_path / "events-1.jsonl"
-    path.write_bytes(b'{"$header": {"pid": 1}}\n{"event_type": "x"}\n{"event_ty')
-    assert [list(r) for r in read_trace(path)] == [["$header"], ["event_type"]]
-    path.write_bytes(b'{"$header": {"pid": 1}}\nnot json\n{"event_type": "x"}\n')
-    with pytest.raises(ValueError, match=r"events-1\.jsonl:2"):
-        list(read_trace(path))
 
 
 def test_a_process_killed_with_sigkill_leaves_a_readable_trace(tmp_path: Path) -> None:

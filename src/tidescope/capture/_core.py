@@ -3,6 +3,10 @@
 ``TIDESCOPE_CORE=python`` forces the pure-Python twin; ``TIDESCOPE_CORE=c`` fails loudly if
 the C accelerator is not built; unset, the C core is used when it imports. Every other
 module reaches the core through the names below, never through ``_pure`` directly.
+
+A ``TIDESCOPE_CORE`` that cannot be honoured never breaks ``import tidescope`` (a program
+that imports it must run as it would without): the default choice is loaded, the reason is
+kept in ``CORE_ERROR``, and starting a capture raises :class:`CoreSelectionError` with it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any, Final
 
-__all__ = ["CORE_NAME", "CORE_REASON", "CoreSelectionError"]
+__all__ = ["CORE_ERROR", "CORE_NAME", "CORE_REASON", "CoreSelectionError"]
 
 
 class CoreSelectionError(ImportError):
@@ -19,10 +23,13 @@ class CoreSelectionError(ImportError):
 
 _CHOICES: Final = ("c", "python")
 _requested = os.environ.get("TIDESCOPE_CORE", "").strip().lower()
+CORE_ERROR: str | None = None
+"""Why ``TIDESCOPE_CORE`` cannot be honoured (then no capture starts), or None."""
 if _requested not in ("", *_CHOICES):
-    raise CoreSelectionError(
+    CORE_ERROR = (
         f"TIDESCOPE_CORE={_requested!r} is invalid: it must be one of 'c', 'python' or unset"
     )
+    _requested = ""
 
 CORE_REASON: str
 _speedups: Any = None
@@ -33,13 +40,15 @@ else:
         from tidescope.capture import _speedups  # type: ignore[attr-defined, no-redef]
     except ImportError as exc:
         if _requested == "c":
-            raise CoreSelectionError(
+            CORE_ERROR = (
                 f"TIDESCOPE_CORE=c but the C accelerator is not available ({exc}); "
                 "reinstall tidescope with a C compiler, or unset TIDESCOPE_CORE"
-            ) from exc
+            )
         CORE_REASON = f"C accelerator not built ({exc})"
     else:
         CORE_REASON = "TIDESCOPE_CORE=c" if _requested == "c" else "C accelerator built"
+if CORE_ERROR is not None:
+    CORE_REASON = CORE_ERROR
 
 from tidescope.capture._clock import node, pid, resync_clock, set_node  # noqa: E402
 from tidescope.capture._pure import (  # noqa: E402

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from tidescope.export.jsonl import encode_line, read_trace, trace_files
 
-__all__ = ["chrome_events", "write_chrome"]
+__all__ = ["chrome_events", "write_chrome", "write_records"]
 
 
 def _track(ev: dict[str, Any], tracks: dict[tuple[int, Any, Any], int]) -> tuple[int, bool]:
@@ -34,7 +34,7 @@ def chrome_events(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]
     tracks: dict[tuple[int, Any, Any], int] = {}
     open_calls: dict[Any, dict[str, Any]] = {}
     for rec in records:
-        if "$header" in rec or "$stats" in rec:
+        if "event_type" not in rec:  # $header, $counts, $stats, $damaged...
             continue
         pid = rec["pid"]
         tid, new = _track(rec, tracks)
@@ -75,15 +75,25 @@ def chrome_events(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]
 
 
 def write_chrome(directory: str | os.PathLike[str], out: IO[str]) -> int:
-    """Write every trace file of ``directory`` as one Chrome trace to ``out``; returns events."""
+    """Write every trace file of ``directory`` as one Chrome trace to ``out``; returns events.
+
+    Raises:
+        TraceError: a file cannot be read, or is not a trace.
+    """
 
     def records() -> Iterator[dict[str, Any]]:
         for path in trace_files(directory):
             yield from read_trace(path)
 
+    return write_records(records(), out)
+
+
+def write_records(records: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    """Write trace records (as :func:`read_trace` yields them) as one Chrome trace to ``out``;
+    returns the number of Chrome events written."""
     out.write('{"displayTimeUnit":"ns","traceEvents":[\n')
     n = 0
-    for ev in chrome_events(records()):
+    for ev in chrome_events(records):
         if n:
             out.write(",\n")
         out.write(encode_line(ev).decode())

@@ -33,8 +33,11 @@ from tidescope.capture import _clock
 from tidescope.events import ENVELOPE_FIELDS, Event, EventType, jsonable
 
 __all__ = [
+    "COUNT_FIELDS",
     "FORMAT_VERSION",
+    "MAX_LINE",
     "RECORD_FIELDS",
+    "TraceError",
     "TraceWriter",
     "encode_line",
     "read_trace",
@@ -166,63 +169,184 @@ def trace_files(directory: str | os.PathLike[str]) -> list[Path]:
     return sorted(Path(directory).glob("events-*.jsonl"))
 
 
-def read_trace(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield every record of a trace file as a dict, streaming: the ``$header``, each event
-    as its full envelope (see :meth:`tidescope.Event.to_dict`), and ``$stats`` if present.
+MAX_LINE: Final = 64 << 20
+"""Bytes a line may hold; a longer line is skipped as damaged, read a chunk at a time."""
+_CHUNK: Final = 1 << 20
+COUNT_FIELDS: Final = ("events_written", "dropped_events", "internal_errors")
+"""The running totals of a ``$counts`` record (and of ``$stats``)."""
 
-    ``$clock`` lines are consumed. A torn last line (a process killed mid-write) is skipped;
-    any other malformed line raises ``ValueError`` naming the file and line.
+
+class TraceError(ValueError):
+    """A file that cannot be read as a trace at all; the message names it and says why."""
+
+
+class _Damaged:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def read_trace(
+    path: str | os.PathLike[str], *, max_line: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield every record of a trace file as a dict, streaming.
+
+    The records are the ``$header``, each event as its full envelope (see
+    :meth:`tidescope.Event.to_dict`), the ``$counts`` written with each batch (running
+    totals: ``events_written``, ``dropped_events``, ``internal_errors``), ``$stats`` if
+    the process closed the file, and ``{"$damaged": {"line": N, "reason": "..."}}`` for
+    each line skipped as damaged: not JSON, binary, a record of the wrong shape or types,
+    or longer than ``max_line`` bytes (default :data:`MAX_LINE`; memory stays bounded by
+    it). Every record but an event is an object with one key starting with ``$``; events
+    have an ``event_type``. ``$clock`` lines are consumed. A torn last line (a process
+    killed mid-write, or one still writing) is skipped without a count.
+
+    Raises:
+        TraceError: the file cannot be opened or read, or it does not start with a
+            ``$header`` (it is not a trace); the message is one line naming the file.
     """
+    cap = MAX_LINE if max_line is None else max_line
     node: Any = None
     pid: Any = None
     offset = 0
-    for lineno, rec in _lines(path):
+    for lineno, rec in _lines(path, cap):
+        reason: str | None
         if type(rec) is list:
-            if len(rec) != len(RECORD_FIELDS):
-                raise ValueError(f"{path}:{lineno}: a record of {len(rec)} fields")
-            eid, ts, thread, task, corr, parent, call, ast_id, etype, data = rec
-            if type(data) is list and len(data) == 4:
-                if etype == EventType.FUNCTION_ENTRY:
-                    data = dict(zip(_ENTRY_KEYS, data, strict=True))
-                elif etype == EventType.FUNCTION_EXIT:
-                    data = dict(zip(_EXIT_KEYS, data, strict=True))
-            yield {
-                "event_id": eid, "timestamp": ts, "wall_time": ts + offset, "node": node,
-                "pid": pid, "thread_id": thread, "task_id": task, "correlation_id": corr,
-                "parent_id": parent, "call_id": call, "ast_node_id": ast_id,
-                "event_type": etype, "data": data,
-            }  # fmt: skip
-        elif type(rec) is dict:
-            if "$clock" in rec:
-                offset = rec["$clock"]["wall_offset_ns"]
+            event = _record_event(rec, node, pid, offset)
+            if type(event) is dict:
+                yield event
                 continue
-            if "$header" in rec:
-                node, pid = rec["$header"].get("node"), rec["$header"].get("pid")
-            yield rec
+            reason = str(event)
+        elif type(rec) is dict:
+            key, reason = _meta(rec)
+            if key is None:  # an event written whole
+                reason = _envelope(rec)
+            if reason is None:
+                if key == "$clock":
+                    offset = rec["$clock"]["wall_offset_ns"]
+                    continue
+                if key == "$header":
+                    node, pid = rec["$header"].get("node"), rec["$header"].get("pid")
+                elif lineno == 1:
+                    reason = "not a $header"
+                if reason is None:
+                    yield rec  # an event, $header, $counts, $stats, or a kind added later
+                    continue
+        elif type(rec) is _Damaged:
+            reason = rec.reason
         else:
-            raise ValueError(f"{path}:{lineno}: neither a record nor an object")
+            reason = "neither a record nor an object"
+        if lineno == 1:
+            raise TraceError(f"{path}: not a tidescope trace (line 1: {reason})")
+        yield {"$damaged": {"line": lineno, "reason": reason}}
 
 
-def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
-    with open(path, "rb") as fh:
-        pending: bytes | None = None
-        lineno = 0
-        for raw in fh:
-            if pending is not None:
-                yield lineno, _parse(pending, path, lineno)
-            lineno += 1
-            pending = raw
-        if pending is not None:
-            try:
-                yield lineno, (json.loads if pending[:1] == b" " else _loads)(pending)
-            except ValueError:
-                if pending.endswith(b"\n"):
-                    raise ValueError(f"{path}:{lineno}: not a JSON line") from None
-                # torn last line of a killed process: skip it
+_SCALARS: Final = frozenset({int, str, float, bool, type(None)})
 
 
-def _parse(raw: bytes, path: Any, lineno: int) -> Any:
+def _record_event(rec: list[Any], node: Any, pid: Any, offset: int) -> dict[str, Any] | str:
+    """A compact record as its full envelope, or why it is damaged."""
+    if len(rec) != len(RECORD_FIELDS):
+        return f"a record of {len(rec)} fields, not {len(RECORD_FIELDS)}"
+    eid, ts, thread, task, corr, parent, call, ast_id, etype, data = rec
+    if type(data) is list and len(data) == 4:
+        if etype == EventType.FUNCTION_ENTRY:
+            data = dict(zip(_ENTRY_KEYS, data, strict=True))
+        elif etype == EventType.FUNCTION_EXIT:
+            data = dict(zip(_EXIT_KEYS, data, strict=True))
+    if (
+        type(ts) is not int
+        or type(etype) is not str
+        or type(data) is not dict
+        or not {type(eid), type(thread), type(task), type(corr), type(parent), type(call),
+                type(ast_id)} <= _SCALARS
+    ):  # fmt: skip
+        fields = dict(zip(RECORD_FIELDS, rec, strict=True), wall_time=0, node=None, pid=None)
+        return _envelope(fields) or "a record of bad types"
+    return {
+        "event_id": eid, "timestamp": ts, "wall_time": ts + offset, "node": node,
+        "pid": pid, "thread_id": thread, "task_id": task, "correlation_id": corr,
+        "parent_id": parent, "call_id": call, "ast_node_id": ast_id,
+        "event_type": etype, "data": data,
+    }  # fmt: skip
+
+
+def _envelope(event: dict[str, Any]) -> str | None:
+    """Why ``event`` is not an event every consumer can read, or None if it is."""
+    for f in ENVELOPE_FIELDS:
+        if f not in event:
+            return f"an object without {f!r}"
+        v = event[f]
+        if f == "data":
+            if type(v) is not dict:
+                return "data is not an object"
+        elif f in ("timestamp", "wall_time"):
+            if type(v) is not int:
+                return f"{f} is not an integer"
+        elif f == "event_type":
+            if type(v) is not str:
+                return "event_type is not a string"
+        elif type(v) not in _SCALARS:
+            return f"{f} is not a scalar"
+    return None
+
+
+def _meta(rec: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A ``$`` record's key and why it is damaged (None if it is not); ``(None, None)``
+    for an object that is no ``$`` record."""
+    if not any(k.startswith("$") for k in rec):
+        return None, None
+    if len(rec) != 1:
+        return "$", "an object mixing $ records"
+    ((key, value),) = rec.items()
+    if type(value) is not dict:
+        return key, f"{key} is not an object"
+    if key == "$header" and not {type(value.get("node")), type(value.get("pid"))} <= _SCALARS:
+        return key, "$header with a node or pid that is not a scalar"
+    if key == "$clock" and type(value.get("wall_offset_ns")) is not int:
+        return key, "$clock without an integer wall_offset_ns"
+    if key in ("$counts", "$stats"):
+        for f in COUNT_FIELDS:
+            if key == "$counts" or f in value:
+                v = value.get(f)
+                if type(v) is not int or v < 0:
+                    return key, f"{key} {f} is not a count"
+    return key, None
+
+
+def _lines(path: str | os.PathLike[str], cap: int) -> Iterator[tuple[int, Any]]:
+    """Each line parsed (or a ``_Damaged``), numbered from 1, read at most ``cap`` bytes
+    at a time; a torn last line that does not parse is left out, unless it is line 1
+    and not the start of a header."""
+    try:
+        with open(path, "rb") as fh:
+            lineno = 0
+            while True:
+                raw = fh.readline(cap + 1)
+                if not raw:
+                    return
+                lineno += 1
+                if raw.endswith(b"\n"):
+                    yield lineno, _parse(raw)
+                    continue
+                if len(raw) > cap:  # over the cap: skip to the end of the line, a chunk at a time
+                    while raw and not raw.endswith(b"\n"):
+                        raw = fh.readline(_CHUNK)
+                    yield lineno, _Damaged(f"a line longer than {cap} bytes")
+                    continue
+                value = _parse(raw)  # the last line, without its newline
+                if type(value) is not _Damaged:
+                    yield lineno, value
+                elif lineno == 1 and not raw.startswith(b'{"$header"'):
+                    yield lineno, value  # not a torn header: not a trace
+                return
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _parse(raw: bytes) -> Any:
     try:
         return (json.loads if raw[:1] == b" " else _loads)(raw)
-    except ValueError:  # orjson.JSONDecodeError is a ValueError too
-        raise ValueError(f"{path}:{lineno}: not a JSON line") from None
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError and bad UTF-8 are ValueErrors
+        return _Damaged("not a JSON line")

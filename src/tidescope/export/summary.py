@@ -12,7 +12,15 @@ __all__ = ["format_summary", "summarize"]
 
 
 def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Count a trace directory's events, calls (count and total time), exceptions and drops."""
+    """Count a trace directory's events, calls (count and total time), exceptions, drops,
+    internal errors and damaged lines skipped.
+
+    A file without a closing ``$stats`` (its process was killed) takes its drops and
+    internal errors from the last ``$counts`` its writer flushed.
+
+    Raises:
+        TraceError: a file cannot be read, or is not a trace.
+    """
     by_type: Counter[str] = Counter()
     calls: Counter[str] = Counter()
     time_ns: Counter[str] = Counter()
@@ -20,36 +28,44 @@ def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
     processes: list[dict[str, Any]] = []
     open_calls: dict[Any, str] = {}
     for path in trace_files(directory):
-        proc: dict[str, Any] = {"file": path.name, "events": 0, "complete": False}
+        proc: dict[str, Any] = {"file": path.name, "events": 0, "complete": False, "damaged": 0}
+        counts: dict[str, Any] = {}
+        stats: dict[str, Any] = {}
         for rec in read_trace(path):
-            if "$header" in rec:
-                proc.update(pid=rec["$header"].get("pid"), node=rec["$header"].get("node"))
-                continue
-            if "$stats" in rec:
-                st = rec["$stats"]
-                proc.update(
-                    complete=True,
-                    dropped=st.get("dropped_events", 0),
-                    internal_errors=st.get("internal_errors", 0),
-                )
+            if "event_type" not in rec:
+                if "$header" in rec:
+                    proc.update(pid=rec["$header"].get("pid"), node=rec["$header"].get("node"))
+                elif "$counts" in rec:
+                    counts = rec["$counts"]
+                elif "$stats" in rec:
+                    stats = rec["$stats"]
+                    proc["complete"] = True
+                elif "$damaged" in rec:
+                    proc["damaged"] += 1
+                    proc.setdefault("first_damaged", rec["$damaged"])
                 continue
             proc["events"] += 1
             etype = rec["event_type"]
             by_type[etype] += 1
-            data = rec.get("data") or {}
+            data = rec["data"]
             if etype == "function_entry":
                 name = f"{data.get('module')}.{data.get('function')}"
                 calls[name] += 1
                 open_calls[rec["call_id"]] = name
             elif etype == "function_exit":
                 name = open_calls.pop(rec["call_id"], "?")
-                if isinstance(data.get("duration_ns"), int):
+                if type(data.get("duration_ns")) is int:
                     time_ns[name] += data["duration_ns"]
                 exc = data.get("exception")
                 if isinstance(exc, dict) and exc.get("type"):
-                    exceptions[exc["type"]] += 1
+                    exceptions[str(exc["type"])] += 1
             elif etype == "error":
                 exceptions[str(data.get("error_type"))] += 1
+        for key, field in (("dropped", "dropped_events"), ("internal_errors", "internal_errors")):
+            # the closing $stats when it has the count, else the last batch's running total
+            value = stats.get(field, counts.get(field))
+            if value is not None:
+                proc[key] = value
         processes.append(proc)
     return {
         "processes": processes,
@@ -59,17 +75,31 @@ def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
         "top_by_time_ns": time_ns.most_common(10),
         "exceptions": exceptions.most_common(10),
         "dropped": sum(p.get("dropped", 0) for p in processes),
+        "internal_errors": sum(p.get("internal_errors", 0) for p in processes),
+        "damaged": sum(p["damaged"] for p in processes),
     }
 
 
 def format_summary(s: dict[str, Any]) -> str:
     """A human-readable page of :func:`summarize` output."""
-    lines = [
-        f"{s['events']} events in {len(s['processes'])} process file(s), {s['dropped']} dropped"
-    ]
+    head = f"{s['events']} events in {len(s['processes'])} process file(s), {s['dropped']} dropped"
+    if s["internal_errors"]:
+        head += f", {s['internal_errors']} internal errors"
+    if s["damaged"]:
+        head += f", {s['damaged']} damaged line(s) skipped"
+    lines = [head]
     for p in s["processes"]:
         state = "complete" if p["complete"] else "incomplete (killed?)"
-        lines.append(f"  {p['file']}: pid {p.get('pid')}, {p['events']} events, {state}")
+        line = f"  {p['file']}: pid {p.get('pid')}, {p['events']} events, {state}"
+        if not p["complete"] and "dropped" in p:
+            line += f", at least {p['dropped']} dropped"
+        if p["damaged"]:
+            first = p["first_damaged"]
+            line += (
+                f", {p['damaged']} damaged line(s) skipped"
+                f" (first: line {first['line']}, {first['reason']})"
+            )
+        lines.append(line)
     lines.append("events by type:")
     lines += [f"  {n:>8}  {t}" for t, n in s["by_type"]]
     lines.append("top functions by calls:")
