@@ -25,9 +25,9 @@ _CREATE_FLAGS: Final = (
     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 )
 _MAX_TRIES: Final = 100
-# A write past RLIMIT_FSIZE sends SIGXFSZ, whose default action kills the process. The
-# kernel sends it to the writing thread, so blocking it there around our own writes spares
-# the program without changing what the program's own writes would do.
+# A write past RLIMIT_FSIZE sends SIGXFSZ: Python ignores it, but a program may restore its
+# default action, which kills. The kernel sends it to the writing thread, so blocking it
+# there around our own writes spares the program and leaves its own writes' fate alone.
 _XFSZ: Final = {signal.SIGXFSZ} if hasattr(signal, "SIGXFSZ") else set()
 
 
