@@ -4,6 +4,7 @@ those of plain python, the loss is said once, and the trace holds only whole rec
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import stat
@@ -26,9 +27,12 @@ def write(path: Path, source: str) -> Path:
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # From 3.12 a fork beside tidescope's drain thread warns "multi-threaded": not the subject
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
-    )
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, check=False,
+        timeout=120, env=env,
+    )  # fmt: skip
 
 
 def tidescope_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
