@@ -359,6 +359,7 @@ def _write_node_table(output: Path) -> None:
         _output.notice(f"node table not written to {path}: {_output.describe(exc)}")
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
             path.unlink()
     finally:
         os.close(fd)

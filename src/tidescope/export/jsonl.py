@@ -107,13 +107,13 @@ def _dumps(obj: Any) -> bytes:
 class TraceWriter:
     """Appends batches of events to one process's trace file.
 
-    The file is created new (see :func:`create_file`): if ``path`` is taken, by a file or
-    a planted symlink, the writer uses ``<stem>-1.jsonl`` and so on; :attr:`path` is the
-    name used. Each batch is one write, whole or not at all: a failed or short write is
-    truncated back to the end of the last whole batch. After such a fault the writer
-    stops writing, says so once on stderr, and counts what it was handed in
-    :attr:`events_not_written`; :attr:`write_error` says why. The closing ``$stats``
-    line still goes in if it fits.
+    The file is created new, mode 0600, never through a symlink: if ``path`` is taken (by
+    a file or a planted symlink) the writer uses ``<stem>-1.jsonl`` and so on; :attr:`path`
+    is the name used. Each batch is one write, whole or not at all: a failed or short
+    write is truncated back to the end of the last whole batch. After such a fault the
+    writer stops writing, says so once on stderr, and counts what it was handed in
+    :attr:`events_not_written`; :attr:`write_error` says why. The closing ``$stats`` line
+    still goes in if it fits.
 
     Raises:
         OSError: the file cannot be created (an unwritable directory, say).
