@@ -177,6 +177,57 @@ def test_the_output_directory_deleted_mid_run_changes_nothing_for_the_program(
     assert summary_numbers(summary)["events captured"] == 0
 
 
+def test_the_output_directory_made_read_only_mid_run_changes_nothing_for_the_program(
+    tmp_path: Path,
+) -> None:
+    # Root ignores permission bits, so read-only means a read-only bind mount over it.
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(probe), str(probe)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount read-only here: {mounted.stderr.strip()}")
+    subprocess.run(["umount", str(probe)], check=True)
+    write(
+        tmp_path / "freezer.py",
+        """
+        import os, subprocess, sys
+
+        def work(i):
+            return i + 1
+
+        print(sum(work(i) for i in range(100)), flush=True)
+        d = sys.argv[1]  # only tidescope made it: plain python's mount fails, silently
+        subprocess.run(["mount", "--bind", "-o", "ro", d, d], capture_output=True)
+        pid = os.fork()
+        if pid == 0:
+            print("child", work(1), flush=True)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("parent", os.waitstatus_to_exitcode(status), work(2))
+        sys.exit(6)
+        """,
+    )
+    trace = tmp_path / "tidescope-trace"
+    plain = run("freezer.py", str(trace), cwd=tmp_path)  # first: no directory to mount yet
+    try:
+        ours = tidescope_run("freezer.py", str(trace), cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", str(trace)], capture_output=True, check=False)
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode)
+    assert plain.returncode == 6
+    notices, program = ours_and_plain(ours.stderr)
+    assert program == plain.stderr.splitlines() == []
+    assert any("cannot create" in n and "(EROFS)" in n for n in notices)  # the child's file
+    assert any("node table not written" in n and "(EROFS)" in n for n in notices)
+    summary = notices[-1]  # the parent's file was open before: all of it is there
+    assert "not written" not in summary and "202 events captured" in summary
+    (path,) = trace_files(trace)
+    assert "$stats" in list(read_trace(path))[-1]
+
+
 def test_a_program_that_changes_directory_keeps_its_trace_in_the_output_directory(
     tmp_path: Path,
 ) -> None:
