@@ -179,7 +179,7 @@ def test_sigterm_flushes_everything_and_closes_the_file(tmp_path: Path) -> None:
     (path,) = trace_files(tmp_path / "tidescope-trace")
     records = list(read_trace(path))
     assert "$stats" in records[-1]
-    ticks = [r for r in records[1:-1] if r["event_type"] == "function_entry"]
+    ticks = [r for r in records if r.get("event_type") == "function_entry"]
     assert len(ticks) == 200 and "200 events" not in err  # 400 events: entries and exits
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 
 import tidescope
 from tidescope.config import Config
+from tidescope.export import _output
 from tidescope.export.drain import Drain
 
 __all__ = ["RunOptions", "UsageError", "run"]
@@ -42,11 +44,12 @@ class RunOptions:
 
 
 def _check_output(directory: str) -> Path:
-    path = Path(directory)
+    """The output directory, absolute (the program may ``chdir``), created 0700 if missing,
+    and proven writable with a probe file created as every trace file is."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".tidescope-probe-{os.getpid()}"
-        probe.write_bytes(b"")
+        path = _output.make_directory(directory)
+        fd, probe = _output.create_file(path / f".tidescope-probe-{os.getpid()}")
+        os.close(fd)
         probe.unlink()
     except OSError as exc:
         raise UsageError(
@@ -337,22 +340,46 @@ os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def _write_node_table(output: Path) -> None:
+    """Write ``nodes-<pid>.jsonl`` whole, or say once why not; never raises."""
     from tidescope import instrument  # noqa: PLC0415
 
     nodes = instrument.node_table()
     if not nodes:
         return
-    with open(output / f"nodes-{os.getpid()}.jsonl", "w", encoding="utf-8") as fh:
-        for rec in nodes:
-            fh.write(json.dumps(rec._asdict()) + "\n")
+    data = "".join(json.dumps(rec._asdict()) + "\n" for rec in nodes).encode()
+    path = output / f"nodes-{os.getpid()}.jsonl"
+    try:
+        fd, path = _output.create_file(path)
+    except OSError as exc:
+        _output.notice(f"node table not written to {path}: {_output.describe(exc)}")
+        return
+    try:
+        _output.append(fd, data)
+    except OSError as exc:
+        _output.notice(f"node table not written to {path}: {_output.describe(exc)}")
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    finally:
+        os.close(fd)
 
 
 def _summary(stats: dict[str, Any], output: Path, drain: Drain) -> None:
-    written = drain.writer.events_written
-    dropped = stats.get("dropped_events", 0)
-    errors = stats.get("internal_errors", 0)
-    print(
-        f"tidescope: {written} events captured, {dropped} dropped, {errors} internal errors"
-        f" -> {output}{os.sep} ({drain.writer.path.name})",
-        file=sys.stderr,
-    )
+    """The closing line on stderr, what was lost included; never raises."""
+    try:
+        writer = drain.writer
+        lost = ""
+        if writer.write_error is not None:
+            lost = (
+                f", {writer.events_not_written} not written"
+                f" (trace writing stopped: {writer.write_error})"
+            )
+        _output.notice(
+            f"{writer.events_written} events captured{lost},"
+            f" {stats.get('dropped_events', 0)} dropped,"
+            f" {stats.get('internal_errors', 0)} internal errors"
+            f" -> {output}{os.sep} ({writer.path.name})"
+        )
+    except Exception:  # a summary that cannot be said is not worth a traceback
+        pass

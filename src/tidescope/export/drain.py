@@ -11,6 +11,7 @@ from typing import Any
 from tidescope.capture import _core
 from tidescope.capture.context import instrumentation_disabled
 from tidescope.capture.ring_buffer import RingBuffer
+from tidescope.export import _output
 from tidescope.export.jsonl import TraceWriter
 
 __all__ = ["Drain"]
@@ -20,12 +21,15 @@ class Drain:
     """Moves events from the registered buffer to ``<directory>/events-<pid>.jsonl``.
 
     Every ``interval`` seconds (sooner when stopped) it drains up to ``batch`` events at a
-    time, writes and flushes them, and resamples the wall clock offset. The thread never
-    captures itself. After ``os.fork()`` the child gets a drain of its own writing its
-    own file (the parent's thread does not exist there).
+    time, writes and flushes them with the loss counts so far, and resamples the wall
+    clock offset. The thread never captures itself. After ``os.fork()`` the child gets a
+    drain of its own writing its own file (the parent's thread does not exist there). An
+    output fault stops the writing, never the draining: the program never waits on a
+    full disk, and what is lost is counted (see :class:`TraceWriter`).
 
     Args:
-        directory: where trace files go; created if missing.
+        directory: where trace files go; made absolute, and created (mode 0700) if
+            missing.
         buffer: the buffer to empty (default: the one registered now, by ``start()``).
         interval: seconds between passes.
         batch: events per write.
@@ -44,8 +48,7 @@ class Drain:
         batch: int = 4096,
         header: dict[str, Any] | None = None,
     ) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = _output.make_directory(directory)  # absolute: children may chdir
         # held, not looked up: stop() unregisters the buffer before the last pump
         self.buffer = buffer if buffer is not None else _core.get_buffer()
         self.interval = interval
@@ -60,6 +63,9 @@ class Drain:
         self._mp_hooked = False
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
+    def _path(self) -> Path:
+        return self.directory / f"events-{os.getpid()}.jsonl"
+
     def _open_writer(self) -> TraceWriter:
         pid = os.getpid()
         header = {
@@ -70,7 +76,7 @@ class Drain:
             "started_monotonic_ns": time.monotonic_ns(),
             **self._header,
         }
-        return TraceWriter(self.directory / f"events-{pid}.jsonl", header)
+        return TraceWriter(self._path(), header)
 
     def start(self) -> Drain:
         """Start the background thread (returns self)."""
@@ -99,10 +105,15 @@ class Drain:
         try:
             while True:
                 records = buf.drain_records(self.batch)
+                # the totals after this batch ride in its write (a lone line if they moved)
+                total += self.writer.write_records(
+                    records,
+                    dropped_events=buf.stats()["dropped_events"],
+                    internal_errors=_core.internal_errors()[0],
+                )
                 if not records:
                     return total
-                total += self.writer.write_records(records)
-        except Exception:  # a full disk must not kill the program; it is counted
+        except Exception:  # never kills the program; counted (output faults: the writer's)
             self.errors += 1
             return total
 
@@ -141,7 +152,10 @@ class Drain:
         self.buffer = _core.get_buffer()  # the core gave the child a fresh one
         self._closing = False
         self._stop = threading.Event()
-        self.writer = self._open_writer()
+        try:
+            self.writer = self._open_writer()
+        except OSError as exc:  # the directory went away: drain anyway, count the loss
+            self.writer = TraceWriter.unopened(self._path(), exc)
         self.start()
 
     def _after_multiprocessing_fork(self) -> None:

@@ -6,17 +6,26 @@ the JSON array ``[event_id, timestamp, thread_id, task_id, correlation_id, paren
 call_id, ast_node_id, event_type, data]`` (``data`` an object, or for function entries and
 exits the array of their four values), or a full envelope object for an event written as
 an ``Event``. A ``{"$clock": {"wall_offset_ns": N}}`` line precedes records whenever the
-offset that turns their monotonic timestamps into wall time changes. When the process ends
-normally a ``{"$stats": {...}}`` line closes the file.
+offset that turns their monotonic timestamps into wall time changes. Every batch ends with
+a ``{"$counts": {"events_written": W, "dropped_events": D, "internal_errors": E}}`` line: the
+process's running totals when the batch was written (keys as in ``$stats``), so a file cut
+short by a kill still says what was lost; a ``$counts`` line also stands alone when the
+totals changed with no events to write. When the process ends normally a
+``{"$stats": {...}}`` line closes the file; a writer that hit an output fault adds
+``write_error`` and ``events_not_written`` to it.
 
 Compact records hold no key names, no node, pid or wall time: the writer turns the ring's
 records into lines without building an object per event, which is what keeps the drain
 thread from taking more of the GIL than the program it records. :func:`read_trace`
 restores full envelopes.
 
-Lines are written a batch at a time, one ``write`` per batch, so a process killed with
-SIGKILL leaves a file missing at most its last batch; a torn last line is skipped by the
-reader. The writer uses ``orjson`` when it is installed (the ``fast`` extra); a line that
+Lines are written a batch at a time, one ``write`` per batch (its ``$counts`` line
+included), so a process killed with SIGKILL leaves a file missing at most its last batch;
+a torn last line is skipped by the reader. A write that fails or comes up short is cut back
+to the end of the last whole batch, and the writer stops: a record is never torn in the
+middle of a file. Files are created new, mode 0600, never through a symlink.
+
+The writer uses ``orjson`` when it is installed (the ``fast`` extra); a line that
 only the standard library can encode exactly (an int past 64 bits, a tuple dict key) is
 written with a leading space, and the reader parses such lines with the standard library.
 """
@@ -27,10 +36,11 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from tidescope.capture import _clock
 from tidescope.events import ENVELOPE_FIELDS, Event, EventType, jsonable
+from tidescope.export import _output
 
 __all__ = [
     "COUNT_FIELDS",
@@ -100,34 +110,89 @@ def _dumps(obj: Any) -> bytes:
 class TraceWriter:
     """Appends batches of events to one process's trace file.
 
+    The file is created new, mode 0600, never through a symlink: if ``path`` is taken (by
+    a file or a planted symlink) the writer uses ``<stem>-1.jsonl`` and so on; :attr:`path`
+    is the name used. Each batch is one write, whole or not at all: a failed or short
+    write is truncated back to the end of the last whole batch. After such a fault the
+    writer stops writing, says so once on stderr, and counts what it was handed in
+    :attr:`events_not_written`; :attr:`write_error` says why. The closing ``$stats`` line
+    still goes in if it fits.
+
     Raises:
         OSError: the file cannot be created (an unwritable directory, say).
     """
 
     def __init__(self, path: str | os.PathLike[str], header: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self._fh: IO[bytes] | None = open(self.path, "ab", buffering=0)  # noqa: SIM115
-        self.events_written = 0
-        self._offset: int | None = None
+        self._fd: int | None
+        self._fd, self.path = _output.create_file(path)
+        self._init_counters()
         head = {"format": FORMAT_VERSION, "fields": RECORD_FIELDS, **header}
-        self._write_lines([_dumps({"$header": head})])
+        self._write(_dumps({"$header": head}) + b"\n")
 
-    def _write_lines(self, lines: list[bytes]) -> None:
-        if self._fh is None:
-            return
-        self._fh.write(b"\n".join(lines) + b"\n")  # one write per batch: torn at most once
+    @classmethod
+    def unopened(cls, path: str | os.PathLike[str], error: OSError) -> TraceWriter:
+        """A writer whose file could not be created: it counts what it is handed as not
+        written (and says why, once); for a forked child whose directory is gone."""
+        self = cls.__new__(cls)
+        self._fd, self.path = None, Path(path)
+        self._init_counters()
+        self._fault(error, f"cannot create {self.path}", consequence="this process is not recorded")
+        return self
 
-    def write_records(self, records: Iterable[tuple[Any, ...]]) -> int:
-        """Write and flush a batch of ring records (``RingBuffer.drain_records``)."""
+    def _init_counters(self) -> None:
+        self.events_written = 0
+        self.events_not_written = 0
+        self.write_error: str | None = None
+        self._size = 0  # where the last whole write ends
+        self._torn = False  # a failed write could not be cut back: never write again
+        self._offset: int | None = None
+        self._counts = (0, 0, 0)  # the totals of the last $counts line
+
+    def _write(self, data: bytes | bytearray, *, closing: bool = False) -> bool:
+        """Append ``data`` whole or not at all; True if it went in."""
+        fd = self._fd
+        if fd is None or self._torn or (self.write_error is not None and not closing):
+            return False
+        try:
+            _output.append(fd, data)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                self._torn = True
+            if self.write_error is None:
+                if closing:
+                    self._fault(exc, f"{self.path}", consequence="its closing stats are lost")
+                else:
+                    self._fault(
+                        exc,
+                        f"stopped writing {self.path}",
+                        consequence="the events that follow are not recorded",
+                    )
+            return False
+        self._size += len(data)
+        return True
+
+    def _fault(self, exc: OSError, what: str, *, consequence: str) -> None:
+        self.write_error = _output.describe(exc)
+        _output.notice(f"{what}: {self.write_error}; {consequence}")
+
+    def write_records(
+        self, records: Iterable[tuple[Any, ...]], *, dropped_events: int, internal_errors: int
+    ) -> int:
+        """Write a batch of ring records (``RingBuffer.drain_records``) and a ``$counts``
+        line with the totals after it, in one write; returns the events written.
+
+        ``dropped_events`` and ``internal_errors`` are this process's running totals now.
+        An empty batch writes the ``$counts`` line alone if the totals changed.
+        """
+        if self.write_error is not None:  # stopped: count what is lost, encode nothing
+            self.events_not_written += sum(1 for _ in records)
+            return 0
         # One bytearray per batch, each line appended and released at once: keeping
         # thousands of small encoded bytes objects alive until a join made every encode
         # cost 4 µs instead of 0.7 µs (measured in bench/RESULTS.md).
         out = bytearray()
-        offset = _clock.wall_offset
-        if offset != self._offset:
-            out += _dumps({"$clock": {"wall_offset_ns": offset}})
-            out += b"\n"
-            self._offset = offset
         n = 0
         for r in records:
             if len(r) == 2:  # an Event written as such: its own envelope, as it is
@@ -143,25 +208,65 @@ class TraceWriter:
                 ])  # fmt: skip
             out += b"\n"
             n += 1
-        if n and self._fh is not None:
-            self._fh.write(out)  # one write per batch: a kill tears at most its last line
-            self.events_written += n
+        counts = (self.events_written + n, dropped_events, internal_errors)
+        if not n and counts == self._counts:
+            return 0
+        offset = _clock.wall_offset
+        if n and offset != self._offset:  # rare: the one copy it costs does not matter
+            out[:0] = _dumps({"$clock": {"wall_offset_ns": offset}}) + b"\n"
+        out += _counts_line(counts)
+        # one write per batch, its counts included: a kill tears at most its last line
+        if not self._write(out):
+            self.events_not_written += n
+            return 0
+        self.events_written += n
+        if n:
+            self._offset = offset
+        self._counts = counts
         return n
 
     def abandon(self) -> None:
         """Close the descriptor without writing (a forked child's copy of the parent's file)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def close(self, stats: dict[str, Any] | None = None) -> None:
-        """Write the closing stats line (if given) and close the file."""
-        if self._fh is None:
+        """Write the closing stats line (if given) and close the file; never raises.
+
+        After a write fault the line, with ``events_not_written`` and ``write_error``, is
+        still tried once. A file deleted while it was written counts its events as lost.
+        """
+        fd = self._fd
+        if fd is None:
             return
+        try:
+            if os.fstat(fd).st_nlink == 0 and self.write_error is None:
+                self.write_error = "the trace file was deleted during the run"
+                self.events_not_written += self.events_written
+                self.events_written = 0
+                _output.notice(f"{self.path}: {self.write_error}; its events are lost")
+        except OSError:
+            pass
         if stats is not None:
-            self._write_lines([_dumps({"$stats": stats})])
-        self._fh.close()
-        self._fh = None
+            stats = {**stats, "events_not_written": self.events_not_written}
+            if self.write_error is not None:
+                stats["write_error"] = self.write_error
+            self._write(_dumps({"$stats": stats}) + b"\n", closing=True)
+        self._fd = None
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _counts_line(counts: tuple[int, int, int]) -> bytes:
+    written, dropped, errors = counts
+    return b'{"$counts":{"events_written":%d,"dropped_events":%d,"internal_errors":%d}}\n' % (
+        written,
+        dropped,
+        errors,
+    )
 
 
 def trace_files(directory: str | os.PathLike[str]) -> list[Path]:
