@@ -520,6 +520,7 @@ def test_a_syntax_error_in_a_module_is_raised_as_plain_python_raises_it(
     assert (info.value.msg, info.value.filename, info.value.lineno, info.value.offset) == (
         plain.value.msg, plain.value.filename, plain.value.lineno, plain.value.offset,
     )  # fmt: skip
+    assert info.value.__context__ is None  # not chained to the rewrite's failure
     assert stats()["rewrite_errors"] == before
 
 
@@ -688,6 +689,7 @@ def test_a_warning_filtered_as_an_error_raises_the_syntax_error_python_raises(
     assert (info.value.msg, info.value.filename, info.value.lineno) == (
         plain.value.msg, plain.value.filename, plain.value.lineno,
     )  # fmt: skip
+    assert info.value.__context__ is None
     assert stats()["rewrite_errors"] == before
 
 
@@ -733,6 +735,7 @@ def test_instrument_main_raises_the_scripts_own_syntax_error(project: Path) -> N
     assert (info.value.msg, info.value.lineno, info.value.text) == (
         plain.value.msg, plain.value.lineno, plain.value.text,
     )  # fmt: skip
+    assert info.value.__context__ is None
 
 
 def test_instrument_main_fails_open_to_the_plain_script(

@@ -360,15 +360,17 @@ class _Loader(importlib.machinery.SourceFileLoader):
             source = self.get_data(self.path)
             code, records = compile_module(source, self.path, fullname, inst.level, inst.cache_dir)
         except Exception as exc:
-            # the plain loader raises the user's own SyntaxError exactly as Python does;
-            # if it compiles, the failure was ours: fail open
-            plain = super().get_code(fullname)
-            _failed_open(fullname, exc)
-            if plain is None:  # pragma: no cover - a source loader always has code
-                raise
-            return plain
-        _registered(fullname, records)
-        return code
+            failure = exc
+        else:
+            _registered(fullname, records)
+            return code
+        # the plain loader raises the user's own SyntaxError exactly as Python does (outside
+        # the handler: not chained to ours); if it compiles, the failure was ours: fail open
+        plain = super().get_code(fullname)
+        _failed_open(fullname, failure)
+        if plain is None:  # pragma: no cover - a source loader always has code
+            raise failure
+        return plain
 
 
 _current: Installation | None = None
@@ -454,8 +456,10 @@ def instrument_main(
     try:
         code, records = compile_module(source, filename, module, level, directory)
     except Exception as exc:
-        plain = compile(source, filename, "exec", dont_inherit=True)  # the user's SyntaxError
-        _failed_open(module, exc)
-        return plain, []
-    _registered(module, records)
-    return code, records
+        failure = exc
+    else:
+        _registered(module, records)
+        return code, records
+    plain = compile(source, filename, "exec", dont_inherit=True)  # the user's SyntaxError
+    _failed_open(module, failure)
+    return plain, []
