@@ -537,6 +537,14 @@ def bad(x):
 """
 
 
+def warned(run: Any) -> tuple[list[tuple[Any, ...]], Any]:
+    """What ``run()`` warned (each warning as shown) and returned."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        out = run()
+    return [(w.category, str(w.message), w.filename, w.lineno) for w in caught], out
+
+
 def skipped_lines(caplog: Any) -> list[str]:
     return [r.message for r in caplog.records if "uninstrumented" in r.message]
 
@@ -583,7 +591,7 @@ def nested_blocks(depth: int) -> str:
         lines.append("    " * (i + 1) + f"for i{i} in range(n):")
     lines.append("    " * (depth + 1) + "total += 1")
     lines.append("    return total")
-    return "\n".join(lines) + "\n" + TWO
+    return "\n".join(lines) + "\n" + TWO + 'PATTERN = "\\d+"  # the parser warns of this\n'
 
 
 def test_a_function_too_deeply_nested_to_wrap_is_left_as_written_and_reported(
@@ -592,14 +600,20 @@ def test_a_function_too_deeply_nested_to_wrap_is_left_as_written_and_reported(
     depth = 1  # the deepest nesting Python compiles: the wrapper's try passes CPython's limit
     while True:
         try:
-            compile(nested_blocks(depth + 1), "deep.py", "exec")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compile(nested_blocks(depth + 1), "deep.py", "exec")
         except SyntaxError:
             break
         depth += 1
+    assert depth > 10
     path = write(project, "deep.py", nested_blocks(depth))
+    plain, _ = warned(lambda: compile(path.read_bytes(), str(path), "exec"))
+    assert len(plain) == 1
     install(cache_dir=tmp_path / "cache")
     with caplog.at_level(logging.WARNING, logger="tidescope.instrument"):
-        import deep  # type: ignore[import-not-found]
+        shown, deep = warned(lambda: importlib.import_module("deep"))
+    assert shown == plain  # once, though parsed again to leave deep() as written
 
     assert skipped_lines(caplog) == [
         f"tidescope left deep.deep uninstrumented ({path}, line 1): "
@@ -644,14 +658,6 @@ def overrides():
 def literal(x):
     return x is 1
 """
-
-
-def warned(run: Any) -> tuple[list[tuple[Any, ...]], Any]:
-    """What ``run()`` warned (each warning as shown) and returned."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        out = run()
-    return [(w.category, str(w.message), w.filename, w.lineno) for w in caught], out
 
 
 def test_the_compilers_warnings_are_shown_as_python_shows_them_and_the_code_instrumented(

@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -214,8 +215,15 @@ def rewrite_module(
     """
     lvl = check_level(level)
     left = dict(skip or {})
+    again = bool(left)  # a caller's second try: the parser's warnings were shown the first time
     while True:
-        tree = ast.parse(source, filename)
+        if again:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(source, filename)
+        else:
+            tree = ast.parse(source, filename)
+        again = True
         rewriter = _Rewriter(module, filename, source, lvl, left)
         try:
             tree = rewriter.rewrite(tree)
