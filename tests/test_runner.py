@@ -107,6 +107,17 @@ def test_syntax_error_is_reported_exactly_as_python_reports_it(tmp_path: Path) -
     assert "Traceback" not in ours.stderr
 
 
+def test_compile_warnings_are_shown_once_as_python_shows_them(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", "def f(x):\n    return x is 1\n\nprint(f(1))\n")
+    ours = tidescope_run("app.py", cwd=tmp_path)
+    plain = python_run("app.py", cwd=tmp_path)
+    assert "SyntaxWarning" in plain.stderr
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode)
+    assert ours.stderr.splitlines()[:-1] == plain.stderr.splitlines()  # then our summary
+    evs = events(tmp_path / "tidescope-trace")
+    assert [e["data"]["function"] for e in evs if e["event_type"] == "function_entry"] == ["f"]
+
+
 def test_missing_script_unwritable_output_and_unknown_option_are_clear_errors(
     tmp_path: Path,
 ) -> None:

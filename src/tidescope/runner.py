@@ -61,8 +61,8 @@ def _check_output(directory: str) -> Path:
 def _compile_main(path: Path, level: str) -> types.CodeType:
     """Compile the script instrumented; a syntax error propagates as Python reports it."""
     path = path.resolve()  # Python compiles __main__ under its absolute path
-    source = path.read_bytes()
-    compile(source, str(path), "exec", dont_inherit=True)  # the user's own syntax errors first
+    # instrument_main raises the user's own syntax error as compile does, and shows the
+    # compiler's warnings once (a plain compile here first showed them twice)
     from tidescope import instrument  # noqa: PLC0415 - only `run` needs the rewriter
 
     code, _records = instrument.instrument_main(str(path), level)  # records join node_table()

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import traceback
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,15 @@ from tidescope.instrument import (
     _cache,
     _hook,
     _nodes,
+    _rewrite,
     install,
     instrument_main,
     node_table,
     stats,
     uninstall,
 )
+
+EXIT = EventType.FUNCTION_EXIT
 
 
 @pytest.fixture
@@ -456,14 +460,14 @@ def test_default_cache_dir_follows_xdg_cache_home(
 # failing open
 
 
-def test_a_rewrite_failure_imports_the_module_as_is_and_is_logged_once(
+def test_a_rewrite_failure_imports_the_module_as_is_and_is_logged_once_per_module(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("rewriter bug")
 
-    monkeypatch.setattr(_hook, "rewrite_source", broken)
-    monkeypatch.setattr(_hook, "_logged_failure", False)
+    monkeypatch.setattr(_hook, "rewrite_module", broken)
+    monkeypatch.setattr(_hook, "_logged_failures", set())
     write(project, "a.py", CALC)
     write(project, "b.py", CALC)
     before = stats()["rewrite_errors"]
@@ -475,8 +479,10 @@ def test_a_rewrite_failure_imports_the_module_as_is_and_is_logged_once(
     assert a.double(2) == b.double(2) == 4
     assert stats()["rewrite_errors"] == before + 2
     assert stats()["last_error"] == "b: RuntimeError: rewriter bug"
-    assert len(caplog.records) == 1
-    assert "could not instrument a: RuntimeError: rewriter bug" in caplog.records[0].message
+    assert [r.message for r in caplog.records] == [
+        f"tidescope could not instrument {m}: RuntimeError: rewriter bug; imported as is"
+        for m in "ab"
+    ]
     with tidescope.capture(buffer_size=1024) as cap:
         a.double(1)
     assert entries(cap) == []
@@ -489,7 +495,7 @@ def test_a_failing_finder_lets_the_import_proceed_uninstrumented(
         raise OSError("cannot resolve")
 
     monkeypatch.setattr(Installation, "selects_file", broken)
-    monkeypatch.setattr(_hook, "_logged_failure", True)
+    monkeypatch.setattr(_hook, "_logged_failures", set())
     write(project, "calc.py", CALC)
     before = stats()["rewrite_errors"]
     install(cache_dir=tmp_path / "cache")
@@ -514,6 +520,182 @@ def test_a_syntax_error_in_a_module_is_raised_as_plain_python_raises_it(
     assert (info.value.msg, info.value.filename, info.value.lineno, info.value.offset) == (
         plain.value.msg, plain.value.filename, plain.value.lineno, plain.value.offset,
     )  # fmt: skip
+    assert info.value.__context__ is None  # not chained to the rewrite's failure
+    assert stats()["rewrite_errors"] == before
+
+
+# ---------------------------------------------------------------------------------------
+# what the rewriter leaves as written is reported; the compiler's warnings as Python shows them
+
+
+TWO = """
+def good(x):
+    return x + 1
+
+def bad(x):
+    return x * 2
+"""
+
+
+def warned(run: Any) -> tuple[list[tuple[Any, ...]], Any]:
+    """What ``run()`` warned (each warning as shown) and returned."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        out = run()
+    return [(w.category, str(w.message), w.filename, w.lineno) for w in caught], out
+
+
+def skipped_lines(caplog: Any) -> list[str]:
+    return [r.message for r in caplog.records if "uninstrumented" in r.message]
+
+
+def test_a_function_the_rewriter_fails_on_is_left_as_written_reported_and_its_module_instrumented(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    wrap = _rewrite._Rewriter._wrap
+
+    def fails_on_bad(self: Any, node: Any, *args: Any) -> Any:
+        if node.name == "bad":
+            raise RuntimeError("rewriter bug")
+        return wrap(self, node, *args)
+
+    monkeypatch.setattr(_rewrite._Rewriter, "_wrap", fails_on_bad)
+    path = write(project, "two.py", TWO)
+    before = stats()
+    install(cache_dir=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="tidescope.instrument"):
+        import two  # type: ignore[import-not-found]
+
+    expected = [
+        f"tidescope left two.bad uninstrumented ({path}, line 5): "
+        "the rewrite failed: RuntimeError: rewriter bug"
+    ]
+    assert skipped_lines(caplog) == expected
+    assert stats()["rewrite_errors"] == before["rewrite_errors"]
+    assert stats()["functions_skipped"] == before["functions_skipped"] + 1
+    with tidescope.capture(buffer_size=1024) as cap:
+        assert (two.good(1), two.bad(2)) == (2, 4)
+    assert entries(cap) == ["two.good"]
+    # a later run, from the cache, says it again
+    caplog.clear()
+    del sys.modules["two"]
+    with caplog.at_level(logging.WARNING, logger="tidescope.instrument"):
+        import two
+    assert skipped_lines(caplog) == expected
+    assert stats()["cache_hits"] == before["cache_hits"] + 1
+
+
+def nested_blocks(depth: int) -> str:
+    lines = ["def deep(n):", "    total = 0"]
+    for i in range(depth):
+        lines.append("    " * (i + 1) + f"for i{i} in range(n):")
+    lines.append("    " * (depth + 1) + "total += 1")
+    lines.append("    return total")
+    return "\n".join(lines) + "\n" + TWO + 'PATTERN = "\\d+"  # the parser warns of this\n'
+
+
+def test_a_function_too_deeply_nested_to_wrap_is_left_as_written_and_reported(
+    project: Path, tmp_path: Path, caplog: Any
+) -> None:
+    depth = 1  # the deepest nesting Python compiles: the wrapper's try passes CPython's limit
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compile(nested_blocks(depth + 1), "deep.py", "exec")
+        except SyntaxError:
+            break
+        depth += 1
+    assert depth > 10
+    path = write(project, "deep.py", nested_blocks(depth))
+    plain, _ = warned(lambda: compile(path.read_bytes(), str(path), "exec"))
+    assert len(plain) == 1
+    install(cache_dir=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="tidescope.instrument"):
+        shown, deep = warned(lambda: importlib.import_module("deep"))
+    assert shown == plain  # once, though parsed again to leave deep() as written
+
+    assert skipped_lines(caplog) == [
+        f"tidescope left deep.deep uninstrumented ({path}, line 1): "
+        "its rewritten code does not compile: too many statically nested blocks"
+    ]
+    with tidescope.capture(buffer_size=1024) as cap:
+        assert (deep.deep(1), deep.good(1), deep.bad(1)) == (1, 2, 2)
+    assert entries(cap) == ["deep.good", "deep.bad"]
+
+
+def test_uninstrumentable_async_generators_and_lambdas_are_reported(
+    project: Path, tmp_path: Path, caplog: Any
+) -> None:
+    path = write(
+        project,
+        "odd.py",
+        """
+        async def agen():
+            print((yield 1))
+
+        class C:
+            m = lambda self: super()
+        """,
+    )
+    install(cache_dir=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="tidescope.instrument"):
+        import odd  # type: ignore[import-not-found]  # noqa: F401
+    assert skipped_lines(caplog) == [
+        f"tidescope left odd.agen uninstrumented ({path}, line 2): "
+        "an async generator whose yield is in an expression",
+        f"tidescope left odd.C.<lambda> uninstrumented ({path}, line 6): a lambda using super()",
+    ]
+
+
+FINALLY = """
+def overrides():
+    try:
+        return "try"
+    finally:
+        return "finally"
+
+def literal(x):
+    return x is 1
+"""
+
+
+def test_the_compilers_warnings_are_shown_as_python_shows_them_and_the_code_instrumented(
+    project: Path, tmp_path: Path
+) -> None:
+    # 'is' with a literal warns on every version, 'return' in 'finally' from 3.14 (PEP 765)
+    path = write(project, "fin.py", FINALLY)
+    plain, _ = warned(lambda: compile(path.read_bytes(), str(path), "exec"))
+    lines = [6, 9] if sys.version_info >= (3, 14) else [9]
+    assert [(c, f, line) for c, _, f, line in plain] == [
+        (SyntaxWarning, str(path), line) for line in lines
+    ]
+    install(cache_dir=tmp_path / "cache")
+    shown, fin = warned(lambda: importlib.import_module("fin"))
+    assert shown == plain  # once each, the user's file and line
+    with tidescope.capture(buffer_size=1024) as cap:
+        assert (fin.overrides(), fin.literal(2)) == ("finally", False)
+    assert entries(cap) == ["fin.overrides", "fin.literal"]
+    returned = [e.data["return_value"] for e in cap.events() if e.event_type == EXIT]
+    assert returned == ["finally", False]
+
+
+def test_a_warning_filtered_as_an_error_raises_the_syntax_error_python_raises(
+    project: Path, tmp_path: Path
+) -> None:
+    path = write(project, "fin.py", FINALLY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SyntaxWarning)
+        with pytest.raises(SyntaxError) as plain:
+            compile(path.read_bytes(), str(path), "exec")
+        before = stats()["rewrite_errors"]
+        install(cache_dir=tmp_path / "cache")
+        with pytest.raises(SyntaxError) as info:
+            import fin  # type: ignore[import-not-found]  # noqa: F401
+    assert (info.value.msg, info.value.filename, info.value.lineno) == (
+        plain.value.msg, plain.value.filename, plain.value.lineno,
+    )  # fmt: skip
+    assert info.value.__context__ is None
     assert stats()["rewrite_errors"] == before
 
 
@@ -559,6 +741,7 @@ def test_instrument_main_raises_the_scripts_own_syntax_error(project: Path) -> N
     assert (info.value.msg, info.value.lineno, info.value.text) == (
         plain.value.msg, plain.value.lineno, plain.value.text,
     )  # fmt: skip
+    assert info.value.__context__ is None
 
 
 def test_instrument_main_fails_open_to_the_plain_script(
@@ -567,8 +750,8 @@ def test_instrument_main_fails_open_to_the_plain_script(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("rewriter bug")
 
-    monkeypatch.setattr(_hook, "rewrite_source", broken)
-    monkeypatch.setattr(_hook, "_logged_failure", True)
+    monkeypatch.setattr(_hook, "rewrite_module", broken)
+    monkeypatch.setattr(_hook, "_logged_failures", set())
     path = write(project, "app.py", MAIN)
     code, records = instrument_main(path, cache=False)
     assert records == []

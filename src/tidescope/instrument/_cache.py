@@ -1,4 +1,5 @@
-"""The cache of rewritten code: compiled code objects and node records, one file per module.
+"""The cache of rewritten code: compiled code objects, node records and the functions left
+as written (reported again on every hit), one file per module.
 
 A file's name is the SHA-256 of a tag (tidescope's version, a fingerprint of the rewriter's
 own source, the level, the interpreter's cache tag and optimization level) and of the
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from tidescope.instrument._nodes import NodeRecord
+from tidescope.instrument._rewrite import Skipped
 
 __all__ = ["default_cache_dir", "entry_key", "load", "store"]
 
@@ -67,7 +69,9 @@ def entry_key(module: str, filename: str, source: bytes, level: str) -> str:
     return h.hexdigest() + ".tsc"
 
 
-def load(directory: Path, key: str) -> tuple[types.CodeType, list[NodeRecord]] | None:
+def load(
+    directory: Path, key: str
+) -> tuple[types.CodeType, list[NodeRecord], list[Skipped]] | None:
     """The cached entry, or None if absent, unreadable or corrupt."""
     try:
         data = (directory / key).read_bytes()
@@ -76,18 +80,25 @@ def load(directory: Path, key: str) -> tuple[types.CodeType, list[NodeRecord]] |
     if not data.startswith(_HEADER):
         return None
     try:
-        code, rows = marshal.loads(data[len(_HEADER) :])
+        code, rows, skipped = marshal.loads(data[len(_HEADER) :])
         if not isinstance(code, types.CodeType):
             return None
-        return code, [NodeRecord(*r) for r in rows]
+        return code, [NodeRecord(*r) for r in rows], [Skipped(*s) for s in skipped]
     except Exception:
         return None
 
 
-def store(directory: Path, key: str, code: types.CodeType, records: list[NodeRecord]) -> bool:
+def store(
+    directory: Path,
+    key: str,
+    code: types.CodeType,
+    records: list[NodeRecord],
+    skipped: list[Skipped],
+) -> bool:
     """Write an entry atomically; False if it could not be written."""
     try:
-        payload = _HEADER + marshal.dumps((code, tuple(tuple(r) for r in records)))
+        rows = tuple(tuple(r) for r in records)
+        payload = _HEADER + marshal.dumps((code, rows, tuple(tuple(s) for s in skipped)))
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tsc", dir=directory)
         try:

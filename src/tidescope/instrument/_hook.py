@@ -7,7 +7,13 @@ module some other hook handles (pytest's assertion rewriting, zip imports, exten
 modules, namespace packages) is never touched. The loader is a ``SourceFileLoader`` whose
 ``get_code`` returns the rewritten code, so ``get_source``, ``inspect``, resources and
 ``runpy`` keep working. If rewriting fails for any reason but the user's own syntax, the
-module is imported as is (fail open), and the failure is counted and logged once.
+module is imported as is (fail open), and the failure is counted and logged, once per
+module. A function the rewriter leaves as written (see ``_rewrite``) is logged too, naming
+module, function and reason, each time its module is compiled or loaded from the cache.
+
+The compiler's warnings about the user's code (``return`` in ``finally`` on 3.14, ``is``
+with a literal, ...) are shown as compiling the source shows them: once each, with the
+user's file and line, and under ``-W error`` as the ``SyntaxError`` Python raises.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sys
 import sysconfig
 import threading
 import types
+import warnings
 from collections.abc import Iterable, Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -29,7 +36,7 @@ from typing import Any
 
 from tidescope.instrument import _cache, _nodes
 from tidescope.instrument._nodes import NodeRecord
-from tidescope.instrument._rewrite import check_level, rewrite_source
+from tidescope.instrument._rewrite import FunctionAt, Skipped, check_level, rewrite_module
 
 __all__ = ["Installation", "install", "instrument_main", "stats", "uninstall"]
 
@@ -38,6 +45,7 @@ log = logging.getLogger("tidescope.instrument")
 _COUNTERS = (
     "modules_instrumented",
     "rewrite_errors",
+    "functions_skipped",
     "cache_hits",
     "cache_misses",
     "cache_write_errors",
@@ -45,12 +53,13 @@ _COUNTERS = (
 _stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
 _stats["last_error"] = None
 _stats_lock = threading.Lock()
-_logged_failure = False
+_logged_failures: set[str] = set()
 
 
 def stats() -> dict[str, Any]:
     """The hook's counters in this process: modules instrumented, rewrites that failed open
-    (``last_error`` says the latest), cache hits, misses and unwritable cache entries."""
+    (``last_error`` says the latest), functions left as written, cache hits, misses and
+    unwritable cache entries."""
     with _stats_lock:
         return dict(_stats)
 
@@ -61,15 +70,58 @@ def _count(name: str) -> None:
 
 
 def _failed_open(module: str, exc: BaseException) -> None:
-    global _logged_failure
     text = f"{module}: {type(exc).__name__}: {exc}"[:500]
     with _stats_lock:
         _stats["rewrite_errors"] += 1
         _stats["last_error"] = text
-        first = not _logged_failure
-        _logged_failure = True
+        first = module not in _logged_failures
+        _logged_failures.add(module)
     if first:
         log.warning("tidescope could not instrument %s; imported as is", text)
+
+
+def _report_skipped(module: str, filename: str, skipped: list[Skipped]) -> None:
+    for s in skipped:
+        _count("functions_skipped")
+        log.warning(
+            "tidescope left %s.%s uninstrumented (%s, line %d): %s",
+            module, s.qualname, filename, s.lineno, s.reason,
+        )  # fmt: skip
+
+
+def _compile_rewritten(
+    text: str, filename: str, module: str, level: str
+) -> tuple[types.CodeType, list[NodeRecord], list[Skipped]]:
+    """Rewrite and compile, leaving as written each function whose rewritten code does
+    not compile; then show the compiler's warnings as compiling the source would."""
+    skip: dict[FunctionAt, str] = {}
+    while True:
+        done = rewrite_module(text, filename, module, level, skip)
+        try:
+            # Recorded, then shown once each: the rewritten code holds some of the user's
+            # statements twice (the capture-off copy), and a warning turned into an error
+            # here would fail the rewrite instead of raising the user's SyntaxError. (The
+            # filters are process-wide before 3.14's context-aware warnings: another
+            # thread's warning in this window is recorded here and shown below, too.)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                code = compile(done.tree, filename, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            at = done.function_at(exc.lineno or 0, skip)
+            if at is None:
+                raise  # the user's own (``nonlocal`` of nothing, ...): the loader raises it
+            skip[at] = f"its rewritten code does not compile: {exc.msg}"
+            continue
+        break
+    seen = set()
+    for w in caught:
+        key = (w.category, str(w.message), w.filename, w.lineno)
+        if key not in seen:
+            seen.add(key)
+            # as the compiler warns: under -W error this raises, the rewrite fails, and the
+            # loader's plain compile raises the SyntaxError Python raises
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return code, done.records, done.skipped
 
 
 def compile_module(
@@ -86,16 +138,19 @@ def compile_module(
         hit = _cache.load(cache_dir, key)
         if hit is not None:
             _count("cache_hits")
-            return hit
+            code, records, skipped = hit
+            _report_skipped(module, filename, skipped)
+            return code, records
         _count("cache_misses")
-    tree, records = rewrite_source(importlib.util.decode_source(source), filename, module, level)
-    code = compile(tree, filename, "exec", dont_inherit=True)
+    text = importlib.util.decode_source(source)
+    code, records, skipped = _compile_rewritten(text, filename, module, level)
+    _report_skipped(module, filename, skipped)
     # written even under PYTHONDONTWRITEBYTECODE: that keeps .pyc files out of source
     # trees, and this cache lives in the user's cache directory (``cache=False`` turns it off)
     if (
         key is not None
         and cache_dir is not None
-        and not _cache.store(cache_dir, key, code, records)
+        and not _cache.store(cache_dir, key, code, records, skipped)
     ):
         _count("cache_write_errors")
     return code, records
@@ -305,15 +360,17 @@ class _Loader(importlib.machinery.SourceFileLoader):
             source = self.get_data(self.path)
             code, records = compile_module(source, self.path, fullname, inst.level, inst.cache_dir)
         except Exception as exc:
-            # the plain loader raises the user's own SyntaxError exactly as Python does;
-            # if it compiles, the failure was ours: fail open
-            plain = super().get_code(fullname)
-            _failed_open(fullname, exc)
-            if plain is None:  # pragma: no cover - a source loader always has code
-                raise
-            return plain
-        _registered(fullname, records)
-        return code
+            failure = exc
+        else:
+            _registered(fullname, records)
+            return code
+        # the plain loader raises the user's own SyntaxError exactly as Python does (outside
+        # the handler: not chained to ours); if it compiles, the failure was ours: fail open
+        plain = super().get_code(fullname)
+        _failed_open(fullname, failure)
+        if plain is None:  # pragma: no cover - a source loader always has code
+            raise failure
+        return plain
 
 
 _current: Installation | None = None
@@ -399,8 +456,10 @@ def instrument_main(
     try:
         code, records = compile_module(source, filename, module, level, directory)
     except Exception as exc:
-        plain = compile(source, filename, "exec", dont_inherit=True)  # the user's SyntaxError
-        _failed_open(module, exc)
-        return plain, []
-    _registered(module, records)
-    return code, records
+        failure = exc
+    else:
+        _registered(module, records)
+        return code, records
+    plain = compile(source, filename, "exec", dont_inherit=True)  # the user's SyntaxError
+    _failed_open(module, failure)
+    return plain, []

@@ -79,14 +79,23 @@ global, ``__tidescope_rt__``, bound after the docstring and ``from __future__`` 
 Annotations, decorators' and defaults' evaluation order, class bodies, ``global`` and
 ``nonlocal``, zero-argument ``super()`` and its ``__class__`` cell are left alone.
 Seen by a program: the injected locals appear in ``locals()`` of instrumented functions.
+
+What is not instrumented is said: each function or lambda left as written is listed in
+:attr:`Rewrite.skipped` with the reason, for the hook to report. That is the async
+generators and lambdas above, and any function whose rewrite fails (a bug of ours) or
+whose rewritten code does not compile (CPython's limit of 20 nested blocks, which the
+wrapper's ``try`` can pass): :func:`rewrite_module` is then run again with that function
+in ``skip``, so one function's failure costs that function only, not its module.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from tidescope.instrument._build import (
     RT,
@@ -99,7 +108,16 @@ from tidescope.instrument._build import (
 )
 from tidescope.instrument._nodes import NodeIds, NodeRecord, SourceText
 
-__all__ = ["LEVELS", "RT", "check_level", "rewrite_source"]
+__all__ = [
+    "LEVELS",
+    "RT",
+    "FunctionAt",
+    "Rewrite",
+    "Skipped",
+    "check_level",
+    "rewrite_module",
+    "rewrite_source",
+]
 
 LEVELS: Final = ("calls", "values", "lines")
 _VALUES: Final = 1
@@ -114,6 +132,9 @@ MATCH: Final = "__tidescope_match__"
 LOOP: Final = "__tidescope_loop_{}__"
 
 _LAMBDA_BLOCKERS: Final = frozenset({"super", "locals", "vars", "dir", "eval", "exec"})
+_LAMBDA_SUSPENDERS: Final[dict[type[ast.AST], str]] = {
+    ast.Yield: "yield", ast.YieldFrom: "yield from", ast.Await: "await",
+}  # fmt: skip
 
 
 def check_level(level: str) -> int:
@@ -127,10 +148,99 @@ def check_level(level: str) -> int:
     return LEVELS.index(level)
 
 
+FunctionAt = tuple[int, int]
+"""Where a function (or lambda) starts: ``(lineno, col_offset)``, unique in a module."""
+
+
+class Skipped(NamedTuple):
+    """A function or lambda left as written, and why."""
+
+    qualname: str
+    lineno: int
+    reason: str
+
+
+@dataclass
+class Rewrite:
+    """One module rewritten: what :func:`rewrite_module` returns."""
+
+    tree: ast.Module
+    records: list[NodeRecord]
+    skipped: list[Skipped]
+    functions: list[tuple[FunctionAt, int]]
+    """Each function rewritten (start, last line), to find which one a compile error is in."""
+
+    def function_at(self, lineno: int, skip: Mapping[FunctionAt, str]) -> FunctionAt | None:
+        """The innermost rewritten function holding line ``lineno``, not in ``skip``."""
+        best: FunctionAt | None = None
+        for at, end in self.functions:
+            if at[0] <= lineno <= end and at not in skip and (best is None or at > best):
+                best = at
+        return best
+
+
+class _FunctionFailed(Exception):
+    """Rewriting the function at ``at`` raised (the cause)."""
+
+    def __init__(self, at: FunctionAt, reason: str) -> None:
+        super().__init__(reason)
+        self.at = at
+        self.reason = reason
+
+
+def rewrite_module(
+    source: str,
+    filename: str,
+    module: str,
+    level: str = "calls",
+    skip: Mapping[FunctionAt, str] | None = None,
+) -> Rewrite:
+    """Parse ``source`` and inject the reports of ``level``; nothing is registered or run.
+
+    A function whose rewrite raises is left as written and listed in ``skipped`` (the
+    module is parsed and rewritten again without it), so only an error outside every
+    function raises.
+
+    Args:
+        source: the module's text.
+        filename: what tracebacks and node records name (compile the tree with it).
+        module: the module's dotted name (``__main__`` for a script), the first part of
+            every node id.
+        level: ``"calls"``, ``"values"`` or ``"lines"``.
+        skip: functions to leave as written, by where they start, with the reason.
+
+    Raises:
+        SyntaxError: ``source`` does not parse.
+        ValueError: unknown level.
+    """
+    lvl = check_level(level)
+    left = dict(skip or {})
+    again = bool(left)  # a caller's second try: the parser's warnings were shown the first time
+    while True:
+        if again:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(source, filename)
+        else:
+            tree = ast.parse(source, filename)
+        again = True
+        rewriter = _Rewriter(module, filename, source, lvl, left)
+        try:
+            tree = rewriter.rewrite(tree)
+        except _FunctionFailed as failed:
+            if failed.at in left:  # pragma: no cover - a skipped function is not visited
+                raise
+            left[failed.at] = failed.reason
+            continue
+        return Rewrite(tree, rewriter.ids.records, rewriter.skipped, rewriter.functions)
+
+
 def rewrite_source(
     source: str, filename: str, module: str, level: str = "calls"
 ) -> tuple[ast.Module, list[NodeRecord]]:
     """Parse ``source`` and inject the reports of ``level``; nothing is registered or run.
+
+    :func:`rewrite_module` without the list of what was left as written.
 
     Args:
         source: the module's text.
@@ -147,10 +257,8 @@ def rewrite_source(
         SyntaxError: ``source`` does not parse.
         ValueError: unknown level.
     """
-    lvl = check_level(level)
-    tree = ast.parse(source, filename)
-    rewriter = _Rewriter(module, filename, source, lvl)
-    return rewriter.rewrite(tree), rewriter.ids.records
+    done = rewrite_module(source, filename, module, level)
+    return done.tree, done.records
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,9 +278,14 @@ class _Scope:
 
 
 class _Rewriter(ast.NodeTransformer):
-    def __init__(self, module: str, filename: str, source: str, level: int) -> None:
+    def __init__(
+        self, module: str, filename: str, source: str, level: int, skip: Mapping[FunctionAt, str]
+    ) -> None:
         self.module = module
         self.level = level
+        self.skip = skip
+        self.skipped: list[Skipped] = []
+        self.functions: list[tuple[FunctionAt, int]] = []
         self.src = SourceText(source)
         self.ids = NodeIds(module, filename, self.src)
         self.scopes: list[_Scope] = []
@@ -297,6 +410,21 @@ class _Rewriter(ast.NodeTransformer):
         args.kw_defaults = [None if d is None else self.visit(d) for d in args.kw_defaults]
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
+        at = (node.lineno, node.col_offset)
+        reason = self.skip.get(at)
+        if reason is not None:
+            self.skipped.append(Skipped(self._qualname(node.name), node.lineno, reason))
+            return node
+        try:
+            out = self._instrument(node)
+        except _FunctionFailed:
+            raise  # a nested function's: that one is left as written
+        except Exception as exc:
+            raise _FunctionFailed(at, f"the rewrite failed: {type(exc).__name__}: {exc}") from exc
+        self.functions.append((at, node.end_lineno or node.lineno))
+        return out
+
+    def _instrument(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
         nid = self._nid
         node.decorator_list = [self.visit(d) for d in node.decorator_list]
         self._defaults(node.args)  # annotations are never touched (they may be strings)
@@ -321,7 +449,13 @@ class _Rewriter(ast.NodeTransformer):
         self._mark_docstring(node.body)
         body = self._block(node.body)
         self.scopes.pop()
-        node.body = self._wrap(node, body, qual, nid, scope) if instrument else body
+        if instrument:
+            node.body = self._wrap(node, body, qual, nid, scope)
+        else:
+            node.body = body
+            self.skipped.append(
+                Skipped(qual, node.lineno, "an async generator whose yield is in an expression")
+            )
         return node
 
     def _wrap(
@@ -422,15 +556,20 @@ class _Rewriter(ast.NodeTransformer):
         nid = self._nid
         self._defaults(node.args)
         qual = self._qualname("<lambda>")
-        blocked = any(
-            isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await))
-            or (isinstance(n, ast.Name) and n.id in _LAMBDA_BLOCKERS)
-            for n in ast.walk(node.body)
+        blocker = next(
+            (
+                f"{n.id}()" if isinstance(n, ast.Name) else _LAMBDA_SUSPENDERS[type(n)]
+                for n in ast.walk(node.body)
+                if type(n) in _LAMBDA_SUSPENDERS
+                or (isinstance(n, ast.Name) and n.id in _LAMBDA_BLOCKERS)
+            ),
+            None,
         )
         self.scopes.append(_Scope("lambda", qual))
         node.body = self.visit(node.body)
         self.scopes.pop()
-        if blocked:
+        if blocker is not None:
+            self.skipped.append(Skipped(qual, node.lineno, f"a lambda using {blocker}"))
             return node
         at = At(node)
         thunk = ast.Lambda(
