@@ -12,6 +12,7 @@ from time import perf_counter_ns
 from typing import Any, TypeAlias
 
 from tidescope.capture._core import next_id
+from tidescope.capture._redact import strip_url
 from tidescope.capture.context import enabled
 from tidescope.capture.runtime.core import report_error
 from tidescope.capture.runtime.database import report_db_query_complete, report_db_query_start
@@ -84,9 +85,12 @@ def fail_query(query: Query, error: BaseException, stacktrace: Any = None) -> No
 
 
 def repo_name(dialect: Any, database: Any) -> str:
-    """``"postgresql:shop"``: the dialect and the database, the repo every event names."""
+    """``"postgresql:shop"``: the dialect and the database, the repo every event names.
+
+    A database given as a URL or DSN loses its credentials (``user:password@``, ``?key=``).
+    """
     name = str(dialect)
-    return f"{name}:{database}" if database else name
+    return f"{name}:{strip_url(str(database))}" if database else name
 
 
 def rowcount_of(cursor: Any) -> Any:
