@@ -12,10 +12,13 @@ reach the core as ``{name: value}`` as they do in a real run):
 - ``secret``: ``f(a, password, c)``, the same otherwise;
 - ``dict``: ``f(a, b, c)`` returning ``{"x": a, "y": b, "z": c}``;
 - ``none``: the loop without calls (subtract it for the per-call cost of a whole call).
+
+Per call: the difference between two runs (10,000 and 30,000 calls) over 20,000.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import tidescope
@@ -49,6 +52,7 @@ def main() -> None:
     fn = ns[{"plain": "plain", "secret": "secret", "dict": "dict_", "none": "plain"}[which]]
     run = ns["run_none" if which == "none" else "run"]
     tidescope.start(buffer_size=1 << 16)
+    gc.disable()  # a collection's cost depends on the heap, not on the call measured
     run(fn, 100)  # type: ignore[operator]  # warm the caches
     run(fn, n)  # type: ignore[operator]
     tidescope.stop()

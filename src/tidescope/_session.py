@@ -130,6 +130,7 @@ def swap_session(session: Session | None) -> None:
     if session is None or session.buffer is None:
         _core.set_enabled(False)
         _core.register_buffer(None)
+        _redact.configure(True)  # the default again, as before any session
         return
     _core.set_limits(_limits_of(session.config))
     _redact_as(session.config)

@@ -226,5 +226,10 @@ _KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
 def _check(name: str, value: Any, source: str) -> Any:
     _, accepted, ok = _KINDS[name]
     if not ok(value):
+        if name in ("redact_pattern", "redact_extra") and type(value) is str and value:
+            try:
+                re.compile(value)
+            except Exception as exc:  # re.error, or a pattern nested too deep
+                accepted = f"{accepted} ({exc})"
         raise ConfigError(name, value, accepted, source)
     return value
