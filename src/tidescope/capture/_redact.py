@@ -30,6 +30,7 @@ __all__ = [
     "MARK",
     "configure",
     "fingerprint",
+    "plain_names",
     "redacted",
     "secret_name",
     "secret_names",
@@ -48,6 +49,8 @@ secret_names: dict[str, bool] = {}
 """Names answered so far: name -> secret. The C core looks names up here (a dict of exact
 str keys: the lookup runs no user code); a miss sends the value down the full snapshot,
 which answers through :func:`secret_name` and fills this in."""
+plain_names: set[str] = set()
+"""The names of :data:`secret_names` that are not secret: the pure core's one-step test."""
 _listeners: list[Callable[[], None]] = []
 
 
@@ -67,6 +70,7 @@ def configure(
     _search = re.compile(full, re.IGNORECASE).search if full else None
     _fingerprint = full
     secret_names.clear()
+    plain_names.clear()
     for listener in _listeners:
         listener()
 
@@ -89,7 +93,10 @@ def secret_name(name: str) -> bool:
         secret = search is not None and search(name) is not None
         if len(secret_names) >= _MEMO_LIMIT:
             secret_names.clear()  # many distinct keys (data, not names): start over
+            plain_names.clear()
         secret_names[name] = secret
+        if not secret:
+            plain_names.add(name)
     return secret
 
 

@@ -12,7 +12,7 @@ import uuid
 from collections import deque
 from typing import Any, Final, NamedTuple
 
-from tidescope.capture._redact import redacted, secret_name, secret_names
+from tidescope.capture._redact import plain_names, redacted, secret_name
 from tidescope.events import ObjectSnapshot, Redacted, Truncated, jsonable
 
 __all__ = [
@@ -74,13 +74,12 @@ def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int, depth: i
         return -1
     cost = _SMALL
     if t is dict:
-        for k, a in v.items():
+        for k in v:
             if type(k) is not str or len(k) > strlen:
                 return -1
-            cost += len(k) + _SMALL
-            secret = secret_names.get(k)
-            if (secret or (secret is None and secret_name(k))) and type(a) is not Redacted:
+            if k not in plain_names and secret_name(k) and type(v[k]) is not Redacted:
                 return -1
+            cost += len(k) + _SMALL
         v = v.values()
     for a in v:
         ta = type(a)
