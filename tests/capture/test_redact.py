@@ -103,6 +103,26 @@ def test_a_dict_with_a_secret_key_costs_the_budget_a_marker_costs() -> None:
     assert a.budget == b.budget
 
 
+def test_a_raw_query_string_keeps_its_ordinary_parameters() -> None:
+    got = tidescope.snapshot(
+        {"QUERY_STRING": "page=2&api_key=9", "query_string": b"token=x&q=1", "n": 1}
+    )
+    assert got == {
+        "QUERY_STRING": f"page=2&api_key={_redact.MARK}",
+        "query_string": f"token={_redact.MARK}&q=1".encode(),
+        "n": 1,
+    }
+    assert tidescope.snapshot({"query_string": 5}) == {"query_string": Redacted("int")}
+
+
+def test_a_header_pair_with_a_bytes_name_hides_its_value() -> None:
+    headers = [(b"Authorization", b"Bearer x"), (b"accept", b"*/*"), (b"cookie", "c")]
+    assert tidescope.snapshot(headers) == [
+        (b"Authorization", Redacted("bytes")), (b"accept", b"*/*"), (b"cookie", STR),
+    ]  # fmt: skip
+    assert tidescope.snapshot((b"token",)) == (b"token",)
+
+
 def test_a_str_subclass_key_is_matched_by_its_text() -> None:
     class Key(str):
         pass

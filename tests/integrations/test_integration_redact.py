@@ -33,6 +33,10 @@ SECRETS = ("abc123", "hunter2", "sessid", "k3y", "s3cret")
 HANDLERS = """
 def handle(headers, params):
     return len(headers)
+
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
 """
 
 
@@ -84,6 +88,31 @@ def test_an_asgi_apps_query_parameters_and_headers_are_redacted() -> None:
     assert entry.data["args"]["headers"] == {
         "authorization": STR, "cookie": STR, "x-api-key": STR, "accept": "*/*",
     }  # fmt: skip
+    assert_no_secret(cap)
+
+
+def test_an_instrumented_asgi_app_records_its_scope_without_secrets() -> None:
+    scope = {
+        "type": "http", "method": "GET", "path": "/p", "root_path": "",
+        "query_string": b"page=2&token=abc123",
+        "headers": [(b"authorization", b"Bearer hunter2"), (b"accept", b"*/*")],
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    app = tasgi.TideScopeMiddleware(handlers()["app"])
+    with tidescope.capture(buffer_size=256, max_depth=5) as cap:
+        asyncio.run(app(scope, receive, send))
+    (entry,) = [e for e in cap.events(EventType.FUNCTION_ENTRY) if e.data["module"] == "app"]
+    recorded = entry.data["args"]["scope"]
+    assert recorded["query_string"] == f"page=2&token={MARK}".encode()
+    assert recorded["headers"] == [
+        (b"authorization", Redacted("bytes")), (b"accept", b"*/*"),
+    ]  # fmt: skip
     assert_no_secret(cap)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "MARK",
     "configure",
     "fingerprint",
+    "guarded",
     "plain_names",
     "redacted",
     "secret_name",
@@ -40,6 +41,10 @@ __all__ = [
 
 MARK: Final = "[REDACTED]"
 """What a secret becomes inside recorded text (a URL, a query string)."""
+
+_QUERY_NAMES: Final = frozenset({"query_string", "querystring"})
+"""Names of a raw query string (WSGI's ``QUERY_STRING``, ASGI's ``query_string``): secret
+too, but their values are recorded with only the secret parameters' values hidden."""
 
 _MEMO_LIMIT: Final = 4096
 
@@ -86,11 +91,12 @@ def fingerprint() -> str:
 
 
 def secret_name(name: str) -> bool:
-    """True if values bound to ``name`` (a str) are redacted."""
+    """True if values bound to ``name`` (a str) are redacted (or, for a query string's
+    name, recorded as :func:`guarded` says)."""
     secret = secret_names.get(name)
     if secret is None:
         search = _search
-        secret = search is not None and search(name) is not None
+        secret = search is not None and (search(name) is not None or name.lower() in _QUERY_NAMES)
         if len(secret_names) >= _MEMO_LIMIT:
             secret_names.clear()  # many distinct keys (data, not names): start over
             plain_names.clear()
@@ -98,6 +104,18 @@ def secret_name(name: str) -> bool:
         if not secret:
             plain_names.add(name)
     return secret
+
+
+def guarded(name: str, value: Any) -> Any:
+    """What a snapshot records for ``value`` under the secret name ``name``: a query
+    string (str or bytes) without the values of its secret parameters, else the marker."""
+    if name.lower() in _QUERY_NAMES:
+        t = type(value)
+        if t is str:
+            return strip_query(value)
+        if t is bytes:
+            return strip_query(value.decode("latin-1")).encode("latin-1")
+    return redacted(value)
 
 
 _MARKERS: dict[type, Redacted] = {}

@@ -12,7 +12,7 @@ import uuid
 from collections import deque
 from typing import Any, Final, NamedTuple
 
-from tidescope.capture._redact import plain_names, redacted, secret_name
+from tidescope.capture._redact import guarded, plain_names, redacted, secret_name
 from tidescope.events import ObjectSnapshot, Redacted, Truncated, jsonable
 
 __all__ = [
@@ -299,16 +299,17 @@ class Snapper:
                     if sk in out_d:  # two keys that are equal once cut (a shared long prefix)
                         sk = Truncated(_kind(sk), 0, "duplicate", (sk, done))
                     if type(sk) is str and secret_name(sk):
-                        out_d[sk] = self.snap(redacted(item), d)
+                        out_d[sk] = self.snap(guarded(sk, item), d)
                     else:
                         out_d[sk] = self.snap(item, d)
                     done += 1
             else:
+                hide = base is tuple and n == 2 and _secret_header(tuple.__getitem__(v, 0))
                 for item in _ITER[base](v):
                     if done >= limit or self.budget < 0:
                         reason = "length" if done >= limit else "budget"
                         break
-                    out_l.append(self.snap(item, d))
+                    out_l.append(self.snap(redacted(item) if hide and done else item, d))
                     done += 1
         except RuntimeError:  # another thread resized it while we read
             reason = "error"
@@ -437,6 +438,14 @@ _ITER: Final[dict[type, Any]] = {
     frozenset: frozenset.__iter__, deque: deque.__iter__,
 }  # fmt: skip
 _EXC_ARGS: Final = BaseException.__dict__["args"]
+
+
+def _secret_header(name: Any) -> bool:
+    """A ``(b"authorization", value)`` pair (ASGI headers, raw HTTP): its value is hidden.
+
+    Only bytes names: a pair of str is copied by the flat paths, which look at dict keys
+    only."""
+    return type(name) is bytes and len(name) <= 256 and secret_name(name.decode("latin-1"))
 
 
 def _kind(v: Any) -> str:
