@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 
 APP = """
-import sqlite3
-
 def connect(user, password, *, api_key=None):
     token = password[::-1]
     settings = {"user": user, "db": {"password": password}}
     return len(token) + len(settings)
 
-db = sqlite3.connect(":memory:")
 print(connect("bob", "hunter2", api_key="k3y-value"))
 """
 

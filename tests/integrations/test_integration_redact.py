@@ -169,6 +169,7 @@ def test_named_db_parameters_are_redacted_on_a_real_sqlite3(tmp_path: Path) -> N
             [{"name": "eve", "password": "s3cret", "api_key": None}],
         )
         row = conn.execute("select password from users where name = ?", ("bob",)).fetchone()
+        conn.close()
     assert row == ("hunter2",)  # the program sees its data unchanged
     inserts = [e for e in cap.events(EventType.DB_QUERY_START) if "insert" in e.data["query"]]
     assert inserts[0].data["params"] == {"name": "bob", "password": STR, "api_key": STR}

@@ -9,8 +9,10 @@ A name is secret when the configured pattern (``Config.redact_pattern``, plus
   whose names are not secret runs exactly the code it ran without redaction, and a secret
   one passes :func:`redacted` of its value in place of the value;
 - dict keys in every snapshot, in both cores: a str key that is secret keeps its place,
-  its value becomes the marker. The answers are remembered per name (:data:`secret_names`,
-  which the C core reads too), so a name costs one lookup after its first time;
+  its value becomes the marker (a raw query string's key: see :func:`guarded`); so does
+  the value of a ``(b"authorization", value)`` pair (ASGI headers). The answers are
+  remembered per name (:data:`secret_names`, which the C core reads too), so a name
+  costs one lookup after its first time;
 - URLs and query strings the integrations record: :func:`strip_url`, :func:`strip_query`.
 
 The top-level fields of an event's ``data`` are tidescope's own names and are never matched.
