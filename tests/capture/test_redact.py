@@ -121,6 +121,7 @@ def test_a_header_pair_with_a_bytes_name_hides_its_value() -> None:
         (b"Authorization", Redacted("bytes")), (b"accept", b"*/*"), (b"cookie", STR),
     ]  # fmt: skip
     assert tidescope.snapshot((b"token",)) == (b"token",)
+    assert tidescope.snapshot([[b"x-api-key", b"k"]]) == [[b"x-api-key", Redacted("bytes")]]
 
 
 def test_a_str_subclass_key_is_matched_by_its_text() -> None:

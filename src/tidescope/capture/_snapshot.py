@@ -304,7 +304,7 @@ class Snapper:
                         out_d[sk] = self.snap(item, d)
                     done += 1
             else:
-                hide = base is tuple and n == 2 and _secret_header(tuple.__getitem__(v, 0))
+                hide = (base is tuple or base is list) and n == 2 and _secret_header(v, base)
                 for item in _ITER[base](v):
                     if done >= limit or self.budget < 0:
                         reason = "length" if done >= limit else "budget"
@@ -440,11 +440,15 @@ _ITER: Final[dict[type, Any]] = {
 _EXC_ARGS: Final = BaseException.__dict__["args"]
 
 
-def _secret_header(name: Any) -> bool:
+def _secret_header(pair: Any, base: Any) -> bool:
     """A ``(b"authorization", value)`` pair (ASGI headers, raw HTTP): its value is hidden.
 
     Only bytes names: a pair of str is copied by the flat paths, which look at dict keys
     only."""
+    try:
+        name = base.__getitem__(pair, 0)
+    except IndexError:  # a list emptied by another thread
+        return False
     return type(name) is bytes and len(name) <= 256 and secret_name(name.decode("latin-1"))
 
 
