@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 import tidescope
-from tidescope.capture import _core
+from tidescope.capture import _core, _redact
 
 
 def _reset() -> None:
@@ -16,6 +16,7 @@ def _reset() -> None:
     _core.register_buffer(None)
     _core.set_enabled(False)
     _core.initialize_context()
+    _redact.configure(True)
 
 
 @pytest.fixture(autouse=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tidescope.config import Config, ConfigError
+from tidescope.config import DEFAULT_REDACT_PATTERN, Config, ConfigError
 
 
 def test_defaults_are_the_documented_limits() -> None:
@@ -130,3 +133,41 @@ def test_settings_at_their_upper_bounds_are_accepted_and_start() -> None:
     with tidescope.capture(cfg) as cap:
         pass
     assert cap.stats()["size"] == 1 << 24
+
+
+def test_redaction_is_on_by_default_and_its_settings_load_like_the_others(tmp_path: Path) -> None:
+    cfg = Config()
+    assert cfg.redact is True and cfg.redact_pattern == DEFAULT_REDACT_PATTERN
+    assert cfg.redact_extra is None
+    env = {"TIDESCOPE_REDACT": "off", "TIDESCOPE_REDACT_EXTRA": "ssn|iban"}
+    cfg = Config.load(env=env)
+    assert cfg.redact is False and cfg.redact_extra == "ssn|iban"
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.tidescope]\nredact-pattern = "secret"\n')
+    assert Config.load(env={}, pyproject=pyproject).redact_pattern == "secret"
+
+
+@pytest.mark.parametrize("var", ["TIDESCOPE_REDACT_PATTERN", "TIDESCOPE_REDACT_EXTRA"])
+def test_a_bad_redaction_pattern_is_one_line_naming_the_setting(var: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={var: "(token"})
+    message = str(info.value)
+    assert var in message and "regular expression" in message and "\n" not in message
+    assert "missing )" in message
+    assert info.value.setting == var.removeprefix("TIDESCOPE_").lower()
+    with pytest.raises(ConfigError):
+        Config(redact_pattern="")
+
+
+def test_a_bad_redaction_pattern_stops_tidescope_run_with_one_line(tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text("print('ran')\n")
+    env = {**os.environ, "TIDESCOPE_REDACT_PATTERN": "[a-"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tidescope", "run", "-o", str(tmp_path / "t"), str(script)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "ran" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TIDESCOPE_REDACT_PATTERN" in lines[0], proc.stderr

@@ -18,7 +18,7 @@ from tidescope._session import Session, active_session, core_info, start, stats,
 from tidescope.capture._core import Limits, snapshot
 from tidescope.capture.ring_buffer import RingBuffer, RingBufferError
 from tidescope.config import Config, ConfigError
-from tidescope.events import Event, EventType, ObjectSnapshot, Truncated
+from tidescope.events import Event, EventType, ObjectSnapshot, Redacted, Truncated
 from tidescope.testing import Capture
 
 __version__ = "0.1.0.dev0"
@@ -31,6 +31,7 @@ __all__ = [
     "EventType",
     "Limits",
     "ObjectSnapshot",
+    "Redacted",
     "RingBuffer",
     "RingBufferError",
     "Session",

@@ -6,7 +6,7 @@ import os
 import threading
 from typing import Any
 
-from tidescope.capture import _core
+from tidescope.capture import _core, _redact
 from tidescope.capture._core import Limits
 from tidescope.capture.ring_buffer import RingBuffer
 from tidescope.config import Config
@@ -66,6 +66,10 @@ def _limits_of(cfg: Config) -> Limits:
     )
 
 
+def _redact_as(cfg: Config) -> None:
+    _redact.configure(cfg.redact, cfg.redact_pattern, cfg.redact_extra)
+
+
 def activate(cfg: Config) -> Session:
     """Install ``cfg``: a fresh buffer, the value limits, the node name; capture on.
 
@@ -83,6 +87,7 @@ def activate(cfg: Config) -> Session:
     )
     session = Session(cfg, buf)
     _core.set_limits(_limits_of(cfg))
+    _redact_as(cfg)
     _core.resync_clock()
     _core.register_buffer(buf)
     _core.initialize_context()
@@ -132,8 +137,10 @@ def swap_session(session: Session | None) -> None:
     if session is None or session.buffer is None:
         _core.set_enabled(False)
         _core.register_buffer(None)
+        _redact.configure(True)  # the default again, as before any session
         return
     _core.set_limits(_limits_of(session.config))
+    _redact_as(session.config)
     _core.set_node(session.config.node)
     _core.register_buffer(session.buffer)
     _core.set_enabled(True)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-__all__ = ["OVERFLOW_STRATEGIES", "Config", "ConfigError", "OverflowStrategy"]
+__all__ = [
+    "DEFAULT_REDACT_PATTERN",
+    "OVERFLOW_STRATEGIES",
+    "Config",
+    "ConfigError",
+    "OverflowStrategy",
+]
 
 OverflowStrategy = Literal["drop_oldest", "drop_newest", "block"]
 OVERFLOW_STRATEGIES: Final[tuple[str, ...]] = get_args(OverflowStrategy)
@@ -24,6 +31,16 @@ class ConfigError(ValueError):
         self.accepted = accepted
         self.source = source
         super().__init__(f"{source}={value!r} is invalid: {setting} must be {accepted}")
+
+
+DEFAULT_REDACT_PATTERN: Final = (
+    r"passw(?:or)?d|pwd|passphrase|secret|token|api[-_]?key|access[-_]?key|private[-_]?key"
+    r"|authorization|auth(?!or)|credential|cookie|session|jwt|bearer"
+)
+"""Names whose values are redacted: searched (anywhere in the name, case-insensitive) in
+argument and local names, dict keys, query parameter names. ``auth`` does not match
+``author``/``authority``; ``token`` does match ``tokens`` and ``max_tokens`` and ``session``
+a SQLAlchemy ``session`` (set ``redact_pattern`` to narrow it)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +72,12 @@ class Config:
     """Capture at all; False makes ``start()`` register nothing and every report a no-op."""
     node: str | None = None
     """Node name in every event; default ``<hostname>:<pid>``."""
+    redact: bool = True
+    """Record values bound to secret-looking names as a ``Redacted`` marker (see below)."""
+    redact_pattern: str = DEFAULT_REDACT_PATTERN
+    """The regular expression (searched, case-insensitive) that makes a name secret."""
+    redact_extra: str | None = None
+    """A regular expression of more secret names, added to ``redact_pattern``."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -169,6 +192,16 @@ def _seconds(v: Any) -> bool:
     return type(v) in (int, float) and 0 <= v <= MAX_BLOCK_TIMEOUT  # NaN fails both
 
 
+def _regex(v: Any) -> bool:
+    if type(v) is not str or v == "":
+        return False
+    try:
+        re.compile(v, re.IGNORECASE)
+    except (re.error, RecursionError, OverflowError):
+        return False
+    return True
+
+
 # setting -> (parsed type, description of accepted values, predicate)
 _KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
     "buffer_size": (
@@ -197,11 +230,23 @@ _KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
         "a non-empty string or None",
         lambda v: v is None or (type(v) is str and v != ""),
     ),
+    "redact": (bool, "True or False", lambda v: type(v) is bool),
+    "redact_pattern": (str, "a valid regular expression (Python re syntax)", _regex),
+    "redact_extra": (
+        str,
+        "a valid regular expression (Python re syntax) or None",
+        lambda v: v is None or _regex(v),
+    ),
 }
 
 
 def _check(name: str, value: Any, source: str) -> Any:
     _, accepted, ok = _KINDS[name]
     if not ok(value):
+        if name in ("redact_pattern", "redact_extra") and type(value) is str and value:
+            try:
+                re.compile(value)
+            except Exception as exc:  # re.error, or a pattern nested too deep
+                accepted = f"{accepted} ({exc})"
         raise ConfigError(name, value, accepted, source)
     return value

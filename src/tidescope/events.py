@@ -15,6 +15,7 @@ __all__ = [
     "Event",
     "EventType",
     "ObjectSnapshot",
+    "Redacted",
     "Truncated",
     "jsonable",
 ]
@@ -299,6 +300,36 @@ class ObjectSnapshot:
         return hash((ObjectSnapshot, self.type_name, self.object_id))
 
 
+class Redacted:
+    """Marks a value hidden because of its name (DESIGN.md invariant 8): an argument, a local
+    or a dict key that the redaction pattern matches (``tidescope.config.Config.redact_pattern``).
+
+    ``type_name`` is the hidden value's type (``"str"``, ``"NoneType"``, ``module.qualname``):
+    enough to tell a missing secret from a present one, nothing of its content.
+    """
+
+    __slots__ = ("type_name",)
+
+    type_name: str
+
+    def __init__(self, type_name: str) -> None:
+        object.__setattr__(self, "type_name", type_name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Redacted is immutable")
+
+    def __repr__(self) -> str:
+        return f"Redacted({self.type_name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Redacted:
+            return NotImplemented
+        return self.type_name == other.type_name
+
+    def __hash__(self) -> int:
+        return hash((Redacted, self.type_name))
+
+
 _JSON_SCALARS: Final = (str, int, float, bool, type(None))
 
 
@@ -307,7 +338,8 @@ def jsonable(value: Any) -> Any:
 
     Captured data is already bounded, so this never explodes. Tuples, lists, sets become lists;
     non-string dict keys become their ``repr``; bytes become ``{"$bytes": base64}``; markers
-    become ``{"$truncated": ...}`` and ``{"$object": ...}``; other values become ``{"$repr": ...}``.
+    become ``{"$truncated": ...}``, ``{"$object": ...}`` and ``{"$redacted": type_name}``;
+    other values become ``{"$repr": ...}``.
     """
     t = type(value)
     if t in _JSON_SCALARS:
@@ -328,6 +360,8 @@ def jsonable(value: Any) -> Any:
         if value.repr is not None:
             out["repr"] = jsonable(value.repr)
         return out
+    if t is Redacted:
+        return {"$redacted": value.type_name}
     if t is bytes or t is bytearray:
         return {"$bytes": base64.b64encode(value).decode("ascii")}
     if isinstance(value, enum.Enum):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import tidescope
+from tidescope.capture import _redact
 from tidescope.config import Config
 from tidescope.export import _output
 from tidescope.export.drain import Drain
@@ -136,6 +137,8 @@ def run(options: RunOptions) -> int:
             raise UsageError(f"can't open file '{path.resolve()}': {reason}")
         main_path = str(path.resolve())
     output = _check_output(options.output)
+    cfg = options.config  # the script is rewritten before start(): with its redaction
+    _redact.configure(cfg.redact, cfg.redact_pattern, cfg.redact_extra)
     if options.script is not None:
         try:
             code = _compile_main(Path(options.script), options.level)

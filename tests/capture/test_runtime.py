@@ -288,15 +288,15 @@ CASES: dict[str, Case] = {
         {"callback_name": "mount", "socket": {"items": []}, "kind": "error", "reason": "boom"},
     ),
     "report_channel_join_start": Case(
-        lambda cid: (REQ, "room:1", {"token": "t"}, {"user": 1}),
+        lambda cid: (REQ, "room:1", {"room": "t"}, {"user": 1}),
         EventType.CHANNEL_JOIN_START,
-        {"topic": "room:1", "payload": {"token": "t"}, "socket": {"user": 1}},
+        {"topic": "room:1", "payload": {"room": "t"}, "socket": {"user": 1}},
         request_id=REQ,
     ),
     "report_channel_join_complete": Case(
-        lambda cid: (REQ, "room:1", {"token": "t"}, "ok"),
+        lambda cid: (REQ, "room:1", {"room": "t"}, "ok"),
         EventType.CHANNEL_JOIN_COMPLETE,
-        {"topic": "room:1", "payload": {"token": "t"}, "result": "ok"},
+        {"topic": "room:1", "payload": {"room": "t"}, "result": "ok"},
         request_id=REQ,
     ),
     "report_channel_message_start": Case(

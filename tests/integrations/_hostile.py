@@ -11,7 +11,7 @@ class Hostile:
     registers) whose every other hook raises."""
 
     def __init__(self) -> None:
-        self.secret = "kept"
+        self.state = "kept"
 
     def __conform__(self, protocol: Any) -> Any:
         return 99

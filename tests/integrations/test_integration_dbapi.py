@@ -401,7 +401,7 @@ def test_hostile_parameters_are_captured_without_running_their_code(db: DB) -> N
     ((start, _),) = queries(cap)
     (param,) = start.data["params"]
     assert type(param) is ObjectSnapshot and param.type_name.endswith("Hostile")
-    assert param.attrs == {"secret": "kept"}
+    assert param.attrs == {"state": "kept"}
 
 
 def test_huge_parameters_are_cut_and_marked_but_sent_whole(db: DB) -> None:

@@ -371,6 +371,26 @@ def test_credentials_in_the_url_never_reach_the_trace() -> None:
     assert {e.data["target"] for e in cap.events(SEND)} == {b + "/x?q=1"}
 
 
+def test_secret_query_values_never_reach_the_trace() -> None:
+    mark = "[REDACTED]"
+    with tidescope.capture(buffer_size=1024) as cap, serve(ServiceB) as b:
+        url = f"{b}/x?q=1&access_token=abc123&API-KEY=k3y"
+        with trequests.TracedSession() as s:
+            s.get(url, timeout=10)
+        with thttpx.TracedClient() as c:
+            c.get(url)
+    # (the test's own service records its path as it is: only the clients' events here)
+    texts = [
+        json.dumps(e.to_dict(), default=str)
+        for e in cap.events()
+        if e.event_type == SEND or e.data.get("module") in ("requests", "httpx")
+    ]
+    assert len(texts) == 4 and not any("abc123" in t or "k3y" in t for t in texts)
+    assert {e.data["target"] for e in cap.events(SEND)} == {
+        f"{b}/x?q=1&access_token={mark}&API-KEY={mark}"
+    }
+
+
 def test_a_huge_url_is_recorded_bounded() -> None:
     with (
         tidescope.capture(buffer_size=1024) as cap,

@@ -385,7 +385,7 @@ def test_hostile_parameter_is_captured_without_running_its_code() -> None:
     start, _ = queries(cap)[0]
     (param,) = start.data["params"]
     assert type(param) is ObjectSnapshot and param.type_name.endswith("Hostile")
-    assert param.attrs == {"secret": "kept"}
+    assert param.attrs == {"state": "kept"}
 
 
 def test_huge_parameters_and_statements_are_cut_and_marked_but_sent_whole() -> None:

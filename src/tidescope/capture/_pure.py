@@ -22,7 +22,7 @@ from asyncio import current_task as _current_task
 from asyncio.events import _get_running_loop
 from typing import Any, Final
 
-from tidescope.capture import _clock, _snapshot
+from tidescope.capture import _clock, _redact, _snapshot
 from tidescope.capture._ring import RingBuffer
 from tidescope.capture._snapshot import (
     _LOG2_10,
@@ -32,7 +32,7 @@ from tidescope.capture._snapshot import (
     exception_snapshot,
     type_name,
 )
-from tidescope.events import Event, EventType, Truncated
+from tidescope.events import Event, EventType, Redacted, Truncated
 
 CORE_NAME: Final = "python"
 
@@ -232,8 +232,11 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
             "keep_types": tuple(KEEP_TYPES),
             "event_class": Event,
             "clock": _clock,
+            "secret_names": _redact.secret_names,
+            "redacted_type": Redacted,
         }
     )
+    _redact.on_configure(module.forget_names)
     _accel = module
     _ring_class = ring_class
     _get = module.stack_get

@@ -12,7 +12,8 @@ import uuid
 from collections import deque
 from typing import Any, Final, NamedTuple
 
-from tidescope.events import ObjectSnapshot, Truncated, jsonable
+from tidescope.capture._redact import guarded, plain_names, redacted, secret_name
+from tidescope.events import ObjectSnapshot, Redacted, Truncated, jsonable
 
 __all__ = [
     "KEEP_TYPES",
@@ -44,7 +45,7 @@ KEEP_TYPES: Final[frozenset[type]] = frozenset(
     {
         type(None), bool, float, complex, range, type(Ellipsis), type(NotImplemented),
         datetime.datetime, datetime.date, datetime.time, datetime.timedelta,
-        datetime.timezone, uuid.UUID,
+        datetime.timezone, uuid.UUID, Redacted,
     }
 )  # fmt: skip
 _BYTES_LIKE: Final = (bytes, bytearray)
@@ -60,8 +61,9 @@ _CALLABLE_KINDS: Final = (
 def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int, depth: int) -> int:
     """What copying ``v`` (a tuple, list or dict of type ``t``) charges, or -1 if the
     snapshot would cut or change anything in it: more than ``items`` items, a non-str dict
-    key, a key or str longer than ``strlen``, an int outside ``+-int_limit``, an item that
-    is neither a kept scalar nor such a container, or containers nested ``depth`` deep.
+    key, a key or str longer than ``strlen``, a secret key (see ``_redact``) whose value is
+    not already redacted, an int outside ``+-int_limit``, an item that is neither a kept
+    scalar nor such a container, or containers nested ``depth`` deep.
 
     ``depth`` is how many container levels the snapshot still opens here (``max_depth``
     minus the level of ``v``; at least 1). 8 bytes for each container, 8 a value, a str's
@@ -74,6 +76,8 @@ def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int, depth: i
     if t is dict:
         for k in v:
             if type(k) is not str or len(k) > strlen:
+                return -1
+            if k not in plain_names and secret_name(k) and type(v[k]) is not Redacted:
                 return -1
             cost += len(k) + _SMALL
         v = v.values()
@@ -124,7 +128,7 @@ def flat_payload(
     For a dict with str keys whose values are kept scalars or containers that
     :func:`flat_cost` accepts (opened to ``depth``, the snapshot's ``max_depth``), all
     within ``items`` and the ``budget``: then :meth:`Snapper.payload` would cut nothing,
-    and this is its result.
+    and this is its result. Its keys are the event's own fields: never redacted.
     """
     if len(data) > items:
         return None
@@ -226,7 +230,8 @@ class Snapper:
         The top level is not a nesting level (each value gets the full depth), but it is
         bounded like any container: past ``max_items`` keys, or once the budget is spent,
         the rest is summarised under the key ``"$truncated"``. Non-str keys are rendered
-        from their snapshot, without running their ``__str__``.
+        from their snapshot, without running their ``__str__``. The keys are the event's
+        own fields: never redacted (dicts inside the values are).
         """
         if type(data) is not dict:
             if issubclass(type(data), dict):
@@ -293,14 +298,18 @@ class Snapper:
                     sk = self.snap(k, d)
                     if sk in out_d:  # two keys that are equal once cut (a shared long prefix)
                         sk = Truncated(_kind(sk), 0, "duplicate", (sk, done))
-                    out_d[sk] = self.snap(item, d)
+                    if type(sk) is str and secret_name(sk):
+                        out_d[sk] = self.snap(guarded(sk, item), d)
+                    else:
+                        out_d[sk] = self.snap(item, d)
                     done += 1
             else:
+                hide = (base is tuple or base is list) and n == 2 and _secret_header(v, base)
                 for item in _ITER[base](v):
                     if done >= limit or self.budget < 0:
                         reason = "length" if done >= limit else "budget"
                         break
-                    out_l.append(self.snap(item, d))
+                    out_l.append(self.snap(redacted(item) if hide and done else item, d))
                     done += 1
         except RuntimeError:  # another thread resized it while we read
             reason = "error"
@@ -429,6 +438,18 @@ _ITER: Final[dict[type, Any]] = {
     frozenset: frozenset.__iter__, deque: deque.__iter__,
 }  # fmt: skip
 _EXC_ARGS: Final = BaseException.__dict__["args"]
+
+
+def _secret_header(pair: Any, base: Any) -> bool:
+    """A ``(b"authorization", value)`` pair (ASGI headers, raw HTTP): its value is hidden.
+
+    Only bytes names: a pair of str is copied by the flat paths, which look at dict keys
+    only."""
+    try:
+        name = base.__getitem__(pair, 0)
+    except IndexError:  # a list emptied by another thread
+        return False
+    return type(name) is bytes and len(name) <= 256 and secret_name(name.decode("latin-1"))
 
 
 def _kind(v: Any) -> str:

@@ -1044,6 +1044,43 @@ is_nested(PyTypeObject *t)
     return t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type;
 }
 
+/* Redaction (see _redact.py): is a dict key a secret name? The answers live in
+ * _redact.secret_names (name -> bool, filled by Python); a small table of the str objects
+ * last answered, indexed by their hash, makes a name seen before one comparison. */
+#define NAME_SLOTS 256
+static PyObject *g_secret_names = NULL;     /* _redact.secret_names */
+static PyTypeObject *g_redacted_type = NULL; /* events.Redacted */
+static PyObject *g_name_seen[NAME_SLOTS];   /* strong references */
+static char g_name_secret[NAME_SLOTS];
+
+/* 1 secret, 0 not, -1 not answered yet (the caller takes the full snapshot, which asks
+ * Python and fills the answer in). `key` is an exact str, already hashed (a dict key).
+ * Runs no Python code: the lookup is in a dict of exact str keys. */
+static int
+is_secret_key(PyObject *key)
+{
+    Py_hash_t h = ((PyASCIIObject *)key)->hash;
+    size_t i = (size_t)h & (NAME_SLOTS - 1);
+    if (g_name_seen[i] == key) return g_name_secret[i];
+    if (g_secret_names == NULL || h == -1) return -1;
+    PyObject *v = PyDict_GetItemWithError(g_secret_names, key);
+    if (v == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    g_name_secret[i] = v == Py_True;
+    Py_XSETREF(g_name_seen[i], Py_NewRef(key));
+    return g_name_secret[i];
+}
+
+/* forget_names(): the pattern changed (_redact.configure) */
+static PyObject *
+forget_names(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    for (int k = 0; k < NAME_SLOTS; k++) Py_CLEAR(g_name_seen[k]);
+    Py_RETURN_NONE;
+}
+
 /* _snapshot.flat_cost for one container: bytes charged, or -1 if the snapshot would cut
  * or change anything in it (depth: container levels it still opens, at least 1). */
 static Py_ssize_t
@@ -1065,6 +1102,7 @@ container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t it
         else {
             if (!PyDict_Next(v, &pos, &key, &val)) return -1;
             if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > strlen) return -1;
+            if (is_secret_key(key) != 0 && Py_TYPE(val) != g_redacted_type) return -1;
             cost += PyUnicode_GET_LENGTH(key) + SMALL;
             a = val;
         }
@@ -1837,6 +1875,16 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
     }
     Py_XSETREF(g_event_class, (PyTypeObject *)Py_NewRef(ev));
     Py_XSETREF(g_clock_module, Py_NewRef(clock));
+    PyObject *secrets = PyDict_GetItemString(ns, "secret_names");
+    PyObject *redacted = PyDict_GetItemString(ns, "redacted_type");
+    if (secrets == NULL || !PyDict_CheckExact(secrets) || redacted == NULL ||
+        !PyType_Check(redacted)) {
+        PyErr_SetString(PyExc_KeyError, "attach(): missing secret_names or redacted_type");
+        return NULL;
+    }
+    Py_XSETREF(g_secret_names, Py_NewRef(secrets));
+    Py_XSETREF(g_redacted_type, (PyTypeObject *)Py_NewRef(redacted));
+    forget_names(NULL, NULL);
     PyObject *keep = PyDict_GetItemString(ns, "keep_types");
     PyObject *seq = keep ? PySequence_Tuple(keep) : NULL;
     if (seq == NULL) {
@@ -1923,6 +1971,8 @@ static PyMethodDef module_methods[] = {
      "This context's top call-stack frame (None, _OFF or a frame)."},
     {"stack_set", (PyCFunction)stack_set, METH_O, "Make a frame this context's top."},
     {"sync", (PyCFunction)(void (*)(void))sync_state, METH_FASTCALL, NULL},
+    {"forget_names", (PyCFunction)forget_names, METH_NOARGS,
+     "Forget the secret names answered so far (the redaction pattern changed)."},
     {"reset_ids", (PyCFunction)reset_ids, METH_O,
      "Restart the id counter for this pid; returns the counter (an iterator)."},
     {NULL, NULL, 0, NULL},

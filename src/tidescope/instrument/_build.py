@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = [
@@ -115,11 +116,14 @@ class At:
     def assign(self, name: str, value: ast.expr) -> ast.Assign:
         return ast.Assign(targets=[self.store(name)], value=value, type_comment=None, **self.loc)
 
-    def names(self, names: list[str]) -> ast.Dict:
-        """``{"name": name, ...}``."""
-        return ast.Dict(
-            keys=[self.const(n) for n in names], values=[self.load(n) for n in names], **self.loc
-        )
+    def names(self, names: list[str], secret: Callable[[str], bool] | None = None) -> ast.Dict:
+        """``{"name": name, ...}``; a name that is ``secret`` gives
+        ``"name": __tidescope_rt__.redact(name)`` (the marker, never the value)."""
+        values: list[ast.expr] = [
+            self.rt("redact", self.load(n)) if secret is not None and secret(n) else self.load(n)
+            for n in names
+        ]
+        return ast.Dict(keys=[self.const(n) for n in names], values=values, **self.loc)
 
     def try_(
         self, body: list[ast.stmt], handlers: list[ast.ExceptHandler], final: list[ast.stmt]

@@ -2,12 +2,12 @@
 as written (reported again on every hit), one file per module.
 
 A file's name is the SHA-256 of a tag (tidescope's version, a fingerprint of the rewriter's
-own source, the level, the interpreter's cache tag and optimization level) and of the
-module name, file name and source bytes: a change to any of them is a miss, so a stale
-entry is never used and nothing needs invalidating. Files are written to a temporary name
-and moved into place with ``os.replace``, so a reader sees a whole entry or none; a corrupt
-or unreadable one is a miss. When the directory can't be written, caching is skipped and
-counted (``stats()["cache_write_errors"]``), never raised.
+own source, the level, the redaction pattern in force, the interpreter's cache tag and
+optimization level) and of the module name, file name and source bytes: a change to any of
+them is a miss, so a stale entry is never used and nothing needs invalidating. Files are
+written to a temporary name and moved into place with ``os.replace``, so a reader sees a
+whole entry or none; a corrupt or unreadable one is a miss. When the directory can't be
+written, caching is skipped and counted (``stats()["cache_write_errors"]``), never raised.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ def _rewriter_fingerprint() -> str:
 def entry_key(module: str, filename: str, source: bytes, level: str) -> str:
     """The cache file name of one module's rewrite."""
     from tidescope import __version__  # noqa: PLC0415 - tidescope imports this package
+    from tidescope.capture._redact import fingerprint  # noqa: PLC0415
 
     h = hashlib.sha256()
     tag = (
-        f"tidescope-{__version__}-{_rewriter_fingerprint()}-{level}-"
+        f"tidescope-{__version__}-{_rewriter_fingerprint()}-{level}-{fingerprint()}-"
         f"{sys.implementation.cache_tag}-O{sys.flags.optimize}"
     )
     for part in (tag, module, filename):

@@ -58,6 +58,10 @@ reported as ``"cancelled"``) or an exception (``"exception"``), with the entry's
 the duration from the first step. An async generator with a ``yield`` anywhere but in such
 a statement is left uninstrumented (its calls, not its nested functions).
 
+Redaction: an argument, a local or a loop variable whose name is secret (``Config.redact_pattern``,
+see ``tidescope.capture._redact``) is passed as ``__tidescope_rt__.redact(name)``, a marker
+with its type's name, decided here once: names that are not secret cost nothing more.
+
 ``values``
     After an assignment (``=``, ``+=``, annotated), a snapshot of the names it bound; at the
     start of a ``with`` body, the ``as`` names. ``if``/``elif``/``else``: a branch event in
@@ -97,6 +101,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from tidescope.capture._redact import secret_name
 from tidescope.instrument._build import (
     RT,
     At,
@@ -550,7 +555,7 @@ class _Rewriter(ast.NodeTransformer):
         names += [a.arg for a in args.kwonlyargs]
         if args.kwarg is not None:
             names.append(args.kwarg.arg)
-        return at.names(names)
+        return at.names(names, secret_name)
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
         nid = self._nid
@@ -656,7 +661,11 @@ class _Rewriter(ast.NodeTransformer):
             return []
         at = At(node)
         rep = at.rt(
-            "snap", self._cid(at), at.names(names), at.const(node.lineno), at.const(self._nid)
+            "snap",
+            self._cid(at),
+            at.names(names, secret_name),
+            at.const(node.lineno),
+            at.const(self._nid),
         )
         return [at.expr(rep)]
 
@@ -746,7 +755,7 @@ class _Rewriter(ast.NodeTransformer):
         else:
             kind = "async_for" if isinstance(node, ast.AsyncFor) else "for"
             names = bound_names(node.target, [])
-            value = at.names(names) if names else at.const(None)
+            value = at.names(names, secret_name) if names else at.const(None)
         step = at.assign(
             counter,
             at.rt(

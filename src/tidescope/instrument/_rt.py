@@ -17,7 +17,7 @@ from asyncio import CancelledError
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final
 
-from tidescope.capture import _core
+from tidescope.capture import _core, _redact
 from tidescope.capture.runtime import ast as _ast
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "loop",
     "match",
     "on",
+    "redact",
     "resume",
     "snap",
     "suspend",
@@ -78,6 +79,7 @@ snap: Final = _ast.report_ast_variable_snapshot
 branch: Final = _ast.report_ast_branch_execution
 match: Final = _ast.report_ast_pattern_match
 line: Final = _ast.report_ast_line_execution
+redact: Final = _redact.redacted
 
 LOOP_FIRST: Final = 10
 """Every loop execution reports its first 10 iterations..."""

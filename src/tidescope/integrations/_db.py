@@ -12,6 +12,7 @@ from time import perf_counter_ns
 from typing import Any, TypeAlias
 
 from tidescope.capture._core import next_id
+from tidescope.capture._redact import redacted, secret_name, strip_url
 from tidescope.capture.context import enabled
 from tidescope.capture.runtime.core import report_error
 from tidescope.capture.runtime.database import report_db_query_complete, report_db_query_start
@@ -22,6 +23,7 @@ __all__ = [
     "capturing",
     "fail_query",
     "finish_query",
+    "redact_positional",
     "repo_name",
     "rowcount_of",
     "start_query",
@@ -83,10 +85,32 @@ def fail_query(query: Query, error: BaseException, stacktrace: Any = None) -> No
         count_error(exc)
 
 
+def redact_positional(params: Any, names: Any, many: bool) -> Any:
+    """Positional ``params`` (a sequence, or a list of them when ``many``) whose places
+    are named ``names`` (SQLAlchemy's ``positiontup``), with the values of secret names
+    replaced by the redaction marker: a copy for the trace, the driver gets the original.
+    Returned as it is when no name is secret or the places do not line up."""
+    secret = [type(n) is str and secret_name(n) for n in names]
+    if not any(secret):
+        return params
+
+    def one(row: Any) -> Any:
+        if type(row) not in (tuple, list) or len(row) != len(secret):
+            return row
+        return tuple(redacted(v) if s else v for v, s in zip(row, secret, strict=True))
+
+    if many:
+        return [one(row) for row in params] if type(params) in (tuple, list) else params
+    return one(params)
+
+
 def repo_name(dialect: Any, database: Any) -> str:
-    """``"postgresql:shop"``: the dialect and the database, the repo every event names."""
+    """``"postgresql:shop"``: the dialect and the database, the repo every event names.
+
+    A database given as a URL or DSN loses its credentials (``user:password@``, ``?key=``).
+    """
     name = str(dialect)
-    return f"{name}:{database}" if database else name
+    return f"{name}:{strip_url(str(database))}" if database else name
 
 
 def rowcount_of(cursor: Any) -> Any:

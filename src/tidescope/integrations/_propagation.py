@@ -28,7 +28,7 @@ import uuid
 from asyncio import CancelledError as _CancelledError
 from typing import Any, Final
 
-from tidescope.capture import _core
+from tidescope.capture import _core, _redact
 from tidescope.capture.runtime.distributed import (
     format_traceparent,
     new_span_id,
@@ -124,17 +124,6 @@ class RemoteCall:
         self.previous = previous
 
 
-def _without_userinfo(url: str) -> str:
-    """``url`` without ``user:password@`` (credentials never reach a trace)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = authority.rpartition("@")[2]
-    return f"{scheme}{sep}{authority}{slash}{path}"
-
-
 def begin_remote_call(
     module: str, function: str, method: Any, url: Any, headers: Any
 ) -> RemoteCall | None:
@@ -148,7 +137,8 @@ def begin_remote_call(
     if _core.active_buffer() is None:
         return None
     try:
-        target = _without_userinfo(url) if type(url) is str else url
+        # credentials never reach a trace: no user:password@, no ?token=...
+        target = _redact.strip_url(url) if type(url) is str else url
         args = {"method": method, "url": target}
     except Exception as exc:
         _core.count_error(exc)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from tidescope.capture import _core
+from tidescope.capture import _core, _redact
 from tidescope.capture.runtime import (
     report_action_error,
     report_controller_entry,
@@ -173,13 +173,14 @@ def parse_query(query: str | bytes | None) -> Any:
 
     Bytes (ASGI) are read as UTF-8; a WSGI string is first turned back into its bytes (PEP
     3333 delivers them as latin-1). Invalid escapes become U+FFFD. Strings past
-    :data:`MAX_QUERY` are returned unparsed.
+    :data:`MAX_QUERY` are returned unparsed, the values of secret names (``token=``) replaced
+    by ``[REDACTED]``; parsed, the snapshot redacts them as it does any dict's.
     """
     if not query:
         return {}
     text = query.decode("utf-8", "replace") if isinstance(query, bytes) else wsgi_text(query)
     if len(text) > MAX_QUERY:
-        return text
+        return _redact.strip_query(text)
     out: dict[str, Any] = {}
     for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
         if name in out:

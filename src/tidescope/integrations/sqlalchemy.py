@@ -73,6 +73,10 @@ class _Listeners:
             conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: Any
         ) -> None:
             try:
+                # a driver with positional parameters gets them in the compiled order
+                names = getattr(getattr(context, "compiled", None), "positiontup", None)
+                if names and type(parameters) in (tuple, list):
+                    parameters = _db.redact_positional(parameters, names, bool(many))
                 query = _db.start_query(statement, parameters, bool(many), repo)
                 if query is None:  # capture is off here
                     return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidescope.capture._redact import strip_url
 from tidescope.capture.runtime._domain import emit
 from tidescope.events import EventType
 
@@ -32,8 +33,11 @@ def report_http_request_start(
 ) -> bool:
     """Record that a request arrived; True if recorded.
 
-    Ports ``PhoenixReporting.report_phoenix_request_start/5``.
+    Ports ``PhoenixReporting.report_phoenix_request_start/5``. A path given with its query
+    string or as a URL loses its credentials; ``params`` (a dict) is redacted by name.
     """
+    if type(path) is str and ("?" in path or "@" in path):
+        path = strip_url(path)
     return emit(
         EventType.HTTP_REQUEST_START, correlation_id,
         method=method, path=path, params=params, remote_ip=remote_ip,
