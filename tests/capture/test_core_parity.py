@@ -494,7 +494,9 @@ def test_flat_snapshot_twins_agree_with_the_python_spec(
                 # the C twin leaves ints past 64 bits to the general path (-1 there)
                 assert got == want or (got == -1 and big_int_in(value)), (got, want)
                 if want >= 0:
-                    assert same(_speedups.flat_copy(value), _snapshot.flat_copy(value))
+                    assert same(
+                        _speedups.flat_copy(value, depth), _snapshot.flat_copy(value, depth)
+                    )
             data = value if t is dict else {"v": value, "k": "x"}
             want_p = _snapshot.flat_payload(data, strlen, int_limit, items, budget, depth)
             got_p = _speedups.flat_payload(data, strlen, int_limit, items, budget, depth)
