@@ -115,21 +115,19 @@ def flat_copy(v: Any, depth: int) -> Any:
     if t is dict:
         out: dict[Any, Any] = {}
         for k, a in dict.items(v):
-            if type(a) in _NESTED:
-                a = flat_copy(a, d)
-                if a is None:
-                    return None
-            out[k] = a
+            c = flat_copy(a, d) if type(a) in _NESTED else a
+            if c is None and a is not None:
+                return None
+            out[k] = c
         return out
     if t is tuple and not any(type(a) in _NESTED for a in v):
         return v
     items: list[Any] = []
     for a in v:
-        if type(a) in _NESTED:
-            a = flat_copy(a, d)
-            if a is None:
-                return None
-        items.append(a)
+        c = flat_copy(a, d) if type(a) in _NESTED else a
+        if c is None and a is not None:
+            return None
+        items.append(c)
     return items if t is list else tuple(items)
 
 
