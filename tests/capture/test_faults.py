@@ -315,3 +315,15 @@ def test_instrumented_calls_with_hostile_keys_keep_entry_and_exit(
         reasons = sorted(k.reason for k in snap if type(k) is Truncated)
         assert reasons == ["unhashable", "unhashable"], snap
     assert _core.internal_errors()[0] == errors_before
+
+
+# -- point 4: durations never overflow -------------------------------------------------
+
+
+@pytest.mark.parametrize("start", [-(2**63), -(2**63) + 1, 2**63 - 1, 2**70, -(2**70), -1])
+def test_a_duration_from_a_start_far_from_now_is_exact(start: int) -> None:
+    with tidescope.capture(buffer_size=64) as cap:
+        _core.restore_context(("outer", None, "outer", start))  # a frame put back by hand
+        assert exit_("outer", None)
+    (event,) = cap.events()
+    assert event.data["duration_ns"] == event.timestamp - start
