@@ -918,6 +918,15 @@ hamt_hash(PyObject *key, int32_t *out)
     return 0;
 }
 
+/* Inline: without -mpopcnt, __builtin_popcount is a call into libgcc. */
+static inline uint32_t
+popcount32(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    return (((x + (x >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24;
+}
+
 /* The value of `key` in the HAMT `vars`, borrowed (NULL if absent or the walk meets a node
  * it does not know); *shared is set if some node on the way is held by more than its
  * parent (or the HAMT by more than one). hamt.c's hamt_node_find, keys compared by
@@ -940,7 +949,7 @@ hamt_find(PyObject *vars, PyObject *key, int32_t hash, int *shared)
         MirrorBitmap *b = (MirrorBitmap *)node;
         uint32_t bit = (uint32_t)1 << m;
         if (!(b->b_bitmap & bit)) return NULL;
-        uint32_t idx = (uint32_t)__builtin_popcount(b->b_bitmap & (bit - 1));
+        uint32_t idx = popcount32(b->b_bitmap & (bit - 1));
         PyObject *k = b->b_array[2 * idx], *v = b->b_array[2 * idx + 1];
         if (k == NULL) {
             node = v;
@@ -1108,9 +1117,8 @@ prove_mirror(PyObject *ctx, PyObject **vars, PyObject **values, int n)
             /* found where ContextVar.get finds it; held once: by its node (values[] holds
              * the other reference) */
             if (hamt_find(after, vars[j], h, &shared) != values[j] || got != values[j] ||
-                shared || Py_REFCNT(values[j]) != 2) {
-                fprintf(stderr, "DBG k=%d j=%d found=%d got=%d shared=%d ref=%zd\n", k, j, hamt_find(after, vars[j], h, &shared) == values[j], got==values[j], shared, Py_REFCNT(values[j]));
-                return 0;}
+                shared || Py_REFCNT(values[j]) != 2)
+                return 0;
         }
     }
     if (g_array_type == NULL) return 0; /* n sets made the root an array node */
