@@ -24,9 +24,11 @@
  * release store of 2*pos+2. A stamp holding a newer position means the writer was lapped:
  * its event is dropped and readers count it from the gap. Readers load the stamp with
  * acquire, copy, and check it again. Nothing between claim and publish allocates or runs
- * Python code, so with the GIL the sequence is also atomic as a whole; without the GIL the
- * data ordering holds, but the references read from an overwritten slot would need
- * deferred reclamation (not built: the free-threaded build is not supported yet).
+ * Python code, so with the GIL the sequence is also atomic as a whole. Without the GIL
+ * (not supported: the module does not declare Py_mod_gil) readers would also need
+ * deferred reclamation of the references a writer drops when it overwrites a slot, an
+ * acquire fence between their loads of a slot and the second load of its stamp, and
+ * per-field atomic loads instead of hold_slot()'s plain struct copy.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
