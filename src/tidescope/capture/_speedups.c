@@ -377,8 +377,7 @@ RingStorage_claim_next(RingStorage *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(__atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL));
 }
 
-/* Store a payload tuple as the pure ring would store (pos, *payload). Returns 1 stored,
- * 0 lapped, -1 error (a payload of a shape the core never builds). */
+/* 0 if payload has a shape the core builds and there is storage, else -1 (error set). */
 static int
 check_payload(RingStorage *self, PyObject *payload)
 {
@@ -398,6 +397,8 @@ check_payload(RingStorage *self, PyObject *payload)
     return 0;
 }
 
+/* Store a payload tuple as the pure ring would store (pos, *payload). Returns 1 stored,
+ * 0 lapped, -1 error (a payload of a shape the core never builds). */
 static int
 store_payload(RingStorage *self, uint64_t pos, PyObject *payload)
 {
@@ -860,7 +861,7 @@ reset_ids(PyObject *Py_UNUSED(m), PyObject *arg)
  * frames as they were when it was copied, and nothing it pushes is seen by anyone else.
  *
  * The context and the HAMT are read through mirrors of CPython's internal structs
- * (pycore_context.h, pycore_hamt.h and Python/hamt.c, unchanged since 3.7). At import,
+ * (pycore_context.h, pycore_hamt.h and Python/hamt.c, identical in 3.11-3.13). At import,
  * check_mirror() proves on this interpreter that the mirrored field is the mapping that
  * ContextVar.set replaces, that the walk below finds every value set in it (small and
  * large mappings) and that a copy shares it; if anything differs, every push is a new
@@ -905,7 +906,7 @@ static int g_inplace = 0;
 static PyTypeObject *g_hamt_type, *g_bitmap_type, *g_array_type; /* set by check_mirror() */
 static int32_t g_stack_hash;                                      /* the HAMT's hash of it */
 
-/* hamt.c's hamt_hash(): the object's hash folded to 32 bits; 0 on error (error set). */
+/* hamt.c's hamt_hash(): the object's hash folded to 32 bits into *out; -1 on error. */
 static int
 hamt_hash(PyObject *key, int32_t *out)
 {
