@@ -212,10 +212,12 @@ class Truncated:
     bytes and containers, ``bit_length()`` for ints. ``reason`` says which limit cut it:
     ``"length"`` (string/bytes/int too long, or a container past the item limit), ``"depth"``,
     ``"budget"`` (the per-event byte budget ran out), ``"cycle"`` (the container contains itself),
-    ``"error"`` (reading it raised, or it changed size while read) or ``"duplicate"`` (a dict
-    key or set item equal to an earlier one once both were cut: ``kept`` is then
-    ``(snapshot, index)``, so no entry is lost). Otherwise ``kept`` is what was kept: a prefix
-    of a string, the first items of a container (already snapshotted), or ``None``.
+    ``"error"`` (reading it raised, or it changed size while read; ``kept`` may name the
+    exception type), ``"duplicate"`` (a dict key or set item equal to an earlier one once
+    both were cut: ``kept`` is then ``(snapshot, index)``, so no entry is lost) or
+    ``"unhashable"`` (a dict key whose snapshot cannot be a key: ``size`` is then its
+    position, ``kept`` its snapshot). Otherwise ``kept`` is what was kept: a prefix of a
+    string, the first items of a container (already snapshotted), or ``None``.
     """
 
     __slots__ = ("kept", "reason", "size", "type_name")

@@ -164,3 +164,66 @@ def test_threads_each_have_their_own_stack() -> None:
     for t in threads:
         t.join()
     assert results == {n: [True, []] for n in range(4)}
+
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+def with_variables(n: int, body: Any) -> Any:
+    """Run ``body`` in a fresh copy of this context where ``n`` more variables are set, so
+    the stack's cell sits at different places in the context's mapping (at its root, or
+    under shared subtrees once the mapping grows)."""
+
+    def run() -> Any:
+        for v in [contextvars.ContextVar(f"extra{i}", default=0) for i in range(n)]:
+            v.set(1)
+        return body()
+
+    return contextvars.copy_context().run(run)
+
+
+@pytest.mark.parametrize("extra", [0, 1, 5, 40, 300])
+def test_a_copy_that_sets_another_variable_does_not_see_the_originals_later_calls(
+    extra: int,
+) -> None:
+    def body() -> None:
+        cid = entry("m", "f", ())
+        ctx = contextvars.copy_context()
+        ctx.run(other.set, 7)  # the copy's new mapping still holds the original's cell
+        exit_(cid, None)
+        assert ctx.run(_core.call_stack) == [cid]
+        g = entry("m", "g", ())
+        assert ctx.run(_core.call_stack) == [cid]
+        assert ctx.run(_core.frame_ids) == (cid, None, cid)
+        exit_(g, None)
+        assert ctx.run(_core.call_stack) == [cid]
+        assert _core.call_stack() == []
+
+    with_variables(extra, body)
+
+
+@pytest.mark.parametrize("extra", [0, 40])
+def test_a_task_that_sets_a_variable_before_its_first_call_keeps_its_creator_as_parent(
+    extra: int,
+) -> None:
+    async def child() -> Any:
+        request_id.set("req-1")  # a request id, a decimal context: before any traced call
+        await asyncio.sleep(0)
+        c = entry("m", "child", ())
+        frame = _core.frame_ids()
+        exit_(c, None)
+        return frame
+
+    async def main() -> tuple[Any, Any, Any]:
+        cid = entry("m", "creator", ())
+        task = asyncio.ensure_future(child())
+        await asyncio.sleep(0)  # the child runs up to its first await
+        exit_(cid, None)
+        sibling = entry("m", "sibling", ())  # the creator moves on before the child's call
+        frame = await task
+        exit_(sibling, None)
+        return cid, sibling, frame
+
+    cid, sibling, (_, parent, corr) = with_variables(extra, lambda: asyncio.run(main()))
+    assert parent == cid != sibling
+    assert corr == cid

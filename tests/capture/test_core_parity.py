@@ -494,7 +494,9 @@ def test_flat_snapshot_twins_agree_with_the_python_spec(
                 # the C twin leaves ints past 64 bits to the general path (-1 there)
                 assert got == want or (got == -1 and big_int_in(value)), (got, want)
                 if want >= 0:
-                    assert same(_speedups.flat_copy(value), _snapshot.flat_copy(value))
+                    assert same(
+                        _speedups.flat_copy(value, depth), _snapshot.flat_copy(value, depth)
+                    )
             data = value if t is dict else {"v": value, "k": "x"}
             want_p = _snapshot.flat_payload(data, strlen, int_limit, items, budget, depth)
             got_p = _speedups.flat_payload(data, strlen, int_limit, items, budget, depth)
@@ -514,3 +516,14 @@ def big_int_in(v: Any) -> bool:
         or (type(a) in (tuple, list, dict) and big_int_in(a))
         for a in items
     )
+
+
+def test_the_in_place_stack_is_on_where_its_layout_check_passes() -> None:
+    # The check at import proves the mirrored context field is the mapping ContextVar.set
+    # replaces, and that the walk finds values in it, on this interpreter; every CPython
+    # with a GIL that we support passes it (if it failed, every push would be a new cell).
+    import sysconfig
+
+    in_place = not sysconfig.get_config_var("Py_GIL_DISABLED")
+    enabled = _speedups.IN_PLACE_STACK
+    assert enabled == int(in_place)

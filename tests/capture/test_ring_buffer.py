@@ -984,3 +984,70 @@ TestRingBufferAgainstModel = RingModel.TestCase
 TestRingBufferAgainstModel.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
+
+
+# -- faults: cycles through the ring, rejected payloads, reader errors -----------------
+
+
+class _Holder:
+    def __init__(self) -> None:
+        self.ring: Any = None
+
+
+def test_a_cycle_through_an_event_in_the_ring_is_collected() -> None:
+    import gc
+    import weakref
+
+    ring = RingBuffer(8)
+    holder = _Holder()
+    holder.ring = ring  # the ring holds the event, the event holds the ring
+    ring.write(holder)
+    ref = weakref.ref(holder)
+    del ring, holder
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_cycle_through_a_report_record_in_the_ring_is_collected() -> None:
+    import gc
+    import weakref
+
+    from tidescope.capture import _core
+
+    ring = RingBuffer(8)
+    holder = _Holder()
+    holder.ring = ring
+    _core.write_event(ring, "custom", {"value": holder})  # a flat record, data by reference
+    ref = weakref.ref(holder)
+    del ring, holder
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("payload", [5, None])
+def test_a_payload_rejected_after_its_claim_leaves_no_slot_that_wedges_readers(
+    payload: Any,
+) -> None:
+    ring = RingBuffer(8)
+    with pytest.raises(TypeError):
+        ring._put(payload)
+    assert ring.write("after")
+    assert ring.drain() == ["after"]
+    stats = ring.stats()
+    assert (
+        stats["total_writes"]
+        == stats["consumed_events"] + stats["dropped_events"] + (stats["available_events"])
+    )
+
+
+def test_reader_argument_errors_leak_no_reference() -> None:
+    import sys
+
+    ring = RingBuffer(8)
+    node = ring._node
+    before = sys.getrefcount(node)
+    for bad in (("x", 1), (0, "y")):
+        for _ in range(100):
+            with pytest.raises(TypeError):
+                ring._scan_events(*bad)
+    assert sys.getrefcount(node) == before

@@ -67,13 +67,26 @@ def get_limits() -> Limits:
 
 
 def _snap(value: Any, lim: Limits) -> Any:
-    """The full snapshot of one value (the C core calls this off its fast paths)."""
-    return Snapper(lim).snap(value)
+    """The full snapshot of one value of an event (the C core calls this off its fast
+    paths). A value the snapshot cannot handle becomes an ``"error"`` marker naming the
+    failure, counted; the event is kept."""
+    try:
+        return Snapper(lim).snap(value)
+    except Exception as exc:
+        return _error_marker(value, exc)
 
 
 def _exc_snap(value: Any, lim: Limits) -> Any:
-    """An exception's snapshot for an exit event (the C core calls this)."""
-    return exception_snapshot(Snapper(lim), value)
+    """An exception's snapshot for an exit event (the C core calls this); as ``_snap``."""
+    try:
+        return exception_snapshot(Snapper(lim), value)
+    except Exception as exc:
+        return _error_marker(value, exc)
+
+
+def _error_marker(value: Any, exc: Exception) -> Truncated:
+    count_error(exc)
+    return Truncated(type_name(type(value)), 0, "error", type_name(type(exc)))
 
 
 def snapshot(value: Any, limits: Limits | None = None) -> Any:
@@ -127,7 +140,7 @@ def _flat(v: Any, t: type) -> Any:
     cost = _snapshot._flat_cost(v, t, _f_str, _f_int, _f_items, _f_depth)
     if cost < 0 or cost > _f_budget:
         return None
-    return _snapshot._flat_copy(v)
+    return _snapshot._flat_copy(v, _f_depth)
 
 
 def _snap_value(v: Any, lim: Limits) -> Any:
@@ -145,7 +158,7 @@ def _snap_value(v: Any, lim: Limits) -> Any:
         flat = _flat(v, t)
         if flat is not None:
             return flat
-    return Snapper(lim).snap(v)
+    return _snap(v, lim)
 
 
 def flat_event(request_id: Any, data: dict[str, Any]) -> dict[str, Any] | None:
@@ -179,10 +192,10 @@ def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
     t = type(args)
     if t is tuple or t is list or t is dict:
         flat = _flat(args, t)
-        return (Snapper(lim).snap(args) if flat is None else flat), len(args)
+        return (_snap(args, lim) if flat is None else flat), len(args)
     if args is None:
         return None, 0
-    return Snapper(lim).snap(args), None
+    return _snap(args, lim), None
 
 
 # ---------------------------------------------------------------------------------------
@@ -465,7 +478,7 @@ def report_function_entry(
             parent = f[0]
             corr = f[2] if f[2] is not None else cid
         if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = Snapper(lim).snap(ast_node_id)
+            ast_node_id = _snap(ast_node_id, lim)
         loop = _get_running_loop()
         task = None if loop is None else _loop_task_id(loop)
         thread = _get_ident()
@@ -536,7 +549,7 @@ def report_function_exit(
             exc = None
         else:
             result = None
-            exc = exception_snapshot(Snapper(lim), return_value)
+            exc = _exc_snap(return_value, lim)
         if frame is not None:
             p = frame[1]
             parent = p[0] if p is not None else None
@@ -547,7 +560,7 @@ def report_function_exit(
             parent = None
             corr = current_correlation_id()
         if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = Snapper(lim).snap(ast_node_id)
+            ast_node_id = _snap(ast_node_id, lim)
         loop = _get_running_loop()
         task = None if loop is None else _loop_task_id(loop)
         thread = _get_ident()

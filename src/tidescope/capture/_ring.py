@@ -436,11 +436,17 @@ class RingBuffer(_RingLogic):
         """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""
         if self._fast:
             pos = next(self._claim)
-            slots = self._slots
-            i = pos & self._mask
-            old = slots[i]
-            if old is None or old[0] < pos:  # as _store, inlined: this is the hot path
-                slots[i] = (pos, *payload)
+            try:
+                slots = self._slots
+                i = pos & self._mask
+                old = slots[i]
+                if old is None or old[0] < pos:  # as _store, inlined: this is the hot path
+                    slots[i] = (pos, *payload)
+            except BaseException:
+                # a payload rejected (or a signal) after the claim must not leave a hole
+                # that readers wait on until the ring wraps
+                self._store_abandoned(pos)
+                raise
             return True
         return self._put_slow(payload)
 
@@ -460,7 +466,7 @@ class RingBuffer(_RingLogic):
         return False
 
     def _store_abandoned(self, pos: int) -> None:
-        self._slots[pos & self._mask] = (pos, _ABANDONED)
+        self._store(pos, (_ABANDONED,))  # unless lapped, as any store
 
     def _scan_events(self, p: int, count: int) -> tuple[list[Any], int, int]:
         """:meth:`_scan` with each slot built into its ``Event`` (or the written object)."""

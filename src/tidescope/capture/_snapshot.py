@@ -103,18 +103,36 @@ def flat_cost(v: Any, t: type, strlen: int, int_limit: int, items: int, depth: i
     return cost
 
 
-def flat_copy(v: Any) -> Any:
+def flat_copy(v: Any, depth: int) -> Any:
     """A container that :func:`flat_cost` accepted, copied as the snapshot copies it: lists
-    and dicts always, a tuple only if something inside it is copied."""
+    and dicts always, a tuple only if something inside it is.
+
+    ``depth`` is what :func:`flat_cost` was given. None when ``v`` no longer fits it: nested
+    deeper (another thread made it contain itself since it was measured, say) or a list
+    that shrank while read; the caller then takes the full snapshot, which marks cycles.
+    The copy never follows a value further than ``depth``.
+    """
+    if depth < 1:
+        return None
     t = type(v)
+    d = depth - 1
     if t is dict:
-        return {k: flat_copy(a) if type(a) in _NESTED else a for k, a in v.items()}
-    if t is list:
-        return [flat_copy(a) if type(a) in _NESTED else a for a in v]
+        out: dict[Any, Any] = {}
+        for k, a in dict.items(v):
+            c = flat_copy(a, d) if type(a) in _NESTED else a
+            if c is None and a is not None:
+                return None
+            out[k] = c
+        return out
+    if t is tuple and not any(type(a) in _NESTED for a in v):
+        return v
+    items: list[Any] = []
     for a in v:
-        if type(a) in _NESTED:
-            return tuple(flat_copy(b) if type(b) in _NESTED else b for b in v)
-    return v
+        c = flat_copy(a, d) if type(a) in _NESTED else a
+        if c is None and a is not None:
+            return None
+        items.append(c)
+    return items if t is list else tuple(items)
 
 
 _NESTED: Final = frozenset({tuple, list, dict})
@@ -157,7 +175,8 @@ def flat_payload(
             return None
     if cost > budget:
         return None
-    return {k: flat_copy(v) if type(v) in _NESTED else v for k, v in data.items()}, cost
+    out = _flat_copy(data, depth + 1)  # the top level is not a nesting level
+    return None if out is None else (out, cost)
 
 
 # The C core replaces these with its twins (same results, tested).
@@ -296,8 +315,14 @@ class Snapper:
                         reason = "length" if done >= limit else "budget"
                         break
                     sk = self.snap(k, d)
-                    if sk in out_d:  # two keys that are equal once cut (a shared long prefix)
-                        sk = Truncated(_kind(sk), 0, "duplicate", (sk, done))
+                    try:
+                        if sk in out_d:  # two keys equal once cut (a shared long prefix)
+                            sk = Truncated(_kind(sk), 0, "duplicate", (sk, done))
+                    except Exception:
+                        # no dict key once copied (a list subclass with __hash__, as
+                        # boltons' _HashedKey), or a key kept as it is whose __hash__ or
+                        # __eq__ raises: a marker unique to its position
+                        sk = Truncated(type_name(type(k)), done, "unhashable", sk)
                     if type(sk) is str and secret_name(sk):
                         out_d[sk] = self.snap(guarded(sk, item), d)
                     else:
@@ -337,11 +362,14 @@ class Snapper:
         Gives what the item-by-item copy below gives when nothing in it is cut (see
         :func:`flat_cost`), charging the same bytes.
         """
-        cost = _flat_cost(v, t, self.strlen, self.int_limit, self.items, self.depth_limit - depth)
+        d = self.depth_limit - depth
+        cost = _flat_cost(v, t, self.strlen, self.int_limit, self.items, d)
         if cost < 0 or cost > self.budget:
             return None
-        self.budget -= cost
-        return _flat_copy(v)
+        copy = _flat_copy(v, d)  # None if it changed since it was measured
+        if copy is not None:
+            self.budget -= cost
+        return copy
 
     def _other(self, v: Any, t: type, depth: int) -> Any:
         """Everything that is not a builtin scalar or container, without running its code.
@@ -591,8 +619,11 @@ def _flat_exception(s: Snapper, exc: Any, t: type, args: tuple[Any, ...]) -> Any
     total = len(name) + _SMALL + c_attrs + c_args
     if c_attrs < 0 or c_args < 0 or total > s.budget:
         return None
+    copy = _flat_copy(args, depth)
+    if copy is None:
+        return None
     s.budget -= total
-    return {"type": name, "args": _flat_copy(args), "attrs": None}
+    return {"type": name, "args": copy, "attrs": None}
 
 
 def exception_snapshot(s: Snapper, exc: Any) -> Any:

@@ -24,9 +24,11 @@
  * release store of 2*pos+2. A stamp holding a newer position means the writer was lapped:
  * its event is dropped and readers count it from the gap. Readers load the stamp with
  * acquire, copy, and check it again. Nothing between claim and publish allocates or runs
- * Python code, so with the GIL the sequence is also atomic as a whole; without the GIL the
- * data ordering holds, but the references read from an overwritten slot would need
- * deferred reclamation (not built: the free-threaded build is not supported yet).
+ * Python code, so with the GIL the sequence is also atomic as a whole. Without the GIL
+ * (not supported: the module does not declare Py_mod_gil) readers would also need
+ * deferred reclamation of the references a writer drops when it overwrites a slot, an
+ * acquire fence between their loads of a slot and the second load of its stamp, and
+ * per-field atomic loads instead of hold_slot()'s plain struct copy.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -292,12 +294,42 @@ free_slots(Slot *slots, uint64_t n)
     PyMem_Free(slots);
 }
 
-static void
-RingStorage_dealloc(RingStorage *self)
+/* The references in published slots, for the collector: an event in the ring may be part
+ * of a cycle (an object whose attribute refers back to the buffer, say). A slot being
+ * written (odd stamp) is skipped: with the GIL the collector never runs then (nothing
+ * between claim and publish allocates), and a reference not visited only keeps its
+ * object alive. Raw integers are not references. */
+static int
+RingStorage_traverse(RingStorage *self, visitproc visit, void *arg)
+{
+    Slot *slots = self->slots;
+    for (uint64_t i = 0; slots != NULL && i < self->size; i++) {
+        uint64_t st = __atomic_load_n(&slots[i].stamp, __ATOMIC_ACQUIRE);
+        if (st == 0 || (st & 1)) continue;
+        Garbage g = {.n = 0};
+        gather_slot(&g, &slots[i]);
+        for (int k = 0; k < g.n; k++) Py_VISIT(g.o[k]);
+    }
+    return 0;
+}
+
+/* Break a cycle: detach the slots first (readers and writers then see no storage), then
+ * release what they held, which may run finalizers. */
+static int
+RingStorage_clear(RingStorage *self)
 {
     Slot *slots = self->slots;
     self->slots = NULL;
+    self->fast = 0;
     free_slots(slots, self->size);
+    return 0;
+}
+
+static void
+RingStorage_dealloc(RingStorage *self)
+{
+    PyObject_GC_UnTrack(self);
+    RingStorage_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -345,10 +377,9 @@ RingStorage_claim_next(RingStorage *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(__atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL));
 }
 
-/* Store a payload tuple as the pure ring would store (pos, *payload). Returns 1 stored,
- * 0 lapped, -1 error (a payload of a shape the core never builds). */
+/* 0 if payload has a shape the core builds and there is storage, else -1 (error set). */
 static int
-store_payload(RingStorage *self, uint64_t pos, PyObject *payload)
+check_payload(RingStorage *self, PyObject *payload)
 {
     if (!PyTuple_Check(payload)) {
         PyErr_SetString(PyExc_TypeError, "payload must be a tuple");
@@ -363,6 +394,16 @@ store_payload(RingStorage *self, uint64_t pos, PyObject *payload)
         PyErr_SetString(PyExc_RuntimeError, "ring storage not allocated");
         return -1;
     }
+    return 0;
+}
+
+/* Store a payload tuple as the pure ring would store (pos, *payload). Returns 1 stored,
+ * 0 lapped, -1 error (a payload of a shape the core never builds). */
+static int
+store_payload(RingStorage *self, uint64_t pos, PyObject *payload)
+{
+    if (check_payload(self, payload) < 0) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(payload);
     Slot *s = &self->slots[pos & self->mask];
     Garbage g = {.n = 0};
     if (!take_slot(s, pos, &g)) return 0;
@@ -432,6 +473,9 @@ static PyObject *
 RingStorage_put(RingStorage *self, PyObject *payload)
 {
     if (self->fast) {
+        /* checked before the claim: a rejected payload never leaves a claimed slot that
+         * no writer fills (readers would wait on it until the ring wraps) */
+        if (check_payload(self, payload) < 0) return NULL;
         uint64_t pos = __atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL);
         if (store_payload(self, pos, payload) < 0) return NULL;
         Py_RETURN_TRUE;
@@ -626,9 +670,9 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
         }
     }
     unsigned long long p = PyLong_AsUnsignedLongLong(args[0]);
-    if (p == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (p == (unsigned long long)-1 && PyErr_Occurred()) goto fail;
     Py_ssize_t count = PyLong_AsSsize_t(args[1]);
-    if (count == -1 && PyErr_Occurred()) return NULL;
+    if (count == -1 && PyErr_Occurred()) goto fail;
     ic = PyMem_Calloc(1, sizeof(IntCache));
     if (ic == NULL) {
         PyErr_NoMemory();
@@ -753,8 +797,11 @@ static PyTypeObject RingStorage_Type = {
     .tp_name = "tidescope.capture._speedups.RingStorage",
     .tp_basicsize = sizeof(RingStorage),
     .tp_dealloc = (destructor)RingStorage_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The slots and claim counter of a RingBuffer (C core).",
+    .tp_traverse = (traverseproc)RingStorage_traverse,
+    .tp_clear = (inquiry)RingStorage_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_methods = RingStorage_methods,
     .tp_getset = RingStorage_getset,
     .tp_new = PyType_GenericNew,
@@ -802,25 +849,30 @@ reset_ids(PyObject *Py_UNUSED(m), PyObject *arg)
  * the ContextVar holds a Cell whose `top` is rewritten in place when nothing but this
  * context can see the cell, and replaced by a new Cell (one ContextVar.set) otherwise.
  *
- * When can another context see the cell? Only through a HAMT that holds it: the one our
- * last set created (a copy_context() shares that HAMT object: its refcount goes up) or one
- * derived from it when some other variable was set (ctx_vars is then another object). So
- * the cell keeps a strong reference to the HAMT its set created, and rewriting in place is
- * allowed iff the current context's ctx_vars is that HAMT and nobody but the context and
- * the cell holds it (refcount 2). A cell being left keeps nothing (its HAMT reference is
- * dropped), so a copy that holds it replaces it on first use. The pure twin's semantics
- * are unchanged: a copied context (an asyncio task) sees the frames as they were when it
- * was copied, and nothing it pushes is seen by anyone else.
+ * When can another context see the cell? Only through a HAMT (the contexts' immutable
+ * mappings) that holds it: the current context's (a copy_context() shares that HAMT
+ * object), or one derived from it when another variable was set in a copy (a new HAMT
+ * whose root holds the same cell, or shares with ours the subtree that holds it). So the
+ * cell is rewritten in place only when the current context's HAMT is held by nothing but
+ * the context (refcount 1), every node on the way down to the cell by nothing but its
+ * parent, and the cell by nothing but its node and our caller. Any other holder (a copy,
+ * a derived mapping, an iterator, user code that fetched the cell) makes us replace it.
+ * The pure twin's semantics are unchanged: a copied context (an asyncio task) sees the
+ * frames as they were when it was copied, and nothing it pushes is seen by anyone else.
  *
- * ctx_vars is read through a mirror of CPython's internal PyContext struct, identical in
- * 3.11-3.13 and checked at attach(); if the check fails, every push is a new Cell.
+ * The context and the HAMT are read through mirrors of CPython's internal structs
+ * (pycore_context.h, pycore_hamt.h and Python/hamt.c, identical in 3.11-3.13). At import,
+ * check_mirror() proves on this interpreter that the mirrored field is the mapping that
+ * ContextVar.set replaces, that the walk below finds every value set in it (small and
+ * large mappings) and that a copy shares it; if anything differs, every push is a new
+ * Cell.
  */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *top;  /* None, _OFF or a frame tuple */
-    PyObject *hamt; /* the HAMT our set created, or NULL */
-    PyObject *task; /* the task id of the context owning the cell, once asked (or NULL) */
+    PyObject *top;   /* None, _OFF or a frame tuple */
+    PyObject *task;  /* the task id of the context that made the cell, once asked (or NULL) */
+    PyObject *owner; /* a weak reference to that context: task is valid there only */
 } Cell;
 
 typedef struct { /* CPython's struct _pycontextobject (Include/internal/pycore_context.h) */
@@ -831,14 +883,92 @@ typedef struct { /* CPython's struct _pycontextobject (Include/internal/pycore_c
     int ctx_entered;
 } MirrorContext;
 
+typedef struct { /* PyHamtObject (Include/internal/pycore_hamt.h) */
+    PyObject_HEAD
+    PyObject *h_root;
+    PyObject *h_weakreflist;
+    Py_ssize_t h_count;
+} MirrorHamt;
+
+typedef struct { /* PyHamtNode_Bitmap: key/value pairs; a NULL key's value is a subtree */
+    PyObject_VAR_HEAD
+    uint32_t b_bitmap;
+    PyObject *b_array[1];
+} MirrorBitmap;
+
+typedef struct { /* PyHamtNode_Array (Python/hamt.c): 32 subtrees */
+    PyObject_HEAD
+    PyObject *a_array[32];
+    Py_ssize_t a_count;
+} MirrorArray;
+
 static int g_inplace = 0;
+static PyTypeObject *g_hamt_type, *g_bitmap_type, *g_array_type; /* set by check_mirror() */
+static int32_t g_stack_hash;                                      /* the HAMT's hash of it */
+
+/* hamt.c's hamt_hash(): the object's hash folded to 32 bits into *out; -1 on error. */
+static int
+hamt_hash(PyObject *key, int32_t *out)
+{
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1) return -1;
+#if SIZEOF_PY_HASH_T <= 4
+    *out = (int32_t)h;
+#else
+    int32_t x = (int32_t)(h & 0xffffffffl) ^ (int32_t)(h >> 32);
+    *out = x == -1 ? -2 : x;
+#endif
+    return 0;
+}
+
+/* Inline: without -mpopcnt, __builtin_popcount is a call into libgcc. */
+static inline uint32_t
+popcount32(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    return (((x + (x >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24;
+}
+
+/* The value of `key` in the HAMT `vars`, borrowed (NULL if absent or the walk meets a node
+ * it does not know); *shared is set if some node on the way is held by more than its
+ * parent (or the HAMT by more than one). hamt.c's hamt_node_find, keys compared by
+ * identity (a ContextVar's equality). */
+static PyObject *
+hamt_find(PyObject *vars, PyObject *key, int32_t hash, int *shared)
+{
+    *shared = 0;
+    if (vars == NULL || Py_TYPE(vars) != g_hamt_type) return NULL;
+    *shared |= Py_REFCNT(vars) != 1;
+    PyObject *node = ((MirrorHamt *)vars)->h_root;
+    for (uint32_t shift = 0; shift < 32 && node != NULL; shift += 5) {
+        uint32_t m = ((uint32_t)hash >> shift) & 0x1f;
+        *shared |= Py_REFCNT(node) != 1;
+        if (Py_TYPE(node) == g_array_type) {
+            node = ((MirrorArray *)node)->a_array[m];
+            continue;
+        }
+        if (Py_TYPE(node) != g_bitmap_type) return NULL; /* a hash collision node */
+        MirrorBitmap *b = (MirrorBitmap *)node;
+        uint32_t bit = (uint32_t)1 << m;
+        if (!(b->b_bitmap & bit)) return NULL;
+        uint32_t idx = popcount32(b->b_bitmap & (bit - 1));
+        PyObject *k = b->b_array[2 * idx], *v = b->b_array[2 * idx + 1];
+        if (k == NULL) {
+            node = v;
+            continue;
+        }
+        return k == key ? v : NULL;
+    }
+    return NULL;
+}
 
 static int
 Cell_traverse(Cell *c, visitproc visit, void *arg)
 {
     Py_VISIT(c->top);
-    Py_VISIT(c->hamt);
     Py_VISIT(c->task);
+    Py_VISIT(c->owner);
     return 0;
 }
 
@@ -846,8 +976,8 @@ static int
 Cell_clear(Cell *c)
 {
     Py_CLEAR(c->top);
-    Py_CLEAR(c->hamt);
     Py_CLEAR(c->task);
+    Py_CLEAR(c->owner);
     return 0;
 }
 
@@ -892,13 +1022,15 @@ current_vars(PyThreadState *ts)
     return ctx == NULL ? NULL : ((MirrorContext *)ctx)->ctx_vars;
 }
 
-/* True if only this context can see the cell: it may be rewritten in place. */
+/* True if only this context can see the cell (which the caller holds one reference to,
+ * from get_top()): it may be rewritten in place. */
 static inline int
 cell_owned(PyObject *cell, PyThreadState *ts)
 {
-    Cell *c = (Cell *)cell;
-    return cell != NULL && g_inplace && c->hamt != NULL && c->hamt == current_vars(ts) &&
-           Py_REFCNT(c->hamt) == 2;
+    if (cell == NULL || !g_inplace || Py_REFCNT(cell) != 2) return 0;
+    int shared;
+    PyObject *found = hamt_find(current_vars(ts), g_stack_var, g_stack_hash, &shared);
+    return found == cell && !shared;
 }
 
 /* Make `top` this context's top frame; `cell` is what get_top() gave (or NULL), `owned`
@@ -907,19 +1039,15 @@ cell_owned(PyObject *cell, PyThreadState *ts)
 static int
 set_top(PyObject *cell, int owned, PyObject *top, PyObject *task, PyThreadState *ts)
 {
-    if (cell != NULL) {
-        Cell *c = (Cell *)cell;
-        if (owned) {
-            Py_SETREF(c->top, Py_NewRef(top));
-            return 0;
-        }
-        Py_CLEAR(c->hamt); /* whoever still holds this cell must replace it to change it */
+    if (cell != NULL && owned) {
+        Py_SETREF(((Cell *)cell)->top, Py_NewRef(top));
+        return 0;
     }
     Cell *fresh = PyObject_GC_New(Cell, &Cell_Type);
     if (fresh == NULL) return -1;
     fresh->top = Py_NewRef(top);
-    fresh->hamt = NULL;
-    fresh->task = Py_XNewRef(task);
+    fresh->task = NULL;
+    fresh->owner = NULL;
     PyObject_GC_Track(fresh);
     PyObject *token = PyContextVar_Set(g_stack_var, (PyObject *)fresh);
     if (token == NULL) {
@@ -927,8 +1055,13 @@ set_top(PyObject *cell, int owned, PyObject *top, PyObject *task, PyThreadState 
         return -1;
     }
     Py_DECREF(token);
-    PyObject *vars = current_vars(ts);
-    if (g_inplace && vars != NULL) fresh->hamt = Py_NewRef(vars);
+    if (g_inplace && ts->context != NULL) {
+        /* a weak reference: a strong one would be a cycle through the context's mapping,
+         * and a bare address could be a later context's */
+        fresh->owner = PyWeakref_NewRef(ts->context, NULL);
+        if (fresh->owner == NULL) PyErr_Clear(); /* then the task is asked every time */
+        else fresh->task = Py_XNewRef(task);
+    }
     Py_DECREF(fresh);
     return 0;
 }
@@ -956,16 +1089,79 @@ stack_set(PyObject *Py_UNUSED(m), PyObject *top)
     Py_RETURN_NONE;
 }
 
-/* Is MirrorContext right? A fresh context's ctx_vars must be a HAMT (type name "hamt"). */
+/* The mirrors' proof, on a context of its own: 1 if they hold, 0 if not, -1 on error. */
+static int
+prove_mirror(PyObject *ctx, PyObject **vars, PyObject **values, int n)
+{
+    MirrorContext *mc = (MirrorContext *)ctx;
+    for (int k = 0; k < n; k++) {
+        PyObject *before = mc->ctx_vars;
+        PyObject *token = PyContextVar_Set(vars[k], values[k]);
+        if (token == NULL) return -1;
+        Py_DECREF(token);
+        PyObject *after = mc->ctx_vars;
+        /* the field is the mapping that a set replaces, and it holds what was set */
+        if (after == before || after == NULL || strcmp(Py_TYPE(after)->tp_name, "hamt") != 0)
+            return 0;
+        g_hamt_type = Py_TYPE(after);
+        PyObject *root = ((MirrorHamt *)after)->h_root;
+        const char *name = root ? Py_TYPE(root)->tp_name : "";
+        if (strcmp(name, "hamt_bitmap_node") == 0) g_bitmap_type = Py_TYPE(root);
+        else if (strcmp(name, "hamt_array_node") == 0) g_array_type = Py_TYPE(root);
+        else return 0;
+        if (g_bitmap_type == NULL) return 0; /* the first mapping's root is a bitmap node */
+        for (int j = 0; j <= k; j++) {
+            int32_t h;
+            int shared;
+            PyObject *got;
+            if (hamt_hash(vars[j], &h) < 0) return -1;
+            if (PyContextVar_Get(vars[j], NULL, &got) < 0) return -1;
+            Py_DECREF(got);
+            /* found where ContextVar.get finds it; held once: by its node (values[] holds
+             * the other reference) */
+            if (hamt_find(after, vars[j], h, &shared) != values[j] || got != values[j] ||
+                shared || Py_REFCNT(values[j]) != 2)
+                return 0;
+        }
+    }
+    if (g_array_type == NULL) return 0; /* n sets made the root an array node */
+    /* a copy shares the mapping, and the walk sees it shared */
+    PyObject *copy = PyContext_CopyCurrent();
+    if (copy == NULL) return -1;
+    int32_t h;
+    int shared = 0, ok = 0;
+    if (hamt_hash(vars[0], &h) == 0 && ((MirrorContext *)copy)->ctx_vars == mc->ctx_vars)
+        ok = hamt_find(mc->ctx_vars, vars[0], h, &shared) == values[0] && shared;
+    Py_DECREF(copy);
+    return PyErr_Occurred() ? -1 : ok;
+}
+
+/* Is the mirror right on this interpreter? Sets g_inplace; -1 only on a real error. */
 static int
 check_mirror(void)
 {
+    enum { N = 80 }; /* enough variables for an array node at the root */
+    PyObject *vars[N] = {NULL}, *values[N] = {NULL};
+    int ok = -1;
     PyObject *ctx = PyContext_New();
     if (ctx == NULL) return -1;
-    PyObject *vars = ((MirrorContext *)ctx)->ctx_vars;
-    int ok = vars != NULL && strcmp(Py_TYPE(vars)->tp_name, "hamt") == 0 &&
-             Py_REFCNT(vars) >= 1;
+    for (int k = 0; k < N; k++) {
+        char name[40]; /* names of their own: the hashes then spread over the root's slots */
+        snprintf(name, sizeof name, "tidescope_mirror_probe_%d", k);
+        vars[k] = PyContextVar_New(name, NULL);
+        values[k] = PyLong_FromLong(1000000 + k); /* not a cached small int */
+        if (vars[k] == NULL || values[k] == NULL) goto done;
+    }
+    if (PyContext_Enter(ctx) < 0) goto done;
+    ok = prove_mirror(ctx, vars, values, N);
+    if (PyContext_Exit(ctx) < 0) ok = -1;
+done:
+    for (int k = 0; k < N; k++) {
+        Py_XDECREF(vars[k]);
+        Py_XDECREF(values[k]);
+    }
     Py_DECREF(ctx);
+    if (ok < 0) return -1;
 #ifdef Py_GIL_DISABLED
     ok = 0; /* refcounts are not exact without the GIL */
 #endif
@@ -1136,46 +1332,67 @@ container_cost(PyObject *v, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t it
     return cost;
 }
 
-/* _snapshot.flat_copy: lists and dicts copied, a tuple only if something in it is. */
+static PyObject *copy_flat(PyObject *v, Py_ssize_t depth);
+
+/* One item of a container being copied (borrowed): kept, or copied if it is a container. */
+static inline PyObject *
+copy_item(PyObject *a, Py_ssize_t depth)
+{
+    if (!is_nested(Py_TYPE(a))) return Py_NewRef(a);
+    Py_INCREF(a); /* a finalizer run by an allocation below may drop it from its container */
+    PyObject *c = copy_flat(a, depth - 1);
+    Py_DECREF(a);
+    return c;
+}
+
+/* _snapshot.flat_copy: lists and dicts copied, a tuple only if something in it is. `depth`
+ * is the container levels v may open (as container_cost's). NULL with no error set when v
+ * no longer fits what was measured: nested deeper than `depth` (made to contain itself,
+ * say) or a list that shrank. Measuring ran no Python code, but the allocations here may
+ * run a finalizer, and a caller in Python may be descheduled between the two steps, so
+ * the copy checks the shape itself and never follows a value further than `depth`. */
 static PyObject *
-copy_flat(PyObject *v)
+copy_flat(PyObject *v, Py_ssize_t depth)
 {
     PyTypeObject *t = Py_TYPE(v);
+    if (depth < 1) return NULL;
+    if (Py_EnterRecursiveCall(" in tidescope's flat snapshot")) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *out = NULL;
     if (t == &PyDict_Type) {
-        PyObject *out = PyDict_New();
         Py_ssize_t pos = 0;
         PyObject *k, *a;
-        if (out == NULL) return NULL;
-        while (PyDict_Next(v, &pos, &k, &a)) {
-            PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
-            if (c == NULL || PyDict_SetItem(out, k, c) < 0) {
-                Py_XDECREF(c);
-                Py_DECREF(out);
-                return NULL;
-            }
-            Py_DECREF(c);
+        out = PyDict_New();
+        while (out != NULL && PyDict_Next(v, &pos, &k, &a)) {
+            Py_INCREF(k);
+            PyObject *c = copy_item(a, depth);
+            if (c == NULL || PyDict_SetItem(out, k, c) < 0) Py_CLEAR(out);
+            Py_DECREF(k);
+            Py_XDECREF(c);
         }
+        Py_LeaveRecursiveCall();
         return out;
     }
     Py_ssize_t n = Py_SIZE(v);
-    if (t == &PyTuple_Type) {
-        int nested = 0;
-        for (Py_ssize_t k = 0; k < n && !nested; k++)
-            nested = is_nested(Py_TYPE(PyTuple_GET_ITEM(v, k)));
-        if (!nested) return Py_NewRef(v);
-    }
-    PyObject *out = t == &PyTuple_Type ? PyTuple_New(n) : PyList_New(n);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *a = t == &PyTuple_Type ? PyTuple_GET_ITEM(v, k) : PyList_GET_ITEM(v, k);
-        PyObject *c = is_nested(Py_TYPE(a)) ? copy_flat(a) : Py_NewRef(a);
-        if (c == NULL) {
-            Py_DECREF(out);
-            return NULL;
+    int nested = t != &PyTuple_Type;
+    for (Py_ssize_t k = 0; k < n && !nested; k++)
+        nested = is_nested(Py_TYPE(PyTuple_GET_ITEM(v, k)));
+    if (!nested) out = Py_NewRef(v);
+    else out = t == &PyTuple_Type ? PyTuple_New(n) : PyList_New(n);
+    for (Py_ssize_t k = 0; nested && out != NULL && k < n; k++) {
+        if (t == &PyList_Type && k >= PyList_GET_SIZE(v)) { /* it shrank: cut */
+            Py_CLEAR(out);
+            break;
         }
-        if (t == &PyTuple_Type) PyTuple_SET_ITEM(out, k, c);
+        PyObject *a = t == &PyTuple_Type ? PyTuple_GET_ITEM(v, k) : PyList_GET_ITEM(v, k);
+        PyObject *c = copy_item(a, depth);
+        if (c == NULL) Py_CLEAR(out);
+        else if (t == &PyTuple_Type) PyTuple_SET_ITEM(out, k, c);
         else PyList_SET_ITEM(out, k, c);
     }
+    Py_LeaveRecursiveCall();
     return out;
 }
 
@@ -1212,7 +1429,7 @@ flat_value(PyObject *v)
         if (t == &PyList_Type) return PyList_GetSlice(v, 0, PyList_GET_SIZE(v));
         return PyDict_Copy(v);
     }
-    return copy_flat(v);
+    return copy_flat(v, g_depth);
 }
 
 /* One value kept as it is by the snapshot? (_pure._snap_value's first test) -1 error. */
@@ -1283,12 +1500,14 @@ static PyObject *task_id(void);
 
 /* The task id of this context (new reference): the owned cell's, asked once per cell.
  * A context belongs to one thread at a time and, in asyncio, to one task, so a cell that
- * only this context can see answers for every later report in it. */
+ * only this context can see, made in this context, answers for every later report in it
+ * (a cell made elsewhere may come to be seen by this context alone: it asks). */
 static PyObject *
-context_task(PyObject *cell, int owned)
+context_task(PyObject *cell, int owned, PyThreadState *ts)
 {
-    if (owned) {
-        Cell *c = (Cell *)cell;
+    Cell *c = (Cell *)cell;
+    if (owned && c->owner != NULL &&
+        ((PyWeakReference *)c->owner)->wr_object == (PyObject *)ts->context) {
         if (c->task == NULL) {
             c->task = task_id();
             if (c->task == NULL) return NULL;
@@ -1433,7 +1652,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     astv = ast_value(ast);
     if (astv == NULL) goto error;
     int owned = cell_owned(cell, tstate);
-    task = context_task(cell, owned);
+    task = context_task(cell, owned, tstate);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     if (call_id != Py_None) eid = new_id();
@@ -1586,15 +1805,23 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         parent = p != Py_None ? PyTuple_GET_ITEM(p, 0) : Py_None;
         corr = Py_NewRef(PyTuple_GET_ITEM(frame, 2));
         if (duration == Py_None) {
-            int64_t start;
+            int64_t start = 0;
+            int overflow = 1;
             PyObject *st = PyTuple_GET_ITEM(frame, 3);
-            if (!PyLong_CheckExact(st) || !small_long(st, &start)) {
-                int overflow;
-                start = PyLong_AsLongLongAndOverflow(st, &overflow);
-                if (start == -1 && PyErr_Occurred()) goto error;
+            if (PyLong_CheckExact(st) && !small_long(st, &start))
+                start = PyLong_AsLongLongAndOverflow(st, &overflow); /* cannot fail */
+            else if (PyLong_CheckExact(st))
+                overflow = 0;
+            if (!overflow && !__builtin_sub_overflow(ts, start, &dur)) {
+                raw_duration = 1;
             }
-            dur = ts - start;
-            raw_duration = 1;
+            else { /* not an int64 start (a restored frame): Python's exact difference */
+                PyObject *now = PyLong_FromLongLong(ts);
+                dur_obj = now ? PyNumber_Subtract(now, st) : NULL;
+                Py_XDECREF(now);
+                if (dur_obj == NULL) goto error;
+                duration = dur_obj;
+            }
         }
     }
     else {
@@ -1607,7 +1834,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
     }
     astv = ast_value(ast);
     if (astv == NULL) goto error;
-    task = context_task(cell, owned);
+    task = context_task(cell, owned, tstate);
     if (task == NULL) goto error;
     uint64_t thread = PyThread_get_thread_ident();
     int64_t eid = new_id();
@@ -1635,8 +1862,10 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         result = Py_NewRef(Py_True);
     }
     else {
-        dur_obj = raw_duration ? PyLong_FromLongLong(dur) : Py_NewRef(duration);
-        if (dur_obj == NULL) goto error;
+        if (dur_obj == NULL) {
+            dur_obj = raw_duration ? PyLong_FromLongLong(dur) : Py_NewRef(duration);
+            if (dur_obj == NULL) goto error;
+        }
         result = put_slow(buf, eid, ts, thread, task, corr, parent, call_id, astv, g_exit_type,
                           res, exc, dur_obj, reason);
         if (result == NULL) goto error;
@@ -1697,7 +1926,8 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
     PyObject *cell, *top = get_top(&cell);
     if (top == NULL) return NULL;
     Py_DECREF(top);
-    PyObject *task = context_task(cell, cell_owned(cell, PyThreadState_Get()));
+    PyThreadState *tstate = PyThreadState_Get();
+    PyObject *task = context_task(cell, cell_owned(cell, tstate), tstate);
     Py_XDECREF(cell);
     if (task == NULL) return NULL;
     PyObject *result;
@@ -1771,11 +2001,20 @@ flat_cost(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(container_cost(args[0], strlen, &il, items, depth, &nested));
 }
 
+/* flat_copy(v, depth) -> copy | None */
 static PyObject *
-flat_copy(PyObject *Py_UNUSED(m), PyObject *v)
+flat_copy(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!is_nested(Py_TYPE(v))) return Py_NewRef(v);
-    return copy_flat(v);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "flat_copy takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t depth = PyLong_AsSsize_t(args[1]);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+    if (!is_nested(Py_TYPE(args[0]))) return Py_NewRef(args[0]);
+    PyObject *out = copy_flat(args[0], depth);
+    if (out == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return out;
 }
 
 /* flat_payload(data, strlen, int_limit, items, budget, depth) -> (dict, cost) | None */
@@ -1822,9 +2061,12 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (cost > budget) Py_RETURN_NONE;
-    /* nothing is cut: copy (no code ran above, so the dict is as we measured it) */
-    PyObject *out = copy_flat(data);
-    if (out == NULL) return NULL;
+    /* nothing is cut: copy (the top level is not a nesting level: one more to open) */
+    PyObject *out = copy_flat(data, depth < PY_SSIZE_T_MAX ? depth + 1 : depth);
+    if (out == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
     return Py_BuildValue("(Nn)", out, cost);
 }
 
@@ -1852,6 +2094,7 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
         }
         Py_XSETREF(*slots[k], Py_NewRef(v));
     }
+    if (hamt_hash(g_stack_var, &g_stack_hash) < 0) return NULL;
     PyObject *ev = PyDict_GetItemString(ns, "event_class");
     PyObject *clock = PyDict_GetItemString(ns, "clock");
     if (ev == NULL || !PyType_Check(ev) || clock == NULL) {
@@ -1966,7 +2209,8 @@ static PyMethodDef module_methods[] = {
      "_snapshot.flat_cost's twin."},
     {"flat_payload", (PyCFunction)(void (*)(void))flat_payload, METH_FASTCALL,
      "_snapshot.flat_payload's twin."},
-    {"flat_copy", (PyCFunction)flat_copy, METH_O, "_snapshot.flat_copy's twin."},
+    {"flat_copy", (PyCFunction)(void (*)(void))flat_copy, METH_FASTCALL,
+     "_snapshot.flat_copy's twin."},
     {"stack_get", (PyCFunction)stack_get, METH_NOARGS,
      "This context's top call-stack frame (None, _OFF or a frame)."},
     {"stack_set", (PyCFunction)stack_set, METH_O, "Make a frame this context's top."},
