@@ -301,6 +301,40 @@ class _RingLogic:
         """
         return self._consume(max_count, self._scan)
 
+    def drain_encoded(self, max_count: int | None = None) -> tuple[bytes, int]:
+        """:meth:`drain_records`, encoded: the records of one EVENTS chunk of the binary trace
+        (``docs/trace-format.md``) and how many there are, for the C core's
+        ``frame_events_chunk``. The slots are encoded straight from the ring, with no
+        Python object built for their machine values; an object written with :meth:`write`
+        that is no ``Event`` is consumed and left out. Fewer than ``max_count`` are taken
+        when the chunk would pass 32 MiB.
+
+        Raises:
+            NotImplementedError: on the pure core, which encodes :meth:`drain_records`
+                (``export._tsformat.encode_events_chunk``).
+        """
+        if max_count is not None and (type(max_count) is not int or max_count < 0):
+            raise ValueError(f"max_count must be an int >= 0 or None, got {max_count!r}")
+        with self._read_lock:
+            start = self._r
+            count = self._size if max_count is None else max_count
+            records, n, pos, consumed = self._scan_encoded(start, count)
+            self._account(start, pos, consumed)
+        if self._waiters and pos != start:
+            with self._space:
+                self._space.notify_all()
+        return records, n
+
+    def _scan_encoded(self, p: int, count: int) -> tuple[bytes, int, int, int]:
+        raise NotImplementedError("the pure core encodes drain_records()")
+
+    def _account(self, start: int, pos: int, consumed: int) -> None:
+        # abandoned slots are counted as lapped, through the position gap
+        self._lapped += pos - start - consumed
+        self._r = pos
+        self._consumed += consumed
+        self._total_reads += consumed
+
     def _consume(
         self, max_count: int | None, scan: Callable[[int, int], tuple[list[Any], int, int]]
     ) -> list[Any]:
@@ -309,11 +343,7 @@ class _RingLogic:
         with self._read_lock:
             start = self._r
             raw, pos, _ = scan(start, self._size if max_count is None else max_count)
-            # abandoned slots are counted as lapped, through the position gap
-            self._lapped += pos - start - len(raw)
-            self._r = pos
-            self._consumed += len(raw)
-            self._total_reads += len(raw)
+            self._account(start, pos, len(raw))
         if self._waiters and pos != start:
             with self._space:
                 self._space.notify_all()

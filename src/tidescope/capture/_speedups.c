@@ -30,10 +30,8 @@
  * acquire fence between their loads of a slot and the second load of its stamp, and
  * per-field atomic loads instead of hold_slot()'s plain struct copy.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_slots.h"
 #include <structmember.h>
-#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -61,13 +59,13 @@ static PyObject *g_snap = NULL;       /* _pure._snap(value, limits) */
 static PyObject *g_exc_snap = NULL;   /* _pure._exc_snap(value, limits) */
 static PyObject *g_loop_task_id = NULL;
 static PyObject *g_get_running_loop = NULL;
-static PyObject *g_entry_type = NULL; /* EventType.FUNCTION_ENTRY */
-static PyObject *g_exit_type = NULL;
+PyObject *g_entry_type = NULL; /* EventType.FUNCTION_ENTRY (_slots.h) */
+PyObject *g_exit_type = NULL;
 static PyObject **g_keep = NULL;      /* KEEP_TYPES as an array of type pointers */
 static Py_ssize_t g_nkeep = 0;
 static PyObject *g_abandoned = NULL;  /* published by a writer interrupted after its claim */
-static PyTypeObject *g_event_class = NULL; /* tidescope.events.Event */
-static Py_ssize_t g_event_offsets[13];     /* where each of its 13 slots lives */
+PyTypeObject *g_event_class = NULL; /* tidescope.events.Event (_slots.h) */
+Py_ssize_t g_event_offsets[13];     /* where each of its 13 slots lives */
 static PyObject *g_clock_module = NULL;    /* the _clock module: wall_offset */
 static PyObject *s_data_keys[8];           /* module, function, arity, args, return_value, ... */
 static PyObject *s_node = NULL, *s_pid = NULL, *s_wall_offset = NULL;
@@ -95,54 +93,6 @@ now_ns(void)
 
 /* --------------------------------------------------------------------------------- */
 /* slots                                                                              */
-
-enum { K_EVENT = 1, K_RECORD = 2, K_ENTRY = 3, K_EXIT = 4 };
-/* raw bits: which of the seven integer fields and four data items hold raw integers */
-enum { R_EID = 1, R_TS = 2, R_THREAD = 4, R_TASK = 8, R_CORR = 16, R_PARENT = 32,
-       R_CALL = 64 };
-enum { D_RAW2 = 4 }; /* data item 2 (an exit's duration) is a raw integer */
-
-typedef union { int64_t i; PyObject *o; } Val;
-
-typedef struct {
-    uint64_t stamp; /* 0 empty; 2*pos+1 being written; 2*pos+2 holds position pos */
-    uint8_t kind;
-    uint8_t raw;
-    uint8_t draw;
-    Val eid, ts, thread, task, corr, parent, call;
-    PyObject *ast;
-    Val d[4];
-} Slot;
-
-/* Hold references outside the slot while it is rewritten: decrefs run after publishing. */
-typedef struct { PyObject *o[12]; int n; } Garbage;
-
-static inline void
-gather_val(Garbage *g, Val v, int is_raw)
-{
-    if (!is_raw && v.o != NULL) g->o[g->n++] = v.o;
-}
-
-/* The references a filled slot holds (the caller knows it is filled). */
-static void
-gather_slot(Garbage *g, Slot *s)
-{
-    gather_val(g, s->eid, s->raw & R_EID);
-    gather_val(g, s->ts, s->raw & R_TS);
-    gather_val(g, s->thread, s->raw & R_THREAD);
-    gather_val(g, s->task, s->raw & R_TASK);
-    gather_val(g, s->corr, s->raw & R_CORR);
-    gather_val(g, s->parent, s->raw & R_PARENT);
-    gather_val(g, s->call, s->raw & R_CALL);
-    if (s->ast) g->o[g->n++] = s->ast;
-    for (int k = 0; k < 4; k++) gather_val(g, s->d[k], k == 2 && (s->draw & D_RAW2));
-}
-
-static inline void
-release(Garbage *g)
-{
-    for (int k = 0; k < g->n; k++) Py_DECREF(g->o[k]);
-}
 
 /* Take the slot for pos: 1 when taken (stamp odd, old contents moved to g), 0 when a
  * newer position is there (the writer was lapped: nothing stored). */
@@ -270,14 +220,6 @@ icache_clear(IntCache *c)
 /* --------------------------------------------------------------------------------- */
 /* RingStorage                                                                        */
 
-typedef struct {
-    PyObject_HEAD
-    Slot *slots;
-    uint64_t size;
-    uint64_t mask;
-    uint64_t claim; /* positions claimed by drop_oldest writers: atomic */
-    char fast;      /* drop_oldest and not destroyed: claim here without the Python lock */
-} RingStorage;
 
 static PyTypeObject RingStorage_Type;
 
@@ -622,70 +564,16 @@ build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset, IntCach
     return ev;
 }
 
-/* Copy a slot's contents with new references (no allocation, no Python code). */
-static void
-hold_slot(Slot *dst, Slot *src)
+/* The walk of _ring.RingBuffer._scan over the C slots, for both readers here and the
+ * trace encoder (_encode.c): each current slot is held (copied with new references) and
+ * checked against its stamp again before `visit` sees it. */
+int
+ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got,
+              Py_ssize_t *abandoned, slot_visitor visit, void *ctx)
 {
-    *dst = *src;
-    Garbage g = {.n = 0};
-    gather_slot(&g, dst);
-    for (int k = 0; k < g.n; k++) Py_INCREF(g.o[k]);
-}
-
-static void
-drop_slot(Slot *c)
-{
-    Garbage g = {.n = 0};
-    gather_slot(&g, c);
-    release(&g);
-}
-
-/* _scan(p, count) -> (records, new_position, abandoned), as _ring.RingBuffer._scan;
- * with as_events, Event objects instead of records (_scan_events). */
-static PyObject *
-scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_events)
-{
-    PyObject *node = NULL, *pid = NULL;
-    IntCache *ic = NULL;
-    int64_t wall_offset = 0;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_scan(position, count)");
-        return NULL;
-    }
-    if (as_events) {
-        if (g_event_class == NULL) {
-            PyErr_SetString(PyExc_RuntimeError, "_speedups.attach() was not called");
-            return NULL;
-        }
-        PyObject *off = PyObject_GetAttr(g_clock_module, s_wall_offset);
-        if (off == NULL) return NULL;
-        wall_offset = PyLong_AsLongLong(off);
-        Py_DECREF(off);
-        if (wall_offset == -1 && PyErr_Occurred()) return NULL;
-        node = PyObject_GetAttr((PyObject *)self, s_node);
-        pid = node ? PyObject_GetAttr((PyObject *)self, s_pid) : NULL;
-        if (pid == NULL) {
-            Py_XDECREF(node);
-            return NULL;
-        }
-    }
-    unsigned long long p = PyLong_AsUnsignedLongLong(args[0]);
-    if (p == (unsigned long long)-1 && PyErr_Occurred()) goto fail;
-    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
-    if (count == -1 && PyErr_Occurred()) goto fail;
-    ic = PyMem_Calloc(1, sizeof(IntCache));
-    if (ic == NULL) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    PyObject *out = PyList_New(0);
-    if (out == NULL) goto fail;
-    Py_ssize_t abandoned = 0, got = 0;
-    /* No collection while the batch is built: the GIL is held throughout (nothing here
-     * runs Python code), so no other thread can notice, and each young object would
-     * otherwise be traversed by every collection the batch's allocations trigger. */
-    int gc_was_on = PyGC_Disable();
-    while (got < count && self->slots != NULL) {
+    uint64_t p = *pp;
+    *got = *abandoned = 0;
+    while (*got < count && self->slots != NULL) {
         Slot *s = &self->slots[p & self->mask];
         uint64_t st = __atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE);
         if (st == 0) break;
@@ -697,46 +585,110 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
                 drop_slot(&copy);
                 continue;
             }
+            int r = 0;
             if (copy.kind == K_EVENT && copy.d[0].o == g_abandoned) {
-                abandoned++;
+                ++*abandoned;
             }
             else {
-                PyObject *rec = as_events ? build_event(&copy, node, pid, wall_offset, ic)
-                                          : materialize(&copy, p, ic);
-                if (rec == NULL || PyList_Append(out, rec) < 0) {
-                    Py_XDECREF(rec);
-                    drop_slot(&copy);
-                    Py_CLEAR(out);
-                    if (gc_was_on) PyGC_Enable();
-                    goto fail;
-                }
-                Py_DECREF(rec);
-                got++;
+                r = visit(ctx, &copy, p);
+                if (r >= 0) ++*got;
             }
             drop_slot(&copy);
+            if (r < 0) return -1;
             p++;
+            *pp = p;
+            if (r > 0) break;
         }
         else if (q > p) {
             /* position q is here, so every position up to q - size was overwritten */
             uint64_t skip = q - self->size + 1;
             p = (q + 1 > self->size && skip > p + 1) ? skip : p + 1;
+            *pp = p;
         }
         else {
             break; /* claimed but not yet filled: read it next time, never skip it */
         }
     }
+    return 0;
+}
+
+typedef struct {
+    PyObject *out, *node, *pid;
+    int64_t wall_offset;
+    IntCache *ic;
+    int as_events;
+} ScanCtx;
+
+static int
+scan_visit(void *ctx, Slot *copy, uint64_t pos)
+{
+    ScanCtx *c = ctx;
+    PyObject *rec = c->as_events ? build_event(copy, c->node, c->pid, c->wall_offset, c->ic)
+                                 : materialize(copy, pos, c->ic);
+    if (rec == NULL || PyList_Append(c->out, rec) < 0) {
+        Py_XDECREF(rec);
+        return -1;
+    }
+    Py_DECREF(rec);
+    return 0;
+}
+
+/* _scan(p, count) -> (records, new_position, abandoned), as _ring.RingBuffer._scan;
+ * with as_events, Event objects instead of records (_scan_events). */
+static PyObject *
+scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_events)
+{
+    ScanCtx c = {.as_events = as_events};
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_scan(position, count)");
+        return NULL;
+    }
+    if (as_events) {
+        if (g_event_class == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "_speedups.attach() was not called");
+            return NULL;
+        }
+        PyObject *off = PyObject_GetAttr(g_clock_module, s_wall_offset);
+        if (off == NULL) return NULL;
+        c.wall_offset = PyLong_AsLongLong(off);
+        Py_DECREF(off);
+        if (c.wall_offset == -1 && PyErr_Occurred()) return NULL;
+        c.node = PyObject_GetAttr((PyObject *)self, s_node);
+        c.pid = c.node ? PyObject_GetAttr((PyObject *)self, s_pid) : NULL;
+        if (c.pid == NULL) goto fail;
+    }
+    unsigned long long p = PyLong_AsUnsignedLongLong(args[0]);
+    if (p == (unsigned long long)-1 && PyErr_Occurred()) goto fail;
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    if (count == -1 && PyErr_Occurred()) goto fail;
+    c.ic = PyMem_Calloc(1, sizeof(IntCache));
+    if (c.ic == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    c.out = PyList_New(0);
+    if (c.out == NULL) goto fail;
+    Py_ssize_t abandoned, got;
+    uint64_t pos = p;
+    /* No collection while the batch is built: the GIL is held throughout (nothing here
+     * runs Python code), so no other thread can notice, and each young object would
+     * otherwise be traversed by every collection the batch's allocations trigger. */
+    int gc_was_on = PyGC_Disable();
+    int r = ts_scan_slots(self, &pos, count, &got, &abandoned, scan_visit, &c);
     if (gc_was_on) PyGC_Enable();
-    Py_XDECREF(node);
-    Py_XDECREF(pid);
-    icache_clear(ic);
-    PyMem_Free(ic);
-    return Py_BuildValue("(NKn)", out, p, abandoned);
+    if (r < 0) goto fail;
+    Py_XDECREF(c.node);
+    Py_XDECREF(c.pid);
+    icache_clear(c.ic);
+    PyMem_Free(c.ic);
+    return Py_BuildValue("(NKn)", c.out, (unsigned long long)pos, abandoned);
 fail:
-    Py_XDECREF(node);
-    Py_XDECREF(pid);
-    if (ic != NULL) {
-        icache_clear(ic);
-        PyMem_Free(ic);
+    Py_XDECREF(c.out);
+    Py_XDECREF(c.node);
+    Py_XDECREF(c.pid);
+    if (c.ic != NULL) {
+        icache_clear(c.ic);
+        PyMem_Free(c.ic);
     }
     return NULL;
 }
@@ -780,6 +732,7 @@ static PyMethodDef RingStorage_methods[] = {
     {"_store_abandoned", (PyCFunction)RingStorage_store_abandoned, METH_O, NULL},
     {"_scan", (PyCFunction)(void (*)(void))RingStorage_scan, METH_FASTCALL, NULL},
     {"_scan_events", (PyCFunction)(void (*)(void))RingStorage_scan_events, METH_FASTCALL, NULL},
+    {"_scan_encoded", (PyCFunction)(void (*)(void))ts_scan_encoded, METH_FASTCALL, NULL},
     {"_new_storage", (PyCFunction)RingStorage_new_storage, METH_O, NULL},
     {"_wipe_storage", (PyCFunction)RingStorage_wipe_storage, METH_NOARGS, NULL},
     {"_claimed", (PyCFunction)RingStorage_claimed, METH_NOARGS, NULL},
@@ -2217,6 +2170,12 @@ static PyMethodDef module_methods[] = {
     {"sync", (PyCFunction)(void (*)(void))sync_state, METH_FASTCALL, NULL},
     {"forget_names", (PyCFunction)forget_names, METH_NOARGS,
      "Forget the secret names answered so far (the redaction pattern changed)."},
+    {"encode_events_chunk", (PyCFunction)(void (*)(void))ts_encode_events_chunk,
+     METH_FASTCALL | METH_KEYWORDS, "_tsformat.encode_events_chunk's twin (_encode.c)."},
+    {"frame_events_chunk", (PyCFunction)(void (*)(void))ts_frame_events_chunk,
+     METH_FASTCALL | METH_KEYWORDS, "An EVENTS chunk of RingBuffer.drain_encoded()'s records."},
+    {"crc32", (PyCFunction)(void (*)(void))ts_crc32, METH_FASTCALL,
+     "crc32(data, value=0): zlib.crc32's twin."},
     {"reset_ids", (PyCFunction)reset_ids, METH_O,
      "Restart the id counter for this pid; returns the counter (an iterator)."},
     {NULL, NULL, 0, NULL},
