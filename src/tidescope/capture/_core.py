@@ -91,9 +91,13 @@ from tidescope.capture._snapshot import Limits  # noqa: E402
 encode_events_chunk: Any = None
 """The chosen core's trace-chunk encoder (``_tsformat.encode_events_chunk``'s twin), or None
 when it has none: the trace writer then uses the pure one."""
+frame_events_chunk: Any = None
+"""The C core's framing of ``RingBuffer.drain_encoded()``'s records as an EVENTS chunk, or
+None on the pure core (whose ring has no encoded drain)."""
 
 if _speedups is not None:
     encode_events_chunk = getattr(_speedups, "encode_events_chunk", None)
+    frame_events_chunk = getattr(_speedups, "frame_events_chunk", None)
     # The C twin: its RingBuffer is the shared logic over C slots, and its two report
     # functions replace the pure ones; everything else is shared with _pure.
     from tidescope.capture import _pure, _ring, _snapshot
@@ -124,6 +128,7 @@ __all__ += [
     "disable_here",
     "enabled",
     "encode_events_chunk",
+    "frame_events_chunk",
     "flat_event",
     "frame_ids",
     "get_buffer",

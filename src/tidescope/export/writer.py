@@ -140,6 +140,33 @@ class TraceWriter:
         self._counts = (self.events_written, dropped_events, internal_errors)
         return n
 
+    def write_encoded(
+        self, records: bytes, n: int, *, dropped_events: int, internal_errors: int
+    ) -> int:
+        """:meth:`write_records` for ``n`` records the C ring encoded itself
+        (``RingBuffer.drain_encoded``): framed as one EVENTS chunk, in one write."""
+        if self.write_error is not None:
+            self.events_not_written += n
+            return 0
+        if not n and (self.events_written, dropped_events, internal_errors) == self._counts:
+            return 0
+        assert _core.frame_events_chunk is not None  # only the C core's ring encodes
+        data = _core.frame_events_chunk(
+            records,
+            n,
+            seq=self._seq,
+            events_written=self.events_written + n,
+            dropped_events=dropped_events,
+            internal_errors=internal_errors,
+            wall_offset_ns=_clock.wall_offset,
+        )
+        if not self._write(data):
+            self.events_not_written += n
+            return 0
+        self.events_written += n
+        self._counts = (self.events_written, dropped_events, internal_errors)
+        return n
+
     def _encode(
         self, batch: list[tuple[Any, ...]], dropped: int, errors: int, offset: int
     ) -> list[bytes]:
