@@ -98,7 +98,7 @@ SAMPLES: list[Any] = [
     NotImplemented, range(1, 10, 2), datetime.datetime(2020, 1, 2, 3, 4, 5, 6),
     datetime.datetime(2020, 1, 2, tzinfo=Tz()), datetime.date(2020, 1, 2),
     datetime.time(1, 2), datetime.timedelta(days=-3, seconds=5, microseconds=7),
-    datetime.timezone(datetime.timedelta(hours=2), "X"), datetime.timezone.utc,
+    datetime.timezone(datetime.timedelta(hours=2), "X"), datetime.UTC,
     uuid.UUID(int=12345), EventType.GENERIC, Color.RED, decimal.Decimal("1.5"),
     fractions.Fraction(1, 3), pathlib.PurePosixPath("/a/b"), object(), b"ab",
     bytearray(b"cd"), Unsupported("x.Y", None),
@@ -172,7 +172,7 @@ values = st.recursive(
         st.builds(
             Truncated, st.sampled_from(["list", "str"]), st.integers(0, 99), st.just("items"), kids
         ),
-    ),  # fmt: skip
+    ),
     max_leaves=12,
 )
 modules = st.sampled_from(["m", "pkg.mod", "é"])
