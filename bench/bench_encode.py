@@ -89,11 +89,11 @@ def main() -> None:
         return
     results: dict[str, list[dict[str, Any]]] = {"c": [], "python": []}
     for _ in range(args.rounds):
-        for core in results:
+        for core, rs in results.items():
             env = {**os.environ, "TIDESCOPE_CORE": core}
             cmd = [sys.executable, str(Path(__file__)), "--child", "--size", str(args.size)]
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            results[core].append(json.loads(done.stdout))
+            rs.append(json.loads(done.stdout))
     print(f"Python {sys.version.split()[0]}, ring of {args.size} slots, {args.rounds} rounds")
     for core, rs in results.items():
         pump = statistics.median(r["events"] / r["pump_s"] for r in rs)
