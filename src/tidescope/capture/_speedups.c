@@ -9,6 +9,9 @@
  *   report_function_exit   _pure.report_function_exit
  *   Ids / reset_ids        the id counter ((sequence << 22) | pid) shared with Python
  *
+ * The slot struct and the scan both readers share are in _slots.h; the trace encoder
+ * (RingStorage._scan_encoded, encode_events_chunk) is in _encode.c.
+ *
  * Everything else (snapshots of containers and objects, task ids, the context functions)
  * stays in Python and is called from here, so both cores give identical results; the
  * pure module is the specification.
