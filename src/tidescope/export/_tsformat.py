@@ -35,6 +35,7 @@ __all__ = [
     "Chunk",
     "FormatError",
     "decode_body",
+    "decode_value",
     "encode_close_chunk",
     "encode_events_chunk",
     "encode_header_chunk",
@@ -709,6 +710,24 @@ class _Decoder:
                  etype, data)
             )  # fmt: skip
         return out
+
+
+def decode_value(data: bytes) -> Any:
+    """The value :func:`encode_value` wrote.
+
+    Raises:
+        FormatError: ``data`` is not one whole value.
+    """
+    dec = _Decoder(data)
+    try:
+        value = dec.value()
+    except FormatError:
+        raise
+    except (IndexError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise FormatError(f"{type(exc).__name__}: {exc}") from None
+    if dec.pos != len(data):
+        raise FormatError(f"{len(data) - dec.pos} bytes after the value")
+    return value
 
 
 def _event_type(value: str) -> EventType | str:
