@@ -107,7 +107,7 @@ def check_stopped_writing(
 def test_a_file_size_limit_stops_the_trace_not_the_program(tmp_path: Path, sigxfsz: str) -> None:
     # Past RLIMIT_FSIZE a write fails with EFBIG and raises SIGXFSZ, which Python ignores
     # but a program may set back to its default action: killing the process.
-    setup = "import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))"
+    setup = "import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
     if sigxfsz == "SIG_DFL":
         setup += "\nimport signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)"
     write(tmp_path / "busy.py", BUSY.format(setup=setup))
@@ -115,15 +115,15 @@ def test_a_file_size_limit_stops_the_trace_not_the_program(tmp_path: Path, sigxf
     plain = run("busy.py", cwd=tmp_path)
     check_stopped_writing(ours, plain, tmp_path / "tidescope-trace", "File too large (EFBIG)")
     (path,) = trace_files(tmp_path / "tidescope-trace")
-    assert path.stat().st_size <= 1_000_000
+    assert path.stat().st_size <= 200_000
 
 
 @pytest.fixture
 def tiny_filesystem() -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root, as CI runs); skips where mounting is not permitted."""
+    """A 200 KiB tmpfs (needs root, as CI runs); skips where mounting is not permitted."""
     with tempfile.TemporaryDirectory() as mnt:
         proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", mnt],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
