@@ -68,6 +68,10 @@ DAMAGED = {
     "a string data": chunk((0, 5, 6, 1, None, 5, None, 5, None, EventType.GENERIC, "x")),
     "a string timestamp": chunk((0, 5, "6", 1, None, 5, None, 5, None, EventType.GENERIC, {})),
     "deep nesting": frame(b"\x03\x01\x00\x00\x00" + b"\x0a\x01" * 100_000 + b"\x00"),
+    "a header with a list pid": encode_header_chunk({"pid": [7], "node": "n"}),
+    "stats with a negative count": encode_close_chunk(
+        {"dropped_events": -1}, seq=2, events_written=1, dropped_events=0, internal_errors=0
+    ),
     "a huge count": frame(b"\x03\x01\x00\x00\x00\x0a\xff\xff\xff\xff\x0f"),
 }
 

@@ -60,6 +60,9 @@ _ID_MASK: Final = (1 << _ID_SHIFT) - 1
 _MIN64: Final = -(1 << 63)
 _MAX64: Final = (1 << 63) - 1
 _ID_FIELDS: Final = (True, False, False, False, True, True, True, False)
+_ID_BITS: Final = sum(1 << i for i, is_id in enumerate(_ID_FIELDS) if is_id)
+_MIN_ID_DELTA: Final = _MIN64 << _ID_SHIFT
+_MAX_ID_DELTA: Final = _MAX64 << _ID_SHIFT
 _FUNCTION_ENTRY: Final = EventType.FUNCTION_ENTRY
 _FUNCTION_EXIT: Final = EventType.FUNCTION_EXIT
 _ENTRY_KEYS: Final = ("module", "function", "arity", "args")
@@ -135,7 +138,7 @@ class _Encoder:
         self.strings: dict[str, int] = {}
         self.sites: dict[tuple[str, str], int] = {}
         self.shapes: dict[tuple[str, ...], int] = {}
-        self.last: list[Any] = [None] * 8
+        self.last: tuple[Any, ...] = (None,) * 8
         for n in (seq, *counts):
             _uv(self.out, n)
 
@@ -300,41 +303,37 @@ class _Encoder:
         at = len(out)
         out += b"\0\0"
         last = self.last
+        self.last = f
         modes = 0
         for i in range(8):
             v = f[i]
             prev = last[i]
-            tv = type(v)
             if v is None:
-                mode = 0 if prev is None else 1
-            elif tv is int:
-                if type(prev) is int:
-                    d = v - prev
-                    if d == 0:
-                        mode = 0
-                    elif _ID_FIELDS[i]:
-                        if d & _ID_MASK == 0 and _MIN64 <= (d >> _ID_SHIFT) <= _MAX64:
-                            mode = 2
-                            _uv(out, _zigzag(d >> _ID_SHIFT))
-                        else:
-                            mode = 3
-                            self.value(v)
-                    elif _MIN64 <= d <= _MAX64:
-                        mode = 2
-                        _uv(out, _zigzag(d))
-                    else:
-                        mode = 3
-                        self.value(v)
+                if prev is not None:
+                    modes |= 1 << 2 * i
+                continue
+            t = type(v)
+            if t is int and type(prev) is int:
+                d = v - prev
+                if not d:
+                    continue
+                if _ID_BITS >> i & 1:  # an id: whole steps of the sequence, or in full
+                    fits = not d & _ID_MASK and _MIN_ID_DELTA <= d <= _MAX_ID_DELTA
+                    d >>= _ID_SHIFT
                 else:
-                    mode = 3
-                    self.value(v)
-            elif tv is str and type(prev) is str and v == prev:
-                mode = 0
-            else:
-                mode = 3
-                self.value(v)
-            modes |= mode << (2 * i)
-            last[i] = v
+                    fits = _MIN64 <= d <= _MAX64
+                if fits:
+                    z = (d << 1) ^ (d >> 63)
+                    if z < 0x80:
+                        out.append(z)
+                    else:
+                        _uv(out, z)
+                    modes |= 2 << 2 * i
+                    continue
+            elif t is str and type(prev) is str and v == prev:
+                continue
+            modes |= 3 << 2 * i
+            self.value(v)
         out[at] = modes & 0xFF
         out[at + 1] = modes >> 8
 
