@@ -60,7 +60,7 @@ _ID_MASK: Final = (1 << _ID_SHIFT) - 1
 _MIN64: Final = -(1 << 63)
 _MAX64: Final = (1 << 63) - 1
 _ID_FIELDS: Final = (True, False, False, False, True, True, True, False)
-_ID_BITS: Final = sum(1 << i for i, is_id in enumerate(_ID_FIELDS) if is_id)
+_SHIFTS: Final = (0, 2, 4, 6, 8, 10, 12, 14)  # of each field's mode in the u16
 _MIN_ID_DELTA: Final = _MIN64 << _ID_SHIFT
 _MAX_ID_DELTA: Final = _MAX64 << _ID_SHIFT
 _FUNCTION_ENTRY: Final = EventType.FUNCTION_ENTRY
@@ -162,7 +162,13 @@ class _Encoder:
                 out.append(T_SMALL + v)
             elif _MIN64 <= v <= _MAX64:
                 out.append(T_INT)
-                _uv(out, (v << 1) ^ (v >> 63))
+                z = (v << 1) ^ (v >> 63)
+                if z < 0x4000:
+                    out.append(z & 0x7F | 0x80 if z > 0x7F else z)
+                    if z > 0x7F:
+                        out.append(z >> 7)
+                else:
+                    _uv(out, z)
             else:
                 b = v.to_bytes(((~v if v < 0 else v).bit_length() + 8) // 8, "little", signed=True)
                 out.append(T_BIGINT)
@@ -305,19 +311,17 @@ class _Encoder:
         last = self.last
         self.last = f
         modes = 0
-        for i in range(8):
-            v = f[i]
-            prev = last[i]
+        for v, prev, shift, is_id in zip(f, last, _SHIFTS, _ID_FIELDS):  # noqa: B905 - 8 each
             if v is None:
                 if prev is not None:
-                    modes |= 1 << 2 * i
+                    modes |= 1 << shift
                 continue
             t = type(v)
             if t is int and type(prev) is int:
                 d = v - prev
                 if not d:
                     continue
-                if _ID_BITS >> i & 1:  # an id: whole steps of the sequence, or in full
+                if is_id:  # whole steps of the sequence, or in full
                     fits = not d & _ID_MASK and _MIN_ID_DELTA <= d <= _MAX_ID_DELTA
                     d >>= _ID_SHIFT
                 else:
@@ -326,13 +330,16 @@ class _Encoder:
                     z = (d << 1) ^ (d >> 63)
                     if z < 0x80:
                         out.append(z)
+                    elif z < 0x4000:  # a timestamp's step, mostly
+                        out.append(z & 0x7F | 0x80)
+                        out.append(z >> 7)
                     else:
                         _uv(out, z)
-                    modes |= 2 << 2 * i
+                    modes |= 2 << shift
                     continue
             elif t is str and type(prev) is str and v == prev:
                 continue
-            modes |= 3 << 2 * i
+            modes |= 3 << shift
             self.value(v)
         out[at] = modes & 0xFF
         out[at + 1] = modes >> 8
