@@ -255,6 +255,17 @@ def test_a_chunk_over_the_cap_is_skipped_in_memory_bounded_by_the_cap(tmp_path: 
     assert len([r for r in read_trace(path) if "$damaged" in r]) == 0
 
 
+def test_a_chunk_of_an_unknown_kind_is_skipped_and_counted_apart_from_damage(
+    tmp_path: Path,
+) -> None:
+    later = frame(b"\x09\x02\x05\x06\x07" + b"a later kind's own fields")
+    path = trace_dir(tmp_path, GOOD[0], later, GOOD[1]) / NAME
+    trace = TraceFile(path)
+    assert [e.event_id for e in trace.events()] == [1, 2]
+    assert (trace.unknown, trace.damaged) == (1, 0)
+    assert not any("$damaged" in r for r in read_trace(path))
+
+
 def test_counts_records_are_read_but_are_no_events(tmp_path: Path) -> None:
     path = trace_dir(tmp_path, GOOD[0], chunk(seq=2, counts=(5, 1))) / NAME
     records = list(read_trace(path))
