@@ -101,10 +101,6 @@ def _zigzag(n: int) -> int:
     return (n << 1) ^ (n >> 63)
 
 
-def _unzigzag(n: int) -> int:
-    return (n >> 1) ^ -(n & 1)
-
-
 def _uv(out: bytearray, n: int) -> None:
     """Append ``n`` (0 <= n < 2**64) as an unsigned LEB128 varint."""
     while n > 0x7F:
