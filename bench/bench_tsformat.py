@@ -59,6 +59,18 @@ def records_of_fib(n: int) -> list[tuple[object, ...]]:
     return records
 
 
+def record_sizes(records: list[tuple[object, ...]]) -> list[int]:
+    """The bytes each record takes in its chunk (batches of 4096, as the drain writes)."""
+    sizes = []
+    for i in range(0, len(records), 4096):
+        enc = _tsformat._Encoder(_tsformat.CHUNK_EVENTS, 1, (0, 0, 0))
+        for r in records[i : i + 4096]:
+            before = len(enc.out)
+            enc.record(r)
+            sizes.append(len(enc.out) - before)
+    return sorted(sizes)
+
+
 def encode_rate(records: list[tuple[object, ...]], repeat: int) -> list[float]:
     batches = [records[i : i + 4096] for i in range(0, len(records), 4096)]
     rates = []
@@ -83,7 +95,13 @@ def main() -> None:
     print(
         f"tidescope run fib({opts.n}): {events} events, {size} bytes, {size / events:.2f} B/event"
     )
-    rates = encode_rate(records_of_fib(opts.n), opts.repeat)
+    records = records_of_fib(opts.n)
+    sizes = record_sizes(records)
+    print(
+        f"records of fib({opts.n}) in chunks of 4096: median {sizes[len(sizes) // 2]} B, "
+        f"90th percentile {sizes[len(sizes) * 9 // 10]} B, max {sizes[-1]} B"
+    )
+    rates = encode_rate(records, opts.repeat)
     print(
         f"pure encoder: median {rates[len(rates) // 2] / 1e6:.3f} M events/s CPU "
         f"(min {rates[0] / 1e6:.3f}, max {rates[-1] / 1e6:.3f}), batches of 4096"
