@@ -35,6 +35,7 @@ __all__ = [
     "Chunk",
     "FormatError",
     "decode_body",
+    "decode_value",
     "encode_close_chunk",
     "encode_events_chunk",
     "encode_header_chunk",
@@ -59,6 +60,9 @@ _ID_MASK: Final = (1 << _ID_SHIFT) - 1
 _MIN64: Final = -(1 << 63)
 _MAX64: Final = (1 << 63) - 1
 _ID_FIELDS: Final = (True, False, False, False, True, True, True, False)
+_SHIFTS: Final = (0, 2, 4, 6, 8, 10, 12, 14)  # of each field's mode in the u16
+_MIN_ID_DELTA: Final = _MIN64 << _ID_SHIFT
+_MAX_ID_DELTA: Final = _MAX64 << _ID_SHIFT
 _FUNCTION_ENTRY: Final = EventType.FUNCTION_ENTRY
 _FUNCTION_EXIT: Final = EventType.FUNCTION_EXIT
 _ENTRY_KEYS: Final = ("module", "function", "arity", "args")
@@ -97,10 +101,6 @@ def _zigzag(n: int) -> int:
     return (n << 1) ^ (n >> 63)
 
 
-def _unzigzag(n: int) -> int:
-    return (n >> 1) ^ -(n & 1)
-
-
 def _uv(out: bytearray, n: int) -> None:
     """Append ``n`` (0 <= n < 2**64) as an unsigned LEB128 varint."""
     while n > 0x7F:
@@ -134,7 +134,7 @@ class _Encoder:
         self.strings: dict[str, int] = {}
         self.sites: dict[tuple[str, str], int] = {}
         self.shapes: dict[tuple[str, ...], int] = {}
-        self.last: list[Any] = [None] * 8
+        self.last: tuple[Any, ...] = (None,) * 8
         for n in (seq, *counts):
             _uv(self.out, n)
 
@@ -158,7 +158,13 @@ class _Encoder:
                 out.append(T_SMALL + v)
             elif _MIN64 <= v <= _MAX64:
                 out.append(T_INT)
-                _uv(out, (v << 1) ^ (v >> 63))
+                z = (v << 1) ^ (v >> 63)
+                if z < 0x4000:
+                    out.append(z & 0x7F | 0x80 if z > 0x7F else z)
+                    if z > 0x7F:
+                        out.append(z >> 7)
+                else:
+                    _uv(out, z)
             else:
                 b = v.to_bytes(((~v if v < 0 else v).bit_length() + 8) // 8, "little", signed=True)
                 out.append(T_BIGINT)
@@ -299,41 +305,38 @@ class _Encoder:
         at = len(out)
         out += b"\0\0"
         last = self.last
+        self.last = f
         modes = 0
-        for i in range(8):
-            v = f[i]
-            prev = last[i]
-            tv = type(v)
+        for v, prev, shift, is_id in zip(f, last, _SHIFTS, _ID_FIELDS):  # noqa: B905 - 8 each
             if v is None:
-                mode = 0 if prev is None else 1
-            elif tv is int:
-                if type(prev) is int:
-                    d = v - prev
-                    if d == 0:
-                        mode = 0
-                    elif _ID_FIELDS[i]:
-                        if d & _ID_MASK == 0 and _MIN64 <= (d >> _ID_SHIFT) <= _MAX64:
-                            mode = 2
-                            _uv(out, _zigzag(d >> _ID_SHIFT))
-                        else:
-                            mode = 3
-                            self.value(v)
-                    elif _MIN64 <= d <= _MAX64:
-                        mode = 2
-                        _uv(out, _zigzag(d))
-                    else:
-                        mode = 3
-                        self.value(v)
+                if prev is not None:
+                    modes |= 1 << shift
+                continue
+            t = type(v)
+            if t is int and type(prev) is int:
+                d = v - prev
+                if not d:
+                    continue
+                if is_id:  # whole steps of the sequence, or in full
+                    fits = not d & _ID_MASK and _MIN_ID_DELTA <= d <= _MAX_ID_DELTA
+                    d >>= _ID_SHIFT
                 else:
-                    mode = 3
-                    self.value(v)
-            elif tv is str and type(prev) is str and v == prev:
-                mode = 0
-            else:
-                mode = 3
-                self.value(v)
-            modes |= mode << (2 * i)
-            last[i] = v
+                    fits = _MIN64 <= d <= _MAX64
+                if fits:
+                    z = (d << 1) ^ (d >> 63)
+                    if z < 0x80:
+                        out.append(z)
+                    elif z < 0x4000:  # a timestamp's step, mostly
+                        out.append(z & 0x7F | 0x80)
+                        out.append(z >> 7)
+                    else:
+                        _uv(out, z)
+                    modes |= 2 << shift
+                    continue
+            elif t is str and type(prev) is str and v == prev:
+                continue
+            modes |= 3 << shift
+            self.value(v)
         out[at] = modes & 0xFF
         out[at + 1] = modes >> 8
 
@@ -709,6 +712,24 @@ class _Decoder:
                  etype, data)
             )  # fmt: skip
         return out
+
+
+def decode_value(data: bytes) -> Any:
+    """The value :func:`encode_value` wrote.
+
+    Raises:
+        FormatError: ``data`` is not one whole value.
+    """
+    dec = _Decoder(data)
+    try:
+        value = dec.value()
+    except FormatError:
+        raise
+    except (IndexError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise FormatError(f"{type(exc).__name__}: {exc}") from None
+    if dec.pos != len(data):
+        raise FormatError(f"{len(data) - dec.pos} bytes after the value")
+    return value
 
 
 def _event_type(value: str) -> EventType | str:

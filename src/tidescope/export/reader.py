@@ -137,6 +137,7 @@ class TraceFile:
             return
         try:
             chunk = decode_body(body)
+            _check(chunk)
         except FormatError:
             return
         fmt = chunk.content.get("format")
@@ -232,8 +233,7 @@ class TraceFile:
             first = False
             try:
                 chunk = decode_body(body, node=node, pid=pid)
-                if chunk.kind == _tsformat.CHUNK_EVENTS:
-                    _check(chunk.content)
+                _check(chunk)
             except FormatError as exc:
                 yield self._damage(offset, f"a chunk that does not decode ({exc})")
                 continue
@@ -245,12 +245,11 @@ class TraceFile:
                 yield {"$counts": dict(self._counts)}
             elif kind == _tsformat.CHUNK_HEADER:
                 header = chunk.content
-                node = header.get("node") if type(header.get("node")) in _SCALARS else None
-                pid = header.get("pid") if type(header.get("pid")) in _SCALARS else None
-                yield {"$header": header}
+                node, pid = header.get("node"), header.get("pid")
+                yield {"$header": jsonable(header)}
             elif kind == _tsformat.CHUNK_CLOSE:
                 self._stats = chunk.content
-                yield {"$stats": chunk.content}
+                yield {"$stats": jsonable(chunk.content)}
             else:
                 self._unknown += 1
         self._done = True
@@ -300,10 +299,23 @@ def _record(t: tuple[Any, ...]) -> dict[str, Any]:
     return rec
 
 
-def _check(events: list[tuple[Any, ...]]) -> None:
-    """Raise FormatError unless every event is one every consumer can read: scalar ids
-    (a correlation id may be any value), int clocks, a str type and a dict of data."""
-    for t in events:
+def _check(chunk: _tsformat.Chunk) -> None:
+    """Raise FormatError unless the chunk holds what every consumer can read: events with
+    scalar ids (a correlation id may be any value), int clocks, a str type and a dict of
+    data; a header with a scalar node and pid; stats whose counts are counts."""
+    if chunk.kind == _tsformat.CHUNK_HEADER:
+        if not {type(chunk.content.get("node")), type(chunk.content.get("pid"))} <= _SCALARS:
+            raise FormatError("a header with a node or pid that is no scalar")
+        return
+    if chunk.kind == _tsformat.CHUNK_CLOSE:
+        for f in COUNT_FIELDS:
+            v = chunk.content.get(f, 0)
+            if type(v) is not int or v < 0:
+                raise FormatError(f"stats whose {f} is no count")
+        return
+    if chunk.kind != _tsformat.CHUNK_EVENTS:
+        return
+    for t in chunk.content:
         if (
             type(t[1]) is not int
             or type(t[2]) is not int
