@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+import tidescope
 from tidescope import open_trace
 from tidescope.capture import _core
+from tidescope.export.drain import Drain
 
 PROGRAM = """
 import datetime
@@ -72,3 +74,29 @@ def test_both_cores_traces_of_one_program_read_back_to_the_same_events(tmp_path:
     pure = run(tmp_path, "python")
     assert len(c) > 400  # fib(12) alone is 465 calls
     assert c == pure
+
+
+@pytest.mark.skipif(_core.CORE_NAME != "c", reason="needs the C core")
+def test_the_c_cores_drain_encodes_the_ring_itself_and_skips_stray_objects(
+    tmp_path: Path,
+) -> None:
+    session = tidescope.start(buffer_size=64)
+    try:
+        drain = Drain(tmp_path, batch=4)
+        buf = drain.buffer
+        assert buf is not None and drain._encoded
+        buf.write("stray")  # not an Event: consumed, never written
+        for n in range(10):
+            cid = _core.report_function_entry("m", "f", {"n": n})
+            _core.report_function_exit(cid, n)
+        assert drain.pump() == 20
+        assert buf.stats()["consumed_events"] == 21
+        drain.stop(session.stop())
+    finally:
+        tidescope.stop()
+    (f,) = open_trace(tmp_path).files
+    evs = list(f.events())
+    assert [e.data.get("args", e.data.get("return_value")) for e in evs][:4] == [
+        {"n": 0}, 0, {"n": 1}, 1,
+    ]  # fmt: skip
+    assert f.counts["events_written"] == 20 and f.complete

@@ -132,6 +132,7 @@ class Drain:
     def _pump_encoded(self, buf: RingBuffer) -> int:
         total = 0
         while True:
+            before = buf.read_position
             try:
                 records, n = buf.drain_encoded(self.batch)
             except NotImplementedError:  # a pure ring on the C core (a test's, say)
@@ -143,7 +144,7 @@ class Drain:
                 dropped_events=buf.stats()["dropped_events"],
                 internal_errors=_core.internal_errors()[0],
             )
-            if not records:
+            if buf.read_position == before:  # (a batch of stray objects encodes to none)
                 return total
 
     def stop(self, stats: dict[str, Any] | None = None) -> None:
