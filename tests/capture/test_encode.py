@@ -18,8 +18,12 @@ import datetime
 import decimal
 import enum
 import fractions
+import gc
 import os
 import pathlib
+import sys
+import threading
+import tracemalloc
 import uuid
 import zlib
 from typing import Any
@@ -265,3 +269,83 @@ def test_report_path_events_drain_encoded_as_the_pure_encoder_writes_them() -> N
         (e.event_id, e.timestamp, e.thread_id, e.correlation_id, e.parent_id, e.call_id)
         for e in expected
     ]
+
+
+def test_encoding_a_hundred_thousand_events_leaks_no_references_and_no_memory() -> None:
+    module, function = "leak.module", "leak_function"
+    args = {"n": 10**12, "xs": [1, "two", 3.0], "when": datetime.date(2020, 1, 2)}
+    odd = Color.RED  # written as 0x1F with its text: a Python call per value
+    watched = [module, function, args, odd]
+
+    def burst(n: int) -> None:
+        ring = _core.RingBuffer(1 << 12)
+        for i in range(n):
+            cid = (i + 1) << 22 | PID
+            ring._put((cid, i, 5, None, cid, None, cid, None, ENTRY, (module, function, 2, args)))
+            ring._put((cid, i + 1, 5, None, cid, None, cid, None, EXIT, (odd, None, 1, "normal")))
+            if i % 1000 == 999:
+                records, k = ring.drain_encoded()
+                _speedups.frame_events_chunk(records, k, **counts())
+                _speedups.encode_events_chunk(ring.drain_records(), **counts())
+
+    burst(5_000)  # warm up
+    gc.collect()
+    refs = [sys.getrefcount(o) for o in watched]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        blocks = sys.getallocatedblocks()
+        burst(50_000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+        grown_blocks = sys.getallocatedblocks() - blocks
+    finally:
+        tracemalloc.stop()
+    assert [sys.getrefcount(o) for o in watched] == refs
+    assert grown < 256 * 1024, grown
+    assert grown_blocks < 2000, grown_blocks
+
+
+def test_encoded_drains_racing_four_writer_threads_keep_the_accounting_identity() -> None:
+    ring = _core.RingBuffer(1 << 8)
+    per_thread = 5000
+    chunks: list[bytes] = []
+    done = threading.Event()
+    barrier = threading.Barrier(5)
+
+    def writer(n: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            ring._put((i << 22 | PID, i, n, None, None, None, None, None, ENTRY,
+                       ("w", f"t{n}", 1, {"i": i})))  # fmt: skip
+
+    def drainer() -> None:
+        barrier.wait()
+        seq = 0
+        while True:
+            last = done.is_set()
+            records, k = ring.drain_encoded(64)
+            chunks.append(_speedups.frame_events_chunk(records, k, **counts(seq=seq)))
+            seq += 1
+            if last and not k:
+                return
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    d = threading.Thread(target=drainer)
+    for t in (*threads, d):
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    d.join()
+    stats = ring.stats()
+    assert stats["total_writes"] == 4 * per_thread
+    assert stats["total_writes"] == stats["consumed_events"] + stats["dropped_events"]
+    events = [e for c in chunks for e in _tsformat.decode_body(c[12:]).content]
+    assert len(events) == stats["consumed_events"]
+    last: dict[Any, int] = {}
+    for e in events:  # every event whole, and in its writer's order
+        n, i = e[5], e[12]["args"]["i"]
+        assert e[12]["function"] == f"t{n}" and e[0] == i << 22 | PID
+        assert last.get(n, -1) < i
+        last[n] = i

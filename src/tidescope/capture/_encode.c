@@ -320,6 +320,9 @@ put_string(Enc *e, PyObject *s)
     PyObject *tmp = NULL;
     const char *utf8;
     Py_ssize_t n;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0) return -1; /* a legacy string, on 3.11 */
+#endif
     if (PyUnicode_IS_ASCII(s)) {
         utf8 = (const char *)PyUnicode_DATA(s);
         n = PyUnicode_GET_LENGTH(s);
