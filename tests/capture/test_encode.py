@@ -349,3 +349,24 @@ def test_encoded_drains_racing_four_writer_threads_keep_the_accounting_identity(
         assert e[12]["function"] == f"t{n}" and e[0] == i << 22 | PID
         assert last.get(n, -1) < i
         last[n] = i
+
+
+def test_a_value_that_fails_to_encode_is_counted_and_never_wedges_the_drain() -> None:
+    broken = Truncated.__new__(Truncated)  # its slots unset: reading type_name raises
+    with pytest.raises(AttributeError):
+        _tsformat.encode_events_chunk(
+            [(0, 1, 2, 3, None, None, None, None, None, "generic", {"v": broken})], **counts()
+        )
+    ring = _core.RingBuffer(16)
+    for i, v in enumerate([1, broken, 3, broken]):
+        ring._put((i << 22 | PID, i, 5, None, None, None, None, None, "generic", {"v": v}))
+    errors = _core.internal_errors()[0]
+    got = []
+    for _ in range(6):
+        records, n = ring.drain_encoded()
+        chunk = _speedups.frame_events_chunk(records, n, **counts())
+        got += [e[12]["v"] for e in _tsformat.decode_body(chunk[12:]).content]
+    assert got == [1, 3]
+    assert _core.internal_errors()[0] == errors + 2
+    stats = ring.stats()
+    assert stats["consumed_events"] == 4 and stats["available_events"] == 0

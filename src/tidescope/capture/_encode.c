@@ -1375,14 +1375,30 @@ ts_frame_events_chunk(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
 
 typedef struct { Enc e; Py_ssize_t written; } ScanEnc;
 
+/* A slot whose values fail to encode (a marker with a field unset, a failing __str__ of an
+ * EventType subclass...) must not wedge the drain on it: it is dropped and counted as an
+ * internal error. Its partial record may have added to the chunk's tables, so it is only
+ * dropped as the first record of a chunk (with the encoder started afresh); after other
+ * records the chunk ends before it, and the next one starts with it. */
 static int
 encode_visit(void *ctx, Slot *copy, uint64_t Py_UNUSED(pos))
 {
     ScanEnc *s = ctx;
+    size_t at = s->e.out.len;
     int w = put_slot(&s->e, copy);
-    if (w < 0) return -1;
-    s->written += w == 0;
-    return s->e.out.len > SOFT_BODY;
+    if (w >= 0) {
+        s->written += w == 0;
+        return s->e.out.len > SOFT_BODY;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    if (at > 0) {
+        PyErr_Clear();
+        s->e.out.len = at;
+        return 2;
+    }
+    swallow_error();
+    enc_close(&s->e);
+    return enc_open(&s->e) < 0 ? -1 : 0;
 }
 
 /* _scan_encoded(p, count) -> (records, n, new_position, consumed): up to count current

@@ -87,13 +87,18 @@ typedef struct {
 } RingStorage;
 
 /* Called by scan_slots for each current slot (a held copy, and its position): 0 to go on,
- * 1 to stop after this slot, -1 on an error (set; the scan stops and consumes nothing). */
+ * 1 to stop after this slot, 2 to stop before it (it is read next time), -1 on an error
+ * (set; the scan stops and the caller consumes nothing). */
 typedef int (*slot_visitor)(void *ctx, Slot *copy, uint64_t pos);
 
 /* _speedups.c: visit up to `count` current slots from *p (the pure _scan's walk); *p ends
  * after the last slot taken, *got counts the visited, *abandoned the abandoned ones. */
 int ts_scan_slots(RingStorage *self, uint64_t *p, Py_ssize_t count, Py_ssize_t *got,
                   Py_ssize_t *abandoned, slot_visitor visit, void *ctx);
+
+/* _speedups.c: count the exception set as an internal error (_pure.count_error) and clear
+ * it: 1; or 0 when it is no Exception (KeyboardInterrupt, SystemExit: left set). */
+int swallow_error(void);
 
 /* _speedups.c: the objects the encoder compares with (set by attach()). */
 extern PyTypeObject *g_event_class;   /* tidescope.events.Event */

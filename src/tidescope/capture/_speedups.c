@@ -594,10 +594,11 @@ ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got
             }
             else {
                 r = visit(ctx, &copy, p);
-                if (r >= 0) ++*got;
+                if (r == 0 || r == 1) ++*got;
             }
             drop_slot(&copy);
             if (r < 0) return -1;
+            if (r == 2) break;
             p++;
             *pp = p;
             if (r > 0) break;
@@ -1129,7 +1130,7 @@ done:
 /* the report path                                                                    */
 
 /* Count a failure as _pure.count_error does; only Exception subclasses are swallowed. */
-static int
+int
 swallow_error(void)
 {
     PyObject *type, *value, *tb;
