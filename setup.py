@@ -16,8 +16,13 @@ setup(
     ext_modules=[
         Extension(
             "tidescope.capture._speedups",
-            ["src/tidescope/capture/_speedups.c", "src/tidescope/capture/_encode.c"],
-            depends=["src/tidescope/capture/_slots.h"],
+            [
+                "src/tidescope/capture/_speedups.c",
+                "src/tidescope/capture/_encode.c",
+                "src/tidescope/capture/_values.c",
+                "src/tidescope/capture/_crc32.c",
+            ],
+            depends=["src/tidescope/capture/_slots.h", "src/tidescope/capture/_encode.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers"],
             optional=not required,
