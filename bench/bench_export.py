@@ -121,7 +121,7 @@ def main() -> None:
     )
     trace = root / "trace"
     secs = make_trace(trace, opts.events)
-    size = sum(p.stat().st_size for p in trace.glob("events-*.jsonl"))
+    size = sum(p.stat().st_size for p in trace.glob("events-*.tstrace"))
     count = opts.events // (1 << 16) * (1 << 16)
     print(f"trace: {count} events, {size / 1e6:.1f} MB, recorded+written in {secs:.1f} s")
     base = baseline_rss()

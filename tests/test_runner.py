@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tidescope.export.jsonl import read_trace, trace_files
+from tidescope.export.reader import read_trace, trace_files
 
 
 def write(path: Path, source: str) -> Path:

@@ -3,7 +3,6 @@ those of plain python, the loss is said once, and the trace holds only whole rec
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -15,10 +14,11 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tidescope.export.jsonl import read_trace, trace_files
+from tidescope.export.reader import TraceFile, read_trace, trace_files
 
 
 def write(path: Path, source: str) -> Path:
@@ -47,16 +47,17 @@ def ours_and_plain(stderr: str) -> tuple[list[str], list[str]]:
     ]
 
 
-def assert_whole_lines(path: Path) -> list[object]:
-    """Every line of ``path`` is whole JSON ending in a newline; returns them parsed."""
-    data = path.read_bytes()
-    assert data.endswith(b"\n"), data[-200:]
-    return [json.loads(line) for line in data.splitlines()]
+def assert_whole_chunks(path: Path) -> list[dict[str, Any]]:
+    """Every chunk of ``path`` is whole (no damage, no torn tail); returns its records."""
+    trace = TraceFile(path)
+    records = list(trace.records())
+    assert (trace.damaged, trace.torn) == (0, False), records[-3:]
+    return records
 
 
-def last_counts(records: list[object]) -> dict[str, int]:
-    counts = [r["$counts"] for r in records if isinstance(r, dict) and "$counts" in r]
-    assert counts, "no $counts line"
+def last_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    counts = [r["$counts"] for r in records if "$counts" in r]
+    assert counts, "no $counts record"
     return counts[-1]
 
 
@@ -96,8 +97,8 @@ def check_stopped_writing(
     assert n["events captured"] + n["not written"] + n["dropped"] == 40000
     assert n["not written"] > 0
     (path,) = trace_files(trace)
-    records = assert_whole_lines(path)  # the short write was cut back: no torn record
-    events = [r for r in records if isinstance(r, list)]
+    records = assert_whole_chunks(path)  # the short write was cut back: no torn record
+    events = [r for r in records if "event_type" in r]
     assert len(events) == n["events captured"]
     assert last_counts(records)["events_written"] == len(events)
 
@@ -106,7 +107,7 @@ def check_stopped_writing(
 def test_a_file_size_limit_stops_the_trace_not_the_program(tmp_path: Path, sigxfsz: str) -> None:
     # Past RLIMIT_FSIZE a write fails with EFBIG and raises SIGXFSZ, which Python ignores
     # but a program may set back to its default action: killing the process.
-    setup = "import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))"
+    setup = "import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
     if sigxfsz == "SIG_DFL":
         setup += "\nimport signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)"
     write(tmp_path / "busy.py", BUSY.format(setup=setup))
@@ -114,15 +115,15 @@ def test_a_file_size_limit_stops_the_trace_not_the_program(tmp_path: Path, sigxf
     plain = run("busy.py", cwd=tmp_path)
     check_stopped_writing(ours, plain, tmp_path / "tidescope-trace", "File too large (EFBIG)")
     (path,) = trace_files(tmp_path / "tidescope-trace")
-    assert path.stat().st_size <= 1_000_000
+    assert path.stat().st_size <= 200_000
 
 
 @pytest.fixture
 def tiny_filesystem() -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root, as CI runs); skips where mounting is not permitted."""
+    """A 200 KiB tmpfs (needs root, as CI runs); skips where mounting is not permitted."""
     with tempfile.TemporaryDirectory() as mnt:
         proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", mnt],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
@@ -322,7 +323,7 @@ def test_planted_symlinks_are_never_followed_and_the_trace_is_still_recorded(
         import os, sys
         pid = os.getpid()
         out = {str(out)!r}
-        os.symlink({str(victim)!r}, os.path.join(out, f"events-{{pid}}.jsonl"))
+        os.symlink({str(victim)!r}, os.path.join(out, f"events-{{pid}}.tstrace"))
         os.symlink({str(missing)!r}, os.path.join(out, f"nodes-{{pid}}.jsonl"))
         os.symlink({str(victim)!r}, os.path.join(out, f".tidescope-probe-{{pid}}"))
         print(pid, flush=True)
@@ -334,10 +335,10 @@ def test_planted_symlinks_are_never_followed_and_the_trace_is_still_recorded(
     pid, printed = proc.stdout.splitlines()
     assert printed == "2"
     assert victim.read_text() == "precious\n" and not missing.exists()
-    assert (out / f"events-{pid}.jsonl").is_symlink()
+    assert (out / f"events-{pid}.tstrace").is_symlink()
     assert (out / f".tidescope-probe-{pid}").is_symlink()  # the probe removed its own file
     (path,) = [p for p in trace_files(out) if not p.is_symlink()]
-    assert path.name == f"events-{pid}-1.jsonl"
+    assert path.name == f"events-{pid}-1.tstrace"
     exits = [r for r in read_trace(path) if r.get("event_type") == "function_exit"]
     assert [e["data"]["return_value"] for e in exits] == [2]
     assert (out / f"nodes-{pid}-1.jsonl").is_file()
@@ -381,21 +382,22 @@ def test_a_trace_cut_by_sigkill_still_says_how_many_events_were_dropped(tmp_path
         trace = tmp_path / "tidescope-trace"
         deadline = time.monotonic() + 60  # a bound on waiting, not a measurement
         while time.monotonic() < deadline:  # until the drain has written the final counts
-            data = b"".join(p.read_bytes() for p in trace_files(trace))
-            lines = [ln for ln in data.splitlines() if ln.startswith(b'{"$counts"')]
-            if lines:
-                c = json.loads(lines[-1])["$counts"]
+            for p in trace_files(trace):
+                c = TraceFile(p).counts
                 if c["events_written"] + c["dropped_events"] == 40000:
                     break
-            time.sleep(0.02)
+            else:
+                time.sleep(0.02)
+                continue
+            break
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     (path,) = trace_files(tmp_path / "tidescope-trace")
-    records = assert_whole_lines(path)
-    assert not any(isinstance(r, dict) and "$stats" in r for r in records)
+    records = assert_whole_chunks(path)
+    assert not any("$stats" in r for r in records)
     counts = last_counts(records)
     assert counts["dropped_events"] > 0 and counts["internal_errors"] == 0
-    assert counts["events_written"] == sum(isinstance(r, list) for r in records)
+    assert counts["events_written"] == sum("event_type" in r for r in records)
     assert counts["events_written"] + counts["dropped_events"] == 40000

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tidescope.export.jsonl import read_trace, trace_files
+from tidescope.export.reader import read_trace, trace_files
 
 PACKAGE = "more-itertools==10.5.0"
 # a broad slice of the suite that runs in seconds even with every value recorded

@@ -18,7 +18,15 @@ from tidescope._session import Session, active_session, core_info, start, stats,
 from tidescope.capture._core import Limits, snapshot
 from tidescope.capture.ring_buffer import RingBuffer, RingBufferError
 from tidescope.config import Config, ConfigError
-from tidescope.events import Event, EventType, ObjectSnapshot, Redacted, Truncated
+from tidescope.events import (
+    Event,
+    EventType,
+    ObjectSnapshot,
+    Redacted,
+    Truncated,
+    Unsupported,
+)
+from tidescope.export.reader import Trace, TraceError, TraceFile, open_trace
 from tidescope.testing import Capture
 
 __version__ = "0.1.0.dev0"
@@ -35,11 +43,16 @@ __all__ = [
     "RingBuffer",
     "RingBufferError",
     "Session",
+    "Trace",
+    "TraceError",
+    "TraceFile",
     "Truncated",
+    "Unsupported",
     "__version__",
     "active_session",
     "capture",
     "core_info",
+    "open_trace",
     "snapshot",
     "start",
     "stats",

@@ -136,17 +136,17 @@ def _fail(message: str) -> NoReturn:
 
 
 def _trace_dir(directory: str) -> str:
-    from tidescope.export.jsonl import trace_files  # noqa: PLC0415
+    from tidescope.export.reader import trace_files  # noqa: PLC0415
 
     if not os.path.isdir(directory):
         _fail(f"no trace directory '{directory}'")
     if not trace_files(directory):
-        _fail(f"'{directory}' holds no trace files (events-*.jsonl)")
+        _fail(f"'{directory}' holds no trace files (events-*.tstrace)")
     return directory
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tidescope.export import chrome  # noqa: PLC0415
+    from tidescope.export import chrome, jsonl  # noqa: PLC0415
 
     directory = _trace_dir(args.directory)
     damage: list[str] = []
@@ -158,7 +158,7 @@ def _export(args: argparse.Namespace) -> int:
     elif args.format == "jsonl":
         target = args.output or os.path.join(directory, "events.all.jsonl")
         with _output(target, "w") as out:
-            n = _reading(lambda: _write_jsonl(records, out))
+            n = _reading(lambda: jsonl.write_jsonl(records, out))
     else:
         target = args.output or os.path.join(directory, "nodes.all.jsonl")
         with _output(target, "wb") as out:
@@ -170,8 +170,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _records(directory: str, damage: list[str]) -> Iterator[dict[str, Any]]:
-    """Every event of a trace directory; a file's damaged lines are told in ``damage``."""
-    from tidescope.export.jsonl import read_trace, trace_files  # noqa: PLC0415
+    """Every event of a trace directory; a file's damaged chunks are told in ``damage``."""
+    from tidescope.export.reader import read_trace, trace_files  # noqa: PLC0415
 
     for path in trace_files(directory):
         skipped: list[dict[str, Any]] = []
@@ -183,17 +183,9 @@ def _records(directory: str, damage: list[str]) -> Iterator[dict[str, Any]]:
         if skipped:
             first = skipped[0]
             damage.append(
-                f"{path}: {len(skipped)} damaged line(s) skipped"
-                f" (first: line {first['line']}, {first['reason']})"
+                f"{path}: {len(skipped)} damaged chunk(s) skipped"
+                f" (first: at byte {first['offset']}, {first['reason']})"
             )
-
-
-def _write_jsonl(records: Iterator[dict[str, Any]], out: IO[str]) -> int:
-    n = 0
-    for rec in records:
-        out.write(json.dumps(rec) + "\n")
-        n += 1
-    return n
 
 
 def _copy_lines(paths: list[Path], out: IO[bytes]) -> int:
@@ -212,7 +204,7 @@ def _copy_lines(paths: list[Path], out: IO[bytes]) -> int:
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
-    from tidescope.export.jsonl import TraceError  # noqa: PLC0415
+    from tidescope.export.reader import TraceError  # noqa: PLC0415
 
     try:
         with open(path, "rb") as src:
@@ -236,7 +228,7 @@ def _output(target: str, mode: str) -> Iterator[Any]:
 
 def _reading(work: Callable[[], _T]) -> _T:
     """Run ``work``; a trace that cannot be read ends the command with one line."""
-    from tidescope.export.jsonl import TraceError  # noqa: PLC0415
+    from tidescope.export.reader import TraceError  # noqa: PLC0415
 
     try:
         return work()

@@ -17,6 +17,7 @@ __all__ = [
     "ObjectSnapshot",
     "Redacted",
     "Truncated",
+    "Unsupported",
     "jsonable",
 ]
 
@@ -376,6 +377,11 @@ def jsonable(value: Any) -> Any:
         return {"$" + t.__name__.lower(): str(value)}
     if isinstance(value, BaseException):
         return {"$exception": type(value).__qualname__}
+    if t is Unsupported:
+        out = {"$repr": f"<{value.type_name}>"}
+        if value.text is not None:
+            out["text"] = value.text
+        return out
     return {"$repr": f"<{t.__module__}.{t.__qualname__}>"}
 
 
@@ -384,3 +390,36 @@ def _key_repr(key: Any) -> str:
     if t in _JSON_SCALARS or t is tuple or t is bytes:
         return repr(key)
     return str(jsonable(key))
+
+
+class Unsupported:
+    """A captured value the trace format has no form for, as read back from a trace file.
+
+    ``type_name`` is ``module.qualname`` of its type; ``text`` is its text when the trace
+    kept one (an enum member's name; a ``Decimal``, ``Fraction`` or path as ``str()``), or
+    ``None``. See ``docs/trace-format.md``.
+    """
+
+    __slots__ = ("text", "type_name")
+
+    type_name: str
+    text: str | None
+
+    def __init__(self, type_name: str, text: str | None = None) -> None:
+        object.__setattr__(self, "type_name", type_name)
+        object.__setattr__(self, "text", text)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Unsupported is immutable")
+
+    def __repr__(self) -> str:
+        text = "" if self.text is None else f", {self.text!r}"
+        return f"Unsupported({self.type_name!r}{text})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Unsupported:
+            return NotImplemented
+        return (self.type_name, self.text) == (other.type_name, other.text)
+
+    def __hash__(self) -> int:
+        return hash((Unsupported, self.type_name, self.text))

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 import tidescope
+from tidescope import EventType
 from tidescope.capture import runtime
 from tidescope.export.chrome import write_chrome
 from tidescope.export.drain import Drain
-from tidescope.export.jsonl import read_trace, trace_files
+from tidescope.export.reader import read_trace, trace_files
 from tidescope.export.summary import format_summary, summarize
 
 
@@ -42,7 +43,7 @@ def test_drain_writes_header_every_event_and_closing_stats(tmp_path: Path) -> No
     stats = session.stop()
     drain.stop(stats)
     (path,) = trace_files(tmp_path)
-    assert path.name == f"events-{os.getpid()}.jsonl"
+    assert path.name == f"events-{os.getpid()}.tstrace"
     records = list(read_trace(path))
     assert records[0]["$header"]["pid"] == os.getpid()
     assert records[-1]["$stats"]["total_writes"] == 1000
@@ -106,11 +107,11 @@ def test_forked_child_writes_its_own_file_from_a_fresh_buffer(tmp_path: Path) ->
     assert os.waitstatus_to_exitcode(status) == 0
     drain.stop(session.stop())
     files = {p.name: p for p in trace_files(tmp_path)}
-    assert set(files) == {f"events-{os.getpid()}.jsonl", f"events-{pid}.jsonl"}
-    child = events_of(files[f"events-{pid}.jsonl"])
+    assert set(files) == {f"events-{os.getpid()}.tstrace", f"events-{pid}.tstrace"}
+    child = events_of(files[f"events-{pid}.tstrace"])
     assert [e["data"]["module"] for e in child if e["event_type"] == "function_entry"] == ["child"]
     assert all(e["pid"] == pid for e in child)
-    parent = events_of(files[f"events-{os.getpid()}.jsonl"])
+    parent = events_of(files[f"events-{os.getpid()}.tstrace"])
     assert len(parent) == 6 and all(e["pid"] == os.getpid() for e in parent)
 
 
@@ -131,7 +132,7 @@ def test_multiprocessing_fork_child_flushes_through_its_finalizers(tmp_path: Pat
     assert proc.exitcode == 0
     drain.stop(session.stop())
     child = trace_files(tmp_path)
-    child_file = [p for p in child if p.name == f"events-{proc.pid}.jsonl"]
+    child_file = [p for p in child if p.name == f"events-{proc.pid}.tstrace"]
     assert child_file, [p.name for p in child]
     records = list(read_trace(child_file[0]))
     assert "$stats" in records[-1]
@@ -196,14 +197,7 @@ def test_summary_counts_types_calls_time_exceptions_and_drops(tmp_path: Path) ->
     assert "12 dropped" in text and "builtins.ValueError" in text
 
 
-@pytest.mark.parametrize("encoder", ["default", "stdlib"])
-def test_writer_encodes_markers_odd_keys_and_big_values_with_either_encoder(
-    tmp_path: Path, encoder: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tidescope.export import jsonl
-
-    if encoder == "stdlib":
-        monkeypatch.setattr(jsonl, "_encode", lambda env: jsonl._ENCODER.encode(env).encode())
+def test_writer_encodes_markers_odd_keys_and_big_values(tmp_path: Path) -> None:
     session = tidescope.start(buffer_size=64)
     drain = Drain(tmp_path)
     value = {(1, 2): "tuple key", "long": "x" * 1000, "big": 10**30, "raw": b"\x00", "s": {3}}
@@ -217,3 +211,10 @@ def test_writer_encodes_markers_odd_keys_and_big_values_with_either_encoder(
     assert arg["big"] == 10**30
     assert exit_["data"]["return_value"] == 2**70
     assert entry["event_type"] == "function_entry"
+    # the events themselves keep the captured values as they were
+    (file,) = tidescope.open_trace(tmp_path).files
+    entry_ev, exit_ev = file.events()
+    (arg,) = entry_ev.data["args"]
+    assert arg[(1, 2)] == "tuple key" and arg["raw"] == b"\x00" and arg["s"] == {3}
+    assert arg["long"] == tidescope.Truncated("str", 1000, "length", "x" * 256)
+    assert exit_ev.data["return_value"] == 2**70 and exit_ev.event_type is EventType.FUNCTION_EXIT

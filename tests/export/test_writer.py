@@ -1,8 +1,7 @@
-"""The trace writer: counts in band with every batch, whole records only, new private files."""
+"""The trace writer: counts in every chunk, whole chunks only, new private files."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -10,21 +9,33 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import tidescope
 from tidescope.capture import runtime
+from tidescope.events import Event, EventType
+from tidescope.export import _tsformat
 from tidescope.export.drain import Drain
-from tidescope.export.jsonl import TraceWriter, read_trace
+from tidescope.export.reader import TraceFile, read_trace
+from tidescope.export.writer import TraceWriter
 
 
-def raw_records(path: Path) -> list[object]:
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
+def chunks(path: Path) -> list[_tsformat.Chunk]:
+    """Every chunk of ``path``, decoded, checking the framing on the way."""
+    data = path.read_bytes()
+    assert data[:8] == _tsformat.MAGIC
+    pos, out = 8, []
+    while pos < len(data):
+        assert data[pos : pos + 4] == _tsformat.SYNC
+        length = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 12 : pos + 12 + length]
+        assert len(body) == length  # no torn chunk
+        out.append(_tsformat.decode_body(body))
+        pos += 12 + length
+    return out
 
 
-def kinds(records: list[object]) -> list[str]:
-    return ["event" if isinstance(r, list) else next(iter(r)) for r in records]  # type: ignore[call-overload]
-
-
-def test_every_batch_ends_with_the_running_counts_in_band(tmp_path: Path) -> None:
+def test_every_batch_is_one_chunk_with_the_running_counts(tmp_path: Path) -> None:
     session = tidescope.start(buffer_size=8)
     base = tidescope.stats()["internal_errors"]  # counted per process, earlier tests included
     drain = Drain(tmp_path, interval=60, batch=4)  # not started: pump() writes
@@ -32,39 +43,68 @@ def test_every_batch_ends_with_the_running_counts_in_band(tmp_path: Path) -> Non
         runtime.report_function_exit(runtime.report_function_entry("app", "f", (i,)), i)
     assert drain.pump() == 8
     path = drain.writer.path
-    records = raw_records(path)
-    assert kinds(records) == [
-        "$header",
-        "$clock",
-        *["event"] * 4,
-        "$counts",
-        *["event"] * 4,
-        "$counts",
-    ]
-    assert [r["$counts"] for r in records if "$counts" in r] == [  # type: ignore[operator]
-        {"events_written": 4, "dropped_events": 12, "internal_errors": base},
-        {"events_written": 8, "dropped_events": 12, "internal_errors": base},
-    ]
+    assert path.name == f"events-{os.getpid()}.tstrace"
+    written = chunks(path)
+    assert [c.kind for c in written] == [1, 2, 2]
+    assert [c.seq for c in written] == [0, 1, 2]
+    assert [len(c.content) for c in written[1:]] == [4, 4]
+    assert [c.counts for c in written] == [(0, 0, 0), (4, 12, base), (8, 12, base)]
     assert drain.pump() == 0  # nothing new: nothing written
-    assert len(raw_records(path)) == len(records)
-    # an empty batch writes its counts alone when they moved, and only then
+    assert len(chunks(path)) == 3
+    # an empty batch writes a chunk of its counts alone when they moved, and only then
     assert drain.writer.write_records([], dropped_events=15, internal_errors=1) == 0
     assert drain.writer.write_records([], dropped_events=15, internal_errors=1) == 0
-    tail = raw_records(path)[len(records) :]
-    assert tail == [{"$counts": {"events_written": 8, "dropped_events": 15, "internal_errors": 1}}]
+    (tail,) = chunks(path)[3:]
+    assert (tail.kind, tail.seq, tail.counts, tail.content) == (2, 3, (8, 15, 1), [])
     drain.stop(session.stop())
-    read_counts = [r for r in read_trace(path) if "$counts" in r]
-    assert read_counts == [r for r in raw_records(path) if "$counts" in r]  # read as records
+    written = chunks(path)
+    assert [c.seq for c in written] == list(range(len(written)))
+    close = written[-1]
+    assert close.kind == 3 and close.content["events_not_written"] == 0
+    assert close.counts == (8, 12, base)  # from the stats
+    read_counts = [r["$counts"] for r in read_trace(path) if "$counts" in r]
+    assert read_counts[2] == {"events_written": 8, "dropped_events": 15, "internal_errors": 1}
+    header = TraceFile(path).header
+    assert header is not None and header["format"] == 1 and header["pid"] == os.getpid()
+    assert {"ppid", "node", "argv", "python", "core", "tidescope"} <= set(header)
+
+
+def test_whole_events_and_stray_objects_in_the_ring(tmp_path: Path) -> None:
+    writer = TraceWriter(tmp_path / "events-7.tstrace", {"pid": 7, "node": "n"})
+    ev = Event(5, 10, 20, "other", 8, 1, None, None, None, None, None, EventType.GENERIC, {})
+    assert writer.write_records([(0, ev), (1, "stray")], dropped_events=0, internal_errors=0) == 1
+    writer.close({})
+    (got,) = TraceFile(writer.path).events()
+    assert got == ev and TraceFile(writer.path).counts["events_written"] == 1
+
+
+def test_a_batch_past_the_chunk_limit_is_split_into_several_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_tsformat, "MAX_BODY", 300)
+    writer = TraceWriter(tmp_path / "events-7.tstrace", {"pid": 7})
+    records = [
+        (i, i << 22 | 7, i, 1, None, None, None, None, None, EventType.GENERIC, {"i": f"{i:040}"})
+        for i in range(20)
+    ]
+    assert writer.write_records(records, dropped_events=0, internal_errors=0) == 20
+    writer.close({})
+    monkeypatch.undo()
+    written = chunks(writer.path)
+    assert len(written) > 3 and [c.seq for c in written] == list(range(len(written)))
+    events = [e for c in written if c.kind == 2 for e in c.content]
+    assert [e[12]["i"] for e in events] == [f"{i:040}" for i in range(20)]
+    assert [c.counts[0] for c in written if c.kind == 2][-1] == 20
 
 
 def test_a_write_that_comes_up_short_is_cut_back_and_the_writer_stops(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
-        import json, os, resource, signal
+        import os, resource, signal
         import tidescope
         from tidescope.capture import runtime
         from tidescope.export.drain import Drain
-        from tidescope.export.jsonl import trace_files
+        from tidescope.export.reader import trace_files
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # this test is about the file
 
@@ -92,27 +132,27 @@ def test_a_write_that_comes_up_short_is_cut_back_and_the_writer_stops(tmp_path: 
         [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    (path,) = tmp_path.glob("events-*.jsonl")
-    data = path.read_bytes()
-    assert data.endswith(b"\n")
-    records = [json.loads(line) for line in data.splitlines()]  # no torn record anywhere
-    stats = records[-1]["$stats"]
+    (path,) = tmp_path.glob("events-*.tstrace")
+    written = chunks(path)  # no torn chunk anywhere
+    stats = written[-1].content
+    assert written[-1].kind == 3
     assert stats["write_error"] == "File too large (EFBIG)"
     assert stats["events_written"] == 200 and stats["events_not_written"] == 200
-    assert sum(isinstance(r, list) for r in records) == 200
+    assert sum(len(c.content) for c in written if c.kind == 2) == 200
+    assert [c.seq for c in written] == list(range(len(written)))
     assert proc.stderr.count("tidescope: stopped writing") == 1
 
 
 def test_the_writer_never_opens_an_existing_name_or_follows_a_link(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep")
-    (tmp_path / "events-7.jsonl").symlink_to(victim)
-    (tmp_path / "events-7-1.jsonl").write_text("someone else's")
-    (tmp_path / "events-7-2.jsonl").symlink_to(tmp_path / "nowhere")
-    writer = TraceWriter(tmp_path / "events-7.jsonl", {"pid": 7})
+    (tmp_path / "events-7.tstrace").symlink_to(victim)
+    (tmp_path / "events-7-1.tstrace").write_text("someone else's")
+    (tmp_path / "events-7-2.tstrace").symlink_to(tmp_path / "nowhere")
+    writer = TraceWriter(tmp_path / "events-7.tstrace", {"pid": 7})
     writer.close({"done": True})
-    assert writer.path == tmp_path / "events-7-3.jsonl"
+    assert writer.path == tmp_path / "events-7-3.tstrace"
     assert victim.read_text() == "keep" and not (tmp_path / "nowhere").exists()
-    assert (tmp_path / "events-7-1.jsonl").read_text() == "someone else's"
+    assert (tmp_path / "events-7-1.tstrace").read_text() == "someone else's"
     assert stat.S_IMODE(os.stat(writer.path).st_mode) == 0o600
     assert [next(iter(r)) for r in read_trace(writer.path)] == ["$header", "$stats"]

@@ -19,7 +19,7 @@ import pytest
 import tidescope
 from tidescope import EventType
 from tidescope.capture import runtime as rt
-from tidescope.export.jsonl import read_trace, trace_files
+from tidescope.export.reader import read_trace, trace_files
 from tidescope.integrations._propagation import span_id_for, trace_id_for
 from tidescope.integrations.process import TracedPool, TracedProcessPoolExecutor, traced_process
 

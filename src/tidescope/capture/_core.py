@@ -88,7 +88,12 @@ from tidescope.capture._pure import (  # noqa: E402
 from tidescope.capture._ring import OVERFLOW_STRATEGIES, RingBuffer, RingBufferError  # noqa: E402
 from tidescope.capture._snapshot import Limits  # noqa: E402
 
+encode_events_chunk: Any = None
+"""The chosen core's trace-chunk encoder (``_tsformat.encode_events_chunk``'s twin), or None
+when it has none: the trace writer then uses the pure one."""
+
 if _speedups is not None:
+    encode_events_chunk = getattr(_speedups, "encode_events_chunk", None)
     # The C twin: its RingBuffer is the shared logic over C slots, and its two report
     # functions replace the pure ones; everything else is shared with _pure.
     from tidescope.capture import _pure, _ring, _snapshot
@@ -118,6 +123,7 @@ __all__ += [
     "current_task_id",
     "disable_here",
     "enabled",
+    "encode_events_chunk",
     "flat_event",
     "frame_ids",
     "get_buffer",

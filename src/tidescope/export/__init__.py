@@ -1,1 +1,2 @@
-"""Drain and exporters: buffer to per-process trace files to Chrome, JSON lines, summaries."""
+"""Drain, trace files and exporters: buffer to per-process binary traces to Chrome, JSON lines,
+summaries."""

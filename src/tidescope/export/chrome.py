@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from tidescope.export.jsonl import encode_line, read_trace, trace_files
+from tidescope.export.jsonl import encode_line
+from tidescope.export.reader import read_trace, trace_files
 
 __all__ = ["chrome_events", "write_chrome", "write_records"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,20 +13,21 @@ from tidescope.capture import _core
 from tidescope.capture.context import instrumentation_disabled
 from tidescope.capture.ring_buffer import RingBuffer
 from tidescope.export import _output
-from tidescope.export.jsonl import TraceWriter
+from tidescope.export.writer import SUFFIX, TraceWriter
 
 __all__ = ["Drain"]
 
 
 class Drain:
-    """Moves events from the registered buffer to ``<directory>/events-<pid>.jsonl``.
+    """Moves events from the registered buffer to ``<directory>/events-<pid>.tstrace``.
 
     Every ``interval`` seconds (sooner when stopped) it drains up to ``batch`` events at a
-    time, writes and flushes them with the loss counts so far, and resamples the wall
-    clock offset. The thread never captures itself. After ``os.fork()`` the child gets a
-    drain of its own writing its own file (the parent's thread does not exist there). An
-    output fault stops the writing, never the draining: the program never waits on a
-    full disk, and what is lost is counted (see :class:`TraceWriter`).
+    time and writes each batch as one chunk with the loss counts so far, and resamples the
+    wall clock offset; :meth:`stop` closes the file with the session's stats. The thread
+    never captures itself. After ``os.fork()`` the child gets a drain of its own writing
+    its own file (the parent's thread does not exist there). An output fault stops the
+    writing, never the draining: the program never waits on a full disk, and what is lost
+    is counted (see :class:`TraceWriter`).
 
     Args:
         directory: where trace files go; made absolute, and created (mode 0700) if
@@ -64,9 +66,11 @@ class Drain:
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def _path(self) -> Path:
-        return self.directory / f"events-{os.getpid()}.jsonl"
+        return self.directory / f"events-{os.getpid()}{SUFFIX}"
 
     def _open_writer(self) -> TraceWriter:
+        from tidescope import __version__  # noqa: PLC0415 - the package imports this module
+
         pid = os.getpid()
         header = {
             "pid": pid,
@@ -74,6 +78,10 @@ class Drain:
             "node": _core.node(),
             "started_wall_ns": time.time_ns(),
             "started_monotonic_ns": time.monotonic_ns(),
+            "argv": list(sys.argv),
+            "python": sys.version.split()[0],
+            "core": _core.CORE_NAME,
+            "tidescope": __version__,
             **self._header,
         }
         return TraceWriter(self._path(), header)

@@ -6,17 +6,17 @@ import os
 from collections import Counter
 from typing import Any
 
-from tidescope.export.jsonl import read_trace, trace_files
+from tidescope.export.reader import read_trace, trace_files
 
 __all__ = ["format_summary", "summarize"]
 
 
 def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Count a trace directory's events, calls (count and total time), exceptions, drops,
-    internal errors and damaged lines skipped.
+    internal errors and damaged chunks skipped.
 
     A file without a closing ``$stats`` (its process was killed) takes its drops and
-    internal errors from the last ``$counts`` its writer flushed.
+    internal errors from the running counts of its last whole chunk.
 
     Raises:
         TraceError: a file cannot be read, or is not a trace.
@@ -86,7 +86,7 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["internal_errors"]:
         head += f", {s['internal_errors']} internal errors"
     if s["damaged"]:
-        head += f", {s['damaged']} damaged line(s) skipped"
+        head += f", {s['damaged']} damaged chunk(s) skipped"
     lines = [head]
     for p in s["processes"]:
         state = "complete" if p["complete"] else "incomplete (killed?)"
@@ -96,8 +96,8 @@ def format_summary(s: dict[str, Any]) -> str:
         if p["damaged"]:
             first = p["first_damaged"]
             line += (
-                f", {p['damaged']} damaged line(s) skipped"
-                f" (first: line {first['line']}, {first['reason']})"
+                f", {p['damaged']} damaged chunk(s) skipped"
+                f" (first: at byte {first['offset']}, {first['reason']})"
             )
         lines.append(line)
     lines.append("events by type:")

@@ -6,7 +6,7 @@ target that reaches it), :func:`enter_child`:
 1. makes sure the child records. If a drain already runs here (``tidescope run`` restarts
    its drain in forked children and bootstraps spawned ones, and a forked child of any
    process with a drain gets its own), nothing is added. Otherwise, when the parent gave a
-   trace directory, the child records into ``<directory>/events-<pid>.jsonl``: with the
+   trace directory, the child records into ``<directory>/events-<pid>.tstrace``: with the
    capture session it inherited (fork), or with a new one made from the parent's
    :class:`tidescope.Config` (spawn);
 2. reports ``node_event`` ``"up"`` for this process (``node_name`` its node, metadata its pid

@@ -19,8 +19,8 @@ Use :class:`TracedProcessPoolExecutor` for ``concurrent.futures.ProcessPoolExecu
 Where the child's events go. Under ``tidescope run`` the child records into the run's
 directory as it already does for every child: leave ``trace_dir`` unset. Elsewhere (a
 program that called ``tidescope.start()``, a test inside ``tidescope.capture()``) pass
-``trace_dir``: each child writes ``<trace_dir>/events-<pid>.jsonl``, recording with the
-parent's settings; read them with :func:`tidescope.export.jsonl.read_trace`. Without either,
+``trace_dir``: each child writes ``<trace_dir>/events-<pid>.tstrace``, recording with the
+parent's settings; read them with :func:`tidescope.open_trace`. Without either,
 the correlation is still bound in the child, for whatever records there.
 
 A correlation id that is not a plain ``str``, ``int``, ``bytes``, ``float`` or UUID (or a
