@@ -142,14 +142,15 @@ def _value(value: Any, depth: int = 0) -> bytes:
         return _dict(value, depth)
     if t is int:
         if 0 <= value < 0x4000:
-            return b"\x20" + _V14[value]  # int_value (4)
+            small: int = value
+            return b"\x20" + _V14[small]  # int_value (4)
         if -_INT64 <= value < _INT64:
             return b"\x20" + _varint(value)
         return _field(b"\x32", _str(str(value)))
     if t is str:
         if len(value) < 0x80:
             try:
-                text = value.encode()
+                text: bytes = value.encode()
                 return b"\x32" + _V14[len(text)] + text  # string_value (6)
             except UnicodeEncodeError:
                 pass
@@ -179,7 +180,7 @@ def _dict(value: dict[Any, Any], depth: int) -> bytes:
     if not value:
         return b"\x32\x02{}"
     out = b""
-    items = value.items()
+    items: Iterable[tuple[Any, Any]] = value.items()
     if len(value) > MAX_ITEMS:
         items = list(items)[:MAX_ITEMS]
     for key, item in items:
@@ -574,15 +575,15 @@ def write_records(records: Iterable[dict[str, Any]], sink: Any) -> int:
         track.last = ts
         if name is None:
             name = proc.names.get(etype) or w.event_name(proc, etype, str(etype))
-        te = bytearray(_INSTANT + track.uuid + name)
+        inst = bytearray(_INSTANT + track.uuid + name)
         for key, value in data.items():
-            te += w.annotation(proc, str(key), value)
+            inst += w.annotation(proc, str(key), value)
         if rec["ast_node_id"] is not None:
-            te += w.string(proc, "ast_node_id", str(rec["ast_node_id"]))
+            inst += w.string(proc, "ast_node_id", str(rec["ast_node_id"]))
         kind = _FLOWS.get(etype)
         if kind is not None:
-            te += _flow(kind, etype, data)
-        w.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", te))
+            inst += _flow(kind, etype, data)
+        w.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", inst))
     w.finish()
     return n
 
