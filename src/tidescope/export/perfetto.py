@@ -199,7 +199,7 @@ def _dict(value: dict[Any, Any], depth: int) -> bytes:
     return out
 
 
-def _flow(kind: str, etype: str, data: dict[str, Any]) -> bytes:
+def _flow(kind: str, data: dict[str, Any]) -> bytes:
     """``flow_ids`` (47, fixed64) joining the two ends of a message, remote call or spawn."""
     if kind == "m":
         key: Any = data.get("message_id")
@@ -219,13 +219,10 @@ def _flow(kind: str, etype: str, data: dict[str, Any]) -> bytes:
 
 
 _NAMES: Final = ("args", "call_id", "ast_node_id", "return_value", "exception", "exit_reason")
-# their name_iid fields (1), in that order
-_A_ARGS, _A_CALL_ID, _A_AST_NODE_ID, _A_RETURN_VALUE = (
-    b"\x08\x01",
-    b"\x08\x02",
-    b"\x08\x03",
-    b"\x08\x04",
-)
+# the name_iid fields (1) they get, interned first on every sequence
+_A_ARGS: Final = b"\x08\x01"
+_A_CALL_ID: Final = b"\x08\x02"
+_A_RETURN_VALUE: Final = b"\x08\x04"
 _FLOWS: Final = {
     "message_send": "m",
     "message_receive": "m",
@@ -582,7 +579,7 @@ def write_records(records: Iterable[dict[str, Any]], sink: Any) -> int:
             inst += w.string(proc, "ast_node_id", str(rec["ast_node_id"]))
         kind = _FLOWS.get(etype)
         if kind is not None:
-            inst += _flow(kind, etype, data)
+            inst += _flow(kind, data)
         w.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", inst))
     w.finish()
     return n
