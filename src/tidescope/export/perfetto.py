@@ -425,7 +425,7 @@ class _Writer:
             self.end(proc, track, ts, extra)
             return
         ours = {call_id}
-        reopen = []
+        reopen: dict[Any, None] = {}  # in order, and a set: a lossy trace can stack many
         for cid in above:
             other = proc.calls[cid]
             if other[2] in ours:
@@ -435,7 +435,7 @@ class _Writer:
                     del proc.cut[next(iter(proc.cut))]
                 proc.cut[cid] = other[1]
             else:
-                reopen.append(cid)
+                reopen[cid] = None
         lost = self.annotation(proc, "exit_reason", "not recorded")
         for cid in reversed(above):  # innermost first: an END ends the track's last BEGIN
             self.end(proc, track, ts, b"" if cid in reopen else lost)
