@@ -485,59 +485,22 @@ def write_records(records: Iterable[dict[str, Any]], sink: Any) -> int:
             pid = rec["pid"]
             proc = w.process(pid)
             head = proc.head
-        task = rec["task_id"]
-        if task is None:
-            track = proc.threads.get(rec["thread_id"]) or w.thread(proc, rec["thread_id"])
-        else:
-            track = proc.tasks.get(task) or w.task(proc, task, rec["thread_id"])
         ts = rec["timestamp"]
         data = rec["data"]
         name = None
         if type(data) is not dict:
             data = {"data": data}
         # calls, written here rather than through helpers: they are nearly every event
-        if etype == "function_entry":
-            call_id = rec["call_id"]
-            if call_id not in proc.calls:
-                site = rec["ast_node_id"]
-                key = (data.get("module"), data.get("function")) if site is None else site
-                named = proc.sites.get(key)
-                if named is None:
-                    named = w.site(proc, key, site, data)
-                proc.calls[call_id] = (track, named[0], rec["parent_id"])
-                ts = track.last if ts < track.last else ts
-                track.last = ts
-                track.stack.append(call_id)
-                args = _value(data.get("args"))
-                if type(call_id) is int and 0 <= call_id < _INT64:
-                    cid = _varint(call_id)
-                    cid = b"\x22" + _V14[len(cid) + 3] + _A_CALL_ID + b"\x20" + cid
-                else:
-                    cid = w.annotation(proc, "call_id", call_id)
-                te = b"".join(
-                    (track.begin, named[0], b"\x22", _varint(len(args) + 2), _A_ARGS, args, cid,
-                     named[1])
-                )  # fmt: skip
-                if w.interned:  # a new site's names
-                    w.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", te))
-                    continue
-                # the packet's fields, in any order protobuf allows: the sequence first
-                tsb = _varint(ts)
-                size = _varint(len(te))
-                out += b"".join(
-                    (b"\x0a", _varint(len(head) + len(tsb) + len(size) + len(te) + 2), head,
-                     b"\x40", tsb, b"\x5a", size, te)
-                )  # fmt: skip
-                if len(out) >= _FLUSH_AT:
-                    w.flush()
-                continue
-        elif etype == "function_exit":
+        if etype == "function_exit":
             ended = proc.calls.pop(rec["call_id"], None)
             if ended is not None:
                 te = b""
                 value = data.get("return_value")
                 if value is not None:
-                    value = _value(value)
+                    if type(value) is int and 0 <= value < 0x4000:
+                        value = b"\x20" + _V14[value]
+                    else:
+                        value = _value(value)
                     te += b"\x22" + _varint(len(value) + 2) + _A_RETURN_VALUE + value
                 if data.get("exception") is not None:
                     te += w.annotation(proc, "exception", data["exception"])
@@ -567,6 +530,46 @@ def write_records(records: Iterable[dict[str, Any]], sink: Any) -> int:
                 data = {**data, "call_id": rec["call_id"], "outlived_caller": True}
             else:
                 data = {**data, "call_id": rec["call_id"], "entry": "not recorded"}
+        # the track: an exit's is its entry's
+        task = rec["task_id"]
+        if task is None:
+            track = proc.threads.get(rec["thread_id"]) or w.thread(proc, rec["thread_id"])
+        else:
+            track = proc.tasks.get(task) or w.task(proc, task, rec["thread_id"])
+        call_id = rec["call_id"]
+        if etype == "function_entry" and call_id not in proc.calls:
+            site = rec["ast_node_id"]
+            key = (data.get("module"), data.get("function")) if site is None else site
+            named = proc.sites.get(key)
+            if named is None:
+                named = w.site(proc, key, site, data)
+            proc.calls[call_id] = (track, named[0], rec["parent_id"])
+            ts = track.last if ts < track.last else ts
+            track.last = ts
+            track.stack.append(call_id)
+            args = _value(data.get("args"))
+            if type(call_id) is int and 0 <= call_id < _INT64:
+                cid = _varint(call_id)
+                cid = b"\x22" + _V14[len(cid) + 3] + _A_CALL_ID + b"\x20" + cid
+            else:
+                cid = w.annotation(proc, "call_id", call_id)
+            te = b"".join(
+                (track.begin, named[0], b"\x22", _varint(len(args) + 2), _A_ARGS, args, cid,
+                 named[1])
+            )  # fmt: skip
+            if w.interned:  # a new site's names
+                w.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", te))
+                continue
+            # the packet's fields, in any order protobuf allows: the sequence first
+            tsb = _varint(ts)
+            size = _varint(len(te))
+            out += b"".join(
+                (b"\x0a", _varint(len(head) + len(tsb) + len(size) + len(te) + 2), head,
+                 b"\x40", tsb, b"\x5a", size, te)
+            )  # fmt: skip
+            if len(out) >= _FLUSH_AT:
+                w.flush()
+            continue
         # an instant: a domain event, or a call event that cannot be a slice
         ts = track.last if ts < track.last else ts
         track.last = ts
