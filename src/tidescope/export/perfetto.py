@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -276,7 +276,7 @@ class _Process:
 class _Writer:
     """The encoder's state: the output buffer, the processes, the next track uuid."""
 
-    def __init__(self, sink: Any) -> None:
+    def __init__(self, sink: Callable[[bytearray], object]) -> None:
         self.sink = sink
         self.out = bytearray()
         self.uuids = 0
@@ -460,9 +460,11 @@ def _int32(value: Any) -> int:
     return value if type(value) is int and -(1 << 31) <= value < 1 << 31 else 0
 
 
-def write_records(records: Iterable[dict[str, Any]], sink: Any) -> int:
+def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray], object]) -> int:
     """Write trace records (as :func:`read_trace` yields them) as one Perfetto trace, handing
-    each block of bytes to ``sink`` (a callable); returns the number of events exported.
+    each block of about a megabyte to ``sink``; returns the number of events exported.
+
+    The block is a buffer used again for the next one: ``sink`` writes or copies it.
 
     ``$header`` records name their process (``argv``); a header must come before its
     process's first event to be used. Other records that are not events are skipped.
