@@ -369,3 +369,21 @@ def test_a_recording_that_dropped_events_still_exports_a_valid_trace(tmp_path: P
     assert n > 0 and trace.slices
     # the ring kept the last events: the exits of calls whose entries it dropped
     assert any(s.args.get("entry") == "not recorded" for s in trace.instants)
+
+
+def test_a_failed_export_leaves_the_old_output_and_no_temporary_file(tmp_path: Path) -> None:
+    from tidescope.export.jsonl import TraceError
+
+    (tmp_path / "out.perfetto-trace").write_bytes(b"old")
+
+    def records() -> Any:
+        yield {
+            "pid": 1, "thread_id": 1, "task_id": None, "call_id": 1, "parent_id": None,
+            "timestamp": 1, "ast_node_id": None, "event_type": "generic", "data": {},
+        }  # fmt: skip
+        raise TraceError("events-1.jsonl: cannot read")
+
+    with pytest.raises(TraceError):
+        perfetto.write_file(records(), tmp_path / "out.perfetto-trace")
+    assert os.listdir(tmp_path) == ["out.perfetto-trace"]
+    assert (tmp_path / "out.perfetto-trace").read_bytes() == b"old"
