@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -155,6 +156,15 @@ def _export(args: argparse.Namespace) -> int:
         target = args.output or str(chrome.default_output(directory))
         with _output(target, "w") as out:
             n = _reading(lambda: chrome.write_records(records, out))
+    elif args.format == "perfetto":
+        from tidescope.export import perfetto  # noqa: PLC0415
+
+        target = args.output or str(perfetto.default_output(directory))
+        try:
+            named = itertools.chain(perfetto.headers(directory), records)
+            n, _ = _reading(lambda: perfetto.write_file(named, target))
+        except OSError as exc:
+            _fail(f"cannot write '{target}': {exc.strerror or exc}")
     elif args.format == "jsonl":
         target = args.output or os.path.join(directory, "events.all.jsonl")
         with _output(target, "w") as out:
@@ -265,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.set_defaults(func=_run)
     export = sub.add_parser("export", help="convert a trace directory")
     export.add_argument("directory")
-    export.add_argument("--format", choices=("chrome", "jsonl", "nodes"), default="chrome")
+    export.add_argument(
+        "--format", choices=("chrome", "jsonl", "nodes", "perfetto"), default="chrome"
+    )
     export.add_argument("-o", "--output", help="output file")
     export.set_defaults(func=_export)
     show = sub.add_parser("show", help="summarise a trace directory")
