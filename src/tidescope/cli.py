@@ -226,14 +226,42 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 @contextlib.contextmanager
 def _output(target: str, mode: str) -> Iterator[Any]:
-    """``target`` open for writing; a failure to create or write it ends the command."""
+    """``target`` open for writing; a failure to create or write it ends the command.
+
+    A regular file is written as a new private file beside it (never through a symlink
+    planted at ``target``) and renamed over it when complete, so a failed export leaves no
+    partial file; a device or pipe the user names (``/dev/stdout``) is written as it is.
+    """
+    import contextlib  # noqa: PLC0415
+    import stat  # noqa: PLC0415
+
+    from tidescope.export._output import create_file  # noqa: PLC0415
+
+    encoding = None if "b" in mode else "utf-8"
+    tmp: Path | None = None
     try:
-        with open(target, mode, encoding=None if "b" in mode else "utf-8") as out:
+        try:
+            special = not stat.S_ISREG(os.stat(target).st_mode)
+        except FileNotFoundError:
+            special = False
+        if special:
+            with open(target, mode, encoding=encoding) as out:
+                yield out
+            return
+        path = Path(target)
+        fd, tmp = create_file(path.with_name(f".{path.name}.tmp"))
+        with os.fdopen(fd, mode, encoding=encoding) as out:
             yield out
+        os.replace(tmp, path)
+        tmp = None
     except BrokenPipeError:
         raise
     except OSError as exc:
         _fail(f"cannot write '{target}': {exc.strerror or exc}")
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _reading(work: Callable[[], _T]) -> _T:
