@@ -405,9 +405,9 @@ def start_child() -> None:
         return
     try:
         opts = json.loads(raw)
+        _flush_on_exit_paths()  # first: a SIGTERM from now on closes what is open
         _record_child(opts, "<multiprocessing spawn child>")
         _instrument_child(opts)
-        _flush_on_exit_paths()
         atexit.register(_close_trace)  # after the program's own handlers, registered later
     except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the child
         print(f"tidescope: child not recorded: {exc}", file=sys.stderr)
@@ -435,13 +435,23 @@ def start_forkserver() -> None:
 
 
 def _record_child(opts: dict[str, Any], role: str) -> None:
-    """Start recording this child of the run into the run's directory."""
-    global _this
-    session = tidescope.start(Config(**opts["config"]))
-    output = Path(opts["output"])
-    drain = _RunDrain(output, header={"argv": [role], "run": opts["run"]})
-    drain.start()
-    _this = _ProcessTrace(session, drain, output, opts["run"], nodes=True, summary=False)
+    """Start recording this child of the run into the run's directory.
+
+    A SIGTERM meanwhile (a pool terminated as its workers start) waits until the file is
+    open, then closes it: no file of the run is left without its ``$stats``.
+    """
+    global _this, _closing
+    _closing = 1
+    try:
+        session = tidescope.start(Config(**opts["config"]))
+        output = Path(opts["output"])
+        drain = _RunDrain(output, header={"argv": [role], "run": opts["run"]})
+        drain.start()
+        _this = _ProcessTrace(session, drain, output, opts["run"], nodes=True, summary=False)
+    finally:
+        _closing = 0
+        if _pending_signal is not None:
+            _flush_and_die(_pending_signal, None)
 
 
 def _instrument_child(opts: dict[str, Any]) -> None:

@@ -110,7 +110,7 @@ class Drain:
         """Stop the thread, write what is left, close the file with ``stats``."""
         self._closing = True
         self._stop.set()
-        if self._thread is not None and self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive() and not self._holds_read_lock():
             self._thread.join()
         self.pump()
         if stats is not None:
@@ -121,6 +121,17 @@ class Drain:
                 "duration_s": (time.monotonic_ns() - self._started_ns) / 1e9,
             }
         self.writer.close(stats)
+
+    def _holds_read_lock(self) -> bool:
+        # A stop from a signal handler that interrupted this thread inside a read of the
+        # buffer (stats, a pass of its own) must not wait for the drain thread: that may be
+        # waiting for the read lock this thread holds. The lock is re-entrant, so the last
+        # pass here goes on; the process dies after it, the drain thread never resumes.
+        owned = getattr(getattr(self.buffer, "_read_lock", None), "_is_owned", None)
+        try:
+            return bool(owned()) if owned is not None else False
+        except Exception:
+            return False
 
     def stop_from_signal_handler(self) -> None:
         """:meth:`stop`, from a signal handler; skipped if the interrupted code is stopping.
@@ -151,7 +162,8 @@ class Drain:
         # before it runs these after-fork callbacks.)
         import multiprocessing.util  # noqa: PLC0415
 
-        multiprocessing.util.Finalize(self, Drain._final_stop, args=(self,), exitpriority=-100)
+        # bound, so that a subclass's _final_stop is the one called
+        multiprocessing.util.Finalize(self, self._final_stop, exitpriority=-100)
 
     def _final_stop(self) -> None:
         from tidescope import _session  # noqa: PLC0415
