@@ -645,3 +645,39 @@ def test_atexit_handlers_run_recorded_and_after_the_program_s_threads(tmp_path: 
     assert returns_of(records, "main") == [0]
     assert returns_of(records, "late") == [7]
     assert returns_of(records, "goodbye") == ["atexit"]
+
+
+def test_the_summary_counts_the_events_of_the_runs_child_processes_only(tmp_path: Path) -> None:
+    write(
+        tmp_path / "pool.py",
+        """
+        import multiprocessing
+
+        def square(n):
+            return n * n
+
+        if __name__ == "__main__":
+            pool = multiprocessing.get_context("fork").Pool(2)
+            print(sorted(pool.map(square, range(6))))
+            pool.close()
+            pool.join()
+        """,
+    )
+    tidescope_run("pool.py", cwd=tmp_path)  # an earlier run: its files stay, not counted
+    ours = tidescope_run("pool.py", cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    run = None
+    files = []
+    for path in trace_files(tmp_path / "tidescope-trace"):
+        records = list(read_trace(path))
+        if path.name in ours.stderr:  # the parent: the summary names its file
+            run = records[0]["$header"]["run"]
+        files.append(records)
+    assert run is not None
+    mine = [records for records in files if records[0]["$header"]["run"] == run]
+    assert len(files) > len(mine) >= 2
+    total = sum(1 for records in mine for r in records if "event_type" in r)
+    assert total == 2 * 6  # every square's entry and exit, all in the workers
+    summary = ours.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"tidescope: {total} events captured, 0 dropped, 0 internal errors")
+    assert f"and {len(mine) - 1} child process" in summary and "incomplete" not in summary
