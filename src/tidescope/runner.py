@@ -209,6 +209,9 @@ _this: _ProcessTrace | None = None
 _closing = 0  # 0: open, 1: closing now, 2: closed
 _pending_signal: int | None = None  # a fatal signal that arrived while closing
 _INTERRUPTED: Final = -int(signal.SIGINT)  # _run_program's status for a KeyboardInterrupt
+# Long enough for any real pass (a full default ring encodes in well under a second even
+# in the pure core); it only ends a wait that would otherwise never end.
+_SIGNAL_JOIN_TIMEOUT: Final = 10.0
 
 
 class _RunDrain(Drain):
@@ -219,10 +222,14 @@ class _RunDrain(Drain):
         _close_trace()
 
 
-def _close_trace() -> None:
+def _close_trace(*, from_signal: bool = False) -> None:
     """Close this process's trace, once: capture off, the rest of the buffer written, the
     closing ``$stats``, the node table, the run's summary. A fatal signal arriving
-    meanwhile (SIGTERM, a second ^C) is held until the end, then the process dies of it."""
+    meanwhile (SIGTERM, a second ^C) is held until the end, then the process dies of it.
+
+    From a signal handler, the wait for the drain thread is bounded: the thread could be
+    waiting for a lock that the interrupted code holds (a ``block`` writer's condition).
+    """
     global _closing
     trace = _this
     if trace is None or _closing:
@@ -231,7 +238,7 @@ def _close_trace() -> None:
     unguard = _hold_sigint()
     try:
         stats = trace.session.stop()
-        trace.drain.stop(stats)
+        trace.drain.stop(stats, timeout=_SIGNAL_JOIN_TIMEOUT if from_signal else None)
         if trace.nodes:
             _write_node_table(trace.output)
         if trace.summary:
@@ -503,15 +510,17 @@ def _flush_and_die(signum: int, frame: Any) -> None:
     from a first signal), it waits for the close to end.
 
     Inherited by forked children and installed in spawned ones, so a ``Pool``'s
-    ``terminate()`` leaves each worker's file complete. Nothing here waits on a lock the
-    interrupted code could hold: the closing pass runs on this thread only if no other
-    pass runs here (the buffer's read lock is re-entrant, the drain thread is joined).
+    ``terminate()`` leaves each worker's file complete. Nothing here waits for ever on a
+    lock the interrupted code could hold: a close under way makes the signal wait for it
+    instead; an interrupted read of the buffer is re-entered (its read lock is re-entrant),
+    not waited for; the wait for the drain thread is bounded; the node table is read
+    without a lock. Left: a program interrupted inside ``tidescope.start()`` or ``stop()``.
     """
     global _pending_signal
     if _closing == 1:
         _pending_signal = signum
         return
-    _close_trace()
+    _close_trace(from_signal=True)
     _die_of(signum)
 
 

@@ -106,12 +106,19 @@ class Drain:
             self.errors += 1
             return total
 
-    def stop(self, stats: dict[str, Any] | None = None) -> None:
-        """Stop the thread, write what is left, close the file with ``stats``."""
+    def stop(self, stats: dict[str, Any] | None = None, *, timeout: float | None = None) -> None:
+        """Stop the thread, write what is left, close the file with ``stats``.
+
+        Args:
+            timeout: seconds to wait for the thread's pass in progress (None: as long as it
+                takes); past them, what is left is written from here all the same. A stop
+                from a signal handler bounds the wait, since the thread could need a lock the
+                interrupted code holds.
+        """
         self._closing = True
         self._stop.set()
         if self._thread is not None and self._thread.is_alive() and not self._holds_read_lock():
-            self._thread.join()
+            self._thread.join(timeout)
         self.pump()
         if stats is not None:
             stats = {
@@ -132,17 +139,6 @@ class Drain:
             return bool(owned()) if owned is not None else False
         except Exception:
             return False
-
-    def stop_from_signal_handler(self) -> None:
-        """:meth:`stop`, from a signal handler; skipped if the interrupted code is stopping.
-
-        The buffer's read lock is re-entrant, so a read the signal interrupted on this
-        thread cannot deadlock the flush.
-        """
-        if self._closing:
-            return
-        buf = self.buffer
-        self.stop(buf.stats() if buf is not None else None)
 
     def _after_fork_in_child(self) -> None:
         if self._thread is None or self._stop.is_set():
