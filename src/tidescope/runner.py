@@ -89,7 +89,8 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _run_program(options: RunOptions, code: types.CodeType | None) -> int:
+def _run_program(options: RunOptions, code: types.CodeType | None) -> int | None:
+    """Run the program; its exit status, or None after an unhandled KeyboardInterrupt."""
     try:
         if options.module is not None:
             sys.argv = [options.module, *options.argv]
@@ -114,7 +115,7 @@ def _run_program(options: RunOptions, code: types.CodeType | None) -> int:
         return _exit_code(exc)
     except KeyboardInterrupt as exc:
         _print_exception(exc)
-        return _INTERRUPTED
+        return None
     except BaseException as exc:
         _print_exception(exc)
         return 1
@@ -166,7 +167,7 @@ def run(options: RunOptions) -> int:
     _this = _ProcessTrace(session, drain, output, run_id, nodes=True, summary=True)
     restore = _flush_on_exit_paths()
     unspawn = _capture_spawned_children(options, output, main_path, run_id)
-    status = 1
+    status: int | None = 1
     try:
         status = _run_program(options, code)
         _end_like_python()
@@ -175,9 +176,9 @@ def run(options: RunOptions) -> int:
         installation.uninstall()
         _close_trace()
         restore()
-    if status == _INTERRUPTED:
+    if status is None:  # an unhandled KeyboardInterrupt
         _die_of(signal.SIGINT)  # python too dies of it once finalized
-        status = 128 + signal.SIGINT  # still alive (SIGINT blocked): python's status then
+        return 128 + signal.SIGINT  # still alive (SIGINT blocked): python's status then
     return status
 
 
@@ -208,7 +209,6 @@ class _ProcessTrace:
 _this: _ProcessTrace | None = None
 _closing = 0  # 0: open, 1: closing now, 2: closed
 _pending_signal: int | None = None  # a fatal signal that arrived while closing
-_INTERRUPTED: Final = -int(signal.SIGINT)  # _run_program's status for a KeyboardInterrupt
 # Long enough for any real pass (a full default ring encodes in well under a second even
 # in the pure core); it only ends a wait that would otherwise never end.
 _SIGNAL_JOIN_TIMEOUT: Final = 10.0
