@@ -165,6 +165,7 @@ def run(options: RunOptions) -> int:
         main_path=main_path,
     )
     _this = _ProcessTrace(session, drain, output, run_id, nodes=True, summary=True)
+    _hold_sigterm_across_forks()
     restore = _flush_on_exit_paths()
     unspawn = _capture_spawned_children(options, output, main_path, run_id)
     status: int | None = 1
@@ -414,6 +415,7 @@ def start_child() -> None:
         opts = json.loads(raw)
         _flush_on_exit_paths()  # first: a SIGTERM from now on closes what is open
         _record_child(opts, "<multiprocessing spawn child>")
+        _hold_sigterm_across_forks()
         _instrument_child(opts)
         atexit.register(_close_trace)  # after the program's own handlers, registered later
     except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the child
@@ -436,6 +438,7 @@ def start_forkserver() -> None:
         opts = json.loads(raw)
         _instrument_child(opts)
         _flush_on_exit_paths()  # its workers inherit the SIGTERM handler and the exits
+        _hold_sigterm_across_forks()
         _forkserver_opts = opts
     except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the server
         print(f"tidescope: fork server not recorded: {exc}", file=sys.stderr)
@@ -522,6 +525,44 @@ def _flush_and_die(signum: int, frame: Any) -> None:
         return
     _close_trace(from_signal=True)
     _die_of(signum)
+
+
+_sigterm_held = False
+_fork_hooks_registered = False
+
+
+def _hold_sigterm_across_forks() -> None:
+    """Block SIGTERM in the forking thread from just before ``os.fork()`` until the child's
+    trace is ready (and in the parent, until the fork returns). Called once the drain
+    exists, so that the child's unblock comes after the drain's own fork hook.
+
+    Without this a SIGTERM sent to a child as it is forked (a ``Pool`` terminated while
+    it starts a worker) is caught by the handler and then cleared by python's reset of
+    pending signals after a fork: the child never dies. Blocked, it waits in the kernel.
+    """
+    global _fork_hooks_registered
+    if _fork_hooks_registered:
+        return
+    _fork_hooks_registered = True
+    os.register_at_fork(
+        before=_block_sigterm, after_in_parent=_unblock_sigterm, after_in_child=_unblock_sigterm
+    )
+
+
+def _block_sigterm() -> None:
+    global _sigterm_held
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _sigterm_held = signal.SIGTERM not in before
+    except (OSError, ValueError):
+        _sigterm_held = False
+
+
+def _unblock_sigterm() -> None:
+    global _sigterm_held
+    if _sigterm_held:
+        _sigterm_held = False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _after_fork_in_child() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,26 @@ from tidescope.capture.ring_buffer import RingBuffer
 from tidescope.export.jsonl import TraceWriter
 
 __all__ = ["Drain"]
+
+
+# Signals a fault raises in the thread that caused it: those stay deliverable here.
+_SYNCHRONOUS_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGSYS")
+    if hasattr(signal, name)
+)
+
+
+def _leave_signals_to_the_program() -> None:
+    """Block process-directed signals in this (the drain's) thread, so the kernel hands them
+    to a thread of the program. Delivered here, a signal with a Python handler would only
+    set a flag for the main thread: a main thread blocked in a lock or a read (a pool
+    worker waiting for a task, then ``terminate()``) would never run the handler, and the
+    process would never end."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - _SYNCHRONOUS_SIGNALS)
+    except (AttributeError, OSError, ValueError):  # no POSIX threads' signal masks here
+        pass
 
 
 class Drain:
@@ -84,6 +105,7 @@ class Drain:
         return self
 
     def _run(self) -> None:
+        _leave_signals_to_the_program()
         with instrumentation_disabled():
             while not self._stop.wait(self.interval):
                 self.pump()
