@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from tidescope.events import jsonable
+from tidescope.export.reader import read_trace, trace_files
 
 APP = """
 def connect(user, password, *, api_key=None):
@@ -30,7 +34,11 @@ def run(tmp_path: Path, **env: str) -> str:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "9\n"  # the program computes with its real values
-    text = "".join(p.read_text() for p in sorted(out.glob("events-*")))
+    text = "".join(
+        json.dumps(jsonable(rec), separators=(",", ":"))
+        for p in trace_files(out)
+        for rec in read_trace(p)
+    )
     assert "connect" in text
     return text.replace(" ", "")
 

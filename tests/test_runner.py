@@ -461,3 +461,234 @@ def test_program_exercising_the_semantics_list_behaves_identically(
     exits = [e for e in evs if e["event_type"] == "function_exit"]
     assert {e["call_id"] for e in exits} <= entries
     assert any(e["data"]["exit_reason"] == "cancelled" for e in exits)
+
+
+def run_records(directory: Path) -> dict[int, list[dict[str, object]]]:
+    """Every file of a run, by pid: its records, header first."""
+    out = {}
+    for path in trace_files(directory):
+        records = list(read_trace(path))
+        out[records[0]["$header"]["pid"]] = records
+    return out
+
+
+def returns_of(records: list[dict[str, object]], function: str) -> list[object]:
+    entries = {
+        r["call_id"]
+        for r in records
+        if r.get("event_type") == "function_entry" and r["data"]["function"] == function
+    }
+    return [
+        r["data"]["return_value"]
+        for r in records
+        if r.get("event_type") == "function_exit"
+        and r["call_id"] in entries
+        and r["data"]["exit_reason"] == "normal"
+    ]
+
+
+POOL = """
+import multiprocessing, sys
+
+def square(n):
+    return n * n
+
+if __name__ == "__main__":
+    with multiprocessing.get_context(sys.argv[1]).Pool(2) as pool:  # exit: terminate()
+        print(sorted(pool.map(square, range(8))))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_pool_terminated_by_its_with_block_leaves_every_workers_file_complete(
+    tmp_path: Path, method: str
+) -> None:
+    write(tmp_path / "pool.py", POOL)
+    ours = tidescope_run("pool.py", method, cwd=tmp_path)
+    plain = python_run("pool.py", method, cwd=tmp_path)
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode), ours.stderr
+    files = run_records(tmp_path / "tidescope-trace")
+    assert len(files) >= 2  # the parent and its workers (a fork server writes none)
+    squares = []
+    for records in files.values():
+        assert "$stats" in records[-1]  # closed, with its counts, though killed by SIGTERM
+        squares += returns_of(records, "square")
+    assert sorted(squares) == [n * n for n in range(8)]  # no finished task's events lost
+    if method == "forkserver":
+        roles = {r[0]["$header"]["argv"][0] for r in files.values()}
+        assert "<multiprocessing forkserver child>" in roles
+    # the run's summary counts every process's events, its workers' included
+    total = sum(1 for records in files.values() for r in records if "event_type" in r)
+    summary = ours.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"tidescope: {total} events captured, 0 dropped"), summary
+    assert f"and {len(files) - 1} child process" in summary
+
+
+SERVER = """
+import multiprocessing, os, signal, sys, time
+
+stop = False
+
+def on_term(signum, frame):
+    global stop
+    stop = True
+
+def handle(n):
+    return n + 1
+
+def shutdown(name):
+    return name
+
+def die_of_sigterm():
+    # as uvicorn does after a graceful shutdown: die of the signal it caught
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+def serve(name, ready):
+    signal.signal(signal.SIGTERM, on_term)
+    ready.put(name)
+    n = 0
+    while not stop:
+        n = handle(n)
+        time.sleep(0.01)
+    shutdown(name)
+    die_of_sigterm()
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    ready = ctx.SimpleQueue()
+    workers = [ctx.Process(target=serve, args=(f"w{i}", ready)) for i in range(2)]
+    for w in workers:
+        w.start()
+    signal.signal(signal.SIGTERM, on_term)
+    print(sorted(ready.get() for _ in workers), flush=True)
+    while not stop:
+        time.sleep(0.01)
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.join()
+    print([w.exitcode for w in workers], flush=True)
+    shutdown("main")
+    die_of_sigterm()
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_server_that_re_raises_sigterm_still_closes_its_trace_and_its_workers(
+    tmp_path: Path, method: str
+) -> None:
+    write(tmp_path / "server.py", SERVER)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidescope", "run", "server.py", method],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline()
+        assert first == "['w0', 'w1']\n", proc.communicate(timeout=60)[1]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM  # died of the signal, as under python
+    assert out == "[-15, -15]\n"
+    assert "tidescope: " in err and " events captured, " in err  # the summary
+    files = run_records(tmp_path / "tidescope-trace")
+    assert len(files) == 3
+    names = []
+    for records in files.values():
+        assert "internal_errors" in records[-1]["$stats"]
+        names += returns_of(records, "shutdown")
+    assert sorted(names) == ["main", "w0", "w1"]
+
+
+KEYBOARD_INTERRUPT = """
+import atexit, threading, time
+
+def goodbye(who):
+    print("goodbye", who)
+    return who
+
+def late(n):
+    time.sleep(0.1)
+    print("late thread done", n)
+    return n
+
+def main():
+    atexit.register(goodbye, "atexit")
+    threading.Thread(target=late, args=(7,)).start()
+    raise KeyboardInterrupt
+
+main()
+"""
+
+
+def test_an_unhandled_keyboard_interrupt_ends_the_run_as_python_ends(tmp_path: Path) -> None:
+    write(tmp_path / "ki.py", KEYBOARD_INTERRUPT)
+    ours = tidescope_run("ki.py", cwd=tmp_path)
+    plain = python_run("ki.py", cwd=tmp_path)
+    # python waits for the thread, runs atexit, then dies of SIGINT (not exit status 130)
+    assert plain.returncode == -signal.SIGINT
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode), ours.stderr
+    assert ours.stderr.strip().splitlines()[:-1] == plain.stderr.strip().splitlines()
+    (records,) = run_records(tmp_path / "tidescope-trace").values()
+    assert "$stats" in records[-1]
+    assert returns_of(records, "main") == []  # it raised
+    # what the late thread and the atexit handler did is recorded: capture was still on
+    assert returns_of(records, "late") == [7]
+    assert returns_of(records, "goodbye") == ["atexit"]
+
+
+def test_atexit_handlers_run_recorded_and_after_the_program_s_threads(tmp_path: Path) -> None:
+    write(
+        tmp_path / "bye.py",
+        KEYBOARD_INTERRUPT.replace("raise KeyboardInterrupt", "return 0").replace(
+            "main()\n", "import sys\nsys.exit(main() + 3)\n"
+        ),
+    )
+    ours = tidescope_run("bye.py", cwd=tmp_path)
+    plain = python_run("bye.py", cwd=tmp_path)
+    assert plain.stdout == "late thread done 7\ngoodbye atexit\n"
+    assert (ours.stdout, ours.returncode) == (plain.stdout, plain.returncode) == (plain.stdout, 3)
+    (records,) = run_records(tmp_path / "tidescope-trace").values()
+    assert "$stats" in records[-1]
+    assert returns_of(records, "main") == [0]
+    assert returns_of(records, "late") == [7]
+    assert returns_of(records, "goodbye") == ["atexit"]
+
+
+def test_the_summary_counts_the_events_of_the_runs_child_processes_only(tmp_path: Path) -> None:
+    write(
+        tmp_path / "pool.py",
+        """
+        import multiprocessing
+
+        def square(n):
+            return n * n
+
+        if __name__ == "__main__":
+            pool = multiprocessing.get_context("fork").Pool(2)
+            print(sorted(pool.map(square, range(6))))
+            pool.close()
+            pool.join()
+        """,
+    )
+    tidescope_run("pool.py", cwd=tmp_path)  # an earlier run: its files stay, not counted
+    ours = tidescope_run("pool.py", cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    run = None
+    files = []
+    for path in trace_files(tmp_path / "tidescope-trace"):
+        records = list(read_trace(path))
+        if path.name in ours.stderr:  # the parent: the summary names its file
+            run = records[0]["$header"]["run"]
+        files.append(records)
+    assert run is not None
+    mine = [records for records in files if records[0]["$header"]["run"] == run]
+    assert len(files) > len(mine) >= 2
+    total = sum(1 for records in mine for r in records if "event_type" in r)
+    assert total == 2 * 6  # every square's entry and exit, all in the workers
+    summary = ours.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"tidescope: {total} events captured, 0 dropped, 0 internal errors")
+    assert f"and {len(mine) - 1} child process" in summary and "incomplete" not in summary

@@ -18,7 +18,14 @@ from tidescope._session import Session, active_session, core_info, start, stats,
 from tidescope.capture._core import Limits, snapshot
 from tidescope.capture.ring_buffer import RingBuffer, RingBufferError
 from tidescope.config import Config, ConfigError
-from tidescope.events import Event, EventType, ObjectSnapshot, Redacted, Truncated, Unsupported
+from tidescope.events import (
+    Event,
+    EventType,
+    ObjectSnapshot,
+    Redacted,
+    Truncated,
+    Unsupported,
+)
 from tidescope.export.reader import Trace, TraceError, TraceFile, open_trace
 from tidescope.testing import Capture
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -155,6 +156,15 @@ def _export(args: argparse.Namespace) -> int:
         target = args.output or str(chrome.default_output(directory))
         with _output(target, "w") as out:
             n = _reading(lambda: chrome.write_records(records, out))
+    elif args.format == "perfetto":
+        from tidescope.export import perfetto  # noqa: PLC0415
+
+        target = args.output or str(perfetto.default_output(directory))
+        try:
+            named = itertools.chain(perfetto.headers(directory), records)
+            n, _ = _reading(lambda: perfetto.write_file(named, target))
+        except OSError as exc:
+            _fail(f"cannot write '{target}': {exc.strerror or exc}")
     elif args.format == "jsonl":
         target = args.output or os.path.join(directory, "events.all.jsonl")
         with _output(target, "w") as out:
@@ -216,14 +226,42 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 @contextlib.contextmanager
 def _output(target: str, mode: str) -> Iterator[Any]:
-    """``target`` open for writing; a failure to create or write it ends the command."""
+    """``target`` open for writing; a failure to create or write it ends the command.
+
+    A regular file is written as a new private file beside it (never through a symlink
+    planted at ``target``) and renamed over it when complete, so a failed export leaves no
+    partial file; a device or pipe the user names (``/dev/stdout``) is written as it is.
+    """
+    import contextlib  # noqa: PLC0415
+    import stat  # noqa: PLC0415
+
+    from tidescope.export._output import create_file  # noqa: PLC0415
+
+    encoding = None if "b" in mode else "utf-8"
+    tmp: Path | None = None
     try:
-        with open(target, mode, encoding=None if "b" in mode else "utf-8") as out:
+        try:
+            special = not stat.S_ISREG(os.stat(target).st_mode)
+        except FileNotFoundError:
+            special = False
+        if special:
+            with open(target, mode, encoding=encoding) as out:
+                yield out
+            return
+        path = Path(target)
+        fd, tmp = create_file(path.with_name(f".{path.name}.tmp"))
+        with os.fdopen(fd, mode, encoding=encoding) as out:
             yield out
+        os.replace(tmp, path)
+        tmp = None
     except BrokenPipeError:
         raise
     except OSError as exc:
         _fail(f"cannot write '{target}': {exc.strerror or exc}")
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _reading(work: Callable[[], _T]) -> _T:
@@ -265,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.set_defaults(func=_run)
     export = sub.add_parser("export", help="convert a trace directory")
     export.add_argument("directory")
-    export.add_argument("--format", choices=("chrome", "jsonl", "nodes"), default="chrome")
+    export.add_argument(
+        "--format", choices=("chrome", "jsonl", "nodes", "perfetto"), default="chrome"
+    )
     export.add_argument("-o", "--output", help="output file")
     export.set_defaults(func=_export)
     show = sub.add_parser("show", help="summarise a trace directory")

@@ -218,3 +218,27 @@ def test_writer_encodes_markers_odd_keys_and_big_values(tmp_path: Path) -> None:
     assert arg[(1, 2)] == "tuple key" and arg["raw"] == b"\x00" and arg["s"] == {3}
     assert arg["long"] == tidescope.Truncated("str", 1000, "length", "x" * 256)
     assert exit_ev.data["return_value"] == 2**70 and exit_ev.event_type is EventType.FUNCTION_EXIT
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("chrome", "trace.chrome.json"), ("jsonl", "events.all.jsonl")]
+)
+def test_exports_replace_a_planted_symlink_and_never_write_through_it(
+    tmp_path: Path, fmt: str, name: str
+) -> None:
+    session = tidescope.start(buffer_size=1024)
+    drain = Drain(tmp_path / "trace", interval=60)
+    record_calls(3)
+    drain.stop(session.stop())
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "trace" / name).symlink_to(victim)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tidescope", "export", str(tmp_path / "trace"), "--format", fmt],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "trace" / name
+    assert victim.read_text() == "keep" and not out.is_symlink()
+    assert out.stat().st_mode & 0o777 == 0o600 and out.stat().st_size > 0
+    assert not [p for p in os.listdir(tmp_path / "trace") if p.endswith(".tmp")]

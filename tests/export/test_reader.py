@@ -154,7 +154,8 @@ def test_a_flipped_byte_anywhere_in_a_chunk_loses_that_chunk_only(tmp_path: Path
         assert len(events) == 30, at  # the other three batches
         assert {e.data["args"][0] for e in events if e.event_type == "function_entry"} == {0, 1, 3}
         assert (trace.damaged, trace.torn, trace.complete) == (1, False, True), at
-        assert trace.counts == {"events_written": 40, "dropped_events": 0, "internal_errors": 0}
+        counts = trace.counts  # internal errors are per process: earlier tests' count too
+        assert (counts["events_written"], counts["dropped_events"]) == (40, 0)
 
 
 def test_a_file_cut_anywhere_in_its_last_chunk_is_a_torn_tail(tmp_path: Path) -> None:

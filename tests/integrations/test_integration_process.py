@@ -283,7 +283,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_under_tidescope_run_children_record_into_the_runs_directory(
     method: str, tmp_path: Path
 ) -> None:

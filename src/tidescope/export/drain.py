@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -16,6 +17,26 @@ from tidescope.export import _output
 from tidescope.export.writer import SUFFIX, TraceWriter
 
 __all__ = ["Drain"]
+
+
+# Signals a fault raises in the thread that caused it: those stay deliverable here.
+_SYNCHRONOUS_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGSYS")
+    if hasattr(signal, name)
+)
+
+
+def _leave_signals_to_the_program() -> None:
+    """Block process-directed signals in this (the drain's) thread, so the kernel hands them
+    to a thread of the program. Delivered here, a signal with a Python handler would only
+    set a flag for the main thread: a main thread blocked in a lock or a read (a pool
+    worker waiting for a task, then ``terminate()``) would never run the handler, and the
+    process would never end."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - _SYNCHRONOUS_SIGNALS)
+    except (AttributeError, OSError, ValueError):  # no POSIX threads' signal masks here
+        pass
 
 
 class Drain:
@@ -100,6 +121,7 @@ class Drain:
         return self
 
     def _run(self) -> None:
+        _leave_signals_to_the_program()
         with instrumentation_disabled():
             while not self._stop.wait(self.interval):
                 self.pump()
@@ -147,12 +169,19 @@ class Drain:
             if buf.read_position == before:  # (a batch of stray objects encodes to none)
                 return total
 
-    def stop(self, stats: dict[str, Any] | None = None) -> None:
-        """Stop the thread, write what is left, close the file with ``stats``."""
+    def stop(self, stats: dict[str, Any] | None = None, *, timeout: float | None = None) -> None:
+        """Stop the thread, write what is left, close the file with ``stats``.
+
+        Args:
+            timeout: seconds to wait for the thread's pass in progress (None: as long as it
+                takes); past them, what is left is written from here all the same. A stop
+                from a signal handler bounds the wait, since the thread could need a lock the
+                interrupted code holds.
+        """
         self._closing = True
         self._stop.set()
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join()
+        if self._thread is not None and self._thread.is_alive() and not self._holds_read_lock():
+            self._thread.join(timeout)
         self.pump()
         if stats is not None:
             stats = {
@@ -163,16 +192,16 @@ class Drain:
             }
         self.writer.close(stats)
 
-    def stop_from_signal_handler(self) -> None:
-        """:meth:`stop`, from a signal handler; skipped if the interrupted code is stopping.
-
-        The buffer's read lock is re-entrant, so a read the signal interrupted on this
-        thread cannot deadlock the flush.
-        """
-        if self._closing:
-            return
-        buf = self.buffer
-        self.stop(buf.stats() if buf is not None else None)
+    def _holds_read_lock(self) -> bool:
+        # A stop from a signal handler that interrupted this thread inside a read of the
+        # buffer (stats, a pass of its own) must not wait for the drain thread: that may be
+        # waiting for the read lock this thread holds. The lock is re-entrant, so the last
+        # pass here goes on; the process dies after it, the drain thread never resumes.
+        owned = getattr(getattr(self.buffer, "_read_lock", None), "_is_owned", None)
+        try:
+            return bool(owned()) if owned is not None else False
+        except Exception:
+            return False
 
     def _after_fork_in_child(self) -> None:
         if self._thread is None or self._stop.is_set():
@@ -195,7 +224,8 @@ class Drain:
         # before it runs these after-fork callbacks.)
         import multiprocessing.util  # noqa: PLC0415
 
-        multiprocessing.util.Finalize(self, Drain._final_stop, args=(self,), exitpriority=-100)
+        # bound, so that a subclass's _final_stop is the one called
+        multiprocessing.util.Finalize(self, self._final_stop, exitpriority=-100)
 
     def _final_stop(self) -> None:
         from tidescope import _session  # noqa: PLC0415

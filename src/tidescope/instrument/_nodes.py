@@ -154,8 +154,10 @@ def register(module: str, records: list[NodeRecord]) -> None:
 
 def node_table() -> list[NodeRecord]:
     """Every node record of every module instrumented so far in this process."""
-    with _table_lock:
-        return [r for rows in _table.values() for r in rows]
+    # No lock: a trace closed from a signal handler reads the table, and the interrupted
+    # code may be inside register(). Copying the values is one step under the GIL, and
+    # register() replaces a module's rows in one store.
+    return [r for rows in list(_table.values()) for r in rows]
 
 
 def clear_node_table() -> None:

@@ -1,0 +1,651 @@
+"""Perfetto's protobuf trace (opens in ui.perfetto.dev and trace_processor), written as a stream.
+
+The output is a ``Trace``: length-delimited ``TracePacket``s (field 1), encoded here by
+hand (varints and length-prefixed fields), so exporting needs no dependency and no
+protobuf object per event. Each process is one packet sequence with its own interned
+strings (event names, annotation names and ``ast_node_id``\\s); it has a process track,
+one track per thread (a ``ThreadDescriptor`` whose tid is tidescope's thread id, named
+``thread <id>``) and one per asyncio task (a child of its thread's track, named
+``task <id>``). Timestamps are the events' monotonic ``timestamp`` in ns, on Perfetto's
+default clock.
+
+Calls are slices: ``TYPE_SLICE_BEGIN`` at entry with the arguments, ``call_id`` and
+``ast_node_id`` as debug annotations, ``TYPE_SLICE_END`` at exit with the return value
+(when not None), the exception and an exit reason other than ``normal``. Slices always
+nest on their track: an exit whose entry was not recorded becomes a ``function_exit``
+instant; an exit that arrives while calls opened after it are still open (generators
+interleave: ``zip(gen1(), gen2())`` exits ``gen1`` with ``gen2`` open above it) ends those
+first and reopens, at the same time, the ones that are not its own descendants. Its
+descendants' slices end there: a call's exit is lost when the ring dropped it, and
+reopening those would stack them under every later slice to the end of the trace. Only a
+generator can outlive its caller (``it = gen(); next(it); return it``); its later exit is
+an instant named after it, with ``outlived_caller``. An exit on another thread or task
+than its entry ends the slice on the entry's track. Slices still open at the end
+(the process died, or was still running) end at their track's last time with
+``exit_reason: "not recorded"``. Every other event is an instant on its thread or task
+track with its data as debug annotations; sends and receives that belong together are
+linked by a flow: a message's ``message_id``, a remote call's ``(trace_id, span_id)``, a
+task's ``spawn_id`` from its creation to its start.
+
+Debug annotation values are bounded: :data:`MAX_DEPTH` levels, :data:`MAX_ITEMS` items per
+container, :data:`MAX_STRING` characters per string; a cut says how much was left out.
+Memory is that of the open calls, the tracks and the interned strings, never the trace's
+length: packets are written as they are made, a megabyte at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+from tidescope.export._output import append, create_file
+from tidescope.export.reader import read_trace, trace_files
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "MAX_STRING",
+    "default_output",
+    "headers",
+    "write_file",
+    "write_perfetto",
+    "write_records",
+]
+
+MAX_DEPTH: Final = 8
+MAX_ITEMS: Final = 64
+MAX_STRING: Final = 1024
+_FLUSH_AT: Final = 1 << 20
+_MAX_CUT: Final = 1 << 16
+
+# TrackEvent.Type and TracePacket.SequenceFlags (protos/perfetto/trace/track_event/)
+_BEGIN: Final = b"\x48\x01"  # type (9) = TYPE_SLICE_BEGIN
+_END: Final = b"\x48\x02"  # TYPE_SLICE_END
+_INSTANT: Final = b"\x48\x03"  # TYPE_INSTANT
+_CLEARED: Final = 1  # SEQ_INCREMENTAL_STATE_CLEARED
+_NEEDS: Final = 2  # SEQ_NEEDS_INCREMENTAL_STATE
+_MASK64: Final = (1 << 64) - 1
+_INT64: Final = 1 << 63
+_fixed64 = struct.Struct("<Q").pack
+_double = struct.Struct("<d").pack
+# Varints by table, 14 bits at a time: a timestamp (41 bits) is three lookups, not six
+# rounds of shifts (the loop was a quarter of the export's time).
+_V14: Final = [
+    bytes((v,)) if v < 0x80 else bytes(((v & 0x7F) | 0x80, v >> 7)) for v in range(1 << 14)
+]
+_C14: Final = [bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(1 << 14)]
+_SMALL: Final = _V14[:128]
+
+
+def _varint(value: int) -> bytes:
+    """``value`` (an unsigned, or an int64 as two's complement) as a protobuf varint."""
+    if value < 0x4000:
+        if value >= 0:
+            return _V14[value]
+        value &= _MASK64
+    if value < 0x10000000:
+        return _C14[value & 0x3FFF] + _V14[value >> 14]
+    if value < 0x40000000000:
+        return _C14[value & 0x3FFF] + _C14[(value >> 14) & 0x3FFF] + _V14[value >> 28]
+    return _C14[value & 0x3FFF] + _C14[(value >> 14) & 0x3FFF] + _varint_tail(value >> 28)
+
+
+def _varint_tail(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes | bytearray) -> bytes:
+    """A length-delimited field: ``tag``, the length, ``payload``."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows them); protobuf strings can't
+        return text.encode(errors="backslashreplace")
+
+
+def _str(text: str) -> bytes:
+    if len(text) > MAX_STRING:
+        text = f"{text[:MAX_STRING]}... ({len(text)} chars)"
+    return _utf8(text)
+
+
+def _key(key: Any) -> bytes:
+    """A dict entry's ``name`` field (10); the first keys seen are kept encoded."""
+    field = _KEYS.get(key)
+    if field is None:
+        field = _field(b"\x52", _str(str(key)))
+        if len(_KEYS) < _MAX_KEYS and type(key) is str:
+            _KEYS[key] = field
+    return field
+
+
+_KEYS: dict[Any, bytes] = {}
+_MAX_KEYS: Final = 1 << 12
+
+
+def _value(value: Any, depth: int = 0) -> bytes:
+    """The value fields of a ``DebugAnnotation`` for a trace value (JSON-like data)."""
+    t = type(value)
+    if t is dict:
+        return _dict(value, depth)
+    if t is int:
+        if 0 <= value < 0x4000:
+            small: int = value
+            return b"\x20" + _V14[small]  # int_value (4)
+        if -_INT64 <= value < _INT64:
+            return b"\x20" + _varint(value)
+        return _field(b"\x32", _str(str(value)))
+    if t is str:
+        if len(value) < 0x80:
+            try:
+                text: bytes = value.encode()
+                return b"\x32" + _V14[len(text)] + text  # string_value (6)
+            except UnicodeEncodeError:
+                pass
+        return _field(b"\x32", _str(value))
+    if t is bool:
+        return b"\x10\x01" if value else b"\x10\x00"  # bool_value (2)
+    if t is float:
+        return b"\x29" + _double(value)  # double_value (5)
+    if value is None:
+        return b"\x32\x04None"
+    if t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            return _field(b"\x32", _str(f"[... {len(value)} items]"))
+        out = bytearray()
+        for item in value[:MAX_ITEMS]:
+            out += _field(b"\x62", _value(item, depth + 1))  # array_values (12)
+        if len(value) > MAX_ITEMS:
+            out += _field(b"\x62", _field(b"\x32", b"... %d more" % (len(value) - MAX_ITEMS)))
+        return bytes(out) if out else b"\x32\x02[]"
+    return _field(b"\x32", _str(repr(value)))
+
+
+def _dict(value: dict[Any, Any], depth: int) -> bytes:
+    """A dict's ``dict_entries`` (11), each named by its key."""
+    if depth >= MAX_DEPTH:
+        return _field(b"\x32", _str(f"{{... {len(value)} items}}"))
+    if not value:
+        return b"\x32\x02{}"
+    out = b""
+    items: Iterable[tuple[Any, Any]] = value.items()
+    if len(value) > MAX_ITEMS:
+        items = list(items)[:MAX_ITEMS]
+    for key, item in items:
+        # small ints and short ASCII strings inline: the arguments of most calls
+        ti = type(item)
+        if ti is int and 0 <= item < 0x4000:
+            entry = (_KEYS.get(key) or _key(key)) + b"\x20" + _V14[item]
+        elif ti is str and len(item) < 0x80 and item.isascii():
+            entry = (_KEYS.get(key) or _key(key)) + b"\x32" + _V14[len(item)] + item.encode()
+        else:
+            entry = (_KEYS.get(key) or _key(key)) + _value(item, depth + 1)
+        out += b"\x5a" + _varint(len(entry)) + entry  # dict_entries (11)
+    if len(value) > MAX_ITEMS:
+        more = b"\x52\x03..." + _field(b"\x32", b"%d more" % (len(value) - MAX_ITEMS))
+        out += _field(b"\x5a", more)
+    return out
+
+
+def _flow(kind: str, data: dict[str, Any]) -> bytes:
+    """``flow_ids`` (47, fixed64) joining the two ends of a message, remote call or spawn."""
+    if kind == "m":
+        key: Any = data.get("message_id")
+    elif kind == "r":
+        key = (data.get("trace_id"), data.get("span_id"))
+        if key[0] is None:
+            return b""
+    else:
+        key = data.get("spawn_id")
+    if key is None:
+        return b""
+    try:
+        fid = hash((kind, key)) & _MASK64 or 1
+    except TypeError:  # an unhashable id: no flow
+        return b""
+    return b"\xf9\x02" + _fixed64(fid)
+
+
+_NAMES: Final = ("args", "call_id", "ast_node_id", "return_value", "exception", "exit_reason")
+# the name_iid fields (1) they get, interned first on every sequence
+_A_ARGS: Final = b"\x08\x01"
+_A_CALL_ID: Final = b"\x08\x02"
+_A_RETURN_VALUE: Final = b"\x08\x04"
+_FLOWS: Final = {
+    "message_send": "m",
+    "message_receive": "m",
+    "remote_call_send": "r",
+    "remote_call_receive": "r",
+    "process_spawn": "s",
+}
+
+
+class _Track:
+    """A thread's or task's track: its slice stack (call ids) and the last time written."""
+
+    __slots__ = ("begin", "end", "last", "stack", "uuid")
+
+    def __init__(self, uuid: bytes) -> None:
+        self.uuid = uuid  # ``track_uuid`` (11), tag and varint, ready to write
+        self.begin = _BEGIN + uuid
+        self.end = _END + uuid
+        self.stack: list[Any] = []
+        self.last = 0
+
+
+# An open slice: its track, its name_iid field and its caller's call id. A plain tuple: one
+# is made per call, and a class's __init__ costs twice as much.
+_Call = tuple[_Track, bytes, Any]
+
+
+class _Process:
+    """One process: its packet sequence, its interned strings, tracks and open calls."""
+
+    __slots__ = (
+        "annotation_names", "calls", "cut", "head", "names", "pid", "seq", "sites", "strings",
+        "tasks", "threads", "uuid",
+    )  # fmt: skip
+
+    def __init__(self, pid: Any, seq: int, uuid: int) -> None:
+        self.pid = pid
+        self.seq = b"\x50" + _varint(seq)  # trusted_packet_sequence_id (10)
+        self.head = self.seq + b"\x68" + _SMALL[_NEEDS]  # sequence_flags (13)
+        self.uuid = uuid
+        self.names: dict[Any, bytes] = {}  # event name key -> name_iid field
+        self.sites: dict[Any, tuple[bytes, bytes]] = {}  # -> name_iid, ast_node_id annotation
+        self.annotation_names: dict[str, bytes] = {}  # -> name_iid field
+        self.strings: dict[str, bytes] = {}  # -> string_value_iid field
+        self.threads: dict[Any, _Track] = {}
+        self.tasks: dict[Any, _Track] = {}
+        self.calls: dict[Any, _Call] = {}
+        self.cut: dict[Any, bytes] = {}  # call id -> name: slices ended with their caller's
+
+
+class _Writer:
+    """The encoder's state: the output buffer, the processes, the next track uuid."""
+
+    def __init__(self, sink: Callable[[bytearray], object]) -> None:
+        self.sink = sink
+        self.out = bytearray()
+        self.uuids = 0
+        self.processes: dict[Any, _Process] = {}
+        self.headers: dict[Any, dict[str, Any]] = {}
+        self.interned = bytearray()  # InternedData fields for the packet being made
+
+    # -- packets ------------------------------------------------------------------------
+
+    def packet(self, proc: _Process, body: bytes, head: bytes | None = None) -> None:
+        """Write one ``TracePacket`` of ``proc``'s sequence; ``body`` holds its data fields."""
+        if self.interned:
+            body += _field(b"\x62", self.interned)  # interned_data (12)
+            self.interned = bytearray()
+        if head is None:
+            head = proc.head
+        out = self.out
+        out += b"\x0a"  # Trace.packet (1)
+        out += _varint(len(head) + len(body))
+        out += head
+        out += body
+        if len(out) >= _FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.out:
+            self.sink(self.out)
+            self.out.clear()  # the same buffer: the hot path holds it
+
+    def describe(self, proc: _Process, descriptor: bytes) -> None:
+        self.packet(proc, _field(b"\xe2\x03", descriptor))  # track_descriptor (60)
+
+    def new_uuid(self) -> int:
+        self.uuids += 1
+        return self.uuids
+
+    def process(self, pid: Any) -> _Process:
+        proc = self.processes.get(pid)
+        if proc is None:
+            proc = _Process(pid, len(self.processes) + 1, self.new_uuid())
+            self.processes[pid] = proc
+            header = self.headers.get(pid) or {}
+            argv = header.get("argv")
+            desc = b"\x08" + _varint(_int32(pid))  # ProcessDescriptor.pid (1)
+            if type(argv) is list and argv:
+                for arg in argv[:MAX_ITEMS]:
+                    desc += _field(b"\x12", _str(str(arg)))  # cmdline (2)
+                desc += _field(b"\x32", _str(os.path.basename(str(argv[0]))))  # process_name
+            else:
+                desc += _field(b"\x32", b"pid %d" % _int32(pid))
+            for name in _NAMES:  # interned in the first packet, as the hot path expects
+                self.annotation_name(proc, name)
+            track = _field(b"\xe2\x03", b"\x08" + _varint(proc.uuid) + _field(b"\x1a", desc))
+            self.packet(proc, track, proc.seq + b"\x68" + _SMALL[_CLEARED])
+        return proc
+
+    def thread(self, proc: _Process, thread_id: Any) -> _Track:
+        track = proc.threads.get(thread_id)
+        if track is None:
+            uuid = self.new_uuid()
+            track = proc.threads[thread_id] = _Track(b"\x58" + _varint(uuid))
+            tid = thread_id if type(thread_id) is int else hash(thread_id)
+            desc = b"\x08" + _varint(_int32(proc.pid)) + b"\x10" + _varint(tid)  # pid, tid
+            desc += _field(b"\x2a", _str(f"thread {thread_id}"))  # thread_name (5)
+            self.describe(
+                proc,
+                b"\x08" + _varint(uuid) + b"\x28" + _varint(proc.uuid) + _field(b"\x22", desc),
+            )
+        return track
+
+    def task(self, proc: _Process, task_id: Any, thread_id: Any) -> _Track:
+        track = proc.tasks.get(task_id)
+        if track is None:
+            parent = self.thread(proc, thread_id).uuid[1:]  # its varint
+            uuid = self.new_uuid()
+            track = proc.tasks[task_id] = _Track(b"\x58" + _varint(uuid))
+            name = _field(b"\x12", _str(f"task {task_id}"))  # name (2)
+            self.describe(proc, b"\x08" + _varint(uuid) + b"\x28" + parent + name)
+        return track
+
+    # -- interning -----------------------------------------------------------------------
+
+    def site(
+        self, proc: _Process, key: Any, site: Any, data: dict[str, Any]
+    ) -> tuple[bytes, bytes]:
+        """A function's ``name_iid`` field and its ``ast_node_id`` annotation, interned."""
+        name = self.event_name(proc, ("site", key), f"{data.get('module')}.{data.get('function')}")
+        note = b"" if site is None else self.string(proc, "ast_node_id", str(site))
+        named = proc.sites[key] = (name, note)
+        return named
+
+    def event_name(self, proc: _Process, key: Any, name: str) -> bytes:
+        """The ``name_iid`` field (10) for ``name``, interned on first use."""
+        iid = len(proc.names) + 1
+        field = proc.names[key] = b"\x50" + _varint(iid)
+        entry = b"\x08" + _varint(iid) + _field(b"\x12", _str(name))
+        self.interned += _field(b"\x12", entry)  # InternedData.event_names (2)
+        return field
+
+    def annotation_name(self, proc: _Process, name: str) -> bytes:
+        """The ``name_iid`` field (1) of a debug annotation named ``name``, interned."""
+        field = proc.annotation_names.get(name)
+        if field is None:
+            iid = len(proc.annotation_names) + 1
+            field = proc.annotation_names[name] = b"\x08" + _varint(iid)
+            entry = b"\x08" + _varint(iid) + _field(b"\x12", _str(name))
+            self.interned += _field(b"\x1a", entry)  # debug_annotation_names (3)
+        return field
+
+    def annotation(self, proc: _Process, name: str, value: Any) -> bytes:
+        """A ``debug_annotations`` field (4): interned ``name`` and ``value``."""
+        return _field(b"\x22", self.annotation_name(proc, name) + _value(value))
+
+    def string(self, proc: _Process, name: str, value: str) -> bytes:
+        """A ``debug_annotations`` field with an interned string value (``ast_node_id``)."""
+        field = proc.strings.get(value)
+        if field is None:
+            iid = len(proc.strings) + 1
+            field = proc.strings[value] = b"\x88\x01" + _varint(iid)  # string_value_iid (17)
+            entry = b"\x08" + _varint(iid) + _field(b"\x12", _str(value))
+            self.interned += _field(b"\xea\x01", entry)  # debug_annotation_string_values
+        return _field(b"\x22", self.annotation_name(proc, name) + field)
+
+    # -- slices --------------------------------------------------------------------------
+
+    def end(self, proc: _Process, track: _Track, ts: int, extra: bytes = b"") -> None:
+        te = _END + track.uuid + extra
+        self.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", te))
+
+    def begin(self, proc: _Process, track: _Track, ts: int, call: _Call, extra: bytes) -> None:
+        te = _BEGIN + track.uuid + call[1] + extra
+        self.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", te))
+
+    def close(self, proc: _Process, call_id: Any, call: _Call, ts: int, extra: bytes) -> None:
+        """End ``call``'s slice at ``ts``, keeping its track's slices nested (see above)."""
+        track = call[0]
+        stack = track.stack
+        ts = track.last if ts < track.last else ts
+        track.last = ts
+        i = len(stack) - 1
+        while stack[i] != call_id:
+            i -= 1
+        above = stack[i + 1 :]
+        del stack[i:]
+        if not above:
+            self.end(proc, track, ts, extra)
+            return
+        ours = {call_id}
+        reopen: dict[Any, None] = {}  # in order, and a set: a lossy trace can stack many
+        for cid in above:
+            other = proc.calls[cid]
+            if other[2] in ours:
+                ours.add(cid)
+                del proc.calls[cid]
+                if len(proc.cut) >= _MAX_CUT:
+                    del proc.cut[next(iter(proc.cut))]
+                proc.cut[cid] = other[1]
+            else:
+                reopen[cid] = None
+        lost = self.annotation(proc, "exit_reason", "not recorded")
+        for cid in reversed(above):  # innermost first: an END ends the track's last BEGIN
+            self.end(proc, track, ts, b"" if cid in reopen else lost)
+        self.end(proc, track, ts, extra)
+        for cid in reopen:
+            stack.append(cid)
+            self.begin(proc, track, ts, proc.calls[cid], self.annotation(proc, "resumed", True))
+
+    def finish(self) -> None:
+        """End every slice still open, at the last time written on its track."""
+        for proc in self.processes.values():
+            note = self.annotation(proc, "exit_reason", "not recorded")
+            for track in (*proc.threads.values(), *proc.tasks.values()):
+                for _ in track.stack:
+                    self.end(proc, track, track.last, note)
+                track.stack.clear()
+            proc.calls.clear()
+        self.flush()
+
+
+def _int32(value: Any) -> int:
+    return value if type(value) is int and -(1 << 31) <= value < 1 << 31 else 0
+
+
+def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray], object]) -> int:
+    """Write trace records (as :func:`read_trace` yields them) as one Perfetto trace, handing
+    each block of about a megabyte to ``sink``; returns the number of events exported.
+
+    The block is a buffer used again for the next one: ``sink`` writes or copies it.
+
+    ``$header`` records name their process (``argv``); a header must come before its
+    process's first event to be used. Other records that are not events are skipped.
+    """
+    w = _Writer(sink)
+    out = w.out
+    head = b""
+    n = 0
+    proc: _Process | None = None
+    pid: Any = object()
+    for rec in records:
+        etype = rec.get("event_type")
+        if etype is None:
+            header = rec.get("$header")
+            if type(header) is dict:
+                w.headers[header.get("pid")] = header
+            continue
+        n += 1
+        if rec["pid"] != pid or proc is None:
+            pid = rec["pid"]
+            proc = w.process(pid)
+            head = proc.head
+        ts = rec["timestamp"]
+        data = rec["data"]
+        name = None
+        if type(data) is not dict:
+            data = {"data": data}
+        # calls, written here rather than through helpers: they are nearly every event
+        if etype == "function_exit":
+            ended = proc.calls.pop(rec["call_id"], None)
+            if ended is not None:
+                te = b""
+                value = data.get("return_value")
+                if value is not None:
+                    if type(value) is int and 0 <= value < 0x4000:
+                        value = b"\x20" + _V14[value]
+                    else:
+                        value = _value(value)
+                    te += b"\x22" + _varint(len(value) + 2) + _A_RETURN_VALUE + value
+                if data.get("exception") is not None:
+                    te += w.annotation(proc, "exception", data["exception"])
+                reason = data.get("exit_reason")
+                if reason != "normal":
+                    te += w.annotation(proc, "exit_reason", reason)
+                track = ended[0]
+                stack = track.stack
+                ts = track.last if ts < track.last else ts
+                track.last = ts
+                if stack[-1] == rec["call_id"]:  # no interning: its names are the fixed ones
+                    stack.pop()
+                    te = track.end + te
+                    tsb = _varint(ts)
+                    size = _varint(len(te))
+                    out += b"".join(
+                        (b"\x0a", _varint(len(head) + len(tsb) + len(size) + len(te) + 2), head,
+                         b"\x40", tsb, b"\x5a", size, te)
+                    )  # fmt: skip
+                    if len(out) >= _FLUSH_AT:
+                        w.flush()
+                else:
+                    w.close(proc, rec["call_id"], ended, ts, te)
+                continue
+            name = proc.cut.pop(rec["call_id"], None)
+            if name is not None:  # its slice ended with its caller's: it is where it ended
+                data = {**data, "call_id": rec["call_id"], "outlived_caller": True}
+            else:
+                data = {**data, "call_id": rec["call_id"], "entry": "not recorded"}
+        # the track: an exit's is its entry's
+        task = rec["task_id"]
+        if task is None:
+            track = proc.threads.get(rec["thread_id"]) or w.thread(proc, rec["thread_id"])
+        else:
+            track = proc.tasks.get(task) or w.task(proc, task, rec["thread_id"])
+        call_id = rec["call_id"]
+        if etype == "function_entry" and call_id not in proc.calls:
+            site = rec["ast_node_id"]
+            key = (data.get("module"), data.get("function")) if site is None else site
+            named = proc.sites.get(key)
+            if named is None:
+                named = w.site(proc, key, site, data)
+            proc.calls[call_id] = (track, named[0], rec["parent_id"])
+            ts = track.last if ts < track.last else ts
+            track.last = ts
+            track.stack.append(call_id)
+            args = _value(data.get("args"))
+            if type(call_id) is int and 0 <= call_id < _INT64:
+                cid = _varint(call_id)
+                cid = b"\x22" + _V14[len(cid) + 3] + _A_CALL_ID + b"\x20" + cid
+            else:
+                cid = w.annotation(proc, "call_id", call_id)
+            te = b"".join(
+                (track.begin, named[0], b"\x22", _varint(len(args) + 2), _A_ARGS, args, cid,
+                 named[1])
+            )  # fmt: skip
+            if w.interned:  # a new site's names
+                w.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", te))
+                continue
+            # the packet's fields, in any order protobuf allows: the sequence first
+            tsb = _varint(ts)
+            size = _varint(len(te))
+            out += b"".join(
+                (b"\x0a", _varint(len(head) + len(tsb) + len(size) + len(te) + 2), head,
+                 b"\x40", tsb, b"\x5a", size, te)
+            )  # fmt: skip
+            if len(out) >= _FLUSH_AT:
+                w.flush()
+            continue
+        # an instant: a domain event, or a call event that cannot be a slice
+        ts = track.last if ts < track.last else ts
+        track.last = ts
+        if name is None:
+            name = proc.names.get(etype) or w.event_name(proc, etype, str(etype))
+        inst = bytearray(_INSTANT + track.uuid + name)
+        for key, value in data.items():
+            inst += w.annotation(proc, str(key), value)
+        if rec["ast_node_id"] is not None:
+            inst += w.string(proc, "ast_node_id", str(rec["ast_node_id"]))
+        kind = _FLOWS.get(etype)
+        if kind is not None:
+            inst += _flow(kind, data)
+        w.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", inst))
+    w.finish()
+    return n
+
+
+def headers(directory: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The ``$header`` record of each trace file of ``directory`` (their processes' names).
+
+    Raises:
+        TraceError: a file cannot be read, or is not a trace.
+    """
+    for path in trace_files(directory):
+        for first in read_trace(path):  # the reader is closed as the loop leaves it
+            if "$header" in first:
+                yield first
+            break
+
+
+def write_file(
+    records: Iterable[dict[str, Any]], target: str | os.PathLike[str]
+) -> tuple[int, Path]:
+    """Write trace records as a Perfetto trace to ``target``; returns the events and the path.
+
+    The trace is written to a new private file next to ``target`` (never through a symlink)
+    and renamed over ``target`` when complete, so a failed export leaves no partial file
+    and an existing ``target`` (or a symlink planted there) is replaced, never written
+    through.
+
+    Raises:
+        OSError: the file cannot be created or written.
+        TraceError: a trace file cannot be read.
+    """
+    path = Path(target)
+    fd, tmp = create_file(path.with_name(f".{path.name}.tmp"))
+    try:
+        try:
+            n = write_records(records, lambda block: append(fd, block))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return n, path
+
+
+def write_perfetto(directory: str | os.PathLike[str], out: IO[bytes]) -> int:
+    """Write every trace file of ``directory`` as one Perfetto trace to ``out``; returns events.
+
+    Raises:
+        TraceError: a file cannot be read, or is not a trace.
+    """
+
+    def records() -> Iterator[dict[str, Any]]:
+        for path in trace_files(directory):
+            yield from read_trace(path)
+
+    return write_records(records(), out.write)
+
+
+def default_output(directory: str | os.PathLike[str]) -> Path:
+    """Where ``tidescope export --format perfetto`` writes by default."""
+    return Path(directory) / "trace.perfetto-trace"
