@@ -25,13 +25,17 @@ spans: the spans are made, never serialised).
 First, in process: each configuration's application called directly in a loop (no server,
 no network; capture into the ring only), which isolates the middleware's cost, plus
 ``tidescope, reporters stubbed`` (capture on, every ``report_*`` the integration calls
-replaced by a no-op: the integration's own work, without the core's events). Then
+replaced by a no-op: the integration's own work, without the core's events) and
+``tidescope, drain writing`` (the drain thread writing the trace file meanwhile, its CPU
+time counted, the events left at the end written inside the timing). Then
 the servers, all eight at once; each round runs wrk against every one of them in a
 shuffled order, so that drift of this shared machine spreads over all configurations. The
 tables give the median requests per second over rounds and the added time per request,
 ``1e6 / rps - 1e6 / rps(plain)`` in µs: with the server saturated, the extra time each
-request costs the server. The target (issue 5) is tidescope's added cost at most one tenth
-of OpenTelemetry's.
+request costs the server; and, less exposed to the machine's drift, the CPU time the
+server's processes spent during each wrk run (user + system, from /proc, in 10 ms ticks)
+over the requests wrk completed. The in-process figures are CPU time too. The target
+(issue 5, issue 10) is tidescope's added cost at most one tenth of OpenTelemetry's.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from typing import Any
 SERVERS = ("asgi", "wsgi")
 MODES = ("plain", "off", "tidescope", "otel")
 STUBBED = "tidescope, reporters stubbed"  # in process only
+DRAINED = "tidescope, drain writing"  # in process only
 try:
     import gunicorn  # noqa: F401
 except ImportError:
@@ -176,12 +181,14 @@ def start_capture() -> None:
 
 
 def in_process(rounds: int, n: int) -> dict[tuple[str, str], list[float]]:
-    """µs per request of each configuration's app called directly, ``n`` requests a run,
+    """CPU µs per request of each configuration's app called directly (the process's CPU
+    time, every thread: OpenTelemetry's span processor too), ``n`` requests a run,
     every configuration once per round in a shuffled order (capture switched on only for
     the ``tidescope`` runs; its ring is drained between runs, outside the timing)."""
     import asyncio
 
     import tidescope
+    from tidescope.export.drain import Drain
 
     apps = {(k, m): (asgi_app if k == "asgi" else wsgi_app)(m) for k in SERVERS for m in MODES}
     scope = {
@@ -205,14 +212,11 @@ def in_process(rounds: int, n: int) -> dict[tuple[str, str], list[float]]:
     def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
         return None
 
-    async def asgi_run(app: Any) -> float:
-        t0 = time.perf_counter_ns()
+    async def asgi_run(app: Any) -> None:
         for _ in range(n):
             await app(dict(scope), receive, send)
-        return (time.perf_counter_ns() - t0) / n / 1e3
 
-    def wsgi_run(app: Any) -> float:
-        t0 = time.perf_counter_ns()
+    def wsgi_run(app: Any) -> None:
         for _ in range(n):
             body = app(dict(environ), start_response)
             for _chunk in body:
@@ -220,7 +224,6 @@ def in_process(rounds: int, n: int) -> dict[tuple[str, str], list[float]]:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
-        return (time.perf_counter_ns() - t0) / n / 1e3
 
     from tidescope.integrations import _web
 
@@ -232,18 +235,29 @@ def in_process(rounds: int, n: int) -> dict[tuple[str, str], list[float]]:
 
     for kind in SERVERS:  # the integration's own work: every reporter it calls a no-op
         apps[(kind, STUBBED)] = apps[(kind, "tidescope")]
+        apps[(kind, DRAINED)] = apps[(kind, "tidescope")]
     out: dict[tuple[str, str], list[float]] = {c: [] for c in apps}
     for _ in range(rounds + 1):  # the first round warms up and is dropped
         order = list(apps)
         random.shuffle(order)
         for kind, mode in order:
             app = apps[(kind, mode)]
-            capture = mode in ("tidescope", STUBBED)
+            capture = mode in ("tidescope", STUBBED, DRAINED)
             session = tidescope.start(buffer_size=1 << 16) if capture else None
+            drain = (
+                Drain(tempfile.mkdtemp(prefix="bench_web_")).start() if mode == DRAINED else None
+            )
             for name in reporters:
                 setattr(_web, name, stub if mode == STUBBED else real[name])
             try:
-                us = asyncio.run(asgi_run(app)) if kind == "asgi" else wsgi_run(app)
+                t0 = _cpu_ns()
+                if kind == "asgi":
+                    asyncio.run(asgi_run(app))
+                else:
+                    wsgi_run(app)
+                if drain is not None:  # what is left, encoded and written inside the timing
+                    drain.stop()
+                us = (_cpu_ns() - t0) / n / 1e3
             finally:
                 if session is not None:
                     tidescope.stop()
@@ -255,6 +269,28 @@ def in_process(rounds: int, n: int) -> dict[tuple[str, str], list[float]]:
 
 # ---------------------------------------------------------------------------------------
 # the driver
+
+_cpu_ns = time.process_time_ns  # every thread of the process: OpenTelemetry's span thread too
+_TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_ns(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and its live descendants (gunicorn's
+    worker), from /proc: in clock ticks (10 ms), so read over runs of seconds."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) * _TICK_NS
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except OSError:  # gone meanwhile
+            continue
+    return total
 
 
 def free_port() -> int:
@@ -277,7 +313,8 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 6
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def run_wrk(port: int, duration: float, connections: int) -> float:
+def run_wrk(port: int, duration: float, connections: int) -> tuple[float, int]:
+    """Requests per second and requests completed, from wrk's report."""
     proc = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=False,
@@ -288,9 +325,10 @@ def run_wrk(port: int, duration: float, connections: int) -> float:
     if re.search(r"Non-2xx or 3xx responses", out) or re.search(r"Socket errors", out):
         raise RuntimeError(f"wrk saw failed requests on port {port}:\n{out}")
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
+    n = re.search(r"(\d+) requests in", out)
+    if m is None or n is None:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return float(m.group(1))
+    return float(m.group(1)), int(n.group(1))
 
 
 def main() -> int:
@@ -332,18 +370,23 @@ def main() -> int:
         for _, port in procs.values():  # warm-up: imports, caches, first connections
             run_wrk(port, 1, args.connections)
         rps: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
+        cpu: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
         for r in range(args.rounds):
             order = configs[:]
             random.shuffle(order)
             for config in order:
-                rps[config].append(run_wrk(procs[config][1], args.duration, args.connections))
+                proc, port = procs[config]
+                before = tree_cpu_ns(proc.pid)
+                rate, requests = run_wrk(port, args.duration, args.connections)
+                rps[config].append(rate)
+                cpu[config].append((tree_cpu_ns(proc.pid) - before) / requests / 1e3)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         for proc, _ in procs.values():
             proc.terminate()
         for proc, _ in procs.values():
             proc.wait(30)
-    report(rps, args)
+    report(rps, cpu, args)
     return 0
 
 
@@ -360,23 +403,29 @@ def report_in_process(us: dict[tuple[str, str], list[float]], args: argparse.Nam
     import tidescope
 
     print(f"In process (the app called directly, {args.in_process} requests a run, "
-          f"core {tidescope.core_info()['core']}, ring only, no drain): "
+          f"core {tidescope.core_info()['core']}, ring only but in the drain row): "
           f"median of {args.rounds} interleaved rounds\n")  # fmt: skip
     for kind in SERVERS:
-        modes = (*MODES, STUBBED)
+        modes = (*MODES, STUBBED, DRAINED)
         med = {mode: statistics.median(us[(kind, mode)]) for mode in modes}
-        print(f"{kind}: | configuration | µs/request (min-max) | added µs/request |")
+        print(f"{kind}: | configuration | CPU µs/request (min-max) | added CPU µs/request |")
         print("|---|---|---|")
         for mode in modes:
             lo, hi = min(us[(kind, mode)]), max(us[(kind, mode)])
             added = med[mode] - med["plain"]
             print(f"| {mode} | {med[mode]:.1f} ({lo:.1f}-{hi:.1f}) | {added:+.1f} |")
         print(verdict(med["tidescope"] - med["plain"], med["otel"] - med["plain"]))
+        print("with the drain writing the trace, " +
+              verdict(med[DRAINED] - med["plain"], med["otel"] - med["plain"]))  # fmt: skip
         print()
     sys.stdout.flush()
 
 
-def report(rps: dict[tuple[str, str], list[float]], args: argparse.Namespace) -> None:
+def report(
+    rps: dict[tuple[str, str], list[float]],
+    cpu: dict[tuple[str, str], list[float]],
+    args: argparse.Namespace,
+) -> None:
     import tidescope  # the servers inherit this interpreter and environment: the same core
 
     core = tidescope.core_info()
@@ -395,6 +444,16 @@ def report(rps: dict[tuple[str, str], list[float]], args: argparse.Namespace) ->
             lo, hi = min(rps[(kind, mode)]), max(rps[(kind, mode)])
             print(f"| {mode} | {med[mode]:.0f} ({lo:.0f}-{hi:.0f}) | {added[mode]:+.1f} |")
         print(verdict(added["tidescope"], added["otel"]))
+        print()
+        cmed = {mode: statistics.median(cpu[(kind, mode)]) for mode in MODES}
+        print(f"{kind} ({server}), the server's CPU time (its processes, from /proc): "
+              f"| configuration | CPU µs/request (min-max) | added CPU µs/request |")  # fmt: skip
+        print("|---|---|---|")
+        for mode in MODES:
+            lo, hi = min(cpu[(kind, mode)]), max(cpu[(kind, mode)])
+            extra = cmed[mode] - cmed["plain"]
+            print(f"| {mode} | {cmed[mode]:.1f} ({lo:.1f}-{hi:.1f}) | {extra:+.1f} |")
+        print(verdict(cmed["tidescope"] - cmed["plain"], cmed["otel"] - cmed["plain"]))
         print()
 
 

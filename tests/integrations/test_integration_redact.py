@@ -199,3 +199,42 @@ def test_a_database_named_by_a_url_loses_its_credentials() -> None:
         f"sqlite:file:x.db?mode=ro&secret={MARK}"
     )
     assert _db.repo_name("sqlite", Path("shop.db")) == "sqlite:shop.db"
+
+
+def test_positional_parameters_follow_a_changed_pattern_on_the_same_statement() -> None:
+    # SQLAlchemy hands the same compiled names for every run of a statement; the answers
+    # kept for them must not outlive the pattern they were taken under
+    engine = sa.create_engine("sqlite://")
+    instrument_engine(engine)
+    stmt = sa.text("select :ssn, :name")
+    with engine.connect() as conn:
+        with tidescope.capture(buffer_size=64) as cap:
+            conn.execute(stmt, {"ssn": "078-05-1120", "name": "bob"})
+        with tidescope.capture(buffer_size=64, redact_extra=r"^ssn$") as extra:
+            conn.execute(stmt, {"ssn": "078-05-1120", "name": "bob"})
+        with tidescope.capture(buffer_size=64) as again:
+            conn.execute(stmt, {"ssn": "078-05-1120", "name": "bob"})
+    engine.dispose()
+    params = [c.events(EventType.DB_QUERY_START)[0].data["params"] for c in (cap, extra, again)]
+    assert params == [("078-05-1120", "bob"), (STR, "bob"), ("078-05-1120", "bob")]
+    assert internal_errors() == 0
+
+
+def test_secret_places_of_distinct_names_objects_are_answered_each() -> None:
+    names = ["user", "password"]
+    assert _db.secret_places(names) == (False, True)
+    assert _db.secret_places(names) == (False, True)  # remembered
+    assert _db.secret_places(["user", "city"]) is None
+    assert _db.secret_places(["api_key", 3]) == (True, False)
+
+
+def test_with_capture_off_positional_parameters_are_not_looked_at() -> None:
+    engine = sa.create_engine("sqlite://")
+    instrument_engine(engine)
+    name = "never_seen_positional_name_4711"
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"select :{name}"), {name: 1})
+    engine.dispose()
+    # the redaction answers are filled in only when a name is asked: nothing asked here
+    assert name not in _redact.secret_names
+    assert internal_errors() == 0

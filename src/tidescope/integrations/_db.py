@@ -12,7 +12,7 @@ from time import perf_counter_ns
 from typing import Any, TypeAlias
 
 from tidescope.capture._core import next_id
-from tidescope.capture._redact import redacted, secret_name, strip_url
+from tidescope.capture._redact import on_configure, redacted, secret_name, strip_url
 from tidescope.capture.context import enabled
 from tidescope.capture.runtime.core import report_error
 from tidescope.capture.runtime.database import report_db_query_complete, report_db_query_start
@@ -26,6 +26,7 @@ __all__ = [
     "redact_positional",
     "repo_name",
     "rowcount_of",
+    "secret_places",
     "start_query",
 ]
 
@@ -85,13 +86,35 @@ def fail_query(query: Query, error: BaseException, stacktrace: Any = None) -> No
         count_error(exc)
 
 
+_MASKS_LIMIT = 1024
+_masks: dict[int, tuple[Any, tuple[bool, ...] | None]] = {}
+"""id(names) -> (names, which places are secret, or None when none is): the names of a
+compiled statement are asked once per statement, not once per query. The names object is
+held, so its id cannot be reused while its entry lives; forgotten when the pattern changes."""
+on_configure(_masks.clear)
+
+
+def secret_places(names: Any) -> tuple[bool, ...] | None:
+    """Which of ``names`` (SQLAlchemy's ``positiontup``, the same object for every run of a
+    compiled statement) are secret, or None when none is; remembered per ``names`` object."""
+    got = _masks.get(id(names))
+    if got is not None and got[0] is names:
+        return got[1]
+    secret = tuple(type(n) is str and secret_name(n) for n in names)
+    mask = secret if any(secret) else None
+    if len(_masks) >= _MASKS_LIMIT:
+        _masks.clear()
+    _masks[id(names)] = (names, mask)
+    return mask
+
+
 def redact_positional(params: Any, names: Any, many: bool) -> Any:
     """Positional ``params`` (a sequence, or a list of them when ``many``) whose places
     are named ``names`` (SQLAlchemy's ``positiontup``), with the values of secret names
     replaced by the redaction marker: a copy for the trace, the driver gets the original.
     Returned as it is when no name is secret or the places do not line up."""
-    secret = [type(n) is str and secret_name(n) for n in names]
-    if not any(secret):
+    secret = secret_places(names)
+    if secret is None:
         return params
 
     def one(row: Any) -> Any:

@@ -148,13 +148,16 @@ def _client(scope: Scope) -> tuple[Any, Any]:
 
 def _begin_http(scope: Scope) -> _web.WebRequest | None:
     try:
-        ip, source = _client(scope)
+        traceparent = _header(scope.get("headers"), b"traceparent")
+        client = scope.get("client")
+        # "ip:port" is made only for the remote call a traceparent asks for
+        source = _client(scope)[1] if traceparent is not None else None
         req = _web.begin(
             scope.get("method"),
             scope.get("path"),
             scope.get("query_string"),
-            ip,
-            _header(scope.get("headers"), b"traceparent"),
+            client[0] if client else None,
+            traceparent,
             source,
         )
         if req is not None:

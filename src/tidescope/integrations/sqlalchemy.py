@@ -73,6 +73,8 @@ class _Listeners:
             conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: Any
         ) -> None:
             try:
+                if not enabled():  # capture off here: no redaction work either
+                    return
                 # a driver with positional parameters gets them in the compiled order
                 names = getattr(getattr(context, "compiled", None), "positiontup", None)
                 if names and type(parameters) in (tuple, list):

@@ -87,13 +87,15 @@ def _begin(environ: WSGIEnvironment) -> _web.WebRequest | None:
             path: Any = _web.wsgi_text(script + info)
         else:  # out of PEP 3333: recorded as it is
             path = info
+        traceparent = environ.get("HTTP_TRACEPARENT")
         req = _web.begin(
             environ.get("REQUEST_METHOD"),
             path,
             environ.get("QUERY_STRING"),
             ip,
-            environ.get("HTTP_TRACEPARENT"),
-            f"{ip}:{port}" if port else ip,
+            traceparent,
+            # "ip:port" is made only for the remote call a traceparent asks for
+            (f"{ip}:{port}" if port else ip) if traceparent is not None else None,
         )
         if req is not None:
             environ[_web.REQUEST_KEY] = req
