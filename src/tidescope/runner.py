@@ -394,7 +394,9 @@ def _capture_spawned_children(
     def spawnv_passfds(path: Any, args: Any, passfds: Any) -> Any:
         args = list(args)
         i = args.index("-c") + 1 if "-c" in args else len(args)
-        if i < len(args) and args[i].startswith("from multiprocessing.forkserver import"):
+        # 3.11-3.13: "from multiprocessing.forkserver import main; ..."; 3.14 puts
+        # "import sys; " before it
+        if i < len(args) and "from multiprocessing.forkserver import main" in args[i]:
             args[i] = "import tidescope.runner as _t; _t.start_forkserver()\n" + args[i]
         return real_passfds(path, args, passfds)
 
