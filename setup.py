@@ -16,7 +16,7 @@ setup(
     ext_modules=[
         Extension(
             "tidescope.capture._speedups",
-            ["src/tidescope/capture/_speedups.c"],
+            ["src/tidescope/capture/_speedups.c", "src/tidescope/capture/_decode.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers"],
             optional=not required,
