@@ -285,16 +285,17 @@ site(Dec *d, PyObject **module, PyObject **function)
     return 0;
 }
 
-/* A shape ref: sets *keys to its first key (borrowed) and *n to its length. */
+/* A shape ref: sets *first to the index of its first key in d->keys (which a nested
+ * shape may move) and *n to its length. */
 static int
-shape(Dec *d, PyObject ***keys, Py_ssize_t *n)
+shape(Dec *d, Py_ssize_t *first_key, Py_ssize_t *n)
 {
     uint64_t k;
     if (uv(d, &k) < 0) return -1;
     if (k) {
         if (k > (uint64_t)d->nshape) return fail("IndexError: list index out of range");
         *n = d->shapes[2 * (k - 1) + 1];
-        *keys = d->keys + d->shapes[2 * (k - 1)];
+        *first_key = d->shapes[2 * (k - 1)];
         return 0;
     }
     Py_ssize_t c;
@@ -311,7 +312,7 @@ shape(Dec *d, PyObject ***keys, Py_ssize_t *n)
     d->shapes[2 * d->nshape] = first;
     d->shapes[2 * d->nshape + 1] = c;
     d->nshape++;
-    *keys = d->keys + first;
+    *first_key = first;
     *n = c;
     return 0;
 }
@@ -466,13 +467,13 @@ value(Dec *d, int depth, int nest)
     const unsigned char *p;
     switch (tag) {
     case V_SHAPED: {
-        PyObject **keys;
-        if (shape(d, &keys, &n) < 0) return NULL;
+        Py_ssize_t first;
+        if (shape(d, &first, &n) < 0) return NULL;
         r = PyDict_New();
         if (r == NULL) return NULL;
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *v = value(d, depth + 1, nest + 1);
-            if (v == NULL || PyDict_SetItem(r, keys[i], v) < 0) {
+            if (v == NULL || PyDict_SetItem(r, d->keys[first + i], v) < 0) {
                 Py_XDECREF(v);
                 Py_DECREF(r);
                 return NULL;
