@@ -28,7 +28,6 @@ from tidescope.export._tsformat import (
     encode_events_chunk,
     encode_header_chunk,
     encode_value,
-    frame,
 )
 from tidescope.export.reader import TraceFile
 
@@ -124,7 +123,7 @@ for _i, _v in enumerate(
     [3, -1, 2**70, 1.5, "hé\udc80", b"\x00b", bytearray(b"x"), (1, [2]), {1, 2},
      frozenset({3}), {"k": None}, {1: "a"}, Truncated("str", 99, "length", "ab"),
      ObjectSnapshot("m.C", 12, {"a": 1}, None), complex(1, 2), ..., NotImplemented,
-     range(1, 9, 2), datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.timezone.utc),
+     range(1, 9, 2), datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.UTC),
      datetime.date(2026, 1, 2), datetime.time(1, 2), datetime.timedelta(3, 4, 5),
      datetime.timezone(datetime.timedelta(hours=1), "X"), uuid.UUID(int=7),
      EventType.ERROR, True]
@@ -142,7 +141,7 @@ CORPUS = [
     encode_header_chunk({"pid": PID, "node": NODE, "argv": ["a"]})[12:],
     encode_close_chunk(
         {"dropped_events": 0}, seq=2, events_written=3, dropped_events=0, internal_errors=0
-    )[12:],  # fmt: skip
+    )[12:],
 ]
 mutations = st.lists(
     st.tuples(st.sampled_from(["flip", "set", "insert", "delete"]), st.integers(0, 10**6),
