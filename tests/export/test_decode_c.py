@@ -75,13 +75,13 @@ def both(body: bytes, node: Any = NODE, pid: Any = PID) -> Any:
     assert (want is None) == (got is None), (body.hex(), want, got)
     if want is not None:
         assert same(want, got), (body.hex(), want, got)
-    for as_events in (False, True):  # the reader's paths: checked, and Events
+    for form in (reader._AS_EVENTS, reader._AS_RECORDS):  # the reader's two paths
         try:
-            want_r = reader._decode_pure(body, node, pid, as_events)
+            want_r = reader._decode_pure(body, node, pid, form)
         except FormatError:
             want_r = None
         try:
-            got_r = reader._decode_c(body, node, pid, as_events)
+            got_r = reader._decode_c(body, node, pid, form)
         except FormatError:
             got_r = None
         assert (want_r is None) == (got_r is None), (body.hex(), want_r, got_r)
@@ -180,27 +180,27 @@ def test_random_bodies_fail_in_both_decoders_or_read_the_same(kind: int, rest: b
     both(bytes((kind,)) + rest)
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"\x03\x01\x00\x00\x00" + b"\x0a\x01" * 100_000 + b"\x00",  # lists 100,000 deep
-        b"\x03\x01\x00\x00\x00" + (b"\x15\x09\x01") * 10_000 + b"\x00",  # ranges of tuples
-        b"\x03\x01\x00\x00\x00" + (b"\x1a\x00\x00\x00") * 10_000 + b"\x00",  # timezones' names
-        b"\x03\x01\x00\x00\x00" + (b"\x1f\x00\x01a") * 10_000 + b"\x00",  # unsupported's texts
-        b"\x02\x01\x00\x00\x00\x00" + b"\xff" * 11,  # a varint of 11 bytes
-        b"\x02\x01\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02",  # past 64 bits
-        b"\x03\x01\x00\x00\x00\x07\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # bytes of 2**64-1
-        b"\x03\x01\x00\x00\x00\x06\x05",  # a string ref past the table
-        b"\x03\x01\x00\x00\x00\x0d\x03",  # a shape ref past the table
-        b"\x02\x01\x00\x00\x00\x00\x01\x01\x00\x00\x05",  # a site ref past the table
-        b"\x02\x01\x00\x00\x00\x00\x01\x03\x08\x00",  # a delta from None
-        b"\x03\x01\x00\x00\x00\x06\x00\x02\xed\xa0",  # UTF-8 cut short
-        b"\x03\x01\x00\x00\x00\x0e\x01\x0a\x00\x00",  # an unhashable key
-        b"\x03\x01\x00\x00\x00\x16\x00\x01x",  # a date that is no date
-        b"\x03\x01\x00\x00\x00\x19\xfe\xff\xff\xff\x0f\x00\x00",  # a timedelta out of range
-        b"\x03\x01\x00\x00\x00\x15\x80\x81\x80",  # a range of step 0
-    ],
-)
+HOSTILE = [
+    b"\x03\x01\x00\x00\x00" + b"\x0a\x01" * 100_000 + b"\x00",  # lists 100,000 deep
+    b"\x03\x01\x00\x00\x00" + (b"\x15\x09\x01") * 10_000 + b"\x00",  # ranges of tuples
+    b"\x03\x01\x00\x00\x00" + (b"\x1a\x00\x00\x00") * 10_000 + b"\x00",  # timezones' names
+    b"\x03\x01\x00\x00\x00" + (b"\x1f\x00\x01a") * 10_000 + b"\x00",  # unsupported's texts
+    b"\x02\x01\x00\x00\x00\x00" + b"\xff" * 11,  # a varint of 11 bytes
+    b"\x02\x01\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02",  # past 64 bits
+    b"\x03\x01\x00\x00\x00\x07\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # bytes of 2**64-1
+    b"\x03\x01\x00\x00\x00\x06\x05",  # a string ref past the table
+    b"\x03\x01\x00\x00\x00\x0d\x03",  # a shape ref past the table
+    b"\x02\x01\x00\x00\x00\x00\x01\x01\x00\x00\x05",  # a site ref past the table
+    b"\x02\x01\x00\x00\x00\x00\x01\x03\x08\x00",  # a delta from None
+    b"\x03\x01\x00\x00\x00\x06\x00\x02\xed\xa0",  # UTF-8 cut short
+    b"\x03\x01\x00\x00\x00\x0e\x01\x0a\x00\x00",  # an unhashable key
+    b"\x03\x01\x00\x00\x00\x16\x00\x01x",  # a date that is no date
+    b"\x03\x01\x00\x00\x00\x19\xfe\xff\xff\xff\x0f\x00\x00",  # a timedelta out of range
+    b"\x03\x01\x00\x00\x00\x15\x80\x81\x80",  # a range of step 0
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE)
 def test_hostile_bodies_are_format_errors_in_both_decoders(body: bytes) -> None:
     assert both(body) is None
 

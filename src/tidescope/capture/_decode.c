@@ -6,7 +6,9 @@
  * plain tuple the reader makes a Chunk of. `mode` 0: an EVENTS chunk's content is the list
  * of 13-field envelope tuples, as the pure decoder's; 1: the same, then the reader's
  * per-event type check (reader._check) applied to every tuple; 2: checked, and each event
- * an Event built as Event(*t) would build it (its slots set directly).
+ * an Event built as Event(*t) would build it (its slots set directly); 3: checked, and each
+ * event the dict reader._record(t) gives (values through events.jsonable: the scalars,
+ * dicts with str keys, lists, tuples and sets here, everything else by calling it).
  *
  * Nothing in a body can crash it: every read is bounded by the body's length, every
  * count by the bytes left, recursion by MAX_NEST, and every table index is checked.
@@ -46,6 +48,7 @@ static PyObject *g_FormatError, *g_event_types, *g_entry, *g_exit, *g_Event, *g_
 static PyObject *g_ObjectSnapshot, *g_Redacted, *g_Unsupported, *g_datetime_iso;
 static PyObject *g_date_iso, *g_time_iso, *g_timedelta, *g_timezone, *g_UUID;
 static PyObject *g_from_bytes, *g_little, *g_kw_signed, *g_kw_bytes, *g_keys[8];
+static PyObject *g_jsonable, *g_EventType, *g_entry_value, *g_exit_value, *g_fields[13];
 static Py_ssize_t g_slot[NFIELDS]; /* the offset of each Event slot, in field order */
 
 static const char *FIELDS[NFIELDS] = {
@@ -80,6 +83,8 @@ ready(void)
         !(g_entry = attr_of("tidescope.export._tsformat", "_FUNCTION_ENTRY")) ||
         !(g_exit = attr_of("tidescope.export._tsformat", "_FUNCTION_EXIT")) ||
         !(g_Event = attr_of("tidescope.events", "Event")) ||
+        !(g_jsonable = attr_of("tidescope.events", "jsonable")) ||
+        !(g_EventType = attr_of("tidescope.events", "EventType")) ||
         !(g_Truncated = attr_of("tidescope.events", "Truncated")) ||
         !(g_ObjectSnapshot = attr_of("tidescope.events", "ObjectSnapshot")) ||
         !(g_Redacted = attr_of("tidescope.events", "Redacted")) ||
@@ -110,6 +115,11 @@ ready(void)
                                   "exception", "duration_ns", "exit_reason"};
     for (int k = 0; k < 8; k++)
         if (!(g_keys[k] = PyUnicode_InternFromString(keys[k]))) return -1;
+    for (int f = 0; f < NFIELDS; f++)
+        if (!(g_fields[f] = PyUnicode_InternFromString(FIELDS[f]))) return -1;
+    if (!(g_entry_value = PyObject_GetAttrString(g_entry, "_value_")) ||
+        !(g_exit_value = PyObject_GetAttrString(g_exit, "_value_")))
+        return -1;
     /* Event has __slots__: find each slot's offset so mode 2 fills them as __init__ does */
     PyTypeObject *ev = (PyTypeObject *)g_Event;
     for (int f = 0; f < NFIELDS; f++) {
@@ -604,6 +614,84 @@ event_of(PyObject *t)
     return ev;
 }
 
+/* events.jsonable(v): here for what the data of events mostly holds, else by calling it */
+static PyObject *
+jsonable(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type || t == &PyLong_Type || v == Py_None || t == &PyBool_Type ||
+        t == &PyFloat_Type)
+        return Py_NewRef(v);
+    if (t == &PyDict_Type) {
+        PyObject *k, *item, *r;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(v, &pos, &k, &item))
+            if (!PyUnicode_CheckExact(k)) return PyObject_CallOneArg(g_jsonable, v);
+        if (!(r = PyDict_New())) return NULL;
+        pos = 0;
+        while (PyDict_Next(v, &pos, &k, &item)) {
+            PyObject *j = jsonable(item);
+            if (j == NULL || PyDict_SetItem(r, k, j) < 0) {
+                Py_XDECREF(j);
+                Py_DECREF(r);
+                return NULL;
+            }
+            Py_DECREF(j);
+        }
+        return r;
+    }
+    if (t == &PyList_Type || t == &PyTuple_Type || t == &PySet_Type || t == &PyFrozenSet_Type) {
+        PyObject *seq = PySequence_Fast(v, "jsonable"), *r;
+        if (seq == NULL) return NULL;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        if (!(r = PyList_New(n))) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *j = jsonable(PySequence_Fast_GET_ITEM(seq, i));
+            if (j == NULL) {
+                Py_DECREF(seq);
+                Py_DECREF(r);
+                return NULL;
+            }
+            PyList_SET_ITEM(r, i, j);
+        }
+        Py_DECREF(seq);
+        return r;
+    }
+    return PyObject_CallOneArg(g_jsonable, v);
+}
+
+/* The record reader._record(t) gives for a checked envelope tuple. */
+static PyObject *
+record_of(PyObject *t)
+{
+    PyObject *r = PyDict_New();
+    if (r == NULL) return NULL;
+    for (int f = 0; f < NFIELDS; f++) {
+        PyObject *v = PyTuple_GET_ITEM(t, f), *j;
+        if (f == 7 || f == 12) {
+            j = jsonable(v);
+        } else if (f == 11) {
+            /* an EventType member as its value (a StrEnum member's text is its value) */
+            j = v == g_entry                          ? Py_NewRef(g_entry_value)
+                : v == g_exit                         ? Py_NewRef(g_exit_value)
+                : Py_TYPE(v) == (PyTypeObject *)g_EventType ? PyUnicode_FromObject(v)
+                                                      : Py_NewRef(v);
+        } else {
+            j = Py_NewRef(v);
+        }
+        if (j == NULL || PyDict_SetItem(r, g_fields[f], j) < 0) {
+            Py_XDECREF(j);
+            Py_DECREF(r);
+            return NULL;
+        }
+        Py_DECREF(j);
+    }
+    return r;
+}
+
 static PyObject *
 data4(int k0, PyObject *a, PyObject *b, PyObject *c, PyObject *e)
 {
@@ -823,8 +911,8 @@ decode(Dec *d, PyObject *node, PyObject *pid, int mode)
                 Py_DECREF(content);
                 return NULL;
             }
-            if (mode == 2) {
-                PyObject *ev = event_of(t);
+            if (mode >= 2) {
+                PyObject *ev = mode == 2 ? event_of(t) : record_of(t);
                 if (ev == NULL) {
                     Py_DECREF(content);
                     return NULL;

@@ -47,6 +47,7 @@ _HEAD: Final = struct.Struct("<4sII")
 _SCALARS: Final = frozenset({int, str, float, bool, type(None)})
 _JSON_AS_IS: Final = _SCALARS  # what jsonable() returns as it is
 _EVENTS_CHUNK: Final = _tsformat.CHUNK_EVENTS
+_AS_EVENTS, _AS_RECORDS = 2, 3  # what a decoded chunk's events become (_decode.c's modes)
 _OK, _EOF, _BAD, _TORN, _BIG = range(5)
 
 
@@ -200,24 +201,21 @@ class TraceFile:
         Raises:
             TraceError: the file cannot be read, or is not a trace.
         """
-        for item in self._scan(as_events=True):
+        for item in self._scan(_AS_EVENTS):
             if type(item) is list:
                 yield from item
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The file's records as dicts (see :func:`read_trace`), streaming."""
-        record = _record
-        for item in self._scan():
+        for item in self._scan(_AS_RECORDS):
             if type(item) is list:
-                for t in item:
-                    yield record(t)
+                yield from item
             else:
                 yield item  # type: ignore[misc]  # a list is events, anything else a record
 
-    def _scan(self, *, as_events: bool = False) -> Iterator[list[Any] | dict[str, Any]]:
-        """Each chunk's events (a list of envelope tuples, or of Events if ``as_events``)
-        and the other records, in file order; updates the file's counts and state as it
-        goes."""
+    def _scan(self, form: int) -> Iterator[list[Any] | dict[str, Any]]:
+        """Each chunk's events (a list of Events or of event records, as ``form`` says) and
+        the other records, in file order; updates the file's counts and state as it goes."""
         self._reset()
         node: Any = None
         pid: Any = None
@@ -236,7 +234,7 @@ class TraceFile:
                 self._header_read = True
             first = False
             try:
-                chunk = _decode(body, node, pid, as_events)
+                chunk = _decode(body, node, pid, form)
             except FormatError as exc:
                 yield self._damage(offset, f"a chunk that does not decode ({exc})")
                 continue
@@ -331,19 +329,24 @@ def read_trace(
     return TraceFile(path, max_chunk=max_chunk).records()
 
 
-def _decode_pure(body: bytes, node: Any, pid: Any, as_events: bool) -> Chunk:
-    """A chunk body decoded and checked (:func:`_check`), its events as Events if
-    ``as_events``, else as envelope tuples."""
+def _decode_pure(body: bytes, node: Any, pid: Any, form: int) -> Chunk:
+    """A chunk body decoded and checked (:func:`_check`), its events as Events
+    (``_AS_EVENTS``) or as records (``_AS_RECORDS``: :func:`_record`)."""
     chunk = decode_body(body, node=node, pid=pid)
     _check(chunk)
-    if as_events and chunk.kind == _EVENTS_CHUNK:
-        return chunk._replace(content=[Event(*t) for t in chunk.content])
+    if chunk.kind == _EVENTS_CHUNK:
+        make = _record if form == _AS_RECORDS else _event
+        return chunk._replace(content=[make(t) for t in chunk.content])
     return chunk
 
 
-def _decode_c(body: bytes, node: Any, pid: Any, as_events: bool) -> Chunk:
+def _event(t: tuple[Any, ...]) -> Event:
+    return Event(*t)
+
+
+def _decode_c(body: bytes, node: Any, pid: Any, form: int) -> Chunk:
     """:func:`_decode_pure` by the C decoder, which checks events as :func:`_check` does."""
-    chunk = Chunk._make(_c_decode_body(body, node, pid, 2 if as_events else 1))
+    chunk = Chunk._make(_c_decode_body(body, node, pid, form))
     if chunk.kind != _EVENTS_CHUNK:
         _check(chunk)
     return chunk
