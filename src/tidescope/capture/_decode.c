@@ -49,6 +49,7 @@ static PyObject *g_ObjectSnapshot, *g_Redacted, *g_Unsupported, *g_datetime_iso;
 static PyObject *g_date_iso, *g_time_iso, *g_timedelta, *g_timezone, *g_UUID;
 static PyObject *g_from_bytes, *g_little, *g_kw_signed, *g_kw_bytes, *g_keys[8];
 static PyObject *g_jsonable, *g_EventType, *g_entry_value, *g_exit_value, *g_fields[13];
+static PyObject *g_record; /* a record's keys, in order, each None: copied for each record */
 static Py_ssize_t g_slot[NFIELDS]; /* the offset of each Event slot, in field order */
 
 static const char *FIELDS[NFIELDS] = {
@@ -115,8 +116,11 @@ ready(void)
                                   "exception", "duration_ns", "exit_reason"};
     for (int k = 0; k < 8; k++)
         if (!(g_keys[k] = PyUnicode_InternFromString(keys[k]))) return -1;
+    if (!(g_record = PyDict_New())) return -1;
     for (int f = 0; f < NFIELDS; f++)
-        if (!(g_fields[f] = PyUnicode_InternFromString(FIELDS[f]))) return -1;
+        if (!(g_fields[f] = PyUnicode_InternFromString(FIELDS[f])) ||
+            PyDict_SetItem(g_record, g_fields[f], Py_None) < 0)
+            return -1;
     if (!(g_entry_value = PyObject_GetAttrString(g_entry, "_value_")) ||
         !(g_exit_value = PyObject_GetAttrString(g_exit, "_value_")))
         return -1;
@@ -590,33 +594,33 @@ scalar(PyObject *o)
            PyBool_Check(o) || PyFloat_CheckExact(o);
 }
 
-/* reader._check for one envelope tuple */
+/* reader._check for one envelope: 0 if it passes */
 static int
-check(PyObject *t)
+check(PyObject **f)
 {
-    PyObject **f = &PyTuple_GET_ITEM(t, 0);
     if (!PyLong_CheckExact(f[1]) || !PyLong_CheckExact(f[2]) || !PyUnicode_Check(f[11]) ||
         !PyDict_CheckExact(f[12]) || !scalar(f[0]) || !scalar(f[3]) || !scalar(f[4]) ||
         !scalar(f[5]) || !scalar(f[6]) || !scalar(f[8]) || !scalar(f[9]) || !scalar(f[10]))
-        return fail("a record of bad types");
+        return -1;
     return 0;
 }
 
-/* An Event holding the tuple's items, as Event(*t) makes it. */
+/* An Event of the envelope's fields, as Event(*f) makes it. */
 static PyObject *
-event_of(PyObject *t)
+event_of(PyObject **f)
 {
     PyTypeObject *type = (PyTypeObject *)g_Event;
     PyObject *ev = type->tp_alloc(type, 0);
     if (ev == NULL) return NULL;
-    for (int f = 0; f < NFIELDS; f++)
-        *(PyObject **)((char *)ev + g_slot[f]) = Py_NewRef(PyTuple_GET_ITEM(t, f));
+    for (int k = 0; k < NFIELDS; k++) *(PyObject **)((char *)ev + g_slot[k]) = Py_NewRef(f[k]);
     return ev;
 }
 
-/* events.jsonable(v): here for what the data of events mostly holds, else by calling it */
+/* events.jsonable(v): here for what the data of events mostly holds, else by calling it.
+ * With `own` (v was just decoded and nothing else refers to it: an event's data), its
+ * dicts and lists are converted in place, where jsonable would copy them. */
 static PyObject *
-jsonable(PyObject *v)
+jsonable(PyObject *v, int own)
 {
     PyTypeObject *t = Py_TYPE(v);
     if (t == &PyUnicode_Type || t == &PyLong_Type || v == Py_None || t == &PyBool_Type ||
@@ -627,11 +631,12 @@ jsonable(PyObject *v)
         Py_ssize_t pos = 0;
         while (PyDict_Next(v, &pos, &k, &item))
             if (!PyUnicode_CheckExact(k)) return PyObject_CallOneArg(g_jsonable, v);
-        if (!(r = PyDict_New())) return NULL;
+        if (!(r = own ? Py_NewRef(v) : PyDict_New())) return NULL;
         pos = 0;
+        /* in place, only values change: the keys stay, so iterating on is safe */
         while (PyDict_Next(v, &pos, &k, &item)) {
-            PyObject *j = jsonable(item);
-            if (j == NULL || PyDict_SetItem(r, k, j) < 0) {
+            PyObject *j = jsonable(item, own);
+            if (j == NULL || ((j != item || !own) && PyDict_SetItem(r, k, j) < 0)) {
                 Py_XDECREF(j);
                 Py_DECREF(r);
                 return NULL;
@@ -639,6 +644,14 @@ jsonable(PyObject *v)
             Py_DECREF(j);
         }
         return r;
+    }
+    if (own && t == &PyList_Type) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++) {
+            PyObject *j = jsonable(PyList_GET_ITEM(v, i), own);
+            if (j == NULL) return NULL;
+            PyList_SetItem(v, i, j); /* steals j */
+        }
+        return Py_NewRef(v);
     }
     if (t == &PyList_Type || t == &PyTuple_Type || t == &PySet_Type || t == &PyFrozenSet_Type) {
         PyObject *seq = PySequence_Fast(v, "jsonable"), *r;
@@ -649,7 +662,7 @@ jsonable(PyObject *v)
             return NULL;
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *j = jsonable(PySequence_Fast_GET_ITEM(seq, i));
+            PyObject *j = jsonable(PySequence_Fast_GET_ITEM(seq, i), own);
             if (j == NULL) {
                 Py_DECREF(seq);
                 Py_DECREF(r);
@@ -663,16 +676,16 @@ jsonable(PyObject *v)
     return PyObject_CallOneArg(g_jsonable, v);
 }
 
-/* The record reader._record(t) gives for a checked envelope tuple. */
+/* The record reader._record(f) gives for a checked envelope. */
 static PyObject *
-record_of(PyObject *t)
+record_of(PyObject **fields)
 {
-    PyObject *r = PyDict_New();
+    PyObject *r = PyDict_Copy(g_record); /* sized once, where 13 inserts would resize it twice */
     if (r == NULL) return NULL;
     for (int f = 0; f < NFIELDS; f++) {
-        PyObject *v = PyTuple_GET_ITEM(t, f), *j;
+        PyObject *v = fields[f], *j;
         if (f == 7 || f == 12) {
-            j = jsonable(v);
+            j = jsonable(v, f == 12); /* a correlation id may be the last record's too */
         } else if (f == 11) {
             /* an EventType member as its value (a StrEnum member's text is its value) */
             j = v == g_entry                          ? Py_NewRef(g_entry_value)
@@ -750,13 +763,28 @@ static const int IS_ID[8] = {1, 0, 0, 0, 1, 1, 1, 0};
 /* where each of the 8 coded fields sits in the 13-field envelope */
 static const int AT[8] = {0, 1, 5, 6, 7, 8, 9, 10};
 
+/* The envelope's output for `mode`: a tuple (0, 1), an Event (2) or a record (3). */
 static PyObject *
-events(Dec *d, PyObject *node, PyObject *pid)
+output(PyObject **f, int mode)
+{
+    if (mode == 2) return event_of(f);
+    if (mode == 3) return record_of(f);
+    PyObject *t = PyTuple_New(NFIELDS);
+    if (t == NULL) return NULL;
+    for (int k = 0; k < NFIELDS; k++) PyTuple_SET_ITEM(t, k, Py_NewRef(f[k]));
+    return t;
+}
+
+/* An EVENTS chunk's records, each made by output(); `*bad` is set if one fails the
+ * check (modes 1-3), which the caller reports only once the whole body has decoded, as
+ * the pure reader checks after decoding. */
+static PyObject *
+events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
 {
     int64_t offset;
     Py_ssize_t n;
     if (sv(d, &offset) < 0 || count(d, &n) < 0) return NULL;
-    PyObject *last[8], *out = PyList_New(0);
+    PyObject *last[8], *f[NFIELDS] = {NULL}, *out = PyList_New(0);
     int64_t lastv[8];
     int fast[8] = {0};
     if (out == NULL) return NULL;
@@ -766,13 +794,13 @@ events(Dec *d, PyObject *node, PyObject *pid)
         if (byte(d, &kind) < 0 || byte(d, &lo) < 0 || byte(d, &hi) < 0) goto error;
         unsigned modes = lo | hi << 8;
         for (int i = 0; i < 8; i++) {
-            unsigned mode = (modes >> (2 * i)) & 3;
+            unsigned mode2 = (modes >> (2 * i)) & 3;
             PyObject *v;
-            if (mode == 0) continue;
-            if (mode == 1) {
+            if (mode2 == 0) continue;
+            if (mode2 == 1) {
                 v = Py_NewRef(Py_None);
                 fast[i] = 0;
-            } else if (mode == 2) {
+            } else if (mode2 == 2) {
                 if (!PyLong_CheckExact(last[i])) {
                     fail("a delta from a field that is no int");
                     goto error;
@@ -788,79 +816,78 @@ events(Dec *d, PyObject *node, PyObject *pid)
             }
             Py_SETREF(last[i], v);
         }
-        PyObject *t = PyTuple_New(NFIELDS), *data = NULL, *etype = NULL, *a, *b, *c, *s;
-        if (t == NULL) goto error;
-        for (int i = 0; i < 8; i++) PyTuple_SET_ITEM(t, AT[i], Py_NewRef(last[i]));
+        for (int i = 0; i < 8; i++) f[AT[i]] = Py_NewRef(last[i]);
+        PyObject *a, *b, *c, *s;
         if (kind == K_ENTRY) {
             PyObject *module, *function;
-            if (site(d, &module, &function) < 0 || !(a = value(d, 0, 0))) goto error_t;
+            if (site(d, &module, &function) < 0 || !(a = value(d, 0, 0))) goto error_f;
             if (!(b = value(d, 0, 0))) {
                 Py_DECREF(a);
-                goto error_t;
+                goto error_f;
             }
-            data = data4(0, module, function, a, b);
+            f[12] = data4(0, module, function, a, b);
             Py_DECREF(a);
             Py_DECREF(b);
-            etype = Py_NewRef(g_entry);
+            f[11] = Py_NewRef(g_entry);
         } else if (kind == K_EXIT) {
-            if (!(a = value(d, 0, 0))) goto error_t;
+            if (!(a = value(d, 0, 0))) goto error_f;
             b = value(d, 0, 0);
             c = b ? value(d, 0, 0) : NULL;
             s = c ? string(d) : NULL;
-            if (s) data = data4(4, a, b, c, s);
+            if (s) f[12] = data4(4, a, b, c, s);
             Py_DECREF(a);
             Py_XDECREF(b);
             Py_XDECREF(c);
-            etype = Py_NewRef(g_exit);
+            f[11] = Py_NewRef(g_exit);
         } else if (kind == K_OTHER || kind == K_WHOLE) {
             if (kind == K_WHOLE) {
-                if (!(a = value(d, 0, 0))) goto error_t;
-                PyTuple_SET_ITEM(t, 3, a);
-                if (!(a = value(d, 0, 0))) goto error_t;
-                PyTuple_SET_ITEM(t, 4, a);
-                if (!(a = value(d, 0, 0))) goto error_t;
-                PyTuple_SET_ITEM(t, 2, a);
+                if (!(f[3] = value(d, 0, 0)) || !(f[4] = value(d, 0, 0)) ||
+                    !(f[2] = value(d, 0, 0)))
+                    goto error_f;
             }
-            if (!(s = string(d))) goto error_t;
-            etype = PyDict_GetItemWithError(g_event_types, s);
-            if (etype == NULL && PyErr_Occurred()) goto error_t;
-            etype = Py_NewRef(etype ? etype : s);
-            data = value(d, 0, 0);
+            if (!(s = string(d))) goto error_f;
+            a = PyDict_GetItemWithError(g_event_types, s);
+            if (a == NULL && PyErr_Occurred()) goto error_f;
+            f[11] = Py_NewRef(a ? a : s);
+            f[12] = value(d, 0, 0);
         } else {
             PyErr_Format(g_FormatError, "an unknown record kind %u", kind);
-            goto error_t;
+            goto error_f;
         }
-        if (etype) PyTuple_SET_ITEM(t, 11, etype);
-        if (data == NULL) goto error_t;
-        PyTuple_SET_ITEM(t, 12, data);
+        if (f[12] == NULL) goto error_f;
         if (kind != K_WHOLE) {
-            PyObject *ts = last[1], *wall;
+            PyObject *ts = last[1];
             if (!PyLong_CheckExact(ts)) {
                 fail("a timestamp that is no int");
-                goto error_t;
+                goto error_f;
             }
             int64_t w;
             if (fast[1] && !__builtin_add_overflow(lastv[1], offset, &w)) {
-                wall = PyLong_FromLongLong(w);
+                f[2] = PyLong_FromLongLong(w);
             } else {
                 PyObject *o = PyLong_FromLongLong(offset);
-                wall = o ? PyNumber_Add(ts, o) : NULL;
+                f[2] = o ? PyNumber_Add(ts, o) : NULL;
                 Py_XDECREF(o);
             }
-            if (wall == NULL) goto error_t;
-            PyTuple_SET_ITEM(t, 2, wall);
-            PyTuple_SET_ITEM(t, 3, Py_NewRef(node));
-            PyTuple_SET_ITEM(t, 4, Py_NewRef(pid));
+            if (f[2] == NULL) goto error_f;
+            f[3] = Py_NewRef(node);
+            f[4] = Py_NewRef(pid);
         }
-        if (PyList_Append(out, t) < 0) goto error_t;
-        Py_DECREF(t);
-        continue;
-    error_t:
-        Py_DECREF(t); /* a NULL item of a tuple is skipped by its dealloc */
-        goto error;
+        if (mode > 0 && !*bad && check(f) < 0) *bad = 1;
+        if (!*bad) { /* past a bad record, the rest is decoded only to find damage */
+            PyObject *o = output(f, mode);
+            if (o == NULL || PyList_Append(out, o) < 0) {
+                Py_XDECREF(o);
+                goto error_f;
+            }
+            Py_DECREF(o);
+        }
+        for (int k = 0; k < NFIELDS; k++) Py_CLEAR(f[k]);
     }
     for (int i = 0; i < 8; i++) Py_DECREF(last[i]);
     return out;
+error_f:
+    for (int k = 0; k < NFIELDS; k++) Py_CLEAR(f[k]);
 error:
     for (int i = 0; i < 8; i++) Py_DECREF(last[i]);
     Py_DECREF(out);
@@ -882,12 +909,13 @@ decode(Dec *d, PyObject *node, PyObject *pid, int mode)
 {
     unsigned kind;
     uint64_t seq, c[3];
+    int bad = 0;
     if (byte(d, &kind) < 0 || uv(d, &seq) < 0 || uv(d, &c[0]) < 0 || uv(d, &c[1]) < 0 ||
         uv(d, &c[2]) < 0)
         return NULL;
     PyObject *content;
     if (kind == CHUNK_EVENTS) {
-        content = events(d, node, pid);
+        content = events(d, node, pid, mode, &bad);
     } else if (kind == CHUNK_HEADER || kind == CHUNK_CLOSE) {
         content = value(d, 0, 0);
         if (content && !PyDict_CheckExact(content)) {
@@ -903,27 +931,12 @@ decode(Dec *d, PyObject *node, PyObject *pid, int mode)
         Py_DECREF(content);
         return NULL;
     }
-    if (kind == CHUNK_EVENTS && mode > 0) {
-        Py_ssize_t n = PyList_GET_SIZE(content);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *t = PyList_GET_ITEM(content, i);
-            if (check(t) < 0) {
-                Py_DECREF(content);
-                return NULL;
-            }
-            if (mode >= 2) {
-                PyObject *ev = mode == 2 ? event_of(t) : record_of(t);
-                if (ev == NULL) {
-                    Py_DECREF(content);
-                    return NULL;
-                }
-                PyList_SET_ITEM(content, i, ev);
-                Py_DECREF(t);
-            }
-        }
+    if (bad) {
+        Py_DECREF(content);
+        fail("a record of bad types");
+        return NULL;
     }
-    PyObject *r = Py_BuildValue("(IK(KKK)N)", kind, seq, c[0], c[1], c[2], content);
-    return r;
+    return Py_BuildValue("(IK(KKK)N)", kind, seq, c[0], c[1], c[2], content);
 }
 
 /* decode_body(body, node, pid, mode): see the top of this file. */
@@ -938,7 +951,13 @@ decode_body(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     if (mode == -1 && PyErr_Occurred()) return NULL;
     if (ready() < 0) return NULL;
     Dec d = {(const unsigned char *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), 0};
+    /* A chunk makes thousands of containers that all outlive the call: a collection
+     * every 700 of them finds nothing to free, and cost a third of the time (measured).
+     * So collections wait for the end of the chunk; the allocation count carries over, so
+     * the first allocation after it collects. No user code runs in between. */
+    int gc_was_on = PyGC_Disable();
     PyObject *r = decode(&d, args[1], args[2], (int)mode);
+    if (gc_was_on) PyGC_Enable();
     dec_free(&d);
     if (r == NULL && !PyErr_ExceptionMatches(g_FormatError) &&
         (PyErr_ExceptionMatches(PyExc_IndexError) || PyErr_ExceptionMatches(PyExc_ValueError) ||
