@@ -5,6 +5,7 @@ equal results or a FormatError from both; the reader picks it through one choice
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import struct
 import subprocess
@@ -259,3 +260,25 @@ def test_tidescope_core_python_reads_with_the_pure_decoder() -> None:
             env={**os.environ, "TIDESCOPE_CORE": core},
         )  # fmt: skip
         assert proc.stdout.strip() == name
+
+
+def test_the_c_decoder_leaks_nothing_on_good_or_bad_bodies() -> None:
+    bodies = [*CORPUS, *HOSTILE[4:], *(b[: len(b) // 2] for b in CORPUS)]
+
+    def decode_all() -> None:
+        for body in bodies:
+            for mode in range(4):
+                try:
+                    c_decode(body, NODE, PID, mode)
+                except FormatError:
+                    pass
+
+    for _ in range(100):  # warm up: caches, free lists, the first imports
+        decode_all()
+    gc.collect()
+    before = sys.getallocatedblocks()
+    for _ in range(600):
+        decode_all()
+    gc.collect()
+    # a leak of one block a decode of one body would be 600 or more; the rest is noise
+    assert sys.getallocatedblocks() - before < 300
