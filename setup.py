@@ -21,6 +21,7 @@ setup(
                 "src/tidescope/capture/_encode.c",
                 "src/tidescope/capture/_values.c",
                 "src/tidescope/capture/_crc32.c",
+                "src/tidescope/capture/_decode.c",
             ],
             depends=["src/tidescope/capture/_slots.h", "src/tidescope/capture/_encode.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -95,9 +95,14 @@ frame_events_chunk: Any = None
 """The C core's framing of ``RingBuffer.drain_encoded()``'s records as an EVENTS chunk, or
 None on the pure core (whose ring has no encoded drain)."""
 
+decode_body: Any = None
+"""The chosen core's chunk decoder, ``decode_body(body, node, pid, mode)`` (``_decode.c``),
+or None when it has none: the reader then uses ``_tsformat.decode_body``."""
+
 if _speedups is not None:
     encode_events_chunk = getattr(_speedups, "encode_events_chunk", None)
     frame_events_chunk = getattr(_speedups, "frame_events_chunk", None)
+    decode_body = getattr(_speedups, "decode_body", None)
     # The C twin: its RingBuffer is the shared logic over C slots, and its two report
     # functions replace the pure ones; everything else is shared with _pure.
     from tidescope.capture import _pure, _ring, _snapshot
@@ -125,6 +130,7 @@ __all__ += [
     "current_call_id",
     "current_correlation_id",
     "current_task_id",
+    "decode_body",
     "disable_here",
     "enabled",
     "encode_events_chunk",

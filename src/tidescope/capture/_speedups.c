@@ -2185,6 +2185,8 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+int ts_decode_add(PyObject *module); /* the trace decoder, _decode.c */
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tidescope.capture._speedups",
@@ -2225,7 +2227,7 @@ PyInit__speedups(void)
     if (g_abandoned == NULL || PyModule_AddObjectRef(m, "ABANDONED", g_abandoned) < 0 ||
         PyModule_AddObjectRef(m, "RingStorage", (PyObject *)&RingStorage_Type) < 0 ||
         PyModule_AddStringConstant(m, "CORE_NAME", "c") < 0 ||
-        PyModule_AddIntConstant(m, "IN_PLACE_STACK", g_inplace) < 0) {
+        PyModule_AddIntConstant(m, "IN_PLACE_STACK", g_inplace) < 0 || ts_decode_add(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

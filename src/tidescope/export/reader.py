@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
-from tidescope.events import ENVELOPE_FIELDS, Event, EventType, jsonable
+from tidescope.capture import _core
+from tidescope.events import Event, EventType, jsonable
 from tidescope.export import _tsformat
-from tidescope.export._tsformat import MAGIC, MAX_BODY, SYNC, FormatError, decode_body
+from tidescope.export._tsformat import MAGIC, MAX_BODY, SYNC, Chunk, FormatError, decode_body
 
 __all__ = [
     "COUNT_FIELDS",
@@ -44,6 +45,9 @@ COUNT_FIELDS: Final = ("events_written", "dropped_events", "internal_errors")
 _BLOCK: Final = 1 << 20
 _HEAD: Final = struct.Struct("<4sII")
 _SCALARS: Final = frozenset({int, str, float, bool, type(None)})
+_JSON_AS_IS: Final = _SCALARS  # what jsonable() returns as it is
+_EVENTS_CHUNK: Final = _tsformat.CHUNK_EVENTS
+_AS_EVENTS, _AS_RECORDS = 2, 3  # what a decoded chunk's events become (_decode.c's modes)
 _OK, _EOF, _BAD, _TORN, _BIG = range(5)
 
 
@@ -197,23 +201,21 @@ class TraceFile:
         Raises:
             TraceError: the file cannot be read, or is not a trace.
         """
-        for item in self._scan():
+        for item in self._scan(_AS_EVENTS):
             if type(item) is list:
-                for t in item:
-                    yield Event(*t)
+                yield from item
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The file's records as dicts (see :func:`read_trace`), streaming."""
-        for item in self._scan():
+        for item in self._scan(_AS_RECORDS):
             if type(item) is list:
-                for t in item:
-                    yield _record(t)
+                yield from item
             else:
                 yield item  # type: ignore[misc]  # a list is events, anything else a record
 
-    def _scan(self) -> Iterator[list[tuple[Any, ...]] | dict[str, Any]]:
-        """Each chunk's events (a list of envelope tuples) and the other records, in file
-        order; updates the file's counts and state as it goes."""
+    def _scan(self, form: int) -> Iterator[list[Any] | dict[str, Any]]:
+        """Each chunk's events (a list of Events or of event records, as ``form`` says) and
+        the other records, in file order; updates the file's counts and state as it goes."""
         self._reset()
         node: Any = None
         pid: Any = None
@@ -232,8 +234,7 @@ class TraceFile:
                 self._header_read = True
             first = False
             try:
-                chunk = decode_body(body, node=node, pid=pid)
-                _check(chunk)
+                chunk = _decode(body, node, pid, form)
             except FormatError as exc:
                 yield self._damage(offset, f"a chunk that does not decode ({exc})")
                 continue
@@ -328,16 +329,64 @@ def read_trace(
     return TraceFile(path, max_chunk=max_chunk).records()
 
 
+def _decode_pure(body: bytes, node: Any, pid: Any, form: int) -> Chunk:
+    """A chunk body decoded and checked (:func:`_check`), its events as Events
+    (``_AS_EVENTS``) or as records (``_AS_RECORDS``: :func:`_record`)."""
+    chunk = decode_body(body, node=node, pid=pid)
+    _check(chunk)
+    if chunk.kind == _EVENTS_CHUNK:
+        make = _record if form == _AS_RECORDS else _event
+        return chunk._replace(content=[make(t) for t in chunk.content])
+    return chunk
+
+
+def _event(t: tuple[Any, ...]) -> Event:
+    return Event(*t)
+
+
+def _decode_c(body: bytes, node: Any, pid: Any, form: int) -> Chunk:
+    """:func:`_decode_pure` by the C decoder, which checks events as :func:`_check` does."""
+    chunk = Chunk._make(_c_decode_body(body, node, pid, form))
+    if chunk.kind != _EVENTS_CHUNK:
+        _check(chunk)
+    return chunk
+
+
+_c_decode_body: Any = _core.decode_body
+# the one choice point: the C decoder when the chosen core has it (TIDESCOPE_CORE=python
+# never does), else the pure one, the specification
+_decode: Final = _decode_pure if _c_decode_body is None else _decode_c
+
+
 def _record(t: tuple[Any, ...]) -> dict[str, Any]:
-    """An envelope tuple as the dict :meth:`Event.to_dict` gives."""
-    rec = dict(zip(ENVELOPE_FIELDS, t, strict=True))
-    etype = t[11]
-    if type(etype) is EventType:
-        rec["event_type"] = etype._value_
-    if type(t[7]) not in _SCALARS:
-        rec["correlation_id"] = jsonable(t[7])
-    rec["data"] = jsonable(t[12])
-    return rec
+    """An envelope tuple as the dict :meth:`Event.to_dict` gives (``_check`` has made
+    every id but the correlation id a scalar)."""
+    eid, ts, wall, node, pid, thread, task, corr, parent, call, ast_id, etype, data = t
+    return {
+        "event_id": eid,
+        "timestamp": ts,
+        "wall_time": wall,
+        "node": node,
+        "pid": pid,
+        "thread_id": thread,
+        "task_id": task,
+        "correlation_id": corr if type(corr) in _SCALARS else jsonable(corr),
+        "parent_id": parent,
+        "call_id": call,
+        "ast_node_id": ast_id,
+        "event_type": etype._value_ if type(etype) is EventType else etype,
+        "data": _jsonable_data(data),
+    }
+
+
+def _jsonable_data(data: dict[str, Any]) -> dict[str, Any]:
+    """``jsonable(data)`` for an event's data dict, without a call per scalar value."""
+    out = {}
+    for k, v in data.items():
+        if type(k) is not str:
+            return jsonable(data)  # type: ignore[no-any-return]
+        out[k] = v if type(v) in _JSON_AS_IS else jsonable(v)
+    return out
 
 
 def _check(chunk: _tsformat.Chunk) -> None:
