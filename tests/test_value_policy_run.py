@@ -56,6 +56,13 @@ def test_calls_level_records_objects_by_reference(tmp_path: Path, core: str) -> 
     assert type(me) is ObjectRef and me.type_name == "__main__.Account" and me.length is None
     assert calls["args"]["amount"] == 5
     assert type(history) is ObjectRef and (history.type_name, history.length) == ("list", 4)
+    chrome = subprocess.run(
+        [sys.executable, "-m", "tidescope", "export", "trace", "--format", "chrome", "-o", "c.json"],
+        cwd=tmp_path, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert chrome.returncode == 0
+    text = (tmp_path / "c.json").read_text().replace(" ", "")
+    assert f'"self":{{"$ref":"__main__.Account","id":{me.object_id}}}' in text
 
 
 @pytest.mark.parametrize("options", [("--values", "deep"), ("--deep-module", "__main__")])
