@@ -57,7 +57,8 @@ def test_calls_level_records_objects_by_reference(tmp_path: Path, core: str) -> 
     assert calls["args"]["amount"] == 5
     assert type(history) is ObjectRef and (history.type_name, history.length) == ("list", 4)
     chrome = subprocess.run(
-        [sys.executable, "-m", "tidescope", "export", "trace", "--format", "chrome", "-o", "c.json"],
+        [sys.executable, "-m", "tidescope", "export", "trace", "--format", "chrome",
+         "-o", "c.json"],
         cwd=tmp_path, capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     assert chrome.returncode == 0
