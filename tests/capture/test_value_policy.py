@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,11 +151,15 @@ def test_the_policy_is_decided_once_per_module_and_site() -> None:
     tidescope.stop()
 
 
-def test_settings_are_validated_and_read_from_the_environment() -> None:
+def test_settings_are_validated_and_read_from_the_environment(tmp_path: Path) -> None:
     assert Config().values == "auto" and Config().deep_modules == ()
     cfg = Config.load(env={"TIDESCOPE_VALUES": "deep", "TIDESCOPE_DEEP_MODULES": "a.*, b"})
     assert (cfg.values, cfg.deep_modules) == ("deep", ("a.*", "b"))
     assert Config(deep_modules=["x.*"]).deep_modules == ("x.*",)  # type: ignore[arg-type]
+    toml = tmp_path / "pyproject.toml"
+    toml.write_text('[tool.tidescope]\nvalues = "ref"\ndeep-modules = ["app.models.*"]\n')
+    cfg = Config.load(pyproject=toml, env={})
+    assert (cfg.values, cfg.deep_modules) == ("ref", ("app.models.*",))
     with pytest.raises(ConfigError, match=r"TIDESCOPE_VALUES='shallow' is invalid: values must"):
         Config.load(env={"TIDESCOPE_VALUES": "shallow"})
     with pytest.raises(ConfigError, match="deep_modules must be a list of module name patterns"):
