@@ -16,6 +16,8 @@ def _reset() -> None:
     _core.register_buffer(None)
     _core.set_enabled(False)
     _core.initialize_context()
+    _core.set_value_policy()
+    _core.set_level(None)
     _redact.configure(True)
 
 

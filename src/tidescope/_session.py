@@ -87,6 +87,7 @@ def activate(cfg: Config) -> Session:
     )
     session = Session(cfg, buf)
     _core.set_limits(_limits_of(cfg))
+    _core.set_value_policy(cfg.values, cfg.deep_modules)
     _redact_as(cfg)
     _core.resync_clock()
     _core.register_buffer(buf)
@@ -140,6 +141,7 @@ def swap_session(session: Session | None) -> None:
         _redact.configure(True)  # the default again, as before any session
         return
     _core.set_limits(_limits_of(session.config))
+    _core.set_value_policy(session.config.values, session.config.deep_modules)
     _redact_as(session.config)
     _core.set_node(session.config.node)
     _core.register_buffer(session.buffer)

@@ -100,7 +100,12 @@ def _run(args: argparse.Namespace) -> int:
     argv = list(args.argv)
     if args.module is None and not argv:
         _fail("tidescope run needs a script or -m module (see tidescope run --help)")
-    config = _settings(buffer_size=args.buffer_size, overflow_strategy=args.overflow_strategy)
+    config = _settings(
+        buffer_size=args.buffer_size,
+        overflow_strategy=args.overflow_strategy,
+        values=args.values,
+        deep_modules=None if args.deep_modules is None else tuple(args.deep_modules),
+    )
     options = RunOptions(
         script=None if args.module is not None else argv[0],
         module=args.module,
@@ -299,6 +304,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--exclude", action="append", default=[], help="module pattern to skip")
     run.add_argument("--buffer-size", type=int, help="events the ring buffer holds")
     run.add_argument("--overflow-strategy", choices=("drop_oldest", "drop_newest", "block"))
+    run.add_argument(
+        "--values",
+        choices=("auto", "ref", "deep"),
+        help="arguments and return values: scalars by value and objects by reference (ref), "
+        "the bounded snapshot (deep), or ref at calls and deep at values/lines (auto)",
+    )
+    run.add_argument(
+        "--deep-module",
+        action="append",
+        dest="deep_modules",
+        metavar="PATTERN",
+        help="module pattern whose calls take the bounded snapshot whatever --values says",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
     export = sub.add_parser("export", help="convert a trace directory")

@@ -13,13 +13,17 @@ from typing import Any, Final, Literal, get_args
 __all__ = [
     "DEFAULT_REDACT_PATTERN",
     "OVERFLOW_STRATEGIES",
+    "VALUE_POLICIES",
     "Config",
     "ConfigError",
     "OverflowStrategy",
+    "ValuePolicy",
 ]
 
 OverflowStrategy = Literal["drop_oldest", "drop_newest", "block"]
 OVERFLOW_STRATEGIES: Final[tuple[str, ...]] = get_args(OverflowStrategy)
+ValuePolicy = Literal["auto", "ref", "deep"]
+VALUE_POLICIES: Final[tuple[str, ...]] = get_args(ValuePolicy)
 
 
 class ConfigError(ValueError):
@@ -78,10 +82,22 @@ class Config:
     """The regular expression (searched, case-insensitive) that makes a name secret."""
     redact_extra: str | None = None
     """A regular expression of more secret names, added to ``redact_pattern``."""
+    values: ValuePolicy = "auto"
+    """How calls record arguments and return values: ``"ref"`` keeps scalars by value and
+    every other object as an ``ObjectRef`` (type, id, container length); ``"deep"`` takes
+    the bounded snapshot; ``"auto"`` is ``"ref"`` at instrumentation level ``calls`` and
+    ``"deep"`` at ``values`` and ``lines`` (and without the import hook)."""
+    deep_modules: tuple[str, ...] = ()
+    """fnmatch patterns of module names whose calls take the bounded snapshot whatever
+    ``values`` says (``"myapp.models.*"`` also matches ``myapp.models``). The environment
+    variable is a comma-separated list."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _check(f.name, getattr(self, f.name), f.name)
+            value = getattr(self, f.name)
+            checked = _check(f.name, value, f.name)
+            if checked is not value:  # a list of deep_modules, kept as a tuple
+                object.__setattr__(self, f.name, checked)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed (validated like any Config)."""
@@ -152,6 +168,8 @@ _FALSE: Final = {"0", "false", "no", "off"}
 def _parse_env(name: str, raw: str, var: str) -> Any:
     kind = _KINDS[name][0]
     text = raw.strip()
+    if kind is tuple:
+        return tuple(p.strip() for p in text.split(",") if p.strip())
     if kind is bool:
         if text.lower() in _TRUE:
             return True
@@ -190,6 +208,10 @@ def _int_up_to(most: int) -> Callable[[Any], bool]:
 
 def _seconds(v: Any) -> bool:
     return type(v) in (int, float) and 0 <= v <= MAX_BLOCK_TIMEOUT  # NaN fails both
+
+
+def _patterns(v: Any) -> bool:
+    return type(v) is tuple and all(type(p) is str and p.strip() != "" for p in v)
 
 
 def _regex(v: Any) -> bool:
@@ -237,11 +259,23 @@ _KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
         "a valid regular expression (Python re syntax) or None",
         lambda v: v is None or _regex(v),
     ),
+    "values": (
+        str,
+        "one of " + ", ".join(repr(s) for s in VALUE_POLICIES),
+        lambda v: v in VALUE_POLICIES,
+    ),
+    "deep_modules": (
+        tuple,
+        "a list of module name patterns (non-empty strings)",
+        _patterns,
+    ),
 }
 
 
 def _check(name: str, value: Any, source: str) -> Any:
     _, accepted, ok = _KINDS[name]
+    if name == "deep_modules" and type(value) is list:
+        value = tuple(value)  # TOML arrays and keyword arguments given as lists
     if not ok(value):
         if name in ("redact_pattern", "redact_extra") and type(value) is str and value:
             try:

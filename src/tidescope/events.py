@@ -14,6 +14,7 @@ __all__ = [
     "ENVELOPE_FIELDS",
     "Event",
     "EventType",
+    "ObjectRef",
     "ObjectSnapshot",
     "Redacted",
     "Truncated",
@@ -303,6 +304,48 @@ class ObjectSnapshot:
         return hash((ObjectSnapshot, self.type_name, self.object_id))
 
 
+class ObjectRef:
+    """An object recorded by reference (the ``values = "ref"`` policy): its type, its
+    ``id()`` and, for a builtin container, its length; nothing of its content, read without
+    running its code.
+
+    ``type_name`` is ``module.qualname`` of its class (a builtin's bare name); ``object_id``
+    tells two references to one live object apart from two objects, as
+    :attr:`ObjectSnapshot.object_id` does; ``length`` is ``None`` unless it is a list,
+    tuple, dict, set, frozenset, deque, str, bytes or bytearray (or a subclass of one).
+    """
+
+    __slots__ = ("length", "object_id", "type_name")
+
+    type_name: str
+    object_id: int
+    length: int | None
+
+    def __init__(self, type_name: str, object_id: int, length: int | None = None) -> None:
+        object.__setattr__(self, "type_name", type_name)
+        object.__setattr__(self, "object_id", object_id)
+        object.__setattr__(self, "length", length)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ObjectRef is immutable")
+
+    def __repr__(self) -> str:
+        length = "" if self.length is None else f" len={self.length}"
+        return f"<ref {self.type_name} #{self.object_id:x}{length}>"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ObjectRef:
+            return NotImplemented
+        return (self.type_name, self.object_id, self.length) == (
+            other.type_name,
+            other.object_id,
+            other.length,
+        )
+
+    def __hash__(self) -> int:
+        return hash((ObjectRef, self.type_name, self.object_id))
+
+
 class Redacted:
     """Marks a value hidden because of its name (DESIGN.md invariant 8): an argument, a local
     or a dict key that the redaction pattern matches (``tidescope.config.Config.redact_pattern``).
@@ -341,7 +384,8 @@ def jsonable(value: Any) -> Any:
 
     Captured data is already bounded, so this never explodes. Tuples, lists, sets become lists;
     non-string dict keys become their ``repr``; bytes become ``{"$bytes": base64}``; markers
-    become ``{"$truncated": ...}``, ``{"$object": ...}`` and ``{"$redacted": type_name}``;
+    become ``{"$truncated": ...}``, ``{"$object": ...}``, ``{"$ref": type_name, "id": ...,
+    "len": ...}`` and ``{"$redacted": type_name}``;
     other values become ``{"$repr": ...}``.
     """
     t = type(value)
@@ -363,6 +407,11 @@ def jsonable(value: Any) -> Any:
         if value.repr is not None:
             out["repr"] = jsonable(value.repr)
         return out
+    if t is ObjectRef:
+        ref: dict[str, Any] = {"$ref": value.type_name, "id": value.object_id}
+        if value.length is not None:
+            ref["len"] = value.length
+        return ref
     if t is Redacted:
         return {"$redacted": value.type_name}
     if t is bytes or t is bytearray:

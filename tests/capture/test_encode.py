@@ -34,7 +34,15 @@ from hypothesis import strategies as st
 
 import tidescope
 from tidescope.capture import _core, _ring
-from tidescope.events import Event, EventType, ObjectSnapshot, Redacted, Truncated, Unsupported
+from tidescope.events import (
+    Event,
+    EventType,
+    ObjectRef,
+    ObjectSnapshot,
+    Redacted,
+    Truncated,
+    Unsupported,
+)
 from tidescope.export import _tsformat
 
 if _core.CORE_NAME != "c":
@@ -106,6 +114,9 @@ SAMPLES: list[Any] = [
     uuid.UUID(int=12345), EventType.GENERIC, Color.RED, decimal.Decimal("1.5"),
     fractions.Fraction(1, 3), pathlib.PurePosixPath("/a/b"), object(), b"ab",
     bytearray(b"cd"), Unsupported("x.Y", None),
+    ObjectRef("m.C", 140_000_000_000_000), ObjectRef("list", 0, 3), ObjectRef("dict", 2**64 - 1, 0),
+    ObjectRef("m.C", 2**64), ObjectRef("m.C", -1), ObjectRef("list", 1, 2**64 - 1),
+    ObjectRef("list", 1, 2**64 - 2), ObjectRef(5, 1), ObjectRef("list", 1, True),  # type: ignore[arg-type]
 ]  # fmt: skip
 
 
@@ -165,6 +176,9 @@ leaves = st.one_of(
     st.text(max_size=8),
     st.binary(max_size=8),
     st.sampled_from([Ellipsis, 2j, range(3), Color.RED, EventType.ERROR, Redacted("int")]),
+    st.builds(
+        ObjectRef, st.text(max_size=8), st.integers(0, 2**64), st.none() | st.integers(0, 2**64)
+    ),
 )
 values = st.recursive(
     leaves,

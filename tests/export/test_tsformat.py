@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tidescope import events
 from tidescope.capture._ring import _event_from_record
-from tidescope.events import Event, EventType, ObjectSnapshot, Truncated, Unsupported
+from tidescope.events import Event, EventType, ObjectRef, ObjectSnapshot, Truncated, Unsupported
 from tidescope.export import _tsformat
 from tidescope.export._tsformat import (
     FormatError,
@@ -83,6 +83,9 @@ def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         st.builds(Truncated, texts, st.integers(0, 2**64 - 1), texts, children),
         st.builds(ObjectSnapshot, texts, st.integers(), children, st.none() | texts),
         st.builds(Redacted, texts) if Redacted is not None else st.nothing(),
+        st.builds(
+            ObjectRef, texts, st.integers(0, 2**64 - 1), st.none() | st.integers(0, 2**64 - 2)
+        ),
     )
 
 
@@ -101,6 +104,15 @@ def test_every_value_round_trips(v: Any) -> None:
 def test_redacted_round_trips() -> None:
     assert encode_value(Redacted("str")) == bytes.fromhex("11 00 03") + b"str"
     assert roundtrip({"password": Redacted("str")}) == {"password": Redacted("str")}
+
+
+def test_object_refs_round_trip_and_odd_ones_are_unsupported() -> None:
+    assert encode_value(ObjectRef("m.C", 300)) == bytes.fromhex("1d 00 03 6d 2e 43 ac 02 00")
+    assert encode_value(ObjectRef("list", 1, 2)) == bytes.fromhex("1d 00 04 6c 69 73 74 01 03")
+    for ref in (ObjectRef("m.C", 7), ObjectRef("list", 2**64 - 1, 0), ObjectRef("d", 0, 2**64 - 2)):
+        assert roundtrip(ref) == ref
+    for odd in (ObjectRef("m.C", -1), ObjectRef("m.C", 2**64), ObjectRef("l", 1, 2**64 - 1)):
+        assert roundtrip(odd) == Unsupported("tidescope.events.ObjectRef")
 
 
 def test_floats_keep_their_bits() -> None:

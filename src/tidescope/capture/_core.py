@@ -80,9 +80,12 @@ from tidescope.capture._pure import (  # noqa: E402
     restore_context,
     save_context,
     set_enabled,
+    set_level,
     set_limits,
+    set_value_policy,
     snapshot,
     snapshot_many,
+    value_policy,
     write_event,
 )
 from tidescope.capture._ring import OVERFLOW_STRATEGIES, RingBuffer, RingBufferError  # noqa: E402
@@ -155,9 +158,12 @@ __all__ += [
     "resync_clock",
     "save_context",
     "set_enabled",
+    "set_level",
     "set_limits",
     "set_node",
+    "set_value_policy",
     "snapshot",
     "snapshot_many",
+    "value_policy",
     "write_event",
 ]

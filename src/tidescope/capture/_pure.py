@@ -16,6 +16,7 @@ guarantee in pure Python.
 from __future__ import annotations
 
 import contextvars
+import fnmatch
 import os
 import threading
 from asyncio import current_task as _current_task
@@ -32,7 +33,7 @@ from tidescope.capture._snapshot import (
     exception_snapshot,
     type_name,
 )
-from tidescope.events import Event, EventType, Redacted, Truncated
+from tidescope.events import Event, EventType, ObjectRef, Redacted, Truncated
 
 CORE_NAME: Final = "python"
 
@@ -199,6 +200,117 @@ def _snap_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
 
 
 # ---------------------------------------------------------------------------------------
+# the value policy of call reports: "deep" (the bounded snapshot above) or "ref" (scalars by
+# value, every other object as an ObjectRef: no attribute walk, no item copy, no user code)
+
+VALUE_POLICIES: Final = ("auto", "ref", "deep")
+_values = "auto"  # the setting (Config.values)
+_level: str | None = None  # the import hook's level, which decides "auto"
+_deep_patterns: tuple[str, ...] = ()  # Config.deep_modules
+_by_ref = False  # the policy of every call report, unless _policy is set
+# module name or ast_node_id -> True (by reference) / False (deep); None when no module
+# pattern can change the policy: then no report looks anything up
+_policy: dict[str, bool] | None = None
+_POLICY_CACHE_MAX: Final = 65536
+
+
+def set_value_policy(values: str = "auto", deep_modules: tuple[str, ...] = ()) -> None:
+    """Set how call reports record arguments and return values (``start()`` does this).
+
+    ``"ref"`` keeps scalars by value and records every other object as an ObjectRef;
+    ``"deep"`` takes the bounded snapshot; ``"auto"`` is ``"ref"`` when the import hook
+    rewrites at level ``calls`` and ``"deep"`` otherwise. ``deep_modules`` are fnmatch
+    patterns of module names (``"pkg.*"`` also matches ``pkg``) whose calls are deep
+    whatever the policy.
+    """
+    global _values, _deep_patterns
+    if values not in VALUE_POLICIES:
+        raise ValueError(f"values must be one of {VALUE_POLICIES}, got {values!r}")
+    _values = values
+    _deep_patterns = tuple(deep_modules)
+    _apply_policy()
+
+
+def set_level(level: str | None) -> None:
+    """Tell the core the import hook's level (it decides the ``"auto"`` value policy)."""
+    global _level
+    _level = level
+    _apply_policy()
+
+
+def value_policy() -> str:
+    """The value policy in force: ``"ref"`` or ``"deep"`` (before any module pattern)."""
+    return "ref" if _by_ref else "deep"
+
+
+def _apply_policy() -> None:
+    global _by_ref, _policy
+    _by_ref = _values == "ref" or (_values == "auto" and _level == "calls")
+    _policy = {} if _by_ref and _deep_patterns else None
+    if _accel is not None:
+        _accel.set_policy(_by_ref, _policy, _decide)
+
+
+def _decide(key: Any) -> bool:
+    """The policy of a call report made from module ``key`` (its name, or an ast_node_id,
+    ``module:qualname:...``): True by reference. Remembered in ``_policy``."""
+    if type(key) is not str or _policy is None:
+        return _by_ref
+    module = key.partition(":")[0]
+    deep = any(
+        fnmatch.fnmatchcase(module, p) or (p.endswith(".*") and module == p[:-2])
+        for p in _deep_patterns
+    )
+    if len(_policy) < _POLICY_CACHE_MAX:
+        _policy[key] = not deep
+    return not deep
+
+
+def _ref_for(key: Any) -> bool:
+    """True when a call report made from ``key`` records by reference."""
+    if _policy is None:
+        return _by_ref
+    got = _policy.get(key) if type(key) is str else None
+    return _decide(key) if got is None else got
+
+
+def _snap_ref(value: Any, lim: Limits, depth: int) -> Any:
+    """``value`` under the "ref" policy (the C core calls this off its fast paths): at
+    depth 0 a call's arguments container, opened; at depth 1 a value of its own."""
+    try:
+        return Snapper(lim, refs=True).snap(value, depth)
+    except Exception as exc:
+        return _error_marker(value, exc)
+
+
+def _ref_args(args: Any, lim: Limits) -> tuple[Any, int | None]:
+    """``_snap_args`` under the "ref" policy: the arguments container is opened and each
+    argument kept by value (a scalar) or by reference."""
+    t = type(args)
+    if t is tuple or t is list or t is dict:
+        flat = None
+        cost = _snapshot._flat_cost(args, t, _f_str, _f_int, _f_items, 1)
+        if 0 <= cost <= _f_budget:  # scalars only: kept or copied in one step
+            flat = _snapshot._flat_copy(args, 1)
+        return (_snap_ref(args, lim, 0) if flat is None else flat), len(args)
+    if args is None:
+        return None, 0
+    return _snap_ref(args, lim, 1), None
+
+
+def _ref_value(v: Any, lim: Limits) -> Any:
+    """``_snap_value`` under the "ref" policy."""
+    t = type(v)
+    if (
+        (t is int and -_f_int < v < _f_int)
+        or t in KEEP_TYPES
+        or (t is str and len(v) <= _f_top_str)
+    ):
+        return v
+    return _snap_ref(v, lim, 1)
+
+
+# ---------------------------------------------------------------------------------------
 # context: the per-thread / per-task call stack
 
 # A frame is (call_id, parent_frame, correlation_id, start_ns); None is the empty stack and
@@ -247,6 +359,9 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
             "clock": _clock,
             "secret_names": _redact.secret_names,
             "redacted_type": Redacted,
+            "snap_ref": _snap_ref,
+            "ref_kinds": _snapshot._REF_KINDS,
+            "ref_class": ObjectRef,
         }
     )
     _redact.on_configure(module.forget_names)
@@ -257,6 +372,7 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
     _new_ids = lambda: module.reset_ids(_clock.pid())  # noqa: E731
     _ids = _new_ids()
     _sync()
+    _apply_policy()
 
 
 _internal_errors = 0
@@ -468,7 +584,10 @@ def report_function_entry(
         if buf is None or f is _OFF:
             return None
         lim = _limits
-        snap, arity = _snap_args(args, lim)
+        if _by_ref if _policy is None else _ref_for(module):
+            snap, arity = _ref_args(args, lim)
+        else:
+            snap, arity = _snap_args(args, lim)
         cid = next(_ids) if call_id is None else call_id
         ts = _monotonic_ns()
         if f is None:
@@ -544,12 +663,15 @@ def report_function_exit(
             return False
         ts = _monotonic_ns()
         lim = _limits
-        if exit_reason == "normal":
-            result = _snap_value(return_value, lim)
-            exc = None
-        else:
+        if exit_reason != "normal":
             result = None
             exc = _exc_snap(return_value, lim)
+        elif _by_ref if _policy is None else _ref_for(ast_node_id):
+            result = _ref_value(return_value, lim)
+            exc = None
+        else:
+            result = _snap_value(return_value, lim)
+            exc = None
         if frame is not None:
             p = frame[1]
             parent = p[0] if p is not None else None

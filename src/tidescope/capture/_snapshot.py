@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Final, NamedTuple
 
 from tidescope.capture._redact import guarded, plain_names, redacted, secret_name
-from tidescope.events import ObjectSnapshot, Redacted, Truncated, jsonable
+from tidescope.events import ObjectRef, ObjectSnapshot, Redacted, Truncated, jsonable
 
 __all__ = [
     "KEEP_TYPES",
@@ -200,10 +200,15 @@ def _int_limit(max_string: int) -> int:
 class Snapper:
     """One event's snapshot state: limits, the remaining byte budget, the containers on the path."""
 
-    __slots__ = ("budget", "depth_limit", "int_limit", "items", "path", "repr_objects", "strlen")
+    __slots__ = (
+        "budget", "depth_limit", "int_limit", "items", "path", "refs", "repr_objects", "strlen",
+    )  # fmt: skip
 
-    def __init__(self, limits: Limits) -> None:
-        self.depth_limit = limits.max_depth
+    def __init__(self, limits: Limits, refs: bool = False) -> None:
+        # refs: the "ref" value policy: past the top level (a call's arguments container),
+        # only scalars are kept by value; everything else becomes an ObjectRef
+        self.refs = refs
+        self.depth_limit = 1 if refs else limits.max_depth
         self.items = limits.max_items
         self.strlen = limits.max_string
         self.budget = limits.max_event_bytes
@@ -233,6 +238,8 @@ class Snapper:
             return v
         if self.budget < 0:
             return self._over_budget(v, t)
+        if self.refs and depth > 0 and t is not bytes:
+            return self._ref(v, t)
         if t is list or t is tuple or t is dict or t is set or t is frozenset or t is deque:
             return self._container(v, t, depth)
         if t in _BYTES_LIKE:
@@ -274,6 +281,19 @@ class Snapper:
             self.budget -= len(name) + _SMALL
             out[name] = self.snap(v)
         return out
+
+    def _ref(self, v: Any, t: type) -> Any:
+        """``v`` by reference: its type, ``id()`` and builtin length; an enum member (an
+        immutable singleton) as it is. Runs no code of ``v``."""
+        kind = _REF_KINDS.get(t)
+        if kind is None:
+            kind = _ref_kind(t)
+        name, length = kind
+        if name is None:
+            self.budget -= _SMALL
+            return v
+        self.budget -= len(name) + _SMALL
+        return ObjectRef(name, id(v), None if length is None else length(v))
 
     def _over_budget(self, v: Any, t: type) -> Truncated:
         length = _LENGTH.get(t)
@@ -466,6 +486,27 @@ _ITER: Final[dict[type, Any]] = {
     frozenset: frozenset.__iter__, deque: deque.__iter__,
 }  # fmt: skip
 _EXC_ARGS: Final = BaseException.__dict__["args"]
+
+
+_REF_KINDS: dict[type, tuple[str | None, Any]] = {}
+
+
+def _ref_kind(t: type) -> tuple[str | None, Any]:
+    """How the "ref" policy records an object of type ``t``: ``(type name, length
+    function or None)``, or ``(None, None)`` for an enum member (kept as it is). A builtin
+    container's bare name (as :class:`Truncated` names it), else ``module.qualname``; a
+    subclass of a builtin container is measured by its base's own ``__len__``."""
+    kind: tuple[str | None, Any]
+    if issubclass(t, enum.Enum):
+        kind = (None, None)
+    elif t in _LENGTH:
+        kind = (t.__name__, _LENGTH[t])
+    else:
+        base = next((b for b in _LENGTH if issubclass(t, b)), None)
+        kind = (type_name(t), None if base is None else _LENGTH[base])
+    if len(_REF_KINDS) < 4096:
+        _REF_KINDS[t] = kind
+    return kind
 
 
 def _secret_header(pair: Any, base: Any) -> bool:

@@ -60,6 +60,13 @@ static PyObject *g_off = NULL;        /* _OFF */
 static PyObject *g_count_error = NULL;
 static PyObject *g_snap = NULL;       /* _pure._snap(value, limits) */
 static PyObject *g_exc_snap = NULL;   /* _pure._exc_snap(value, limits) */
+static PyObject *g_snap_ref = NULL;   /* _pure._snap_ref(value, limits, depth) */
+static PyObject *g_ref_kinds = NULL;  /* _snapshot._REF_KINDS: type -> (name, length) */
+static PyObject *g_ref_class = NULL;  /* tidescope.events.ObjectRef */
+/* the value policy (_pure._apply_policy sets it through set_policy) */
+static int g_by_ref = 0;
+static PyObject *g_policy = NULL;     /* _pure._policy: key -> by reference, or NULL */
+static PyObject *g_decide = NULL;     /* _pure._decide(key) */
 static PyObject *g_loop_task_id = NULL;
 static PyObject *g_get_running_loop = NULL;
 PyObject *g_entry_type = NULL; /* EventType.FUNCTION_ENTRY (_slots.h) */
@@ -1439,6 +1446,176 @@ snap_value(PyObject *v)
     return call_snap(g_snap, v);
 }
 
+/* _pure._ref_for: 1 when a report made from `key` (a module name or an ast_node_id)
+ * records by reference, 0 deep, -1 error. One flag read unless a module pattern is set. */
+static inline int
+ref_for(PyObject *key)
+{
+    if (g_policy == NULL) return g_by_ref;
+    if (PyUnicode_CheckExact(key)) {
+        PyObject *got = PyDict_GetItemWithError(g_policy, key);
+        if (got != NULL) return got == Py_True;
+        if (PyErr_Occurred()) return -1;
+    }
+    PyObject *r = PyObject_CallOneArg(g_decide, key);
+    if (r == NULL) return -1;
+    int v = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return v;
+}
+
+static inline PyObject *
+call_snap_ref(PyObject *value, int depth)
+{
+    PyObject *d = PyLong_FromLong(depth);
+    if (d == NULL) return NULL;
+    PyObject *a[3] = {value, g_limits, d};
+    PyObject *r = PyObject_Vectorcall(g_snap_ref, a, 3, NULL);
+    Py_DECREF(d);
+    return r;
+}
+
+/* A builtin container of exact type, whose length reads no user code: its length, or -1. */
+static inline Py_ssize_t
+builtin_length(PyObject *a)
+{
+    PyTypeObject *t = Py_TYPE(a);
+    if (t == &PyList_Type) return PyList_GET_SIZE(a);
+    if (t == &PyTuple_Type) return PyTuple_GET_SIZE(a);
+    if (t == &PyDict_Type) return PyDict_GET_SIZE(a);
+    if (t == &PySet_Type || t == &PyFrozenSet_Type) return PySet_GET_SIZE(a);
+    if (t == &PyByteArray_Type) return PyByteArray_GET_SIZE(a);
+    return -1;
+}
+
+/* One argument under the "ref" policy, as Snapper(refs=True) records it at depth 1, and
+ * what it charges (*cost); new reference, or NULL with no error set when only the full
+ * path can say (a long str or int, bytes, a type not seen yet, a subclass's length). */
+static PyObject *
+ref_item(PyObject *a, Py_ssize_t *cost, const IntLimit *il)
+{
+    PyTypeObject *t = Py_TYPE(a);
+    if (t == &PyUnicode_Type) {
+        if (PyUnicode_GET_LENGTH(a) > g_max_string) return NULL;
+        *cost += PyUnicode_GET_LENGTH(a) + SMALL;
+        return Py_NewRef(a);
+    }
+    if (t == &PyLong_Type) {
+        if (!int_within(a, il)) return NULL;
+        *cost += SMALL;
+        return Py_NewRef(a);
+    }
+    if (keep_type(t)) {
+        *cost += SMALL;
+        return Py_NewRef(a);
+    }
+    if (t == &PyBytes_Type) return NULL;
+    PyObject *kind = PyDict_GetItemWithError(g_ref_kinds, (PyObject *)t);
+    if (kind == NULL || !PyTuple_CheckExact(kind) || PyTuple_GET_SIZE(kind) != 2) return NULL;
+    PyObject *name = PyTuple_GET_ITEM(kind, 0), *length = PyTuple_GET_ITEM(kind, 1);
+    if (name == Py_None) { /* an enum member */
+        *cost += SMALL;
+        return Py_NewRef(a);
+    }
+    if (!PyUnicode_CheckExact(name)) return NULL;
+    PyObject *n = Py_None;
+    if (length != Py_None) {
+        Py_ssize_t len = builtin_length(a);
+        if (len < 0) return NULL;
+        n = PyLong_FromSsize_t(len);
+        if (n == NULL) return NULL;
+    }
+    else Py_INCREF(n);
+    PyObject *oid = PyLong_FromVoidPtr(a);
+    if (oid == NULL) {
+        Py_DECREF(n);
+        return NULL;
+    }
+    PyObject *args[3] = {name, oid, n};
+    PyObject *ref = PyObject_Vectorcall(g_ref_class, args, 3, NULL);
+    Py_DECREF(oid);
+    Py_DECREF(n);
+    *cost += PyUnicode_GET_LENGTH(name) + SMALL;
+    return ref;
+}
+
+/* _pure._ref_args's result for a tuple or dict of arguments, built in C: each argument
+ * kept (a scalar) or an ObjectRef. New reference, or NULL with no error set when the
+ * full path must decide (something ref_item declines, a secret key, over the limits). */
+static PyObject *
+ref_flat(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    IntLimit il = {g_int_limit, 0};
+    Py_ssize_t cost = SMALL;
+    if (t == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if (n > g_max_items) return NULL;
+        PyObject *out = PyTuple_New(n);
+        for (Py_ssize_t k = 0; out != NULL && k < n; k++) {
+            PyObject *c = ref_item(PyTuple_GET_ITEM(v, k), &cost, &il);
+            if (c == NULL) Py_CLEAR(out);
+            else PyTuple_SET_ITEM(out, k, c);
+        }
+        if (out != NULL && cost > g_budget) Py_CLEAR(out);
+        return out;
+    }
+    if (t != &PyDict_Type || PyDict_GET_SIZE(v) > g_max_items) return NULL;
+    PyObject *out = PyDict_New(), *key, *val;
+    Py_ssize_t pos = 0;
+    Py_INCREF(v); /* an allocation may run a finalizer that changes the arguments dict */
+    while (out != NULL && PyDict_Next(v, &pos, &key, &val)) {
+        if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > g_max_string ||
+            (is_secret_key(key) != 0 && Py_TYPE(val) != g_redacted_type)) {
+            Py_CLEAR(out);
+            break;
+        }
+        cost += PyUnicode_GET_LENGTH(key) + SMALL;
+        Py_INCREF(key);
+        Py_INCREF(val);
+        PyObject *c = ref_item(val, &cost, &il);
+        if (c == NULL || PyDict_SetItem(out, key, c) < 0) Py_CLEAR(out);
+        Py_DECREF(key);
+        Py_DECREF(val);
+        Py_XDECREF(c);
+    }
+    if (out != NULL && (cost > g_budget || PyDict_GET_SIZE(out) != PyDict_GET_SIZE(v)))
+        Py_CLEAR(out);
+    Py_DECREF(v);
+    return out;
+}
+
+/* _pure._ref_args: the arguments under the "ref" policy. New reference, *arity set. */
+static PyObject *
+ref_args(PyObject *args, Py_ssize_t *arity)
+{
+    PyTypeObject *t = Py_TYPE(args);
+    if (is_nested(t)) {
+        *arity = t == &PyDict_Type ? PyDict_GET_SIZE(args) : Py_SIZE(args);
+        if (t != &PyList_Type) {
+            PyObject *flat = ref_flat(args);
+            if (flat != NULL || PyErr_Occurred()) return flat;
+        }
+        return call_snap_ref(args, 0);
+    }
+    if (args == Py_None) {
+        *arity = 0;
+        return Py_NewRef(Py_None);
+    }
+    *arity = -1;
+    return call_snap_ref(args, 1);
+}
+
+/* _pure._ref_value: a return value under the "ref" policy. New reference. */
+static PyObject *
+ref_value(PyObject *v)
+{
+    int r = small_value(v);
+    if (r < 0) return NULL;
+    if (r) return Py_NewRef(v);
+    return call_snap_ref(v, 1);
+}
+
 /* A frame of the call stack: (call_id, parent_frame, correlation_id, start_ns). */
 static inline int
 is_frame(PyObject *f)
@@ -1584,7 +1761,9 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
         goto error;
     }
     Py_ssize_t arity;
-    snap = snap_args(args[2], &arity);
+    int by_ref = ref_for(args[0]);
+    if (by_ref < 0) goto error;
+    snap = by_ref ? ref_args(args[2], &arity) : snap_args(args[2], &arity);
     if (snap == NULL) goto error;
     int64_t eid;
     if (call_id == Py_None) {
@@ -1741,7 +1920,9 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         if (normal < 0) goto error;
     }
     if (normal) {
-        res = snap_value(rv);
+        int by_ref = ref_for(ast);
+        if (by_ref < 0) goto error;
+        res = by_ref ? ref_value(rv) : snap_value(rv);
         if (res == NULL) goto error;
         exc = Py_NewRef(Py_None);
     }
@@ -2036,9 +2217,10 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
 {
     static const char *names[] = {"stack", "off", "count_error", "snap", "exc_snap",
                                   "loop_task_id", "get_running_loop", "entry_type",
-                                  "exit_type", NULL};
+                                  "exit_type", "snap_ref", "ref_kinds", "ref_class", NULL};
     PyObject **slots[] = {&g_stack_var, &g_off, &g_count_error, &g_snap, &g_exc_snap,
-                          &g_loop_task_id, &g_get_running_loop, &g_entry_type, &g_exit_type};
+                          &g_loop_task_id, &g_get_running_loop, &g_entry_type, &g_exit_type,
+                          &g_snap_ref, &g_ref_kinds, &g_ref_class};
     if (!PyDict_Check(ns)) {
         PyErr_SetString(PyExc_TypeError, "attach() takes a dict");
         return NULL;
@@ -2147,7 +2329,24 @@ sync_state(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* set_policy(by_ref, policy, decide): _pure._apply_policy's state. */
+static PyObject *
+set_policy(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || (args[1] != Py_None && !PyDict_CheckExact(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "set_policy(by_ref, policy dict or None, decide)");
+        return NULL;
+    }
+    int on = PyObject_IsTrue(args[0]);
+    if (on < 0) return NULL;
+    g_by_ref = on;
+    Py_XSETREF(g_policy, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_XSETREF(g_decide, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_policy", (PyCFunction)(void (*)(void))set_policy, METH_FASTCALL, NULL},
     {"report_function_entry", (PyCFunction)(void (*)(void))report_function_entry,
      METH_FASTCALL | METH_KEYWORDS,
      "report_function_entry(module, function, args, *, ast_node_id=None, call_id=None)\n--\n\n"

@@ -5,12 +5,13 @@
 /* --------------------------------------------------------------------------------- */
 /* the Python objects the encoder compares with (looked up once)                      */
 
-static PyObject *g_truncated, *g_snapshot, *g_redacted, *g_event_type;
+static PyObject *g_truncated, *g_snapshot, *g_redacted, *g_event_type, *g_ref;
 static PyObject *g_datetime, *g_date, *g_time, *g_timedelta, *g_timezone, *g_uuid;
 static PyObject *g_enum, *g_decimal, *g_fraction, *g_purepath, *g_type_name;
 PyObject *g_entry_keys, *g_exit_keys; /* the data dicts' keys, as tuples */
 static PyObject *g_zero, *g_signed_kw;
-static PyObject *s_type_name, *s_size, *s_reason, *s_kept, *s_object_id, *s_attrs, *s_repr;
+static PyObject *s_type_name, *s_size, *s_reason, *s_kept, *s_object_id, *s_attrs, *s_repr,
+    *s_length;
 static PyObject *s_start, *s_stop, *s_step, *s_isoformat, *s_days, *s_seconds,
     *s_microseconds, *s_utcoffset, *s_tzname, *s_bytes, *s_value_, *s_name_, *s_bit_length,
     *s_to_bytes, *s_little;
@@ -34,6 +35,7 @@ enc_init(void)
         {&g_truncated, "tidescope.events", "Truncated"},
         {&g_snapshot, "tidescope.events", "ObjectSnapshot"},
         {&g_redacted, "tidescope.events", "Redacted"},
+        {&g_ref, "tidescope.events", "ObjectRef"},
         {&g_event_type, "tidescope.events", "EventType"},
         {&g_datetime, "datetime", "datetime"},
         {&g_date, "datetime", "date"},
@@ -57,7 +59,7 @@ enc_init(void)
     struct { PyObject **slot; const char *s; } names[] = {
         {&s_type_name, "type_name"}, {&s_size, "size"}, {&s_reason, "reason"},
         {&s_kept, "kept"}, {&s_object_id, "object_id"}, {&s_attrs, "attrs"},
-        {&s_repr, "repr"}, {&s_start, "start"}, {&s_stop, "stop"}, {&s_step, "step"},
+        {&s_repr, "repr"}, {&s_length, "length"}, {&s_start, "start"}, {&s_stop, "stop"}, {&s_step, "step"},
         {&s_isoformat, "isoformat"}, {&s_days, "days"}, {&s_seconds, "seconds"},
         {&s_microseconds, "microseconds"}, {&s_utcoffset, "utcoffset"},
         {&s_tzname, "tzname"}, {&s_bytes, "bytes"}, {&s_value_, "_value_"},
@@ -540,6 +542,52 @@ done:
     return r;
 }
 
+/* An exact int from 0 to 2**64 - 1 in *out: 1, 0 when it is not one, -1 error. */
+static int
+u64_of(PyObject *v, unsigned long long *out)
+{
+    if (!PyLong_CheckExact(v)) return 0;
+    *out = PyLong_AsUnsignedLongLong(v);
+    if (*out == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* ObjectRef: tag 0x1D, type_name, varint object_id, varint length + 1 (0: None). */
+static int
+put_ref(Enc *e, PyObject *v)
+{
+    PyObject *names[3] = {s_type_name, s_object_id, s_length}, *a[3];
+    if (get_attrs(v, names, a, 3) < 0) return -1;
+    unsigned long long oid = 0, n = 0;
+    int r = -1, ok = PyUnicode_CheckExact(a[0]), got;
+    if (ok && (got = u64_of(a[1], &oid)) <= 0) {
+        if (got < 0) goto done;
+        ok = 0;
+    }
+    if (ok && a[2] == Py_None)
+        n = 0;
+    else if (ok) {
+        got = u64_of(a[2], &n);
+        if (got < 0) goto done;
+        if (got == 0 || n == ULLONG_MAX) ok = 0;
+        else n += 1;
+    }
+    if (!ok)
+        r = put_unsupported(e, v, 0);
+    else
+        r = put_u8(&e->out, T_REF) < 0 || put_string(e, a[0]) < 0 ||
+                    put_uv(&e->out, oid) < 0 || put_uv(&e->out, n) < 0
+                ? -1
+                : 0;
+done:
+    for (int j = 0; j < 3; j++) Py_DECREF(a[j]);
+    return r;
+}
+
 static int
 put_snapshot(Enc *e, PyObject *v, int depth)
 {
@@ -675,6 +723,7 @@ put_value(Enc *e, PyObject *v, int depth)
     PyObject *o = (PyObject *)t;
     if (o == g_truncated) return put_truncated(e, v, depth);
     if (o == g_snapshot) return put_snapshot(e, v, depth);
+    if (o == g_ref) return put_ref(e, v);
     if (o == g_redacted) {
         PyObject *name = PyObject_GetAttr(v, s_type_name);
         if (name == NULL) return -1;

@@ -22,7 +22,14 @@ from typing import Any, Final, NamedTuple
 
 from tidescope import events as _events
 from tidescope.capture._snapshot import type_name as _type_name
-from tidescope.events import Event, EventType, ObjectSnapshot, Truncated, Unsupported
+from tidescope.events import (
+    Event,
+    EventType,
+    ObjectRef,
+    ObjectSnapshot,
+    Truncated,
+    Unsupported,
+)
 
 __all__ = [
     "CHUNK_CLOSE",
@@ -82,7 +89,7 @@ T_NONE, T_FALSE, T_TRUE, T_INT, T_BIGINT, T_FLOAT, T_STR = range(7)
 T_BYTES, T_BYTEARRAY, T_TUPLE, T_LIST, T_SET, T_FROZENSET = range(7, 13)
 T_SHAPED, T_DICT, T_TRUNCATED, T_OBJECT, T_REDACTED, T_COMPLEX = range(13, 19)
 T_ELLIPSIS, T_NOTIMPLEMENTED, T_RANGE, T_DATETIME, T_DATE, T_TIME = range(19, 25)
-T_TIMEDELTA, T_TIMEZONE, T_UUID, T_EVENT_TYPE = range(25, 29)
+T_TIMEDELTA, T_TIMEZONE, T_UUID, T_EVENT_TYPE, T_REF = range(25, 30)
 T_UNSUPPORTED: Final = 0x1F
 T_SMALL: Final = 0x80
 _SEQUENCE_TAGS: Final[dict[type, int]] = {
@@ -237,6 +244,20 @@ class _Encoder:
         elif t is _Redacted and type(v.type_name) is str:
             out.append(T_REDACTED)
             self.string(v.type_name)
+        elif t is ObjectRef:
+            n = v.length
+            if (
+                type(v.type_name) is not str
+                or type(v.object_id) is not int
+                or not 0 <= v.object_id <= 2 * _MAX64 + 1
+                or not (n is None or (type(n) is int and 0 <= n <= 2 * _MAX64))
+            ):
+                self.unsupported(v, t, with_text=False)
+                return
+            out.append(T_REF)
+            self.string(v.type_name)
+            _uv(out, v.object_id)
+            _uv(out, 0 if n is None else n + 1)
         elif t is bytes or t is bytearray:
             out.append(T_BYTES if t is bytes else T_BYTEARRAY)
             _uv(out, len(v))
@@ -612,6 +633,11 @@ class _Decoder:
             if _Redacted is None:
                 return Unsupported("tidescope.events.Redacted", name)
             return _Redacted(name)
+        if tag == T_REF:
+            name = self.string()
+            oid = self.uv()
+            n = self.uv()
+            return ObjectRef(name, oid, None if n == 0 else n - 1)
         return self.other(tag)
 
     def other(self, tag: int) -> Any:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tidescope.capture import _core
 from tidescope.instrument import _cache, _nodes
 from tidescope.instrument._nodes import NodeRecord
 from tidescope.instrument._rewrite import FunctionAt, Skipped, check_level, rewrite_module
@@ -263,6 +264,7 @@ class Installation:
         sys.meta_path[:] = [f for f in sys.meta_path if f is not self.finder]
         if _current is self:
             _current = None
+            _core.set_level(None)
 
     def __enter__(self) -> Installation:
         return self
@@ -412,6 +414,7 @@ def install(
     inst = Installation(inc, exc, level, directory, main_path)
     sys.meta_path.insert(0, inst.finder)
     _current = inst
+    _core.set_level(level)  # decides the "auto" value policy
     return inst
 
 
@@ -421,6 +424,7 @@ def uninstall() -> bool:
     before = len(sys.meta_path)
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
     _current = None
+    _core.set_level(None)
     return len(sys.meta_path) != before
 
 
