@@ -93,7 +93,7 @@ def timing(rounds: int) -> None:
         cells = []
         for c in names:
             m = statistics.median(times[w, c])
-            cells.append(f"{m / 1e6:.1f} ms" + ("" if c == "untraced" else f" ({m / base:.2f}×)"))
+            cells.append(f"{m / 1e6:.1f} ms" + ("" if c == "untraced" else f" ({m / base:.2f}x)"))
         print(f"| {w} | {' | '.join(cells)} |")
 
 
@@ -135,7 +135,7 @@ def callgrind(runs: int) -> None:
             base = v
             print(f"  untraced: {v:.0f}")
         else:
-            print(f"  off at {level}: {v:.0f} ({v - base:+.0f}, {v / base:.2f}×)")
+            print(f"  off at {level}: {v:.0f} ({v - base:+.0f}, {v / base:.2f}x)")
 
 
 def code_bytes(code: types.CodeType) -> int:

@@ -15,8 +15,8 @@ What is injected, by level (each level includes the ones before it):
         )
         try:
             <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
-        except __tidescope_rt__.BaseException as __tidescope_exc__:
-            __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, __tidescope_exc__, id)
+        except __tidescope_rt__.BaseException:
+            __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, id)
             raise
         finally:
             if __tidescope_call__ is not None:
@@ -140,7 +140,6 @@ CALL: Final = "__tidescope_call__"
 START: Final = "__tidescope_t0__"
 ON: Final = "__tidescope_on__"  # the module's copy of the capture flag (see _rt.track)
 RV: Final = "__tidescope_rv__"
-EXC: Final = "__tidescope_exc__"
 MATCH: Final = "__tidescope_match__"
 LOOP: Final = "__tidescope_loop_{}__"
 
@@ -489,7 +488,7 @@ class _Rewriter(ast.NodeTransformer):
         if scope.rv:
             pre.append(at.assign(RV, at.const(None)))
         rv = at.load(RV) if scope.rv else at.const(None)
-        call, start, exc = at.load(CALL), at.load(START), at.load(EXC)
+        call, start = at.load(CALL), at.load(START)
         final: ast.stmt
         if scope.generator:
             pair = ast.Tuple(elts=[at.store(CALL), at.store(START)], ctx=ast.Store(), **at.loc)
@@ -501,7 +500,7 @@ class _Rewriter(ast.NodeTransformer):
                     **at.loc,
                 )
             )
-            on_exc = at.assign(CALL, at.rt("gfail", call, start, exc, n))
+            on_exc = at.assign(CALL, at.rt("gfail", call, start, n))
             final = at.expr(at.rt("gleave", call, start, rv, n))
         else:
             # capture off: one attribute load and a branch, not two calls and a dict
@@ -512,7 +511,7 @@ class _Rewriter(ast.NodeTransformer):
                 **at.loc,
             )
             pre.append(at.assign(CALL, entered))
-            on_exc = at.assign(CALL, at.rt("fail", call, exc, n))
+            on_exc = at.assign(CALL, at.rt("fail", call, n))
             final = ast.If(
                 test=ast.Compare(
                     left=call, ops=[ast.IsNot()], comparators=[at.const(None)], **at.loc
@@ -523,7 +522,7 @@ class _Rewriter(ast.NodeTransformer):
             )
         handler = ast.ExceptHandler(
             type=at.attr("BaseException"),
-            name=EXC,
+            name=None,  # fail() takes it from sys.exc_info(): one local less per frame
             body=[on_exc, ast.Raise(exc=None, cause=None, **at.loc)],
             **at.loc,
         )
