@@ -2,6 +2,7 @@
 
     python bench/bench_capture_off.py [--rounds 15]           # CPU time, interleaved
     python bench/bench_capture_off.py --callgrind [--runs 2]  # instructions per fib call
+    python bench/bench_capture_off.py --callgrind --on        # the same, capture on
     python bench/bench_capture_off.py --size                  # code size of the rewrite
 
 ``macro_workloads.py``'s source is rewritten by ``tidescope.instrument.rewrite_source`` at
@@ -38,6 +39,7 @@ from typing import Any
 
 import macro_workloads  # bench/ is sys.path[0] when run as a script
 
+import tidescope
 from tidescope.instrument import LEVELS, _rewrite, rewrite_source
 
 FIB_N = 24
@@ -102,16 +104,20 @@ def fib_calls(n: int) -> int:
 
 
 def callgrind_child(level: str, n: int) -> None:
-    ns = vars(macro_workloads) if level == "untraced" else namespace(level)
+    """``level`` is ``untraced`` or ``off at <level>`` / ``on at <level>``."""
+    ns = vars(macro_workloads) if level == "untraced" else namespace(level.split()[-1])  # noqa: PLC0207
+    if level.startswith("on "):
+        # capture on, into a ring that holds every event (no drain, nothing dropped)
+        tidescope.start(buffer_size=1 << 18)
     gc.disable()
     ns["fib"](n)
 
 
-def callgrind(runs: int) -> None:
+def callgrind(runs: int, levels: list[str]) -> None:
     here = os.path.abspath(__file__)
     print(f"Python {platform.python_version()}, instructions per fib call (callgrind)")
     base = 0.0
-    for level in ("untraced", *LEVELS):
+    for level in ("untraced", *levels):
         per: list[float] = []
         for _ in range(runs):
             ir: dict[int, int] = {}
@@ -124,6 +130,7 @@ def callgrind(runs: int) -> None:
                             sys.executable, here, "--child", level, str(n),
                         ],
                         check=True, capture_output=True,
+                        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts
                     )  # fmt: skip
                     with open(out, encoding="utf-8") as f:
                         m = re.search(r"^summary: (\d+)", f.read(), re.M)
@@ -135,7 +142,7 @@ def callgrind(runs: int) -> None:
             base = v
             print(f"  untraced: {v:.0f}")
         else:
-            print(f"  off at {level}: {v:.0f} ({v - base:+.0f}, {v / base:.2f}x)")
+            print(f"  {level}: {v:.0f} ({v - base:+.0f}, {v / base:.2f}x)")
 
 
 def code_bytes(code: types.CodeType) -> int:
@@ -181,9 +188,12 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--size", action="store_true")
+    ap.add_argument("--on", action="store_true", help="--callgrind with capture on")
+    ap.add_argument("--level", action="append", choices=LEVELS, help="--callgrind: only these")
     opts = ap.parse_args()
     if opts.callgrind:
-        callgrind(opts.runs)
+        levels = opts.level or LEVELS
+        callgrind(opts.runs, [f"{'on' if opts.on else 'off'} at {lv}" for lv in levels])
     elif opts.size:
         size()
     else:
