@@ -9,10 +9,7 @@ What is injected, by level (each level includes the ones before it):
             <body, as written>            # (at every level, see below)
             return
         __tidescope_rv__ = None
-        __tidescope_call__ = (
-            __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
-            if __tidescope_on__ else None
-        )
+        __tidescope_call__ = __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
         try:
             <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
         except __tidescope_rt__.BaseException:
@@ -503,14 +500,9 @@ class _Rewriter(ast.NodeTransformer):
             on_exc = at.assign(CALL, at.rt("gfail", call, start, n))
             final = at.expr(at.rt("gleave", call, start, rv, n))
         else:
-            # capture off: one attribute load and a branch, not two calls and a dict
-            entered = ast.IfExp(
-                test=at.load(ON),
-                body=at.rt("enter", mod, q, params, ast_node_id=n),
-                orelse=at.const(None),
-                **at.loc,
-            )
-            pre.append(at.assign(CALL, entered))
+            # the flag was just tested (the unreported copy runs without it); if capture
+            # went off since, enter() returns None and the exit is skipped
+            pre.append(at.assign(CALL, at.rt("enter", mod, q, params, ast_node_id=n)))
             on_exc = at.assign(CALL, at.rt("fail", call, n))
             final = ast.If(
                 test=ast.Compare(
