@@ -104,7 +104,10 @@ def fib_calls(n: int) -> int:
 
 
 def callgrind_child(level: str, n: int) -> None:
-    """``level`` is ``untraced`` or ``off at <level>`` / ``on at <level>``."""
+    """``level`` is ``untraced`` or ``off at <level>`` / ``on at <level>`` (``nocopy at
+    <level>``: capture off, the rewrite without the unreported copy, as before it)."""
+    if level.startswith("nocopy "):
+        _rewrite._Rewriter._unreported = staticmethod(lambda at, body: [])  # type: ignore[method-assign, assignment]
     ns = vars(macro_workloads) if level == "untraced" else namespace(level.split()[-1])  # noqa: PLC0207
     if level.startswith("on "):
         # capture on, into a ring that holds every event (no drain, nothing dropped)
@@ -189,11 +192,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--size", action="store_true")
     ap.add_argument("--on", action="store_true", help="--callgrind with capture on")
+    ap.add_argument("--no-copy", action="store_true", help="--callgrind without the copy")
     ap.add_argument("--level", action="append", choices=LEVELS, help="--callgrind: only these")
     opts = ap.parse_args()
     if opts.callgrind:
         levels = opts.level or LEVELS
-        callgrind(opts.runs, [f"{'on' if opts.on else 'off'} at {lv}" for lv in levels])
+        mode = "on" if opts.on else "nocopy" if opts.no_copy else "off"
+        callgrind(opts.runs, [f"{mode} at {lv}" for lv in levels])
     elif opts.size:
         size()
     else:

@@ -85,9 +85,10 @@ Injected nodes take the source position of the node they instrument, so tracebac
 ``inspect`` and line tables point at the user's code. Names injected are ``__tidescope_*__``
 dunders (never mangled in classes, never clashing with a user's name), and one module
 global, ``__tidescope_rt__``, bound after the docstring and ``from __future__`` imports.
-Annotations, decorators' and defaults' evaluation order, class bodies, ``global`` and
-``nonlocal``, zero-argument ``super()`` and its ``__class__`` cell are left alone.
-Seen by a program: the injected locals appear in ``locals()`` of instrumented functions.
+Annotations, decorators' and defaults' evaluation order, class bodies, the meaning of
+``global`` and ``nonlocal`` (moved to the top of the function, see above), zero-argument
+``super()`` and its ``__class__`` cell are left alone. Seen by a program: with capture on,
+the injected locals appear in ``locals()`` of instrumented functions.
 
 What is not instrumented is said: each function or lambda left as written is listed in
 :attr:`Rewrite.skipped` with the reason, for the hook to report. That is the async
