@@ -7,11 +7,11 @@ call id and node id, and parents are calls that were entered before.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import io
 import itertools
+import sys
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -639,12 +639,12 @@ def test_locals_of_an_instrumented_function_gain_only_tidescope_dunder_names() -
         return sorted(locals())
     """
     for level in LEVELS:
-        names = load(src, level)["f"](1)
-        extra = set(names) - {"a", "b"}
-        # capture is off here: at the calls level the unreported copy of the body runs and
-        # adds nothing; the other levels' reports bind their locals either way
-        assert bool(extra) == (level != "calls")
-        assert all(n.startswith("__tidescope_") and n.endswith("__") for n in extra)
+        f = load(src, level)["f"]
+        # capture off: the unreported copy of the body runs and binds nothing of ours
+        assert f(1) == ["a", "b"]
+        with tidescope.capture(buffer_size=64):
+            extra = set(f(1)) - {"a", "b"}
+        assert extra and all(n.startswith("__tidescope_") and n.endswith("__") for n in extra)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1329,24 +1329,82 @@ def test_a_rewritten_module_keeps_its_own_capture_flag_current() -> None:
     assert entry.data["args"] == {"x": 1} and exit_.data["return_value"] == 2
 
 
-def test_functions_declaring_global_or_nonlocal_get_no_unreported_copy() -> None:
-    src = """
-    count = 0
+CAPTURE_OFF = """
+count = 0
 
-    def bump():
+def bump(k):
+    if k:
         global count
-        count += 1
-        return count
+    count += k
+    return count
 
-    def outer():
-        n = 0
-        def inner():
-            nonlocal n
-            n += 1
-            return n
-        return inner() + inner()
-    """
-    tree, _ = rewrite_source(textwrap.dedent(src), FILENAME, "sample", "calls")
-    text = ast.unparse(tree)
-    assert text.count("if not __tidescope_on__") == 1  # outer only
-    same_everywhere(src, lambda ns: (ns["bump"](), ns["bump"](), ns["outer"]()))
+def outer():
+    n = 0
+    def inner():
+        nonlocal n
+        n += 1
+        return n
+    return inner() + inner() + (lambda: n)()
+
+def gen(n):
+    total = 0
+    for i in range(n):
+        got = yield i if i % 2 else -i
+        total += got or 0
+    yield from range(2)
+    match total:
+        case 0:
+            return "none"
+        case [x]:
+            return x
+    return total
+
+def work(xs):
+    out = []
+    while xs:
+        x = xs.pop()
+        with open(__file__) if False else nullcontext(x) as y:
+            out.append(y)
+    g = gen(3)
+    out += [next(g), g.send(5), *g]
+    return out, bump(2), bump(0), outer()
+
+async def coro(x):
+    return x * 2
+"""
+
+
+def run_capture_off(ns: dict[str, Any]) -> list[Any]:
+    """``work`` and ``coro`` of :data:`CAPTURE_OFF`, with what each frame of the sample held
+    as it returned or suspended, and every call made into tidescope on the way."""
+    seen: list[Any] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "return" and frame.f_code.co_filename == FILENAME:
+            seen.extend(n for n in frame.f_locals if n.startswith("__tidescope_"))
+        elif event == "call" and frame.f_globals.get("__name__", "").startswith("tidescope"):
+            seen.append(frame.f_code.co_name)
+        elif event == "c_call" and (getattr(arg, "__module__", None) or "").startswith("tidescope"):
+            seen.append(arg.__name__)
+
+    sys.setprofile(profile)
+    try:
+        result = [ns["work"]([1, 2]), asyncio.run(ns["coro"](4))]
+    finally:
+        sys.setprofile(None)
+    return [result, seen]
+
+
+def test_capture_off_runs_an_unreported_copy_at_every_level() -> None:
+    # generators, global and nonlocal included: no report is called and no local of ours
+    # bound, and capture on still records every call
+    prelude = "from contextlib import nullcontext\n"
+    expected = run_capture_off(load(prelude + CAPTURE_OFF, None))
+    assert expected[1] == []
+    for level in LEVELS:
+        assert run_capture_off(load(prelude + CAPTURE_OFF, level)) == expected, level
+    events = same_everywhere(prelude + CAPTURE_OFF, lambda ns: ns["work"]([1, 2]))
+    for level in LEVELS:
+        names = [e.data["function"] for e in events[level] if e.event_type == ENTRY]
+        assert names.count("outer.<locals>.inner") == 2 and names.count("gen") == 1, level
+        assert "bump" in names and "outer.<locals>.<lambda>" in names

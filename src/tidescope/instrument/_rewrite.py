@@ -6,17 +6,14 @@ What is injected, by level (each level includes the ones before it):
     A function's body (after its docstring) becomes::
 
         if not __tidescope_on__:          # capture off: a copy of the body, no report
-            <body>                        # (not for generators, nor global/nonlocal)
-            return None
+            <body, as written>            # (at every level, see below)
+            return
         __tidescope_rv__ = None
-        __tidescope_call__ = (
-            __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
-            if __tidescope_on__ else None
-        )
+        __tidescope_call__ = __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
         try:
             <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
-        except __tidescope_rt__.BaseException as __tidescope_exc__:
-            __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, __tidescope_exc__, id)
+        except __tidescope_rt__.BaseException:
+            __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, id)
             raise
         finally:
             if __tidescope_call__ is not None:
@@ -33,7 +30,8 @@ What is injected, by level (each level includes the ones before it):
     ``coro.send()`` from plain code would stay on that caller's stack while suspended.)
 
     A lambda's body can't hold a ``try``, so ``lambda a: body`` becomes
-    ``lambda a: __tidescope_rt__.call(module, qualname, {"a": a}, id, lambda: body)``:
+    ``lambda a: __tidescope_rt__.call(module, qualname, {"a": a}, id, lambda: body) if
+    __tidescope_on__ else body``:
     signature, defaults and code location unchanged, two extra frames in a traceback that
     passes through it. Lambdas that use ``yield``, ``super``, ``locals``, ``vars``,
     ``dir``, ``eval`` or ``exec`` are left as they are (moving their body changes those).
@@ -76,13 +74,21 @@ with its type's name, decided here once: names that are not secret cost nothing 
 ``lines``
     A line event before every statement (not before a docstring or ``from __future__``).
 
+Capture off, at every level: each instrumented function (generators included) starts with
+``if not __tidescope_on__:`` and a copy of its body with nothing of the rewrite in its own
+scope (no report, loop counter, walrus or suspension protocol; its nested functions are
+rewritten as usual), so a call with capture off costs one global read and a branch. A
+``global``/``nonlocal`` declaration is moved above that test. The price is code size: each
+function's own code is there twice (its nested functions are copied with it).
+
 Injected nodes take the source position of the node they instrument, so tracebacks,
 ``inspect`` and line tables point at the user's code. Names injected are ``__tidescope_*__``
 dunders (never mangled in classes, never clashing with a user's name), and one module
 global, ``__tidescope_rt__``, bound after the docstring and ``from __future__`` imports.
-Annotations, decorators' and defaults' evaluation order, class bodies, ``global`` and
-``nonlocal``, zero-argument ``super()`` and its ``__class__`` cell are left alone.
-Seen by a program: the injected locals appear in ``locals()`` of instrumented functions.
+Annotations, decorators' and defaults' evaluation order, class bodies, the meaning of
+``global`` and ``nonlocal`` (moved to the top of the function, see above), zero-argument
+``super()`` and its ``__class__`` cell are left alone. Seen by a program: with capture on,
+the injected locals appear in ``locals()`` of instrumented functions.
 
 What is not instrumented is said: each function or lambda left as written is listed in
 :attr:`Rewrite.skipped` with the reason, for the hook to report. That is the async
@@ -132,7 +138,6 @@ CALL: Final = "__tidescope_call__"
 START: Final = "__tidescope_t0__"
 ON: Final = "__tidescope_on__"  # the module's copy of the capture flag (see _rt.track)
 RV: Final = "__tidescope_rv__"
-EXC: Final = "__tidescope_exc__"
 MATCH: Final = "__tidescope_match__"
 LOOP: Final = "__tidescope_loop_{}__"
 
@@ -481,7 +486,7 @@ class _Rewriter(ast.NodeTransformer):
         if scope.rv:
             pre.append(at.assign(RV, at.const(None)))
         rv = at.load(RV) if scope.rv else at.const(None)
-        call, start, exc = at.load(CALL), at.load(START), at.load(EXC)
+        call, start = at.load(CALL), at.load(START)
         final: ast.stmt
         if scope.generator:
             pair = ast.Tuple(elts=[at.store(CALL), at.store(START)], ctx=ast.Store(), **at.loc)
@@ -493,18 +498,13 @@ class _Rewriter(ast.NodeTransformer):
                     **at.loc,
                 )
             )
-            on_exc = at.assign(CALL, at.rt("gfail", call, start, exc, n))
+            on_exc = at.assign(CALL, at.rt("gfail", call, start, n))
             final = at.expr(at.rt("gleave", call, start, rv, n))
         else:
-            # capture off: one attribute load and a branch, not two calls and a dict
-            entered = ast.IfExp(
-                test=at.load(ON),
-                body=at.rt("enter", mod, q, params, ast_node_id=n),
-                orelse=at.const(None),
-                **at.loc,
-            )
-            pre.append(at.assign(CALL, entered))
-            on_exc = at.assign(CALL, at.rt("fail", call, exc, n))
+            # the flag was just tested (the unreported copy runs without it); if capture
+            # went off since, enter() returns None and the exit is skipped
+            pre.append(at.assign(CALL, at.rt("enter", mod, q, params, ast_node_id=n)))
+            on_exc = at.assign(CALL, at.rt("fail", call, n))
             final = ast.If(
                 test=ast.Compare(
                     left=call, ops=[ast.IsNot()], comparators=[at.const(None)], **at.loc
@@ -515,37 +515,30 @@ class _Rewriter(ast.NodeTransformer):
             )
         handler = ast.ExceptHandler(
             type=at.attr("BaseException"),
-            name=EXC,
+            name=None,  # fail() takes it from sys.exc_info(): one local less per frame
             body=[on_exc, ast.Raise(exc=None, cause=None, **at.loc)],
             **at.loc,
         )
+        fast = self._unreported(at, body)  # first: it takes out global and nonlocal
         try_ = at.try_(body or [ast.Pass(**at.loc)], [handler], [final])
-        return [*doc, *self._unreported(at, node, body, scope), *pre, try_]
+        return [*doc, *fast, *pre, try_]
 
-    def _unreported(
-        self,
-        at: At,
-        node: ast.FunctionDef | ast.AsyncFunctionDef,
-        body: list[ast.stmt],
-        scope: _Scope,
-    ) -> list[ast.stmt]:
-        """``if not __tidescope_on__: <body>; return None``: with capture off a call runs a
-        copy of its body and reports nothing, for the cost of one global test.
+    @staticmethod
+    def _unreported(at: At, body: list[ast.stmt]) -> list[ast.stmt]:
+        """``if not __tidescope_on__: <body>; return``: with capture off a call runs a copy
+        of its body without what the rewrite injected in it (see :class:`_Unreported`), and
+        reports nothing, for the cost of one global test, at every level.
 
-        Only at the ``calls`` level (at the others the body is full of reports anyway); not
-        for generators (their reports are the suspension protocol) nor for bodies that
-        declare ``global``/``nonlocal`` (a second declaration after a use is an error).
+        A generator tests the flag at its first step, where its entry would be reported;
+        once running the copy it stays unreported to its end. ``global`` and ``nonlocal``
+        are hoisted above the test (see :func:`_hoist_declarations`), since a declaration
+        may not follow a use of its name.
         """
-        if (
-            self.level >= _VALUES
-            or scope.generator
-            or any(isinstance(n, (ast.Global, ast.Nonlocal)) for n, _ in scope_nodes(node.body))
-        ):
-            return []
-        copied = copy.deepcopy(body) or [ast.Pass(**at.loc)]
+        declared = _hoist_declarations(body)
+        copied = _Unreported().visit_body(copy.deepcopy(body)) or [ast.Pass(**at.loc)]
         off = ast.UnaryOp(op=ast.Not(), operand=at.load(ON), **at.loc)
-        done = ast.Return(value=None, **at.loc)
-        return [ast.If(test=off, body=[*copied, done], orelse=[], **at.loc)]
+        done = ast.Return(value=None, **at.loc)  # a bare return: async generators allow it
+        return [*declared, ast.If(test=off, body=[*copied, done], orelse=[], **at.loc)]
 
     @staticmethod
     def _params(at: At, args: ast.arguments) -> ast.Dict:
@@ -585,10 +578,12 @@ class _Rewriter(ast.NodeTransformer):
             body=node.body,
             **at.loc,
         )  # fmt: skip
-        node.body = at.rt(
+        unreported = _Unreported().visit(copy.deepcopy(node.body))
+        reported = at.rt(
             "call", at.const(self.module), at.const(qual), self._params(at, node.args),
             at.const(nid), thunk,
         )  # fmt: skip
+        node.body = ast.IfExp(test=at.load(ON), body=reported, orelse=unreported, **at.loc)
         return node
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
@@ -804,3 +799,106 @@ class _Rewriter(ast.NodeTransformer):
         at = At(node.subject)
         node.subject = ast.NamedExpr(target=at.store(MATCH), value=node.subject, **at.loc)
         return node
+
+
+# ---------------------------------------------------------------------------------------
+# the unreported copy of a function's body
+
+_STATEMENT_REPORTS: Final = frozenset({"line", "snap", "branch", "match"})
+_LOOP_PREFIX: Final = LOOP.split("{")[0]
+
+
+def _rt_call(node: ast.AST | None, helper: str | frozenset[str]) -> bool:
+    """``node`` is ``__tidescope_rt__.<helper>(...)``."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == RT
+        and (node.func.attr == helper if isinstance(helper, str) else node.func.attr in helper)
+    )
+
+
+def _hoist_declarations(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Replace each ``global``/``nonlocal`` of ``body``'s own scope by ``pass`` and return
+    them, to be put first: a declaration holds for its whole scope wherever it stands, and
+    code that compiled used none of its names before it, so the meaning is the same."""
+    hoisted: list[ast.stmt] = []
+    for node, parent in scope_nodes(body):
+        if not isinstance(node, (ast.Global, ast.Nonlocal)):
+            continue
+        hoisted.append(node)
+        for stmts in (body, *(getattr(parent, f, None) for f in ("body", "orelse", "finalbody"))):
+            if isinstance(stmts, list) and any(s is node for s in stmts):
+                i = next(i for i, s in enumerate(stmts) if s is node)
+                stmts[i] = ast.Pass(**At(node).loc)
+                break
+    return hoisted
+
+
+class _Unreported(ast.NodeTransformer):
+    """Takes out of a rewritten body (a copy: it is changed in place) what the rewrite
+    injected in its own scope: reports, loop counters, the walrus on returns and on a
+    ``match`` subject, the added ``case _``, and the suspension protocol around yields.
+    Nested functions, lambdas and classes keep theirs: they are calls of their own.
+    """
+
+    def visit_body(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for s in body:
+            r = self.visit(s)
+            if r is not None:
+                out.extend(r if isinstance(r, list) else [r])
+        return out
+
+    def visit_FunctionDef(self, node: ast.AST) -> ast.AST:
+        return node
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = visit_FunctionDef
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
+        if _rt_call(node.value, _STATEMENT_REPORTS):
+            return None
+        return self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST | None:
+        target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id.startswith(_LOOP_PREFIX):
+            return None
+        return self.generic_visit(node)
+
+    def visit_Try(self, node: ast.Try) -> Any:
+        final = node.finalbody
+        if (
+            not node.handlers and len(final) == 1 and isinstance(final[0], ast.Expr)
+            and _rt_call(final[0].value, "resume")
+        ):  # fmt: skip
+            return self.visit_body(node.body)  # the try around a statement's yield
+        return self.generic_visit(node)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> Any:
+        if node.target.id in (RV, MATCH):
+            return self.visit(node.value)
+        return self.generic_visit(node)
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        if len(node.values) == 2 and _rt_call(node.values[0], "xbranch"):
+            return self.visit(node.values[1])
+        return self.generic_visit(node)
+
+    def visit_Yield(self, node: ast.Yield) -> ast.AST:
+        if isinstance(node.value, ast.Call) and _rt_call(node.value, "suspend"):
+            node.value = node.value.args[1]
+        return self.generic_visit(node)
+
+    def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.AST:
+        value = node.value
+        if isinstance(value, ast.Call) and _rt_call(value, "yield_"):
+            return self.generic_visit(ast.Yield(value=value.args[1], **At(node).loc))
+        if isinstance(value, ast.Call) and _rt_call(value, "delegate"):
+            node.value = value.args[1]
+        return self.generic_visit(node)
+
+    def visit_match_case(self, node: ast.match_case) -> ast.AST | None:
+        self.generic_visit(node)
+        return node if node.body else None  # only the added case _ had nothing but a report

@@ -11,6 +11,7 @@ core, which counts its own failures.
 from __future__ import annotations
 
 import builtins
+import sys
 import time
 import types
 from asyncio import CancelledError
@@ -94,9 +95,12 @@ def _reason(exc: BaseException) -> str:
     return "cancelled" if issubclass(t, (CancelledError, GeneratorExit)) else "exception"
 
 
-def fail(call_id: Any, exc: BaseException, ast_node_id: Any) -> None:
-    """Report the exit of ``call_id`` by ``exc``; returns None (the caller's new call id)."""
+def fail(call_id: Any, ast_node_id: Any) -> None:
+    """Report the exit of ``call_id`` by the exception being handled; returns None (the
+    caller's new call id). Called in an ``except`` clause: an ``as`` name there would be
+    one more local in every instrumented frame, set up and cleared on every call."""
     if call_id is not None:
+        exc: Any = sys.exc_info()[1]
         try:
             reason = _reason(exc)
         except Exception:
@@ -109,8 +113,8 @@ def call(module: str, function: str, args: Any, ast_node_id: str, body: Callable
     cid = enter(module, function, args, ast_node_id=ast_node_id)
     try:
         value = body()
-    except BaseException as exc:
-        fail(cid, exc, ast_node_id)
+    except BaseException:
+        fail(cid, ast_node_id)
         raise
     leave(cid, value, ast_node_id=ast_node_id)
     return value
@@ -144,9 +148,11 @@ def gleave(call_id: Any, start_ns: int, value: Any, ast_node_id: str) -> None:
         leave(call_id, value, _now() - start_ns, ast_node_id=ast_node_id)
 
 
-def gfail(call_id: Any, start_ns: int, exc: BaseException, ast_node_id: str) -> None:
-    """A generator's exit by ``exc`` (``GeneratorExit`` from ``close()`` is "cancelled")."""
+def gfail(call_id: Any, start_ns: int, ast_node_id: str) -> None:
+    """A generator's exit by the exception being handled (``GeneratorExit`` from
+    ``close()`` is "cancelled"); called in an ``except`` clause, as :func:`fail`."""
     if call_id is not None:
+        exc: Any = sys.exc_info()[1]
         try:
             reason = _reason(exc)
         except Exception:
