@@ -36,7 +36,7 @@ enum {
     V_NONE, V_FALSE, V_TRUE, V_INT, V_BIGINT, V_FLOAT, V_STR, V_BYTES, V_BYTEARRAY,
     V_TUPLE, V_LIST, V_SET, V_FROZENSET, V_SHAPED, V_DICT, V_TRUNCATED, V_OBJECT,
     V_REDACTED, V_COMPLEX, V_ELLIPSIS, V_NOTIMPLEMENTED, V_RANGE, V_DATETIME, V_DATE,
-    V_TIME, V_TIMEDELTA, V_TIMEZONE, V_UUID, V_EVENT_TYPE,
+    V_TIME, V_TIMEDELTA, V_TIMEZONE, V_UUID, V_EVENT_TYPE, V_REF,
     V_UNSUPPORTED = 0x1F,
     V_SMALL = 0x80,
 };
@@ -45,7 +45,7 @@ enum { CHUNK_HEADER = 1, CHUNK_EVENTS, CHUNK_CLOSE };
 
 static int g_ready = 0;
 static PyObject *g_FormatError, *g_event_types, *g_entry, *g_exit, *g_Event, *g_Truncated;
-static PyObject *g_ObjectSnapshot, *g_Redacted, *g_Unsupported, *g_datetime_iso;
+static PyObject *g_ObjectSnapshot, *g_Redacted, *g_Unsupported, *g_datetime_iso, *g_ObjectRef;
 static PyObject *g_date_iso, *g_time_iso, *g_timedelta, *g_timezone, *g_UUID;
 static PyObject *g_from_bytes, *g_little, *g_kw_signed, *g_kw_bytes, *g_keys[8];
 static PyObject *g_jsonable, *g_EventType, *g_entry_value, *g_exit_value, *g_fields[13];
@@ -89,6 +89,7 @@ ready(void)
         !(g_Truncated = attr_of("tidescope.events", "Truncated")) ||
         !(g_ObjectSnapshot = attr_of("tidescope.events", "ObjectSnapshot")) ||
         !(g_Redacted = attr_of("tidescope.events", "Redacted")) ||
+        !(g_ObjectRef = attr_of("tidescope.events", "ObjectRef")) ||
         !(g_Unsupported = attr_of("tidescope.events", "Unsupported")) ||
         !(dt = attr_of("datetime", "datetime")) || !(date = attr_of("datetime", "date")) ||
         !(time = attr_of("datetime", "time")) ||
@@ -583,6 +584,20 @@ value(Dec *d, int depth, int nest)
     case V_REDACTED:
         if (!(s = string(d))) return NULL;
         return call3(g_Redacted, s, NULL, NULL);
+    case V_REF: {
+        uint64_t oid, n;
+        if (!(s = string(d)) || uv(d, &oid) < 0 || uv(d, &n) < 0) return NULL;
+        if (!(a = PyLong_FromUnsignedLongLong(oid))) return NULL;
+        b = n == 0 ? Py_NewRef(Py_None) : PyLong_FromUnsignedLongLong(n - 1);
+        if (b == NULL) {
+            Py_DECREF(a);
+            return NULL;
+        }
+        r = call3(g_ObjectRef, s, a, b);
+        Py_DECREF(a);
+        Py_DECREF(b);
+        return r;
+    }
     }
     return other(d, tag, nest);
 }
