@@ -7,6 +7,7 @@ call id and node id, and parents are calls that were entered before.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import io
@@ -949,6 +950,7 @@ def test_threads_keep_their_own_call_stacks() -> None:
 
 
 ASYNC_GEN = """
+import ast
 import asyncio
 
 class Resource:
@@ -1408,3 +1410,30 @@ def test_capture_off_runs_an_unreported_copy_at_every_level() -> None:
         names = [e.data["function"] for e in events[level] if e.event_type == ENTRY]
         assert names.count("outer.<locals>.inner") == 2 and names.count("gen") == 1, level
         assert "bump" in names and "outer.<locals>.<lambda>" in names
+
+
+def test_deeply_nested_functions_are_not_copied_exponentially() -> None:
+    # each enclosing function's unreported copy holds its nested functions again: past a
+    # few levels a function gets no copy, so the code stays bounded (was 2**depth copies)
+    depth = 10
+    lines = []
+    for k in range(depth):
+        lines.append("    " * k + f"def f{k}(x):")
+    lines.append("    " * depth + "return x + 1")
+    for k in range(depth - 1, 0, -1):
+        lines.append("    " * k + f"return f{k}(x) * 2")
+    source = "\n".join(lines) + "\n"
+    for level in LEVELS:
+        tree, _ = rewrite_source(source, FILENAME, "sample", level)
+        innermost = sum(
+            1
+            for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef) and n.name == f"f{depth - 1}"
+        )
+        assert innermost <= 8, (level, innermost)
+    events = same_everywhere(source, lambda ns: ns["f0"](1))
+    for level in LEVELS:
+        names = {
+            e.data["function"].rsplit(".", 1)[-1] for e in events[level] if e.event_type == ENTRY
+        }
+        assert names == {f"f{k}" for k in range(depth)}, level

@@ -519,9 +519,21 @@ class _Rewriter(ast.NodeTransformer):
             body=[on_exc, ast.Raise(exc=None, cause=None, **at.loc)],
             **at.loc,
         )
-        fast = self._unreported(at, body)  # first: it takes out global and nonlocal
+        # first: it takes out global and nonlocal
+        fast = self._unreported(at, body) if self._copies_allowed() else []
         try_ = at.try_(body or [ast.Pass(**at.loc)], [handler], [final])
         return [*doc, *fast, *pre, try_]
+
+    def _copies_allowed(self) -> bool:
+        """Whether a function or lambda here gets an unreported copy of its body.
+
+        An enclosing function's copy holds a copy of each function nested in it, so a
+        function nested k deep would be compiled 2**k times: past :data:`_COPY_DEPTH`
+        enclosing functions a function has no copy (with capture off it runs its reports,
+        which record nothing), and the code stays at most 2**_COPY_DEPTH times its size.
+        """
+        depth = sum(1 for s in self.scopes if s.kind in ("function", "lambda"))
+        return depth < _COPY_DEPTH
 
     @staticmethod
     def _unreported(at: At, body: list[ast.stmt]) -> list[ast.stmt]:
@@ -578,12 +590,16 @@ class _Rewriter(ast.NodeTransformer):
             body=node.body,
             **at.loc,
         )  # fmt: skip
-        unreported = _Unreported().visit(copy.deepcopy(node.body))
+        copies = self._copies_allowed()
+        unreported = _Unreported().visit(copy.deepcopy(node.body)) if copies else None
         reported = at.rt(
             "call", at.const(self.module), at.const(qual), self._params(at, node.args),
             at.const(nid), thunk,
         )  # fmt: skip
-        node.body = ast.IfExp(test=at.load(ON), body=reported, orelse=unreported, **at.loc)
+        if unreported is None:
+            node.body = reported
+        else:
+            node.body = ast.IfExp(test=at.load(ON), body=reported, orelse=unreported, **at.loc)
         return node
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
@@ -834,6 +850,11 @@ def _hoist_declarations(body: list[ast.stmt]) -> list[ast.stmt]:
                 stmts[i] = ast.Pass(**At(node).loc)
                 break
     return hoisted
+
+
+_COPY_DEPTH: Final = 3
+"""Enclosing functions past which a function gets no unreported copy (see
+:meth:`_Rewriter._copies_allowed`)."""
 
 
 class _Unreported(ast.NodeTransformer):
