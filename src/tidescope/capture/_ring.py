@@ -83,6 +83,8 @@ class _RingLogic:
     _total_reads: int
     _stalled_r: int
     _closed: bool
+    _wake: Callable[[], object] | None
+    _wake_pos: int
 
     def _new_storage(self, size: int) -> None:
         raise NotImplementedError
@@ -100,6 +102,9 @@ class _RingLogic:
         raise NotImplementedError
 
     def _store_abandoned(self, pos: int) -> None:
+        raise NotImplementedError
+
+    def _set_wake(self, position: int, callback: Callable[[], object] | None) -> None:
         raise NotImplementedError
 
     def _scan(self, p: int, count: int) -> tuple[list[Any], int, int]:
@@ -150,6 +155,9 @@ class _RingLogic:
         self._pid = _clock.pid()
         self._node = _clock.node()
         self._waiters = 0  # block writers waiting now; clear() must not reset it
+        self._wake = None
+        self._wake_pos = -1
+        self._set_wake(-1, None)
         self._reset()
 
     def _reset(self) -> None:
@@ -223,6 +231,8 @@ class _RingLogic:
             w = self._w
             if w - self._r < self._size:
                 self._w = w + 1
+                if w == self._wake_pos:
+                    self._high_water()
                 return w
             if self._strategy == "drop_newest" or self._timeout == 0 or self._stalled_r == self._r:
                 self._rejected += 1
@@ -242,6 +252,8 @@ class _RingLogic:
                         w = self._w
                         if w - self._r < self._size:
                             self._w = w + 1
+                            if w == self._wake_pos:
+                                self._high_water()
                             return w
                         remaining = deadline - _monotonic_ns()
                         if remaining <= 0:
@@ -251,6 +263,26 @@ class _RingLogic:
                     self._space.wait(remaining / 1e9)
             finally:
                 self._waiters -= 1
+
+    def wake_at(self, position: int, callback: Callable[[], object] | None) -> None:
+        """Have the writer that claims ``position`` call ``callback()`` (the drain's wake-up
+        when the buffer fills; None or a position already claimed: no call).
+
+        The call is made from the writing thread right after its write, once: it must be
+        quick and must not block (a lock's ``release``). What it raises is ignored. Costs
+        the writers one comparison per write.
+        """
+        self._wake = callback
+        self._wake_pos = position if callback is not None else -1
+        self._set_wake(self._wake_pos, callback)  # the fast paths' copy (the C storage's)
+
+    def _high_water(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake()
+            except Exception:  # never raised into the writer
+                pass
 
     # -- reading ------------------------------------------------------------------------
 
@@ -438,6 +470,8 @@ _LOGIC_SLOTS: Final = (
     "_total_reads",
     "_w",
     "_waiters",
+    "_wake",
+    "_wake_pos",
 )
 
 
@@ -462,6 +496,9 @@ class RingBuffer(_RingLogic):
         """Claim a position without storing (tests: a writer descheduled after its claim)."""
         return next(self._claim)
 
+    def _set_wake(self, position: int, callback: Callable[[], object] | None) -> None:
+        pass  # the fast paths read _wake_pos themselves
+
     def _put(self, payload: tuple[Any, ...]) -> bool:
         """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""
         if self._fast:
@@ -477,6 +514,8 @@ class RingBuffer(_RingLogic):
                 # that readers wait on until the ring wraps
                 self._store_abandoned(pos)
                 raise
+            if pos == self._wake_pos:
+                self._high_water()
             return True
         return self._put_slow(payload)
 

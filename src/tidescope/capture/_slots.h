@@ -84,6 +84,8 @@ typedef struct {
     uint64_t mask;
     uint64_t claim; /* positions claimed by drop_oldest writers: atomic */
     char fast;      /* drop_oldest and not destroyed: claim here without the Python lock */
+    uint64_t wake_at; /* the writer that claims this position calls `wake` (the drain's) */
+    PyObject *wake;
 } RingStorage;
 
 /* Called by scan_slots for each current slot (a held copy, and its position): 0 to go on,

@@ -255,6 +255,7 @@ RingStorage_traverse(RingStorage *self, visitproc visit, void *arg)
         gather_slot(&g, &slots[i]);
         for (int k = 0; k < g.n; k++) Py_VISIT(g.o[k]);
     }
+    Py_VISIT(self->wake);
     return 0;
 }
 
@@ -266,6 +267,8 @@ RingStorage_clear(RingStorage *self)
     Slot *slots = self->slots;
     self->slots = NULL;
     self->fast = 0;
+    self->wake_at = UINT64_MAX;
+    Py_CLEAR(self->wake);
     free_slots(slots, self->size);
     return 0;
 }
@@ -414,6 +417,41 @@ RingStorage_store_abandoned(RingStorage *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* The writer that claimed the high-water position wakes the drain (`wake_at`). Called
+ * once the slot is published, with no error set; the drain's callback is a lock's
+ * release (C, no Python code, so no signal handler runs in it); whatever it raises is
+ * dropped. */
+static void
+high_water(RingStorage *self)
+{
+    PyObject *wake = self->wake;
+    if (wake == NULL) return;
+    Py_INCREF(wake);
+    PyObject *r = PyObject_CallNoArgs(wake);
+    if (r == NULL) PyErr_Clear();
+    Py_XDECREF(r);
+    Py_DECREF(wake);
+}
+
+/* _set_wake(position, callback): call callback() from the writer that claims position
+ * (a negative position or None: never) */
+static PyObject *
+RingStorage_set_wake(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_set_wake(position, callback)");
+        return NULL;
+    }
+    long long pos = PyLong_AsLongLong(args[0]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    PyObject *wake = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
+    __atomic_store_n(&self->wake_at, UINT64_MAX, __ATOMIC_RELEASE);
+    Py_XSETREF(self->wake, wake);
+    if (wake != NULL && pos >= 0)
+        __atomic_store_n(&self->wake_at, (uint64_t)pos, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 RingStorage_put(RingStorage *self, PyObject *payload)
 {
@@ -423,6 +461,7 @@ RingStorage_put(RingStorage *self, PyObject *payload)
         if (check_payload(self, payload) < 0) return NULL;
         uint64_t pos = __atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL);
         if (store_payload(self, pos, payload) < 0) return NULL;
+        if (pos == self->wake_at) high_water(self);
         Py_RETURN_TRUE;
     }
     return PyObject_CallMethodOneArg((PyObject *)self, s_put_slow, payload);
@@ -741,6 +780,7 @@ static PyMethodDef RingStorage_methods[] = {
     {"_wipe_storage", (PyCFunction)RingStorage_wipe_storage, METH_NOARGS, NULL},
     {"_claimed", (PyCFunction)RingStorage_claimed, METH_NOARGS, NULL},
     {"_claim_next", (PyCFunction)RingStorage_claim_next, METH_NOARGS, NULL},
+    {"_set_wake", (PyCFunction)(void (*)(void))RingStorage_set_wake, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1639,6 +1679,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
             publish(s, pos);
             release(&g);
         }
+        if (pos == rb->wake_at) high_water(rb);
     }
     else {
         PyObject *r = put_slow(buf, eid, ts, thread, task, corr, parent, cid, astv,
@@ -1816,6 +1857,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
             publish(s, pos);
             release(&g);
         }
+        if (pos == rb->wake_at) high_water(rb);
         result = Py_NewRef(Py_True);
     }
     else {
@@ -1902,6 +1944,7 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
             publish(s, pos);
             release(&g);
         }
+        if (pos == rb->wake_at) high_water(rb);
         result = Py_NewRef(Py_True);
     }
     else {
