@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import tidescope
@@ -47,3 +49,15 @@ def test_a_callback_that_raises_never_reaches_the_writer() -> None:
     ring.wake_at(0, fail)
     assert ring.write(1) is True
     assert ring.stats()["consumed_events"] + ring.stats()["available_events"] == 1
+
+
+@pytest.mark.parametrize("strategy", ["drop_oldest", "drop_newest", "block"])
+def test_a_callback_that_drains_the_buffer_sees_the_event_that_called_it(strategy: str) -> None:
+    # the pure core's drain passes in the writer that crosses the mark: stored, no lock held
+    ring = RingBuffer(size=8, overflow_strategy=strategy)
+    got: list[Any] = []
+    ring.wake_at(5, lambda: got.extend(ring.drain()))
+    for i in range(8):
+        assert ring.write(i) is True
+    assert got == list(range(6))
+    assert ring.drain() == [6, 7]

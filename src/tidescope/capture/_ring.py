@@ -221,6 +221,8 @@ class _RingLogic:
             # A signal between claim and store must not leave a hole the drain waits on.
             self._store_abandoned(pos)
             raise
+        if pos == self._wake_pos:  # stored, and no lock held: the callback may read
+            self._high_water()
         return True
 
     def _claim_bounded(self) -> int:
@@ -231,8 +233,6 @@ class _RingLogic:
             w = self._w
             if w - self._r < self._size:
                 self._w = w + 1
-                if w == self._wake_pos:
-                    self._high_water()
                 return w
             if self._strategy == "drop_newest" or self._timeout == 0 or self._stalled_r == self._r:
                 self._rejected += 1
@@ -252,8 +252,6 @@ class _RingLogic:
                         w = self._w
                         if w - self._r < self._size:
                             self._w = w + 1
-                            if w == self._wake_pos:
-                                self._high_water()
                             return w
                         remaining = deadline - _monotonic_ns()
                         if remaining <= 0:
