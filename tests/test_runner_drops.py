@@ -52,7 +52,9 @@ def test_default_run_of_a_fast_recursive_program_drops_nothing(tmp_path: Path, c
 
 
 def test_a_run_that_drops_says_which_setting_would_have_kept_its_events(tmp_path: Path) -> None:
-    _, err = tidescope_run(tmp_path, 18, "--buffer-size", "16")
+    _, err = tidescope_run(
+        tmp_path, 18, "--buffer-size", "16", "--overflow-strategy", "drop_newest"
+    )
     got = re.match(r"tidescope: (\d+) events captured, (\d+) dropped \((.*?)\), 0 internal", err)
     assert got is not None, err
     written, dropped, hint = int(got[1]), int(got[2]), got[3]

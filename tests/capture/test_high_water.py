@@ -61,3 +61,16 @@ def test_a_callback_that_drains_the_buffer_sees_the_event_that_called_it(strateg
         assert ring.write(i) is True
     assert got == list(range(6))
     assert ring.drain() == [6, 7]
+
+
+def test_the_writer_at_the_wait_mark_goes_on_when_no_pass_comes() -> None:
+    # (the C core's writer there waits for the drain's next wake_at(), at most `wait`, once)
+    calls: list[int] = []
+    ring = RingBuffer(size=16)
+    ring.wake_at(1, lambda: calls.append(1), wait_at=3, wait=0.001)
+    assert all(ring.write(i) for i in range(40))
+    assert calls == [1]
+    assert ring.stats()["total_writes"] == 40
+    ring.wake_at(41, lambda: calls.append(2), wait_at=42, wait=0.001)  # re-armed
+    assert all(ring.write(i) for i in range(4))
+    assert calls == [1, 2]

@@ -104,7 +104,9 @@ class _RingLogic:
     def _store_abandoned(self, pos: int) -> None:
         raise NotImplementedError
 
-    def _set_wake(self, position: int, callback: Callable[[], object] | None) -> None:
+    def _set_wake(
+        self, position: int, callback: Callable[[], object] | None, wait_at: int, wait: float
+    ) -> None:
         raise NotImplementedError
 
     def _scan(self, p: int, count: int) -> tuple[list[Any], int, int]:
@@ -157,7 +159,7 @@ class _RingLogic:
         self._waiters = 0  # block writers waiting now; clear() must not reset it
         self._wake = None
         self._wake_pos = -1
-        self._set_wake(-1, None)
+        self._set_wake(-1, None, -1, 0.0)
         self._reset()
 
     def _reset(self) -> None:
@@ -262,17 +264,27 @@ class _RingLogic:
             finally:
                 self._waiters -= 1
 
-    def wake_at(self, position: int, callback: Callable[[], object] | None) -> None:
+    def wake_at(
+        self,
+        position: int,
+        callback: Callable[[], object] | None,
+        *,
+        wait_at: int = -1,
+        wait: float = 0.0,
+    ) -> None:
         """Have the writer that claims ``position`` call ``callback()`` (the drain's wake-up
         when the buffer fills; None or a position already claimed: no call).
 
         The call is made from the writing thread right after its write, once: it must be
         quick and must not block (a lock's ``release``). What it raises is ignored. Costs
-        the writers one comparison per write.
+        the writers one comparison per write. On the C core, the writer that then claims
+        ``wait_at`` waits, at most ``wait`` seconds with the GIL released, for the next
+        ``wake_at()`` (the drain's next pass), once.
         """
         self._wake = callback
         self._wake_pos = position if callback is not None else -1
-        self._set_wake(self._wake_pos, callback)  # the fast paths' copy (the C storage's)
+        # the fast paths' copy (the C storage's)
+        self._set_wake(self._wake_pos, callback, wait_at, float(wait))
 
     def _high_water(self) -> None:
         wake = self._wake
@@ -494,8 +506,10 @@ class RingBuffer(_RingLogic):
         """Claim a position without storing (tests: a writer descheduled after its claim)."""
         return next(self._claim)
 
-    def _set_wake(self, position: int, callback: Callable[[], object] | None) -> None:
-        pass  # the fast paths read _wake_pos themselves
+    def _set_wake(
+        self, position: int, callback: Callable[[], object] | None, wait_at: int, wait: float
+    ) -> None:
+        pass  # the fast paths read _wake_pos themselves; pure writers never wait
 
     def _put(self, payload: tuple[Any, ...]) -> bool:
         """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""

@@ -278,6 +278,7 @@ RingStorage_dealloc(RingStorage *self)
 {
     PyObject_GC_UnTrack(self);
     RingStorage_clear(self);
+    if (self->passed != NULL) PyThread_free_lock(self->passed);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -417,38 +418,79 @@ RingStorage_store_abandoned(RingStorage *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* The writer that claimed the high-water position wakes the drain (`wake_at`). Called
- * once the slot is published, with no error set; the drain's callback is a lock's
- * release (C, no Python code, so no signal handler runs in it); whatever it raises is
- * dropped. */
+/* The writer that claimed the armed position (`wake_at`): at the first mark it wakes the
+ * drain, at the second it waits for the drain's pass, at most `wait_us`, with the GIL
+ * released. Called once the slot is published, with no error set. The drain's callback is
+ * a lock's release (C, no Python code, so no signal handler runs in it); whatever it
+ * raises is dropped. The wait runs no Python code either (signals wait for its end), and
+ * happens once per arming: a drain that never comes back costs one wait. */
 static void
-high_water(RingStorage *self)
+high_water(RingStorage *self, uint64_t pos)
 {
-    PyObject *wake = self->wake;
-    if (wake == NULL) return;
-    Py_INCREF(wake);
-    PyObject *r = PyObject_CallNoArgs(wake);
-    if (r == NULL) PyErr_Clear();
-    Py_XDECREF(r);
-    Py_DECREF(wake);
+    if (self->stage == 1) {
+        PyObject *wake = self->wake;
+        self->stage = 0;
+        if (self->wait_at != UINT64_MAX && self->wait_at > pos && self->passed != NULL) {
+            self->stage = 2;
+            __atomic_store_n(&self->wake_at, self->wait_at, __ATOMIC_RELEASE);
+        }
+        if (wake == NULL) return;
+        Py_INCREF(wake);
+        PyObject *r = PyObject_CallNoArgs(wake);
+        if (r == NULL) PyErr_Clear();
+        Py_XDECREF(r);
+        Py_DECREF(wake);
+        return;
+    }
+    if (self->stage != 2 || self->passed == NULL) return;
+    self->stage = 0;
+    self->waiting = 1;
+    Py_INCREF(self);
+    PyThread_type_lock passed = self->passed;
+    long long us = self->wait_us;
+    Py_BEGIN_ALLOW_THREADS
+    if (PyThread_acquire_lock_timed(passed, us, 0) != PY_LOCK_ACQUIRED) us = -1;
+    Py_END_ALLOW_THREADS
+    self->waiting = 0;
+    Py_DECREF(self);
 }
 
-/* _set_wake(position, callback): call callback() from the writer that claims position
- * (a negative position or None: never) */
+/* _set_wake(position, callback, wait_position, wait_seconds): call callback() from the
+ * writer that claims position, then have the writer that claims wait_position wait for
+ * the next _set_wake (a negative position or None: never). Releases a waiting writer. */
 static PyObject *
 RingStorage_set_wake(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set_wake(position, callback)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_set_wake(position, callback, wait_position, wait)");
         return NULL;
     }
     long long pos = PyLong_AsLongLong(args[0]);
     if (pos == -1 && PyErr_Occurred()) return NULL;
+    long long wait_pos = PyLong_AsLongLong(args[2]);
+    if (wait_pos == -1 && PyErr_Occurred()) return NULL;
+    double wait = PyFloat_AsDouble(args[3]);
+    if (wait == -1.0 && PyErr_Occurred()) return NULL;
+    if (wait_pos >= 0 && self->passed == NULL) {
+        PyThread_type_lock lock = PyThread_allocate_lock();
+        if (lock == NULL) return PyErr_NoMemory();
+        PyThread_acquire_lock(lock, WAIT_LOCK);
+        self->passed = lock;
+    }
     PyObject *wake = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
     __atomic_store_n(&self->wake_at, UINT64_MAX, __ATOMIC_RELEASE);
+    self->stage = 0;
     Py_XSETREF(self->wake, wake);
-    if (wake != NULL && pos >= 0)
+    self->wait_at = wait_pos >= 0 ? (uint64_t)wait_pos : UINT64_MAX;
+    self->wait_us = wait > 0 ? (long long)(wait * 1e6) : 0;
+    if (self->waiting) {
+        self->waiting = 0;
+        PyThread_release_lock(self->passed);
+    }
+    if (wake != NULL && pos >= 0) {
+        self->stage = 1;
         __atomic_store_n(&self->wake_at, (uint64_t)pos, __ATOMIC_RELEASE);
+    }
     Py_RETURN_NONE;
 }
 
@@ -461,7 +503,7 @@ RingStorage_put(RingStorage *self, PyObject *payload)
         if (check_payload(self, payload) < 0) return NULL;
         uint64_t pos = __atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL);
         if (store_payload(self, pos, payload) < 0) return NULL;
-        if (pos == self->wake_at) high_water(self);
+        if (pos == self->wake_at) high_water(self, pos);
         Py_RETURN_TRUE;
     }
     return PyObject_CallMethodOneArg((PyObject *)self, s_put_slow, payload);
@@ -1679,7 +1721,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
             publish(s, pos);
             release(&g);
         }
-        if (pos == rb->wake_at) high_water(rb);
+        if (pos == rb->wake_at) high_water(rb, pos);
     }
     else {
         PyObject *r = put_slow(buf, eid, ts, thread, task, corr, parent, cid, astv,
@@ -1857,7 +1899,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
             publish(s, pos);
             release(&g);
         }
-        if (pos == rb->wake_at) high_water(rb);
+        if (pos == rb->wake_at) high_water(rb, pos);
         result = Py_NewRef(Py_True);
     }
     else {
@@ -1944,7 +1986,7 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
             publish(s, pos);
             release(&g);
         }
-        if (pos == rb->wake_at) high_water(rb);
+        if (pos == rb->wake_at) high_water(rb, pos);
         result = Py_NewRef(Py_True);
     }
     else {

@@ -173,7 +173,14 @@ class Drain:
             # the C core's writers only wake the thread (a lock's release, C code); the pure
             # core's drain encodes in Python about as fast as the pure core records, so
             # with the GIL shared by turns it falls behind: its writers pass it themselves
-            buf.wake_at(mark, self._wake.release if self._encoded else self._pass_here)
+            # and when the thread is slow to come (a machine short of CPU), the C core's
+            # writer at three quarters waits for its pass, an interval at most, once
+            buf.wake_at(
+                mark,
+                self._wake.release if self._encoded else self._pass_here,
+                wait_at=buf.read_position + buf.size * 3 // 4,
+                wait=self.interval,
+            )
             return bool(buf.write_position >= mark)
         except Exception:  # not a RingBuffer of ours: the timed passes only
             self.errors += 1
