@@ -377,7 +377,9 @@ def test_a_trace_cut_by_sigkill_still_says_how_many_events_were_dropped(tmp_path
         """,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidescope", "run", "--buffer-size", "64", "dropper.py"],
+        # drop_newest: under drop_oldest the C core's writers wait for the drain's passes
+        [sys.executable, "-m", "tidescope", "run", "--buffer-size", "64",
+         "--overflow-strategy", "drop_newest", "dropper.py"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
