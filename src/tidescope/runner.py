@@ -23,6 +23,7 @@ from tidescope.capture import _redact
 from tidescope.config import Config
 from tidescope.export import _output
 from tidescope.export.drain import Drain
+from tidescope.export.summary import keep_hint
 
 __all__ = ["RunOptions", "UsageError", "run"]
 
@@ -646,8 +647,10 @@ def _summary(stats: dict[str, Any], output: Path, drain: Drain, run_id: str | No
                 where += f" and {files} child process{'es' if files > 1 else ''}"
                 if incomplete:
                     where += f", {incomplete} of them incomplete"
+        hint = keep_hint({**stats, "peak_backlog": drain.peak_backlog})
         _output.notice(
-            f"{written} events captured{lost}, {dropped} dropped, {errors} internal errors"
+            f"{written} events captured{lost}, {dropped} dropped"
+            f"{f' ({hint})' if hint else ''}, {errors} internal errors"
             f" -> {output}{os.sep} ({where})"
         )
     except Exception:  # a summary that cannot be said is not worth a traceback

@@ -39,32 +39,34 @@ def chunks(path: Path) -> list[_tsformat.Chunk]:
 def test_every_batch_is_one_chunk_with_the_running_counts(tmp_path: Path) -> None:
     session = tidescope.start(buffer_size=8)
     base = tidescope.stats()["internal_errors"]  # counted per process, earlier tests included
-    drain = Drain(tmp_path, interval=60, batch=4)  # not started: pump() writes
+    drain = Drain(tmp_path, interval=60, batch=2)  # not started: pump() writes
     for i in range(10):  # 20 events through 8 slots: the 12 oldest are lost
         runtime.report_function_exit(runtime.report_function_entry("app", "f", (i,)), i)
-    assert drain.pump() == 8
+    assert drain.pump() == 8  # all that waits in one read, more than a batch
+    runtime.report_function_entry("app", "g", ())
+    assert drain.pump() == 1  # a batch at most of what waits
     path = drain.writer.path
     assert path.name == f"events-{os.getpid()}.tstrace"
     written = chunks(path)
     assert [c.kind for c in written] == [1, 2, 2]
     assert [c.seq for c in written] == [0, 1, 2]
-    assert [len(c.content) for c in written[1:]] == [4, 4]
-    assert [c.counts for c in written] == [(0, 0, 0), (4, 12, base), (8, 12, base)]
+    assert [len(c.content) for c in written[1:]] == [8, 1]
+    assert [c.counts for c in written] == [(0, 0, 0), (8, 12, base), (9, 12, base)]
     assert drain.pump() == 0  # nothing new: nothing written
     assert len(chunks(path)) == 3
     # an empty batch writes a chunk of its counts alone when they moved, and only then
     assert drain.writer.write_records([], dropped_events=15, internal_errors=1) == 0
     assert drain.writer.write_records([], dropped_events=15, internal_errors=1) == 0
     (tail,) = chunks(path)[3:]
-    assert (tail.kind, tail.seq, tail.counts, tail.content) == (2, 3, (8, 15, 1), [])
+    assert (tail.kind, tail.seq, tail.counts, tail.content) == (2, 3, (9, 15, 1), [])
     drain.stop(session.stop())
     written = chunks(path)
     assert [c.seq for c in written] == list(range(len(written)))
     close = written[-1]
     assert close.kind == 3 and close.content["events_not_written"] == 0
-    assert close.counts == (8, 12, base)  # from the stats
+    assert close.counts == (9, 12, base)  # from the stats
     read_counts = [r["$counts"] for r in read_trace(path) if "$counts" in r]
-    assert read_counts[2] == {"events_written": 8, "dropped_events": 15, "internal_errors": 1}
+    assert read_counts[2] == {"events_written": 9, "dropped_events": 15, "internal_errors": 1}
     header = TraceFile(path).header
     assert header is not None and header["format"] == 1 and header["pid"] == os.getpid()
     assert {"ppid", "node", "argv", "python", "core", "tidescope"} <= set(header)

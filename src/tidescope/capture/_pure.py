@@ -614,6 +614,8 @@ def report_function_entry(
                     pos, eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
                     (module, function, arity, snap),
                 )  # fmt: skip
+            if pos == buf._wake_pos:
+                buf._high_water()
         else:
             buf._put_slow((
                 eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
@@ -697,6 +699,8 @@ def report_function_exit(
                     pos, eid, ts, thread, task, corr, parent, call_id, ast_node_id,
                     _FUNCTION_EXIT, (result, exc, duration_ns, exit_reason),
                 )  # fmt: skip
+            if pos == buf._wake_pos:
+                buf._high_water()
             return True
         return buf._put_slow((
             eid, ts, thread, task, corr, parent, call_id, ast_node_id, _FUNCTION_EXIT,

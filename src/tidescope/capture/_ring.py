@@ -83,6 +83,8 @@ class _RingLogic:
     _total_reads: int
     _stalled_r: int
     _closed: bool
+    _wake: Callable[[], object] | None
+    _wake_pos: int
 
     def _new_storage(self, size: int) -> None:
         raise NotImplementedError
@@ -100,6 +102,11 @@ class _RingLogic:
         raise NotImplementedError
 
     def _store_abandoned(self, pos: int) -> None:
+        raise NotImplementedError
+
+    def _set_wake(
+        self, position: int, callback: Callable[[], object] | None, wait_at: int, wait: float
+    ) -> None:
         raise NotImplementedError
 
     def _scan(self, p: int, count: int) -> tuple[list[Any], int, int]:
@@ -150,6 +157,9 @@ class _RingLogic:
         self._pid = _clock.pid()
         self._node = _clock.node()
         self._waiters = 0  # block writers waiting now; clear() must not reset it
+        self._wake = None
+        self._wake_pos = -1
+        self._set_wake(-1, None, -1, 0.0)
         self._reset()
 
     def _reset(self) -> None:
@@ -213,6 +223,8 @@ class _RingLogic:
             # A signal between claim and store must not leave a hole the drain waits on.
             self._store_abandoned(pos)
             raise
+        if pos == self._wake_pos:  # stored, and no lock held: the callback may read
+            self._high_water()
         return True
 
     def _claim_bounded(self) -> int:
@@ -251,6 +263,36 @@ class _RingLogic:
                     self._space.wait(remaining / 1e9)
             finally:
                 self._waiters -= 1
+
+    def wake_at(
+        self,
+        position: int,
+        callback: Callable[[], object] | None,
+        *,
+        wait_at: int = -1,
+        wait: float = 0.0,
+    ) -> None:
+        """Have the writer that claims ``position`` call ``callback()`` (the drain's wake-up
+        when the buffer fills; None or a position already claimed: no call).
+
+        The call is made from the writing thread right after its write, once: it must be
+        quick and must not block (a lock's ``release``). What it raises is ignored. Costs
+        the writers one comparison per write. On the C core, the writer that then claims
+        ``wait_at`` waits, at most ``wait`` seconds with the GIL released, for the next
+        ``wake_at()`` (the drain's next pass), once.
+        """
+        self._wake = callback
+        self._wake_pos = position if callback is not None else -1
+        # the fast paths' copy (the C storage's)
+        self._set_wake(self._wake_pos, callback, wait_at, float(wait))
+
+    def _high_water(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake()
+            except Exception:  # never raised into the writer
+                pass
 
     # -- reading ------------------------------------------------------------------------
 
@@ -438,6 +480,8 @@ _LOGIC_SLOTS: Final = (
     "_total_reads",
     "_w",
     "_waiters",
+    "_wake",
+    "_wake_pos",
 )
 
 
@@ -462,6 +506,11 @@ class RingBuffer(_RingLogic):
         """Claim a position without storing (tests: a writer descheduled after its claim)."""
         return next(self._claim)
 
+    def _set_wake(
+        self, position: int, callback: Callable[[], object] | None, wait_at: int, wait: float
+    ) -> None:
+        pass  # the fast paths read _wake_pos themselves; pure writers never wait
+
     def _put(self, payload: tuple[Any, ...]) -> bool:
         """Write ``(pos, *payload)`` under any strategy (``write`` and the ingestor)."""
         if self._fast:
@@ -477,6 +526,8 @@ class RingBuffer(_RingLogic):
                 # that readers wait on until the ring wraps
                 self._store_abandoned(pos)
                 raise
+            if pos == self._wake_pos:
+                self._high_water()
             return True
         return self._put_slow(payload)
 

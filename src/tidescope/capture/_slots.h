@@ -84,6 +84,13 @@ typedef struct {
     uint64_t mask;
     uint64_t claim; /* positions claimed by drop_oldest writers: atomic */
     char fast;      /* drop_oldest and not destroyed: claim here without the Python lock */
+    uint64_t wake_at; /* the writer that claims this position calls `wake` (the drain's) */
+    PyObject *wake;
+    uint64_t wait_at;           /* then the writer that claims this one waits for a pass */
+    char stage;                 /* 1: wake_at is the wake-up; 2: it is the wait */
+    char waiting;               /* a writer waits on `passed` (both under the GIL) */
+    long long wait_us;
+    PyThread_type_lock passed;  /* held; _set_wake releases it for a waiting writer */
 } RingStorage;
 
 /* Called by scan_slots for each current slot (a held copy, and its position): 0 to go on,

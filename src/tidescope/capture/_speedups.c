@@ -262,6 +262,7 @@ RingStorage_traverse(RingStorage *self, visitproc visit, void *arg)
         gather_slot(&g, &slots[i]);
         for (int k = 0; k < g.n; k++) Py_VISIT(g.o[k]);
     }
+    Py_VISIT(self->wake);
     return 0;
 }
 
@@ -273,6 +274,8 @@ RingStorage_clear(RingStorage *self)
     Slot *slots = self->slots;
     self->slots = NULL;
     self->fast = 0;
+    self->wake_at = UINT64_MAX;
+    Py_CLEAR(self->wake);
     free_slots(slots, self->size);
     return 0;
 }
@@ -282,6 +285,7 @@ RingStorage_dealloc(RingStorage *self)
 {
     PyObject_GC_UnTrack(self);
     RingStorage_clear(self);
+    if (self->passed != NULL) PyThread_free_lock(self->passed);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -421,6 +425,82 @@ RingStorage_store_abandoned(RingStorage *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* The writer that claimed the armed position (`wake_at`): at the first mark it wakes the
+ * drain, at the second it waits for the drain's pass, at most `wait_us`, with the GIL
+ * released. Called once the slot is published, with no error set. The drain's callback is
+ * a lock's release (C, no Python code, so no signal handler runs in it); whatever it
+ * raises is dropped. The wait runs no Python code either (signals wait for its end), and
+ * happens once per arming: a drain that never comes back costs one wait. */
+static void
+high_water(RingStorage *self, uint64_t pos)
+{
+    if (self->stage == 1) {
+        PyObject *wake = self->wake;
+        self->stage = 0;
+        if (self->wait_at != UINT64_MAX && self->wait_at > pos && self->passed != NULL) {
+            self->stage = 2;
+            __atomic_store_n(&self->wake_at, self->wait_at, __ATOMIC_RELEASE);
+        }
+        if (wake == NULL) return;
+        Py_INCREF(wake);
+        PyObject *r = PyObject_CallNoArgs(wake);
+        if (r == NULL) PyErr_Clear();
+        Py_XDECREF(r);
+        Py_DECREF(wake);
+        return;
+    }
+    if (self->stage != 2 || self->passed == NULL) return;
+    self->stage = 0;
+    self->waiting = 1;
+    Py_INCREF(self);
+    PyThread_type_lock passed = self->passed;
+    long long us = self->wait_us;
+    Py_BEGIN_ALLOW_THREADS
+    if (PyThread_acquire_lock_timed(passed, us, 0) != PY_LOCK_ACQUIRED) us = -1;
+    Py_END_ALLOW_THREADS
+    self->waiting = 0;
+    Py_DECREF(self);
+}
+
+/* _set_wake(position, callback, wait_position, wait_seconds): call callback() from the
+ * writer that claims position, then have the writer that claims wait_position wait for
+ * the next _set_wake (a negative position or None: never). Releases a waiting writer. */
+static PyObject *
+RingStorage_set_wake(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_set_wake(position, callback, wait_position, wait)");
+        return NULL;
+    }
+    long long pos = PyLong_AsLongLong(args[0]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    long long wait_pos = PyLong_AsLongLong(args[2]);
+    if (wait_pos == -1 && PyErr_Occurred()) return NULL;
+    double wait = PyFloat_AsDouble(args[3]);
+    if (wait == -1.0 && PyErr_Occurred()) return NULL;
+    if (wait_pos >= 0 && self->passed == NULL) {
+        PyThread_type_lock lock = PyThread_allocate_lock();
+        if (lock == NULL) return PyErr_NoMemory();
+        PyThread_acquire_lock(lock, WAIT_LOCK);
+        self->passed = lock;
+    }
+    PyObject *wake = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
+    __atomic_store_n(&self->wake_at, UINT64_MAX, __ATOMIC_RELEASE);
+    self->stage = 0;
+    Py_XSETREF(self->wake, wake);
+    self->wait_at = wait_pos >= 0 ? (uint64_t)wait_pos : UINT64_MAX;
+    self->wait_us = wait > 0 ? (long long)(wait * 1e6) : 0;
+    if (self->waiting) {
+        self->waiting = 0;
+        PyThread_release_lock(self->passed);
+    }
+    if (wake != NULL && pos >= 0) {
+        self->stage = 1;
+        __atomic_store_n(&self->wake_at, (uint64_t)pos, __ATOMIC_RELEASE);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 RingStorage_put(RingStorage *self, PyObject *payload)
 {
@@ -430,6 +510,7 @@ RingStorage_put(RingStorage *self, PyObject *payload)
         if (check_payload(self, payload) < 0) return NULL;
         uint64_t pos = __atomic_fetch_add(&self->claim, 1, __ATOMIC_ACQ_REL);
         if (store_payload(self, pos, payload) < 0) return NULL;
+        if (pos == self->wake_at) high_water(self, pos);
         Py_RETURN_TRUE;
     }
     return PyObject_CallMethodOneArg((PyObject *)self, s_put_slow, payload);
@@ -748,6 +829,7 @@ static PyMethodDef RingStorage_methods[] = {
     {"_wipe_storage", (PyCFunction)RingStorage_wipe_storage, METH_NOARGS, NULL},
     {"_claimed", (PyCFunction)RingStorage_claimed, METH_NOARGS, NULL},
     {"_claim_next", (PyCFunction)RingStorage_claim_next, METH_NOARGS, NULL},
+    {"_set_wake", (PyCFunction)(void (*)(void))RingStorage_set_wake, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1818,6 +1900,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
             publish(s, pos);
             release(&g);
         }
+        if (pos == rb->wake_at) high_water(rb, pos);
     }
     else {
         PyObject *r = put_slow(buf, eid, ts, thread, task, corr, parent, cid, astv,
@@ -1997,6 +2080,7 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
             publish(s, pos);
             release(&g);
         }
+        if (pos == rb->wake_at) high_water(rb, pos);
         result = Py_NewRef(Py_True);
     }
     else {
@@ -2083,6 +2167,7 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
             publish(s, pos);
             release(&g);
         }
+        if (pos == rb->wake_at) high_water(rb, pos);
         result = Py_NewRef(Py_True);
     }
     else {

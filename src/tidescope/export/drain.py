@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -42,10 +43,15 @@ def _leave_signals_to_the_program() -> None:
 class Drain:
     """Moves events from the registered buffer to ``<directory>/events-<pid>.tstrace``.
 
-    Every ``interval`` seconds (sooner when stopped) it drains up to ``batch`` events at a
-    time and writes each batch as one chunk with the loss counts so far, and resamples the
-    wall clock offset; :meth:`stop` closes the file with the session's stats. The thread
-    never captures itself. After ``os.fork()`` the child gets a drain of its own writing
+    Every ``interval`` seconds, sooner when stopped or when the buffer passes a quarter
+    full (the writer that crosses that mark wakes the thread), it drains what is there and
+    writes it as chunks with the loss counts so far, and resamples the wall clock offset.
+    A pass takes all that waits in one read, ``batch`` events at least: each write lets
+    the GIL go, and a busy program holds it for a switch interval (5 ms) before the thread
+    gets it back, so a pass of small batches would fall behind any program that records
+    faster than a batch per interval. On the pure core the writer that crosses the mark
+    makes the pass itself. :meth:`stop` closes the file with the session's stats. The
+    thread never captures itself. After ``os.fork()`` the child gets a drain of its own writing
     its own file (the parent's thread does not exist there). An output fault stops the
     writing, never the draining: the program never waits on a full disk, and what is lost
     is counted (see :class:`TraceWriter`).
@@ -55,7 +61,7 @@ class Drain:
             missing.
         buffer: the buffer to empty (default: the one registered now, by ``start()``).
         interval: seconds between passes.
-        batch: events per write.
+        batch: the fewest events a read takes (more when more wait).
         header: extra fields for the file header.
 
     Raises:
@@ -78,12 +84,17 @@ class Drain:
         self.batch = batch
         self._header = dict(header or {})
         self._stop = threading.Event()
+        self._wake = self._new_wake()
+        self._pass_lock = threading.RLock()
+        self._pumping: int | None = None  # the thread in a pass
         self._thread: threading.Thread | None = None
+        self.peak_backlog = 0  # the most events seen waiting in (or lost from) the buffer
         self.writer = self._open_writer()
         self.errors = 0
         self._started_ns = time.monotonic_ns()
         self._closing = False
         self._mp_hooked = False
+        self._rejected = 0  # the buffer's rejections at the last read
         # the C ring encodes its slots itself; the pure one hands records to the writer
         self._encoded = _core.frame_events_chunk is not None
         os.register_at_fork(after_in_child=self._after_fork_in_child)
@@ -120,15 +131,73 @@ class Drain:
             self._mp_hooked = True
         return self
 
+    @staticmethod
+    def _new_wake() -> threading.Lock:
+        # a held lock the thread waits on and a writer releases: a release is C with no
+        # Python code, so it runs in any writer (a signal handler's, a finalizer's)
+        wake = threading.Lock()
+        wake.acquire()
+        return wake
+
+    def _wake_up(self) -> None:
+        with contextlib.suppress(RuntimeError):  # released already: a pass is coming
+            self._wake.release()
+
     def _run(self) -> None:
         _leave_signals_to_the_program()
         with instrumentation_disabled():
-            while not self._stop.wait(self.interval):
+            while not self._stop.is_set():
+                if not self._arm():
+                    self._wake.acquire(timeout=self.interval)
+                if self._stop.is_set():
+                    break
                 self.pump()
             self.pump()
 
+    def _pass_here(self) -> None:
+        """A pass in the writing thread that filled a quarter of the buffer (pure core)."""
+        if self._stop.is_set() or self._pumping == threading.get_ident():
+            return  # a writer inside a pass of this thread's (a signal handler's, say)
+        with instrumentation_disabled():
+            self.pump()
+            self._arm()
+
+    def _arm(self) -> bool:
+        """Have the writer that fills a quarter of the buffer wake the thread; True if the
+        buffer is that full already (then the next pass is now)."""
+        buf = self.buffer
+        if buf is None:
+            return False
+        try:
+            mark = buf.read_position + max(buf.size // 4, 1)
+            # the C core's writers only wake the thread (a lock's release, C code); the pure
+            # core's drain encodes in Python about as fast as the pure core records, so
+            # with the GIL shared by turns it falls behind: its writers pass it themselves
+            # and when the thread is slow to come (a machine short of CPU), the C core's
+            # writer at three quarters waits for its pass, an interval at most, once
+            buf.wake_at(
+                mark,
+                self._wake.release if self._encoded else self._pass_here,
+                wait_at=buf.read_position + buf.size * 3 // 4,
+                wait=self.interval,
+            )
+            return bool(buf.write_position >= mark)
+        except Exception:  # not a RingBuffer of ours: the timed passes only
+            self.errors += 1
+            return False
+
     def pump(self) -> int:
         """Drain everything available now into the file; returns the events written."""
+        if self._holds_read_lock():  # a stop from a signal handler: see there
+            return self._pump()
+        with self._pass_lock:  # one pass at a time: chunks go out in their order
+            self._pumping = threading.get_ident()
+            try:
+                return self._pump()
+            finally:
+                self._pumping = None
+
+    def _pump(self) -> int:
         total = 0
         buf = self.buffer
         if buf is None:
@@ -138,7 +207,7 @@ class Drain:
             if self._encoded:
                 return total + self._pump_encoded(buf)
             while True:
-                records = buf.drain_records(self.batch)
+                records = buf.drain_records(self._take(buf))
                 # the totals after this batch ride in its write (a lone line if they moved)
                 total += self.writer.write_records(
                     records,
@@ -156,10 +225,10 @@ class Drain:
         while True:
             before = buf.read_position
             try:
-                records, n = buf.drain_encoded(self.batch)
+                records, n = buf.drain_encoded(self._take(buf))
             except NotImplementedError:  # a pure ring on the C core (a test's, say)
                 self._encoded = False
-                return total + self.pump()
+                return total + self._pump()
             total += self.writer.write_encoded(
                 records,
                 n,
@@ -168,6 +237,15 @@ class Drain:
             )
             if buf.read_position == before:  # (a batch of stray objects encodes to none)
                 return total
+
+    def _take(self, buf: RingBuffer) -> int:
+        """How many to read now: all that waits, ``batch`` at least; notes the peak."""
+        stats = buf.stats()
+        waiting = stats["write_position"] - stats["read_position"]
+        demand = waiting + stats["rejected_events"] - self._rejected
+        self._rejected = stats["rejected_events"]
+        self.peak_backlog = max(self.peak_backlog, demand)
+        return max(self.batch, min(int(waiting), buf.size))
 
     def stop(self, stats: dict[str, Any] | None = None, *, timeout: float | None = None) -> None:
         """Stop the thread, write what is left, close the file with ``stats``.
@@ -180,6 +258,7 @@ class Drain:
         """
         self._closing = True
         self._stop.set()
+        self._wake_up()
         if self._thread is not None and self._thread.is_alive() and not self._holds_read_lock():
             self._thread.join(timeout)
         self.pump()
@@ -188,6 +267,7 @@ class Drain:
                 **stats,
                 "events_written": self.writer.events_written,
                 "drain_errors": self.errors,
+                "peak_backlog": self.peak_backlog,
                 "duration_s": (time.monotonic_ns() - self._started_ns) / 1e9,
             }
         self.writer.close(stats)
@@ -211,6 +291,10 @@ class Drain:
         self.buffer = _core.get_buffer()  # the core gave the child a fresh one
         self._closing = False
         self._stop = threading.Event()
+        self._wake = self._new_wake()
+        self._pass_lock = threading.RLock()
+        self._pumping = None
+        self.peak_backlog = self._rejected = 0
         try:
             self.writer = self._open_writer()
         except OSError as exc:  # the directory went away: drain anyway, count the loss

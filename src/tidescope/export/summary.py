@@ -6,9 +6,28 @@ import os
 from collections import Counter
 from typing import Any
 
+from tidescope.config import MAX_BUFFER_SIZE
 from tidescope.export.reader import read_trace, trace_files
 
-__all__ = ["format_summary", "summarize"]
+__all__ = ["format_summary", "keep_hint", "summarize"]
+
+
+def keep_hint(stats: dict[str, Any]) -> str:
+    """Which setting would have kept the events a process dropped, from its closing stats
+    (the buffer's ``size``, ``overflow_strategy``, ``dropped_events`` and the drain's
+    ``peak_backlog``); "" when none were dropped or the stats cannot say."""
+    dropped, size, peak = (stats.get(k) for k in ("dropped_events", "size", "peak_backlog"))
+    if type(dropped) is not int or dropped <= 0 or type(size) is not int or size <= 0:
+        return ""
+    # a buffer holding the most events that ever waited for the drain keeps them all
+    need = max(peak if type(peak) is int else 0, size + 1)
+    bigger = min(1 << (need - 1).bit_length(), MAX_BUFFER_SIZE)
+    ways = [f"--buffer-size {bigger}"] if bigger > size else []
+    if stats.get("overflow_strategy") == "block":
+        ways.append("a longer block timeout (TIDESCOPE_BLOCK_TIMEOUT)")
+    else:
+        ways.append("--overflow-strategy block")
+    return "to keep them, use " + " or ".join(ways)
 
 
 def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -66,6 +85,8 @@ def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
             value = stats.get(field, counts.get(field))
             if value is not None:
                 proc[key] = value
+        if hint := keep_hint(stats):
+            proc["hint"] = hint
         processes.append(proc)
     return {
         "processes": processes,
@@ -93,6 +114,8 @@ def format_summary(s: dict[str, Any]) -> str:
         line = f"  {p['file']}: pid {p.get('pid')}, {p['events']} events, {state}"
         if not p["complete"] and "dropped" in p:
             line += f", at least {p['dropped']} dropped"
+        if "hint" in p:
+            line += f", {p.get('dropped')} dropped ({p['hint']})"
         if p["damaged"]:
             first = p["first_damaged"]
             line += (
