@@ -224,7 +224,12 @@ _SIGNAL_JOIN_TIMEOUT: Final = 10.0
 
 class _RunDrain(Drain):
     """The drain of a process of the run: a ``multiprocessing`` child's normal exit closes
-    the process's whole trace (capture off, ``$stats``, node table)."""
+    the process's whole trace (capture off, ``$stats``, node table). It paces the writers
+    (see :class:`Drain`): a run records to keep everything."""
+
+    def __init__(self, directory: str | os.PathLike[str], **kwargs: Any) -> None:
+        kwargs.setdefault("pace", True)
+        super().__init__(directory, **kwargs)
 
     def _final_stop(self) -> None:
         _close_trace()

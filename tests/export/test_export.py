@@ -14,6 +14,7 @@ import textwrap
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,32 @@ def test_exports_replace_a_planted_symlink_and_never_write_through_it(
     assert victim.read_text() == "keep" and not out.is_symlink()
     assert out.stat().st_mode & 0o777 == 0o600 and out.stat().st_size > 0
     assert not [p for p in os.listdir(tmp_path / "trace") if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("pace", [False, True])
+def test_only_a_pacing_drain_asks_writers_to_wait(
+    tmp_path: Path, pace: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # invariant 1: a report blocks only under `block`, unless the drain paces (tidescope
+    # run's): then the writer at three quarters of the ring waits for its pass, bounded
+    session = tidescope.start(buffer_size=1024)
+    drain = Drain(tmp_path, interval=0.02, pace=pace)
+    armed: list[tuple[int, float]] = []
+    kind = type(session.buffer)
+    real = kind.wake_at
+
+    def spy(
+        self: Any, position: int, callback: Any, *, wait_at: int = -1, wait: float = 0.0
+    ) -> None:
+        armed.append((wait_at, wait))
+        real(self, position, callback, wait_at=wait_at, wait=wait)
+
+    monkeypatch.setattr(kind, "wake_at", spy)
+    drain.start()
+    record_calls(2000)
+    drain.stop(session.stop())
+    assert armed
+    if pace:
+        assert all(at >= 0 and 0 < wait <= 0.02 for at, wait in armed)
+    else:  # a loop four times the ring, the drain thread starved: losses, never waits
+        assert all((at, wait) == (-1, 0.0) for at, wait in armed)

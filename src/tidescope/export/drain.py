@@ -63,6 +63,12 @@ class Drain:
         interval: seconds between passes.
         batch: the fewest events a read takes (more when more wait).
         header: extra fields for the file header.
+        pace: when the drain thread is slow to come (a machine short of CPU), have the
+            C core's writer that reaches three quarters of the buffer wait for its pass,
+            at most ``interval`` seconds with the GIL released, once per pass, rather than
+            drop. Off by default, where invariant 1 holds as written (a report blocks only
+            under the ``block`` strategy); ``tidescope run``, which records to keep
+            everything, turns it on.
 
     Raises:
         OSError: the directory cannot be created or written.
@@ -76,12 +82,14 @@ class Drain:
         interval: float = 0.05,
         batch: int = 4096,
         header: dict[str, Any] | None = None,
+        pace: bool = False,
     ) -> None:
         self.directory = _output.make_directory(directory)  # absolute: children may chdir
         # held, not looked up: stop() unregisters the buffer before the last pump
         self.buffer = buffer if buffer is not None else _core.get_buffer()
         self.interval = interval
         self.batch = batch
+        self.pace = pace
         self._header = dict(header or {})
         self._stop = threading.Event()
         self._wake = self._new_wake()
@@ -178,8 +186,8 @@ class Drain:
             buf.wake_at(
                 mark,
                 self._wake.release if self._encoded else self._pass_here,
-                wait_at=buf.read_position + buf.size * 3 // 4,
-                wait=self.interval,
+                wait_at=buf.read_position + buf.size * 3 // 4 if self.pace else -1,
+                wait=self.interval if self.pace else 0.0,
             )
             return bool(buf.write_position >= mark)
         except Exception:  # not a RingBuffer of ours: the timed passes only
