@@ -19,7 +19,6 @@ import math
 import os
 import sys
 import threading
-import tracemalloc
 from typing import Any
 
 import pytest
@@ -37,6 +36,8 @@ if _core.CORE_NAME != "c":
     ):
         raise AssertionError(f"the C core is required but not loaded: {_core.CORE_REASON}")
     pytest.skip(f"the C core is not loaded ({_core.CORE_REASON})", allow_module_level=True)
+
+from _leaks import assert_keeps_nothing
 
 from tidescope.capture import _speedups  # type: ignore[attr-defined]
 
@@ -370,23 +371,8 @@ def test_a_million_reports_leak_no_references_and_no_memory() -> None:
     buf = _core.get_buffer()
     assert buf is not None
     buf.drain()
-    gc.collect()
-    refs = [sys.getrefcount(o) for o in watched]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        blocks = sys.getallocatedblocks()
-        burst(1_000_000)
-        buf.drain()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-        grown_blocks = sys.getallocatedblocks() - blocks
-    finally:
-        tracemalloc.stop()
     # the ring holds the same number of events as before the burst: nothing more is kept
-    assert [sys.getrefcount(o) for o in watched] == refs
-    assert grown < 256 * 1024, grown
-    assert grown_blocks < 2000, grown_blocks
+    assert_keeps_nothing(burst, 1_000_000, watched, after=buf.drain)
     stats = tidescope.stop()
     assert stats["internal_errors"] == 0
 

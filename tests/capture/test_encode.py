@@ -18,12 +18,9 @@ import datetime
 import decimal
 import enum
 import fractions
-import gc
 import os
 import pathlib
-import sys
 import threading
-import tracemalloc
 import uuid
 import zlib
 from typing import Any
@@ -51,6 +48,8 @@ if _core.CORE_NAME != "c":
     ):
         raise AssertionError(f"the C core is required but not loaded: {_core.CORE_REASON}")
     pytest.skip(f"the C core is not loaded ({_core.CORE_REASON})", allow_module_level=True)
+
+from _leaks import assert_keeps_nothing
 
 from tidescope.capture import _speedups  # type: ignore[attr-defined]
 
@@ -303,21 +302,7 @@ def test_encoding_a_hundred_thousand_events_leaks_no_references_and_no_memory() 
                 _speedups.encode_events_chunk(ring.drain_records(), **counts())
 
     burst(5_000)  # warm up
-    gc.collect()
-    refs = [sys.getrefcount(o) for o in watched]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        blocks = sys.getallocatedblocks()
-        burst(50_000)
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-        grown_blocks = sys.getallocatedblocks() - blocks
-    finally:
-        tracemalloc.stop()
-    assert [sys.getrefcount(o) for o in watched] == refs
-    assert grown < 256 * 1024, grown
-    assert grown_blocks < 2000, grown_blocks
+    assert_keeps_nothing(burst, 50_000, watched)
 
 
 def test_encoded_drains_racing_four_writer_threads_keep_the_accounting_identity() -> None:
