@@ -358,6 +358,7 @@ def test_a_million_reports_leak_no_references_and_no_memory() -> None:
     args = (1, "two", 3.0)
     result = 10**12  # not a cached small int
     big = [1, 2, {"a": "b"}]  # takes the full snapshot path
+    errors_at_start = _core.internal_errors()[0]
     tidescope.start(buffer_size=1 << 12)
     watched = [module, function, args, result, big]
 
@@ -374,7 +375,7 @@ def test_a_million_reports_leak_no_references_and_no_memory() -> None:
     # the ring holds the same number of events as before the burst: nothing more is kept
     assert_keeps_nothing(burst, 1_000_000, watched, after=buf.drain)
     stats = tidescope.stop()
-    assert stats["internal_errors"] == 0
+    assert stats["internal_errors"] == errors_at_start  # counted per process
 
 
 def test_destroying_a_ring_releases_what_its_slots_held() -> None:
@@ -400,6 +401,7 @@ def test_destroying_a_ring_releases_what_its_slots_held() -> None:
 def test_eight_writer_threads_on_the_c_report_path_keep_the_accounting_identity(
     strategy: str,
 ) -> None:
+    errors_at_start = _core.internal_errors()[0]
     tidescope.start(buffer_size=1 << 10, overflow_strategy=strategy, block_timeout=0.001)
     buf = _core.get_buffer()
     assert buf is not None
@@ -444,7 +446,7 @@ def test_eight_writer_threads_on_the_c_report_path_keep_the_accounting_identity(
             assert last.get(n, -1) < i
             last[n] = i
     assert math.isclose(len(drained) + stats["dropped_events"], 80_000)
-    assert tidescope.stop()["internal_errors"] == 0
+    assert tidescope.stop()["internal_errors"] == errors_at_start  # counted per process
 
 
 def test_reading_leaves_the_garbage_collector_as_it_was() -> None:
