@@ -103,7 +103,6 @@ typedef struct { Py_ssize_t n; PyObject *keys[SHAPE_KEYS]; PyObject *k; } ShapeH
 typedef struct {
     Buf out;
     PyObject *strings, *sites, *shapes; /* value -> its ref (an int) */
-    Py_ssize_t nsites, nshapes;
     Last last[8];
     SiteHit site_hits[SITE_CACHE];
     ShapeHit shape_hits[SHAPE_CACHE];

@@ -162,35 +162,45 @@ addr_hash(const void *a, const void *b)
     return (unsigned)(h >> 40);
 }
 
+/* The ref of `key` in `table` (a dict of key -> its number, 1 up): written when the key
+ * is known (1), else a 0 is written and the key numbered next (0: the caller writes its
+ * definition); -1 on error. *ref: a new reference to its number. */
+static int
+table_ref(Enc *e, PyObject *table, PyObject *key, PyObject **ref)
+{
+    PyObject *k = PyDict_GetItemWithError(table, key);
+    if (k != NULL) {
+        *ref = Py_NewRef(k);
+        return put_uv(&e->out, (uint64_t)PyLong_AsSsize_t(k)) < 0 ? -1 : 1;
+    }
+    if (PyErr_Occurred()) return -1;
+    if ((k = PyLong_FromSsize_t(PyDict_GET_SIZE(table) + 1)) == NULL) return -1;
+    if (PyDict_SetItem(table, key, k) < 0 || put_u8(&e->out, 0) < 0) {
+        Py_DECREF(k);
+        return -1;
+    }
+    *ref = k;
+    return 0;
+}
+
 /* A site ref for (module, function), both exact str. */
 int
 put_site(Enc *e, PyObject *a, PyObject *b)
 {
     SiteHit *h = &e->site_hits[addr_hash(a, b) % SITE_CACHE];
     if (h->a == a && h->b == b) return put_uv(&e->out, (uint64_t)PyLong_AsSsize_t(h->k));
-    PyObject *key = PyTuple_Pack(2, a, b);
+    PyObject *key = PyTuple_Pack(2, a, b), *k = NULL;
     if (key == NULL) return -1;
-    PyObject *k = PyDict_GetItemWithError(e->sites, key);
-    if (k != NULL) {
-        Py_INCREF(k);
-        if (put_uv(&e->out, (uint64_t)PyLong_AsSsize_t(k)) < 0) goto fail;
-    }
-    else {
-        if (PyErr_Occurred()) goto fail;
-        k = PyLong_FromSsize_t(++e->nsites);
-        if (k == NULL || PyDict_SetItem(e->sites, key, k) < 0 || put_u8(&e->out, 0) < 0 ||
-            put_string(e, a) < 0 || put_string(e, b) < 0)
-            goto fail;
-    }
+    int known = table_ref(e, e->sites, key, &k);
     Py_DECREF(key);
+    if (known < 0 || (!known && (put_string(e, a) < 0 || put_string(e, b) < 0))) {
+        Py_XDECREF(k);
+        return -1;
+    }
     Py_XSETREF(h->a, Py_NewRef(a));
     Py_XSETREF(h->b, Py_NewRef(b));
     Py_XSETREF(h->k, k);
     return 0;
-fail:
-    Py_DECREF(key);
-    Py_XDECREF(k);
-    return -1;
 }
 
 /* A shape ref for the n keys (exact str) of a dict. */
@@ -208,23 +218,14 @@ put_shape(Enc *e, PyObject **keys, Py_ssize_t n)
             if (j == n) return put_uv(&e->out, (uint64_t)PyLong_AsSsize_t(h->k));
         }
     }
-    PyObject *key = PyTuple_New(n);
+    PyObject *key = PyTuple_New(n), *k = NULL;
     if (key == NULL) return -1;
     for (Py_ssize_t j = 0; j < n; j++) PyTuple_SET_ITEM(key, j, Py_NewRef(keys[j]));
-    PyObject *k = PyDict_GetItemWithError(e->shapes, key);
-    if (k != NULL) {
-        Py_INCREF(k);
-        if (put_uv(&e->out, (uint64_t)PyLong_AsSsize_t(k)) < 0) goto fail;
-    }
-    else {
-        if (PyErr_Occurred()) goto fail;
-        k = PyLong_FromSsize_t(++e->nshapes);
-        if (k == NULL || PyDict_SetItem(e->shapes, key, k) < 0 || put_u8(&e->out, 0) < 0 ||
-            put_uv(&e->out, (uint64_t)n) < 0)
-            goto fail;
+    int known = table_ref(e, e->shapes, key, &k);
+    if (known < 0 || (!known && put_uv(&e->out, (uint64_t)n) < 0)) goto fail;
+    if (!known)
         for (Py_ssize_t j = 0; j < n; j++)
             if (put_string(e, keys[j]) < 0) goto fail;
-    }
     Py_DECREF(key);
     if (h != NULL) {
         for (Py_ssize_t j = 0; j < h->n; j++) Py_CLEAR(h->keys[j]);
