@@ -23,6 +23,7 @@
 #include <string.h>
 
 int ts_decode_add(PyObject *module);
+PyObject *ts_attr_of(const char *module, const char *name); /* _values.c */
 
 #define MAX_DEPTH 64
 /* Past this nesting the pure decoder fails too: containers stop at MAX_DEPTH, and the
@@ -57,16 +58,6 @@ static const char *FIELDS[NFIELDS] = {
     "correlation_id", "parent_id", "call_id", "ast_node_id", "event_type", "data"};
 
 static PyObject *
-attr_of(const char *module, const char *name)
-{
-    PyObject *m = PyImport_ImportModule(module);
-    if (m == NULL) return NULL;
-    PyObject *r = PyObject_GetAttrString(m, name);
-    Py_DECREF(m);
-    return r;
-}
-
-static PyObject *
 method_of(PyObject *type, const char *name)
 {
     return type == NULL ? NULL : PyObject_GetAttrString(type, name);
@@ -79,26 +70,26 @@ ready(void)
 {
     if (g_ready) return 0;
     PyObject *dt = NULL, *date = NULL, *time = NULL;
-    if (!(g_FormatError = attr_of("tidescope.export._tsformat", "FormatError")) ||
-        !(g_event_types = attr_of("tidescope.export._tsformat", "_EVENT_TYPES")) ||
-        !(g_entry = attr_of("tidescope.export._tsformat", "_FUNCTION_ENTRY")) ||
-        !(g_exit = attr_of("tidescope.export._tsformat", "_FUNCTION_EXIT")) ||
-        !(g_Event = attr_of("tidescope.events", "Event")) ||
-        !(g_jsonable = attr_of("tidescope.events", "jsonable")) ||
-        !(g_EventType = attr_of("tidescope.events", "EventType")) ||
-        !(g_Truncated = attr_of("tidescope.events", "Truncated")) ||
-        !(g_ObjectSnapshot = attr_of("tidescope.events", "ObjectSnapshot")) ||
-        !(g_Redacted = attr_of("tidescope.events", "Redacted")) ||
-        !(g_ObjectRef = attr_of("tidescope.events", "ObjectRef")) ||
-        !(g_Unsupported = attr_of("tidescope.events", "Unsupported")) ||
-        !(dt = attr_of("datetime", "datetime")) || !(date = attr_of("datetime", "date")) ||
-        !(time = attr_of("datetime", "time")) ||
+    if (!(g_FormatError = ts_attr_of("tidescope.export._tsformat", "FormatError")) ||
+        !(g_event_types = ts_attr_of("tidescope.export._tsformat", "_EVENT_TYPES")) ||
+        !(g_entry = ts_attr_of("tidescope.export._tsformat", "_FUNCTION_ENTRY")) ||
+        !(g_exit = ts_attr_of("tidescope.export._tsformat", "_FUNCTION_EXIT")) ||
+        !(g_Event = ts_attr_of("tidescope.events", "Event")) ||
+        !(g_jsonable = ts_attr_of("tidescope.events", "jsonable")) ||
+        !(g_EventType = ts_attr_of("tidescope.events", "EventType")) ||
+        !(g_Truncated = ts_attr_of("tidescope.events", "Truncated")) ||
+        !(g_ObjectSnapshot = ts_attr_of("tidescope.events", "ObjectSnapshot")) ||
+        !(g_Redacted = ts_attr_of("tidescope.events", "Redacted")) ||
+        !(g_ObjectRef = ts_attr_of("tidescope.events", "ObjectRef")) ||
+        !(g_Unsupported = ts_attr_of("tidescope.events", "Unsupported")) ||
+        !(dt = ts_attr_of("datetime", "datetime")) || !(date = ts_attr_of("datetime", "date")) ||
+        !(time = ts_attr_of("datetime", "time")) ||
         !(g_datetime_iso = method_of(dt, "fromisoformat")) ||
         !(g_date_iso = method_of(date, "fromisoformat")) ||
         !(g_time_iso = method_of(time, "fromisoformat")) ||
-        !(g_timedelta = attr_of("datetime", "timedelta")) ||
-        !(g_timezone = attr_of("datetime", "timezone")) ||
-        !(g_UUID = attr_of("uuid", "UUID")) ||
+        !(g_timedelta = ts_attr_of("datetime", "timedelta")) ||
+        !(g_timezone = ts_attr_of("datetime", "timezone")) ||
+        !(g_UUID = ts_attr_of("uuid", "UUID")) ||
         !(g_from_bytes = method_of((PyObject *)&PyLong_Type, "from_bytes")) ||
         !(g_little = PyUnicode_InternFromString("little")) ||
         !(g_kw_signed = Py_BuildValue("(s)", "signed")) ||

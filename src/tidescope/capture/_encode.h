@@ -116,6 +116,7 @@ void crc_init(void);
  * encoder, its tables and values */
 extern PyObject *g_entry_keys, *g_exit_keys; /* the data dicts' keys, as tuples */
 int enc_init(void);
+PyObject *ts_attr_of(const char *module, const char *name);
 int enc_open(Enc *e);
 void enc_close(Enc *e);
 int put_string(Enc *e, PyObject *s);

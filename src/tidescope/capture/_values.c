@@ -17,8 +17,9 @@ static PyObject *s_start, *s_stop, *s_step, *s_isoformat, *s_days, *s_seconds,
     *s_to_bytes, *s_little;
 static int enc_ready = 0;
 
-static PyObject *
-attr_of(const char *module, const char *name)
+/* module.name, imported (new reference); shared with _decode.c */
+PyObject *
+ts_attr_of(const char *module, const char *name)
 {
     PyObject *m = PyImport_ImportModule(module);
     if (m == NULL) return NULL;
@@ -52,7 +53,7 @@ enc_init(void)
     };
     for (int k = 0; objs[k].slot; k++) {
         if (*objs[k].slot) continue;
-        PyObject *v = attr_of(objs[k].module, objs[k].name);
+        PyObject *v = ts_attr_of(objs[k].module, objs[k].name);
         if (v == NULL) return -1;
         *objs[k].slot = v;
     }
