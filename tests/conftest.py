@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,23 @@ def _isolated_capture_state() -> Iterator[None]:
     _reset()
     yield
     _reset()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project directory, current and first on sys.path; imports and hooks undone after."""
+    from tidescope.instrument import _nodes, uninstall
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.syspath_prepend(str(root))
+    modules = set(sys.modules)
+    meta_path = list(sys.meta_path)
+    _nodes.clear_node_table()
+    yield root
+    uninstall()
+    sys.meta_path[:] = meta_path
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+    _nodes.clear_node_table()

@@ -24,7 +24,7 @@ from tidescope import EventType
 from tidescope.capture import _core, _snapshot
 from tidescope.capture._snapshot import Limits, Snapper, type_name
 from tidescope.events import Event, Truncated
-from tidescope.instrument import _nodes, install, uninstall
+from tidescope.instrument import install
 
 entry = _core.report_function_entry
 exit_ = _core.report_function_exit
@@ -265,22 +265,6 @@ def test_a_value_the_snapshot_fails_on_is_an_error_marker_and_the_call_is_kept(
         type_name(Odd), 0, "error", "builtins.LookupError"
     )
     assert _core.internal_errors()[0] == errors_before + 2
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = tmp_path / "proj"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    modules = set(sys.modules)
-    meta_path = list(sys.meta_path)
-    _nodes.clear_node_table()
-    yield root
-    uninstall()
-    sys.meta_path[:] = meta_path
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
-    _nodes.clear_node_table()
 
 
 def test_instrumented_calls_with_hostile_keys_keep_entry_and_exit(

@@ -16,7 +16,6 @@ import textwrap
 import traceback
 import types
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +37,6 @@ from tidescope.instrument import (
 )
 
 EXIT = EventType.FUNCTION_EXIT
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A project directory, current and first on sys.path; imports and hooks undone after."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.syspath_prepend(str(root))
-    modules = set(sys.modules)
-    meta_path = list(sys.meta_path)
-    _nodes.clear_node_table()
-    yield root
-    uninstall()
-    sys.meta_path[:] = meta_path
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
-    _nodes.clear_node_table()
 
 
 def write(root: Path, relpath: str, source: str) -> Path:
