@@ -47,8 +47,11 @@ print(fib(27))
 VIZ_ENTRIES = 20_000_000
 
 
-def pyperformance_programs(cache: Path, out: Path) -> dict[str, Path]:
-    """The three benchmarks as plain programs in ``out``, from the sdist (downloaded once)."""
+def pyperformance_programs(
+    cache: Path, out: Path, calls: dict[str, str] = PYPERFORMANCE
+) -> dict[str, Path]:
+    """The benchmarks named in ``calls`` as plain programs in ``out``, each ending with its
+    workload call, from the sdist (downloaded once into ``cache``)."""
     sdists = sorted(cache.glob("pyperformance-*.tar.gz"))
     if not sdists:
         subprocess.run(
@@ -59,13 +62,13 @@ def pyperformance_programs(cache: Path, out: Path) -> dict[str, Path]:
         sdists = sorted(cache.glob("pyperformance-*.tar.gz"))
     programs = {}
     with tarfile.open(sdists[-1]) as tar:
-        for name, call in PYPERFORMANCE.items():
+        for name, call in calls.items():
             (member,) = [
                 m for m in tar.getmembers()
                 if m.name.endswith(f"/data-files/benchmarks/bm_{name}/run_benchmark.py")
             ]  # fmt: skip
             source = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
-            body = source.split('\nif __name__ == "__main__":')[0]
+            body = re.split(r"\nif __name__ == ['\"]__main__['\"]:", source)[0]
             path = out / f"{name}.py"
             path.write_text(f"{body}\n\n{call}\n")
             programs[name] = path
