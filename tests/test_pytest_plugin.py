@@ -252,3 +252,20 @@ def test_plugin_names_included_modules_imported_before_it_started(
             "fakeplug, fakeplug.plugin (tidescope run -m pytest records them)"
         ]
     )
+
+
+def test_rewrites_cached_outside_pytest_are_not_reused_under_it(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(project.path / "cache"))
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:cacheprovider")
+    project.makepyfile(importer="import test_shop\n")
+    tidescope_run = [sys.executable, "-m", "tidescope", "run", "-o"]
+    # test_shop imported by a plain program: cached with its asserts as written
+    assert project.run(*tidescope_run, "plain", "importer.py").ret == 0
+    for directory in ("first", "again"):  # the second run reads pytest's variant from the cache
+        result = project.run(*tidescope_run, directory, "-m", "pytest", "test_shop.py")
+        result.assert_outcomes(failed=2, passed=1)
+        result.stdout.fnmatch_lines(["E         {'y': [1, 2, 3]} != {'y': [1, 2, 4]}"])
+        calls = _calls(_events(project.path / directory))
+        assert ("test_shop.py::test_dicts", "test_shop", "test_dicts") in calls
