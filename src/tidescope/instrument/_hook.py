@@ -201,6 +201,7 @@ def _is_site_packages(path: str) -> bool:
 
 
 _never: tuple[str, ...] | None = None
+_OWN = frozenset({"tidescope", "tidescope_pytest"})  # tidescope and its pytest entry point
 
 
 def _never_dirs() -> tuple[str, ...]:
@@ -257,7 +258,7 @@ class Installation:
     def selects_name(self, name: str) -> bool:
         """True if a module of this name may be rewritten (its file decides the rest)."""
         top = name.partition(".")[0]
-        if top == "tidescope" or top in sys.stdlib_module_names or name == "__main__":
+        if top in _OWN or top in sys.stdlib_module_names or name == "__main__":
             return False
         if any(_matches(name, p) for p in self.exclude):
             return False
