@@ -123,9 +123,32 @@ def test_records_project_tests_and_conftest_tagged_by_node_id(project: pytest.Py
 def test_failing_tests_report_their_call_chain_and_keep_pytests_assertion_messages(
     project: pytest.Pytester,
 ) -> None:
-    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--tidescope=traces")
-    section = _section(result.stdout.str())
+    project.makepyfile(
+        test_setup="""
+        import pytest
+        import shop
+
+
+        @pytest.fixture
+        def broken():
+            return shop.price(-5)
+
+
+        def test_uses_broken(broken):
+            pass
+        """
+    )
+    result = project.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--tidescope=traces", "test_shop.py", "test_setup.py"
+    )
+    result.assert_outcomes(failed=2, passed=1, errors=1)
     trace = trace_files(project.path / "traces")[0]
+    assert _section(result.stdout.str(), "tidescope setup") == [
+        f"trace: {trace}",
+        "test_setup.broken() raised ValueError: bad price -5  [line 6]",
+        "  shop.price(item=-5) raised ValueError: bad price -5  [line 1]",
+    ]
+    section = _section(result.stdout.str())
     assert f"trace: {trace}" in section
     chain = section[section.index(f"trace: {trace}") + 1 :]
     assert chain[:5] == [

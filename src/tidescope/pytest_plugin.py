@@ -60,7 +60,7 @@ def activate(config: pytest.Config, directory: str | None) -> None:
             cannot be written.
     """
     if config.pluginmanager.has_plugin(_NAME):
-        return  # pytester's in-process runs share the outer run's recording
+        return  # activated already for this configuration
     runner = sys.modules.get("tidescope.runner")
     trace = getattr(runner, "_this", None)
     if trace is not None:  # tidescope run -m pytest: its session, drain and hook
