@@ -9,6 +9,10 @@ Quick start::
         cid = runtime.report_function_entry("shop.cart", "add", ["apple", 2])
         runtime.report_function_exit(cid, 3, 1200)
     events = cap.events()
+
+PYTEST_DONT_REWRITE: pytest marks this distribution for assertion rewriting (it has a
+pytest plugin) and would warn that the package was imported first under
+``tidescope run -m pytest``.
 """
 
 from __future__ import annotations

@@ -44,7 +44,14 @@ def _rewriter_fingerprint() -> str:
     if _fingerprint is None:
         h = hashlib.sha256()
         here = Path(__file__).parent
-        for name in ("_rewrite.py", "_build.py", "_nodes.py", "_rt.py", "_cache.py"):
+        for name in (
+            "_rewrite.py",
+            "_build.py",
+            "_nodes.py",
+            "_rt.py",
+            "_cache.py",
+            "_pytest_rewrite.py",
+        ):
             try:
                 h.update((here / name).read_bytes())
             except OSError:

@@ -3,8 +3,10 @@ loader, the selection rules, compilation through the cache, and the hook's count
 
 The finder asks the finders behind it for the module's spec (as the import system would)
 and takes over only a plain source file (``SourceFileLoader``) that the selection picks; a
-module some other hook handles (pytest's assertion rewriting, zip imports, extension
-modules, namespace packages) is never touched. The loader is a ``SourceFileLoader`` whose
+module some other hook handles (zip imports, extension modules, namespace packages) is
+never touched. The one exception is pytest's assertion rewriting: a selected module that
+pytest would rewrite gets both rewrites, and the finder stays in front of pytest's hook
+(``_pytest_rewrite`` says how and why). The loader is a ``SourceFileLoader`` whose
 ``get_code`` returns the rewritten code, so ``get_source``, ``inspect``, resources and
 ``runpy`` keep working. If rewriting fails for any reason but the user's own syntax, the
 module is imported as is (fail open), and the failure is counted and logged, once per
@@ -18,6 +20,7 @@ user's file and line, and under ``-W error`` as the ``SyntaxError`` Python raise
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import importlib.machinery
 import importlib.util
@@ -28,14 +31,14 @@ import sysconfig
 import threading
 import types
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from tidescope.capture import _core
-from tidescope.instrument import _cache, _nodes
+from tidescope.instrument import _cache, _nodes, _pytest_rewrite
 from tidescope.instrument._nodes import NodeRecord
 from tidescope.instrument._rewrite import FunctionAt, Skipped, check_level, rewrite_module
 
@@ -91,13 +94,20 @@ def _report_skipped(module: str, filename: str, skipped: list[Skipped]) -> None:
 
 
 def _compile_rewritten(
-    text: str, filename: str, module: str, level: str
+    text: str,
+    filename: str,
+    module: str,
+    level: str,
+    transform: Callable[[ast.Module], None] | None = None,
 ) -> tuple[types.CodeType, list[NodeRecord], list[Skipped]]:
-    """Rewrite and compile, leaving as written each function whose rewritten code does
-    not compile; then show the compiler's warnings as compiling the source would."""
+    """Rewrite (then ``transform`` the tree, if given) and compile, leaving as written each
+    function whose rewritten code does not compile; then show the compiler's warnings as
+    compiling the source would."""
     skip: dict[FunctionAt, str] = {}
     while True:
         done = rewrite_module(text, filename, module, level, skip)
+        if transform is not None:
+            transform(done.tree)
         try:
             # Recorded, then shown once each: the rewritten code holds some of the user's
             # statements twice (the capture-off copy), and a warning turned into an error
@@ -126,16 +136,26 @@ def _compile_rewritten(
 
 
 def compile_module(
-    source: bytes, filename: str, module: str, level: str, cache_dir: Path | None
+    source: bytes,
+    filename: str,
+    module: str,
+    level: str,
+    cache_dir: Path | None,
+    transform: Callable[[ast.Module], None] | None = None,
+    variant: str = "",
 ) -> tuple[types.CodeType, list[NodeRecord]]:
     """The rewritten code and node records of one module, through the cache if given.
+
+    ``transform`` changes the rewritten tree before it compiles (pytest's assert rewrite);
+    ``variant`` names it in the cache key.
 
     Raises:
         SyntaxError: the source does not parse; anything else the rewrite raised.
     """
     key = None
     if cache_dir is not None:
-        key = _cache.entry_key(module, filename, source, level)
+        tag = f"{level}+{variant}" if variant else level
+        key = _cache.entry_key(module, filename, source, tag)
         hit = _cache.load(cache_dir, key)
         if hit is not None:
             _count("cache_hits")
@@ -144,7 +164,7 @@ def compile_module(
             return code, records
         _count("cache_misses")
     text = importlib.util.decode_source(source)
-    code, records, skipped = _compile_rewritten(text, filename, module, level)
+    code, records, skipped = _compile_rewritten(text, filename, module, level, transform)
     _report_skipped(module, filename, skipped)
     # written even under PYTHONDONTWRITEBYTECODE: that keeps .pyc files out of source
     # trees, and this cache lives in the user's cache directory (``cache=False`` turns it off)
@@ -181,6 +201,7 @@ def _is_site_packages(path: str) -> bool:
 
 
 _never: tuple[str, ...] | None = None
+_OWN = frozenset({"tidescope", "tidescope_pytest"})  # tidescope and its pytest entry point
 
 
 def _never_dirs() -> tuple[str, ...]:
@@ -237,7 +258,7 @@ class Installation:
     def selects_name(self, name: str) -> bool:
         """True if a module of this name may be rewritten (its file decides the rest)."""
         top = name.partition(".")[0]
-        if top == "tidescope" or top in sys.stdlib_module_names or name == "__main__":
+        if top in _OWN or top in sys.stdlib_module_names or name == "__main__":
             return False
         if any(_matches(name, p) for p in self.exclude):
             return False
@@ -303,6 +324,7 @@ class _Finder:
             return None
         _busy.on = True
         try:
+            _pytest_rewrite.keep_ahead(_move_first)
             return self._find(fullname, path, target)
         except Exception as exc:  # never break an import: the finders behind us take it
             _failed_open(fullname, exc)
@@ -317,12 +339,21 @@ class _Finder:
         if not inst.selects_name(fullname):
             return None
         spec = self._spec_behind(fullname, path, target)
-        if spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader:
+        if spec is None:
             return None
         origin = spec.origin
-        if not origin or not inst.selects_file(origin):
+        loader: _Loader
+        if type(spec.loader) is importlib.machinery.SourceFileLoader:
+            if not origin or not inst.selects_file(origin):
+                return None
+            loader = _Loader(fullname, origin, inst)
+        elif _pytest_rewrite.is_rewriting_hook(spec.loader):
+            # a test module, a conftest, a module of a distribution with a pytest plugin
+            if not origin or not inst.selects_file(origin):
+                return None
+            loader = _AssertRewritingLoader(fullname, origin, inst, spec.loader)
+        else:
             return None
-        loader = _Loader(fullname, origin, inst)
         return importlib.util.spec_from_file_location(
             fullname, origin, loader=loader,
             submodule_search_locations=spec.submodule_search_locations,
@@ -373,6 +404,48 @@ class _Loader(importlib.machinery.SourceFileLoader):
         if plain is None:  # pragma: no cover - a source loader always has code
             raise failure
         return plain
+
+
+class _AssertRewritingLoader(_Loader):
+    """A module pytest's hook would rewrite: tidescope's rewrite, then pytest's asserts."""
+
+    def __init__(self, fullname: str, path: str, installation: Installation, hook: Any) -> None:
+        super().__init__(fullname, path, installation)
+        self.hook = hook
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        inst = self.installation
+        try:
+            source = self.get_data(self.path)
+            code, records = compile_module(
+                source, self.path, fullname, inst.level, inst.cache_dir,
+                transform=_pytest_rewrite.rewrite_asserts(self.hook, source, self.path),
+                variant=_pytest_rewrite.variant(self.hook),
+            )  # fmt: skip
+        except Exception as exc:
+            failure = exc
+        else:
+            _registered(fullname, records)
+            _pytest_rewrite.mark_rewritten(self.hook, fullname, self.path)
+            return code
+        # as pytest alone would have it: its rewrite, not instrumented (or the user's error)
+        plain = self._plain(fullname)
+        _failed_open(fullname, failure)
+        return plain
+
+    def _plain(self, fullname: str) -> types.CodeType:
+        source = self.get_data(self.path)
+        tree = ast.parse(source, self.path)
+        _pytest_rewrite.rewrite_asserts(self.hook, source, self.path)(tree)
+        _pytest_rewrite.mark_rewritten(self.hook, fullname, self.path)
+        return compile(tree, self.path, "exec", dont_inherit=True)
+
+
+def _move_first() -> None:
+    """Put tidescope's finders back in front of those inserted since (pytest's hook)."""
+    ours = [f for f in sys.meta_path if isinstance(f, _Finder)]
+    if ours and not all(isinstance(f, _Finder) for f in sys.meta_path[: len(ours)]):
+        sys.meta_path[:] = ours + [f for f in sys.meta_path if not isinstance(f, _Finder)]
 
 
 _current: Installation | None = None
