@@ -76,12 +76,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _debug(args: argparse.Namespace) -> int:
     import tidescope  # noqa: PLC0415
+    from tidescope.config import find_pyproject  # noqa: PLC0415
 
+    pyproject = find_pyproject()
     info: dict[str, Any] = {
         "version": tidescope.__version__,
         "python": sys.version.split()[0],
         **tidescope.core_info(),
+        "pyproject": None if pyproject is None else str(pyproject),
         "config": vars_of(_settings()),
+        "run": _run_settings(),
     }
     print(json.dumps(info, indent=2))
     return 0

@@ -257,7 +257,7 @@ def _close_trace(*, from_signal: bool = False) -> None:
     try:
         stats = trace.session.stop()
         trace.drain.stop(stats, timeout=_SIGNAL_JOIN_TIMEOUT if from_signal else None)
-        if trace.nodes:
+        if trace.nodes and trace.drain.writer.created:  # no events, no node table either
             _write_node_table(trace.output)
         if trace.summary:
             _summary(stats, trace.output, trace.drain, trace.run_id)

@@ -69,6 +69,11 @@ class TraceWriter:
             self._fd, self.path = _output.create_file(path)
             self._open()
 
+    @property
+    def created(self) -> bool:
+        """True once the file exists (a lazy writer's, at its first write)."""
+        return self._fd is not None or self._size > 0
+
     def _open(self) -> None:
         """Create the file if it waits to be (lazy) and write its header."""
         head, self._head = self._head, None
