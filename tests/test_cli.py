@@ -144,6 +144,10 @@ def test_run_m_a_package_from_the_current_directory_as_python_does(tmp_path: Pat
     assert ours.stdout == plain.stdout
     assert ours.stdout.endswith(f"'-x', '--', 'y'] {tmp_path}\n")
     assert returns(tmp_path / "tidescope-trace") == [42]
+    attached = cli("run", "-o", "t", "-mmypkg", "-x", "--", "y", cwd=tmp_path)
+    assert attached.stdout == plain.stdout
+    missing = cli("run", "--level", "values", "-m", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
