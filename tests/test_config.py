@@ -171,3 +171,20 @@ def test_a_bad_redaction_pattern_stops_tidescope_run_with_one_line(tmp_path: Pat
     assert "ran" not in proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "TIDESCOPE_REDACT_PATTERN" in lines[0], proc.stderr
+
+
+def test_the_nearest_pyproject_is_found_upward_and_only_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidescope.config import find_pyproject
+
+    (tmp_path / "pyproject.toml").write_text("[tool.tidescope]\nmax_items = 5\n")
+    inner = tmp_path / "sub" / "pkg"
+    inner.mkdir(parents=True)
+    monkeypatch.chdir(inner)
+    assert find_pyproject() == tmp_path / "pyproject.toml"
+    assert Config.load(env={}).max_items == 5
+    assert Config.load(env={}, pyproject=False) == Config()
+    (tmp_path / "sub" / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # nearer
+    assert find_pyproject() == tmp_path / "sub" / "pyproject.toml"
+    assert Config.load(env={}) == Config()  # no table there: defaults, not the outer file's

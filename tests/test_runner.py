@@ -228,7 +228,9 @@ def test_export_and_show_read_the_trace_of_a_run(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "records ->" in out.stderr
-    trace = json.loads((tmp_path / "tidescope-trace" / "trace.chrome.json").read_text())
+    (run,) = [p for p in (tmp_path / "tidescope-trace").iterdir() if p.is_dir()]
+    assert f"reading the latest run, {Path('tidescope-trace', run.name)}" in out.stderr
+    trace = json.loads((run / "trace.chrome.json").read_text())  # in the run's directory
     assert {e["name"] for e in trace["traceEvents"] if e["ph"] == "X"} >= {"__main__.greet"}
     show = subprocess.run(
         [sys.executable, "-m", "tidescope", "show", "tidescope-trace"],
@@ -674,19 +676,19 @@ def test_the_summary_counts_the_events_of_the_runs_child_processes_only(tmp_path
             pool.join()
         """,
     )
-    tidescope_run("pool.py", cwd=tmp_path)  # an earlier run: its files stay, not counted
+    tidescope_run("pool.py", cwd=tmp_path)  # an earlier run: in its own directory, not counted
     ours = tidescope_run("pool.py", cwd=tmp_path)
     assert ours.returncode == 0, ours.stderr
     run = None
     files = []
-    for path in trace_files(tmp_path / "tidescope-trace"):
+    for path in trace_files(tmp_path / "tidescope-trace"):  # the latest run's
         records = list(read_trace(path))
         if path.name in ours.stderr:  # the parent: the summary names its file
             run = records[0]["$header"]["run"]
         files.append(records)
     assert run is not None
     mine = [records for records in files if records[0]["$header"]["run"] == run]
-    assert len(files) > len(mine) >= 2
+    assert len(files) == len(mine) >= 2
     total = sum(1 for records in mine for r in records if "event_type" in r)
     assert total == 2 * 6  # every square's entry and exit, all in the workers
     summary = ours.stderr.strip().splitlines()[-1]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tidescope.export._runs import run_directory
 from tidescope.export.reader import TraceFile, read_trace, trace_files
 
 
@@ -267,7 +268,7 @@ def test_a_program_that_changes_directory_keeps_its_trace_in_the_output_director
         if r.get("event_type") == "function_exit"
     )
     assert returns == [6, 21]
-    assert list(trace.glob("nodes-*.jsonl"))
+    assert list(run_directory(trace).glob("nodes-*.jsonl"))
 
 
 def test_a_program_that_closes_stdout_and_stderr_keeps_its_exit_status(tmp_path: Path) -> None:
@@ -319,16 +320,25 @@ def test_planted_symlinks_are_never_followed_and_the_trace_is_still_recorded(
     out = tmp_path / "shared"
     out.mkdir()
     write(tmp_path / "app.py", "def f(x):\n    return x + 1\n\nprint(f(1))\n")
-    # tidescope's pid is the one the attacker guesses: plant, then exec it in this process
+    trap = tmp_path / "trap"
+    # tidescope's pid and start time are what the attacker guesses: a run directory planted
+    # for each second of the next half minute (a link to a directory of links to the
+    # victims) and LATEST, then tidescope exec'd in this process
     write(
         tmp_path / "plant.py",
         f"""
-        import os, sys
+        import os, sys, time
         pid = os.getpid()
-        out = {str(out)!r}
-        os.symlink({str(victim)!r}, os.path.join(out, f"events-{{pid}}.tstrace"))
-        os.symlink({str(missing)!r}, os.path.join(out, f"nodes-{{pid}}.jsonl"))
-        os.symlink({str(victim)!r}, os.path.join(out, f".tidescope-probe-{{pid}}"))
+        out, trap = {str(out)!r}, {str(trap)!r}
+        os.mkdir(trap)
+        os.symlink({str(victim)!r}, os.path.join(trap, f"events-{{pid}}.tstrace"))
+        os.symlink({str(missing)!r}, os.path.join(trap, f"nodes-{{pid}}.jsonl"))
+        os.symlink({str(victim)!r}, os.path.join(trap, f".tidescope-probe-{{pid}}"))
+        now = time.time()
+        for s in range(-1, 30):
+            name = time.strftime("%Y%m%d-%H%M%S", time.localtime(now + s)) + f"-{{pid}}"
+            os.symlink(trap, os.path.join(out, name))
+        os.symlink({str(victim)!r}, os.path.join(out, "LATEST"))
         print(pid, flush=True)
         os.execv(sys.executable, [sys.executable, "-m", "tidescope", "run", "-o", out, "app.py"])
         """,
@@ -338,15 +348,19 @@ def test_planted_symlinks_are_never_followed_and_the_trace_is_still_recorded(
     pid, printed = proc.stdout.splitlines()
     assert printed == "2"
     assert victim.read_text() == "precious\n" and not missing.exists()
-    assert (out / f"events-{pid}.tstrace").is_symlink()
-    assert (out / f".tidescope-probe-{pid}").is_symlink()  # the probe removed its own file
-    (path,) = [p for p in trace_files(out) if not p.is_symlink()]
-    assert path.name == f"events-{pid}-1.tstrace"
+    assert len(list(trap.iterdir())) == 3  # nothing written through the planted links
+    latest = out / "LATEST"
+    assert not latest.is_symlink() and stat.S_IMODE(latest.stat().st_mode) == 0o600
+    run_dir = out / latest.read_text().strip()
+    assert run_dir.name.endswith(f"-{pid}-1") and (out / run_dir.name[:-2]).is_symlink()
+    assert not run_dir.is_symlink() and stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    (path,) = trace_files(out)
+    assert path == run_dir / f"events-{pid}.tstrace"
     exits = [r for r in read_trace(path) if r.get("event_type") == "function_exit"]
     assert [e["data"]["return_value"] for e in exits] == [2]
-    assert (out / f"nodes-{pid}-1.jsonl").is_file()
+    assert (run_dir / f"nodes-{pid}.jsonl").is_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE((out / f"nodes-{pid}-1.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((run_dir / f"nodes-{pid}.jsonl").stat().st_mode) == 0o600
 
 
 def test_trace_files_are_private_in_a_private_directory(tmp_path: Path) -> None:
@@ -354,8 +368,10 @@ def test_trace_files_are_private_in_a_private_directory(tmp_path: Path) -> None:
     proc = tidescope_run("-o", "new/trace", "app.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     trace = tmp_path / "new" / "trace"
-    assert stat.S_IMODE(trace.stat().st_mode) == 0o700
-    files = list(trace.iterdir())
+    (run_dir,) = [p for p in trace.iterdir() if p.is_dir()]
+    assert stat.S_IMODE(trace.stat().st_mode) == stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((trace / "LATEST").stat().st_mode) == 0o600
+    files = list(run_dir.iterdir())
     assert {p.name.split("-")[0] for p in files} == {"events", "nodes"}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
 

@@ -1,4 +1,4 @@
-"""The ``tidescope`` command: run, export, show, demo and debug."""
+"""The tidescope command: run, export, show, demo and debug."""
 
 from __future__ import annotations
 
@@ -76,12 +76,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _debug(args: argparse.Namespace) -> int:
     import tidescope  # noqa: PLC0415
+    from tidescope.config import find_pyproject  # noqa: PLC0415
 
+    pyproject = find_pyproject()
     info: dict[str, Any] = {
         "version": tidescope.__version__,
         "python": sys.version.split()[0],
         **tidescope.core_info(),
+        "pyproject": None if pyproject is None else str(pyproject),
         "config": vars_of(_settings()),
+        "run": _run_settings(),
     }
     print(json.dumps(info, indent=2))
     return 0
@@ -100,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     argv = list(args.argv)
     if args.module is None and not argv:
         _fail("tidescope run needs a script or -m module (see tidescope run --help)")
+    project = _run_settings()
     config = _settings(
         buffer_size=args.buffer_size,
         overflow_strategy=args.overflow_strategy,
@@ -110,10 +115,10 @@ def _run(args: argparse.Namespace) -> int:
         script=None if args.module is not None else argv[0],
         module=args.module,
         argv=argv if args.module is not None else argv[1:],
-        output=args.output,
-        level=args.level,
-        include=args.include,
-        exclude=args.exclude,
+        output=args.output or project.get("output", _OUTPUT),
+        level=args.level or project.get("level", "calls"),
+        include=args.include or project.get("include", []),
+        exclude=args.exclude or project.get("exclude", []),
         config=config,
     )
     try:
@@ -123,7 +128,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _settings(**arguments: Any) -> Config:
-    """The Config of ``arguments`` and the environment; a bad setting ends the command."""
+    """The Config of ``arguments``, the environment and the nearest pyproject.toml; a bad
+    setting ends the command."""
     from tidescope.capture import _core  # noqa: PLC0415
     from tidescope.config import Config, ConfigError  # noqa: PLC0415
 
@@ -135,6 +141,55 @@ def _settings(**arguments: Any) -> Config:
         _fail(str(exc))
 
 
+_OUTPUT = "tidescope-trace"
+
+
+def _run_settings() -> dict[str, Any]:
+    """``tidescope run``'s settings in the nearest pyproject.toml; a bad one ends the command."""
+    from tidescope.config import ConfigError, find_pyproject, run_settings  # noqa: PLC0415
+
+    try:
+        return run_settings(find_pyproject())
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _default_directory() -> str:
+    """The output directory of ``tidescope run`` here: ``output`` in the nearest
+    pyproject.toml, else ``tidescope-trace``."""
+    return str(_run_settings().get("output", _OUTPUT))
+
+
+def _split_run(run: argparse.ArgumentParser, tokens: list[str]) -> tuple[list[str], list[str]]:
+    """``tidescope run``'s own options, and the program's part: ``-m MODULE args...`` or
+    ``script args...``, everything after the module or script passed as it is, as python
+    does. A ``--`` before the program ends tidescope's options; one right after the module
+    or script name is dropped (the old way to pass options), never given to the program."""
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "--":
+            own, program = tokens[:i], tokens[i + 1 :]
+            break
+        if tok.startswith("-m") and not tok.startswith("--"):
+            if tok == "-m" and i + 1 >= len(tokens):
+                _fail("argument -m: expected a module name")
+            rest = tokens[i + 2 :] if tok == "-m" else tokens[i + 1 :]
+            own, program = tokens[:i], ["-m", tokens[i + 1] if tok == "-m" else tok[2:], *rest]
+            break
+        if tok == "-" or not tok.startswith("-"):
+            own, program = tokens[:i], tokens[i:]
+            break
+        action = run._option_string_actions.get(tok.split("=", 1)[0])
+        i += 2 if action is not None and action.nargs != 0 and "=" not in tok else 1
+    else:
+        return tokens, []
+    head = 2 if program[:1] == ["-m"] else 1
+    if program[head : head + 1] == ["--"]:
+        del program[head]
+    return own, program
+
+
 def _fail(message: str) -> NoReturn:
     """Say ``message`` as one line on stderr and end with status 2 (bad input or settings)."""
     print(f"tidescope: {message}", file=sys.stderr)
@@ -142,19 +197,25 @@ def _fail(message: str) -> NoReturn:
 
 
 def _trace_dir(directory: str) -> str:
+    """The run to read: ``directory``, or its latest run (said on stderr) when it is the
+    output directory of ``tidescope run``."""
+    from tidescope.export._runs import run_directory  # noqa: PLC0415
     from tidescope.export.reader import trace_files  # noqa: PLC0415
 
     if not os.path.isdir(directory):
         _fail(f"no trace directory '{directory}'")
-    if not trace_files(directory):
+    run = run_directory(directory)
+    if not trace_files(run):
         _fail(f"'{directory}' holds no trace files (events-*.tstrace)")
-    return directory
+    if run != Path(directory):
+        print(f"tidescope: reading the latest run, {run}", file=sys.stderr)
+    return str(run)
 
 
 def _export(args: argparse.Namespace) -> int:
     from tidescope.export import chrome, jsonl  # noqa: PLC0415
 
-    directory = _trace_dir(args.directory)
+    directory = _trace_dir(args.directory or _default_directory())
     damage: list[str] = []
     records = _records(directory, damage)
     if args.format == "chrome":
@@ -282,61 +343,195 @@ def _reading(work: Callable[[], _T]) -> _T:
 def _show(args: argparse.Namespace) -> int:
     from tidescope.export.summary import format_summary, summarize  # noqa: PLC0415
 
-    directory = _trace_dir(args.directory)
+    directory = _trace_dir(args.directory or _default_directory())
     summary = _reading(lambda: summarize(directory))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="tidescope", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples laid out as written."""
+
+
+_DESCRIPTION = """\
+Record what a Python program does, then read the recording.
+
+Each `tidescope run` records into a new directory of its own under the output directory
+(tidescope-trace/<date>-<time>-<pid>/), whose LATEST file names the latest run. show and
+export given the output directory read the latest run; given a run's directory, that run.
+Settings come from the command line, then TIDESCOPE_* environment variables, then the
+[tool.tidescope] table of the nearest pyproject.toml."""
+
+_RUN_EPILOG = """\
+Everything after the script or -m MODULE is the program's own command line, as with python.
+sys.path[0] is the script's directory, or the current directory with -m.
+
+examples:
+  tidescope run app.py --port 8000
+  tidescope run --level values --include 'myapp.*' -m pytest -q tests/
+  tidescope run -o /tmp/traces -m uvicorn myapp:app"""
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command's parser, and its ``run`` subcommand's."""
+    from tidescope import __version__  # noqa: PLC0415
+    from tidescope.config import Config  # noqa: PLC0415
+
+    defaults = Config()
+    parser = argparse.ArgumentParser(
+        prog="tidescope",
+        description=_DESCRIPTION,
+        epilog="example:\n  tidescope run app.py && tidescope show",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tidescope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     run = sub.add_parser(
         "run",
         help="run a program like python does, recording it",
+        description="Run a Python script or module as python would, recording its calls.",
         usage="tidescope run [options] (script.py | -m module) [args ...]",
+        epilog=_RUN_EPILOG,
+        formatter_class=_HelpFormatter,
     )
-    run.add_argument("-m", dest="module", help="run a library module as a script")
-    run.add_argument("-o", "--output", default="tidescope-trace", help="trace directory")
-    run.add_argument("--level", choices=("calls", "values", "lines"), default="calls")
-    run.add_argument("--include", action="append", default=[], help="module pattern to record")
-    run.add_argument("--exclude", action="append", default=[], help="module pattern to skip")
-    run.add_argument("--buffer-size", type=int, help="events the ring buffer holds")
-    run.add_argument("--overflow-strategy", choices=("drop_oldest", "drop_newest", "block"))
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
+    run.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help=f"output directory; each run records into a new directory in it"
+        f" (default: {_OUTPUT}, or output in [tool.tidescope])",
+    )
+    run.add_argument(
+        "--level",
+        choices=("calls", "values", "lines"),
+        help="what to record: calls and returns; also variable values, branches and loops;"
+        " also every line (default: calls)",
+    )
+    run.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="module name pattern to record; repeat for more (default: the program's own"
+        " modules, those outside site-packages and the standard library)",
+    )
+    run.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="module name pattern not to record; repeat for more (default: none)",
+    )
+    run.add_argument(
+        "--buffer-size",
+        type=int,
+        metavar="N",
+        help=f"events the buffer holds, a power of two (default: {defaults.buffer_size})",
+    )
+    run.add_argument(
+        "--overflow-strategy",
+        choices=("drop_oldest", "drop_newest", "block"),
+        help="what a full buffer does: drop the oldest events, drop the new ones, or make"
+        f" the program wait for room (default: {defaults.overflow_strategy})",
+    )
     run.add_argument(
         "--values",
         choices=("auto", "ref", "deep"),
-        help="arguments and return values: scalars by value and objects by reference (ref), "
-        "the bounded snapshot (deep), or ref at calls and deep at values/lines (auto)",
+        help="arguments and return values: scalars by value and objects by reference (ref),"
+        " a bounded copy (deep), or ref at --level calls and deep at values and lines"
+        f" (auto) (default: {defaults.values})",
     )
     run.add_argument(
         "--deep-module",
         action="append",
         dest="deep_modules",
         metavar="PATTERN",
-        help="module pattern whose calls take the bounded snapshot whatever --values says",
+        help="module name pattern whose calls keep a bounded copy of their values whatever"
+        " --values says; repeat for more (default: none)",
     )
     run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
-    export = sub.add_parser("export", help="convert a trace directory")
-    export.add_argument("directory")
-    export.add_argument(
-        "--format", choices=("chrome", "jsonl", "nodes", "perfetto"), default="chrome"
+    export = sub.add_parser(
+        "export",
+        help="convert a run's trace to another format",
+        description="Convert a run's trace for another tool: chrome (Perfetto and"
+        " chrome://tracing open it), perfetto (the Perfetto format, for big traces), jsonl"
+        " (one JSON event a line) or nodes (the instrumented code's node table).",
+        epilog="examples:\n  tidescope export --format chrome\n"
+        "  tidescope export tidescope-trace/20261202-142501-4242 --format jsonl -o run.jsonl",
+        formatter_class=_HelpFormatter,
     )
-    export.add_argument("-o", "--output", help="output file")
+    export.add_argument(
+        "directory",
+        nargs="?",
+        help=f"the output directory (its latest run is read) or a run's directory"
+        f" (default: {_OUTPUT}, or output in [tool.tidescope])",
+    )
+    export.add_argument(
+        "--format",
+        choices=("chrome", "jsonl", "nodes", "perfetto"),
+        default="chrome",
+        help="output format (default: %(default)s)",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="output file (default: trace.chrome.json, trace.perfetto-trace, events.all.jsonl"
+        " or nodes.all.jsonl in the run's directory)",
+    )
     export.set_defaults(func=_export)
-    show = sub.add_parser("show", help="summarise a trace directory")
-    show.add_argument("directory")
-    show.add_argument("--json", action="store_true")
+    show = sub.add_parser(
+        "show",
+        help="summarise a run's trace",
+        description="Summarise a run's trace: events by type, the busiest functions,"
+        " exceptions, and what was lost.",
+        epilog="examples:\n  tidescope show\n  tidescope show /tmp/traces --json",
+        formatter_class=_HelpFormatter,
+    )
+    show.add_argument(
+        "directory",
+        nargs="?",
+        help=f"the output directory (its latest run is read) or a run's directory"
+        f" (default: {_OUTPUT}, or output in [tool.tidescope])",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON (default: text)")
     show.set_defaults(func=_show)
-    demo = sub.add_parser("demo", help="record a small program and print its events")
-    demo.add_argument("--json", action="store_true", help="one JSON event per line")
+    demo = sub.add_parser(
+        "demo",
+        help="record a small program and print its events",
+        description="Record a small built-in program in memory and print its events.",
+        epilog="example:\n  tidescope demo --json",
+        formatter_class=_HelpFormatter,
+    )
+    demo.add_argument("--json", action="store_true", help="one JSON event per line (default: text)")
     demo.set_defaults(func=_demo)
-    debug = sub.add_parser("debug", help="show the version, the core in use and why")
+    debug = sub.add_parser(
+        "debug",
+        help="show the version, the core in use and why, and the settings",
+        description="Print the version, the capture core in use and why, and the settings"
+        " in effect here, as JSON.",
+        epilog="example:\n  tidescope debug",
+        formatter_class=_HelpFormatter,
+    )
     debug.set_defaults(func=_debug)
-    args = parser.parse_args(argv)
-    if args.func is _run:  # the program's own output is the program's business
+    return parser, run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser, run = _parser()
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    program: list[str] = []
+    if tokens[:1] == ["run"]:
+        own, program = _split_run(run, tokens[1:])
+        tokens = ["run", *own]
+    args = parser.parse_args(tokens)
+    if args.func is _run:
+        args.module, args.argv = (
+            (program[1], program[2:]) if program[:1] == ["-m"] else (None, program)
+        )  # the program's own output is the program's business
         return int(args.func(args))
     try:
         status = int(args.func(args))

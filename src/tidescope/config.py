@@ -12,12 +12,16 @@ from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "DEFAULT_REDACT_PATTERN",
+    "LEVELS",
     "OVERFLOW_STRATEGIES",
+    "RUN_SETTINGS",
     "VALUE_POLICIES",
     "Config",
     "ConfigError",
     "OverflowStrategy",
     "ValuePolicy",
+    "find_pyproject",
+    "run_settings",
 ]
 
 OverflowStrategy = Literal["drop_oldest", "drop_newest", "block"]
@@ -29,12 +33,14 @@ VALUE_POLICIES: Final[tuple[str, ...]] = get_args(ValuePolicy)
 class ConfigError(ValueError):
     """A setting has a value tidescope does not accept; ``setting`` names it."""
 
-    def __init__(self, setting: str, value: object, accepted: str, source: str) -> None:
+    def __init__(
+        self, setting: str, value: object, accepted: str, source: str, message: str | None = None
+    ) -> None:
         self.setting = setting
         self.value = value
         self.accepted = accepted
         self.source = source
-        super().__init__(f"{source}={value!r} is invalid: {setting} must be {accepted}")
+        super().__init__(message or f"{source}={value!r} is invalid: {setting} must be {accepted}")
 
 
 DEFAULT_REDACT_PATTERN: Final = (
@@ -108,20 +114,21 @@ class Config:
         cls,
         *,
         env: Mapping[str, str] | None = None,
-        pyproject: str | os.PathLike[str] | None = None,
+        pyproject: str | os.PathLike[str] | Literal[False] | None = None,
         **arguments: Any,
     ) -> Config:
         """Build a Config from arguments, then ``TIDESCOPE_*`` variables, then ``[tool.tidescope]``.
 
         Args:
             env: the environment to read (default ``os.environ``).
-            pyproject: a ``pyproject.toml`` whose ``[tool.tidescope]`` table supplies defaults
-                (default: none is read).
+            pyproject: a ``pyproject.toml`` whose ``[tool.tidescope]`` table supplies defaults;
+                default: the nearest one (:func:`find_pyproject`); ``False``: none.
             **arguments: settings given by the caller; ``None`` means "not given".
 
         Raises:
-            ConfigError: a value is invalid; the message names the setting, where it came from
-                and what is accepted.
+            ConfigError: a value is invalid, or ``[tool.tidescope]`` has a key that is no
+                setting; the message names the setting, where it came from (the file) and
+                what is accepted.
             TypeError: an argument names no setting.
         """
         names = {f.name for f in dataclasses.fields(cls)}
@@ -129,15 +136,11 @@ class Config:
         if unknown:
             raise TypeError(f"unknown tidescope setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
-        if pyproject is not None:
-            table = _read_pyproject(Path(pyproject))
-            for key, raw in table.items():
-                name = key.replace("-", "_")
-                if name not in names:
-                    raise ConfigError(
-                        key, raw, f"one of {sorted(names)}", f"[tool.tidescope] in {pyproject}"
-                    )
-                values[name] = _check(name, raw, f"[tool.tidescope] {key}")
+        path = find_pyproject() if pyproject is None else pyproject
+        if path is not False and path is not None:
+            for name, raw in _pyproject_settings(Path(path)).items():
+                if name not in RUN_SETTINGS:
+                    values[name] = _check(name, raw, f"{path}: [tool.tidescope] {name}")
         environ = os.environ if env is None else env
         for name in names:
             var = "TIDESCOPE_" + name.upper()
@@ -147,18 +150,98 @@ class Config:
         return cls(**values)
 
 
-def _read_pyproject(path: Path) -> dict[str, Any]:
+RUN_SETTINGS: Final = ("output", "level", "include", "exclude")
+"""Keys of ``[tool.tidescope]`` that ``tidescope run`` reads (:func:`run_settings`), not
+:class:`Config`: the output directory, the instrumentation level, the module patterns."""
+LEVELS: Final = ("calls", "values", "lines")
+
+
+def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest ``pyproject.toml``: in ``start`` (default: the current directory) or
+    the closest directory above it, as pytest and coverage find their configuration.
+    Only that one is read, whether or not it has a ``[tool.tidescope]`` table."""
+    try:
+        here = Path(os.path.abspath(start if start is not None else os.curdir))
+    except OSError:  # the current directory was removed
+        return None
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def run_settings(pyproject: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The ``tidescope run`` settings of ``[tool.tidescope]`` in ``pyproject``, checked:
+    ``output`` (a directory, relative to the file's directory; returned absolute),
+    ``level`` (one of :data:`LEVELS`), ``include`` and ``exclude`` (lists of patterns).
+
+    Raises:
+        ConfigError: a value is invalid or a key is no setting (naming the file).
+    """
+    if pyproject is None:
+        return {}
+    path = Path(pyproject)
+    out: dict[str, Any] = {}
+    for name, raw in _pyproject_settings(path).items():
+        if name not in RUN_SETTINGS:
+            continue
+        source = f"{path}: [tool.tidescope] {name}"
+        if name == "output":
+            if type(raw) is not str or not raw.strip():
+                raise ConfigError(name, raw, "a directory name", source)
+            out[name] = os.path.join(path.parent, raw)
+            continue
+        elif name == "level":
+            if raw not in LEVELS:
+                raise ConfigError(name, raw, "one of " + ", ".join(map(repr, LEVELS)), source)
+        elif type(raw) is not list or not _patterns(tuple(raw)):
+            raise ConfigError(name, raw, "a list of module name patterns", source)
+        out[name] = raw
+    return out
+
+
+def _pyproject_settings(path: Path) -> dict[str, Any]:
+    """``[tool.tidescope]`` of ``path`` by setting name (``buffer-size`` as ``buffer_size``),
+    every key known; {} if the file is missing."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ConfigError(
+            "pyproject", str(path), "readable", str(path), f"{path}: cannot read: {exc.strerror}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("pyproject", str(path), "valid TOML", str(exc)) from None
-    table = data.get("tool", {}).get("tidescope", {})
+        raise ConfigError(
+            "pyproject", str(path), "valid TOML", str(path), f"{path}: not valid TOML: {exc}"
+        ) from None
+    tool = data.get("tool", {})
+    table = tool.get("tidescope", {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
-        raise ConfigError("tool.tidescope", table, "a table", str(path))
-    return table
+        raise ConfigError(
+            "tool.tidescope",
+            table,
+            "a table",
+            str(path),
+            f"{path}: [tool.tidescope] is not a table",
+        )
+    known = {f.name for f in dataclasses.fields(Config)} | set(RUN_SETTINGS)
+    out: dict[str, Any] = {}
+    for key, raw in table.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(
+                key,
+                raw,
+                "a setting",
+                str(path),
+                f"{path}: [tool.tidescope] {key} is not a tidescope setting"
+                f" (settings: {', '.join(sorted(known))})",
+            )
+        out[name] = raw
+    return out
 
 
 _TRUE: Final = {"1", "true", "yes", "on"}

@@ -21,7 +21,7 @@ from typing import Any, Final, NoReturn
 import tidescope
 from tidescope.capture import _redact
 from tidescope.config import Config
-from tidescope.export import _output
+from tidescope.export import _output, _runs
 from tidescope.export.drain import Drain
 from tidescope.export.summary import keep_hint
 
@@ -42,6 +42,7 @@ class RunOptions:
     module: str | None = None
     argv: Sequence[str] = ()
     output: str = "tidescope-trace"
+    """The output directory: the run records into a new directory of its own in it."""
     level: str = "calls"
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
@@ -49,10 +50,11 @@ class RunOptions:
 
 
 def _check_output(directory: str) -> Path:
-    """The output directory, absolute (the program may ``chdir``), created 0700 if missing,
+    """This run's own directory in the output directory, absolute (the program may
+    ``chdir``), created 0700 (the output directory too if missing), named in its ``LATEST``
     and proven writable with a probe file created as every trace file is."""
     try:
-        path = _output.make_directory(directory)
+        path = _runs.make_run_directory(directory)
         fd, probe = _output.create_file(path / f".tidescope-probe-{os.getpid()}")
         os.close(fd)
         probe.unlink()
@@ -99,12 +101,15 @@ def _run_program(options: RunOptions, code: types.CodeType | None) -> int | None
     try:
         if options.module is not None:
             sys.argv = [options.module, *options.argv]
+            if not sys.flags.safe_path:  # as python -m: the current directory first
+                sys.path[0] = os.getcwd()
             runpy.run_module(options.module, run_name="__main__", alter_sys=True)
         else:
             assert options.script is not None and code is not None
             script = os.path.abspath(options.script)
             sys.argv = [options.script, *options.argv]
-            sys.path[0] = os.path.dirname(script)
+            if not sys.flags.safe_path:  # as python: the script's directory first
+                sys.path[0] = os.path.dirname(script)
             main = types.ModuleType("__main__")
             main.__file__ = script
             main.__builtins__ = __builtins__  # type: ignore[attr-defined]
@@ -252,7 +257,7 @@ def _close_trace(*, from_signal: bool = False) -> None:
     try:
         stats = trace.session.stop()
         trace.drain.stop(stats, timeout=_SIGNAL_JOIN_TIMEOUT if from_signal else None)
-        if trace.nodes:
+        if trace.nodes and trace.drain.writer.created:  # no events, no node table either
             _write_node_table(trace.output)
         if trace.summary:
             _summary(stats, trace.output, trace.drain, trace.run_id)
@@ -469,7 +474,7 @@ def _record_child(opts: dict[str, Any], role: str) -> None:
     try:
         session = tidescope.start(Config(**opts["config"]))
         output = Path(opts["output"])
-        drain = _RunDrain(output, header={"argv": [role], "run": opts["run"]})
+        drain = _RunDrain(output, header={"argv": [role], "run": opts["run"]}, lazy=True)
         drain.start()
         _this = _ProcessTrace(session, drain, output, opts["run"], nodes=True, summary=False)
     finally:

@@ -231,7 +231,7 @@ def test_a_trace_reads_to_the_same_events_and_records_on_both_paths(tmp_path: Pa
          str(script)],
         check=True, capture_output=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
-    (path,) = out.glob("events-*.tstrace")
+    (path,) = reader.trace_files(out)
     chosen = reader._decode
     try:
         reader._decode = reader._decode_pure  # type: ignore[misc]

@@ -18,6 +18,7 @@ import pytest
 import tidescope
 from tidescope.capture import runtime
 from tidescope.export import perfetto
+from tidescope.export._runs import run_directory
 from tidescope.export.drain import Drain
 
 pb = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2")
@@ -180,7 +181,7 @@ def test_a_recorded_program_exports_tracks_slices_and_annotations(tmp_path: Path
         [sys.executable, "-m", "tidescope", "export", "tr", "--format", "perfetto"],
         cwd=tmp_path, capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
-    out = tmp_path / "tr" / "trace.perfetto-trace"
+    out = run_directory(tmp_path / "tr") / "trace.perfetto-trace"  # in the run's directory
     assert "records ->" in done.stderr and str(out.relative_to(tmp_path)) in done.stderr
     assert out.stat().st_mode & 0o777 == 0o600
     trace = decode(out.read_bytes())

@@ -161,3 +161,25 @@ def test_the_writer_never_opens_an_existing_name_or_follows_a_link(tmp_path: Pat
     assert (tmp_path / "events-7-1.tstrace").read_text() == "someone else's"
     assert stat.S_IMODE(os.stat(writer.path).st_mode) == 0o600
     assert [next(iter(r)) for r in read_trace(writer.path)] == ["$header", "$stats"]
+
+
+def test_a_lazy_writer_creates_its_file_only_when_there_is_something_to_write(
+    tmp_path: Path,
+) -> None:
+    idle = TraceWriter(tmp_path / "events-1.tstrace", {"pid": 1}, lazy=True)
+    assert idle.write_records([], dropped_events=0, internal_errors=0) == 0
+    idle.close({"dropped_events": 0, "internal_errors": 0})
+    assert not idle.created and list(tmp_path.iterdir()) == []  # nothing recorded: no file
+    session = tidescope.start(buffer_size=8)
+    drain = Drain(tmp_path, interval=60, lazy=True)  # not started: pump() writes
+    assert list(tmp_path.iterdir()) == []
+    runtime.report_function_entry("app", "f", (1,))
+    assert drain.pump() == 1 and drain.writer.created
+    drain.stop(session.stop())
+    written = chunks(drain.writer.path)
+    assert [c.kind for c in written] == [1, 2, 3] and [c.seq for c in written] == [0, 1, 2]
+    # no events but a loss to tell: the file is made at the close, to say so
+    lossy = TraceWriter(tmp_path / "events-2.tstrace", {"pid": 2}, lazy=True)
+    lossy.close({"dropped_events": 3, "internal_errors": 0})
+    records = list(read_trace(lossy.path))
+    assert records[0]["$header"]["pid"] == 2 and records[-1]["$stats"]["dropped_events"] == 3

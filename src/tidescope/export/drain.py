@@ -69,6 +69,10 @@ class Drain:
             drop. Off by default, where invariant 1 holds as written (a report blocks only
             under the ``block`` strategy); ``tidescope run``, which records to keep
             everything, turns it on.
+        lazy: create the file only when there is something to write (see
+            :class:`TraceWriter`), so a process that records nothing leaves no file. A
+            forked child's drain is always lazy: a server whose workers die as they start
+            leaves no pile of empty files.
 
     Raises:
         OSError: the directory cannot be created or written.
@@ -83,6 +87,7 @@ class Drain:
         batch: int = 4096,
         header: dict[str, Any] | None = None,
         pace: bool = False,
+        lazy: bool = False,
     ) -> None:
         self.directory = _output.make_directory(directory)  # absolute: children may chdir
         # held, not looked up: stop() unregisters the buffer before the last pump
@@ -97,7 +102,7 @@ class Drain:
         self._pumping: int | None = None  # the thread in a pass
         self._thread: threading.Thread | None = None
         self.peak_backlog = 0  # the most events seen waiting in (or lost from) the buffer
-        self.writer = self._open_writer()
+        self.writer = self._open_writer(lazy=lazy)
         self.errors = 0
         self._started_ns = time.monotonic_ns()
         self._closing = False
@@ -110,7 +115,7 @@ class Drain:
     def _path(self) -> Path:
         return self.directory / f"events-{os.getpid()}{SUFFIX}"
 
-    def _open_writer(self) -> TraceWriter:
+    def _open_writer(self, *, lazy: bool) -> TraceWriter:
         from tidescope import __version__  # noqa: PLC0415 - the package imports this module
 
         pid = os.getpid()
@@ -126,7 +131,7 @@ class Drain:
             "tidescope": __version__,
             **self._header,
         }
-        return TraceWriter(self._path(), header)
+        return TraceWriter(self._path(), header, lazy=lazy)
 
     def start(self) -> Drain:
         """Start the background thread (returns self)."""
@@ -304,7 +309,7 @@ class Drain:
         self._pumping = None
         self.peak_backlog = self._rejected = 0
         try:
-            self.writer = self._open_writer()
+            self.writer = self._open_writer(lazy=True)
         except OSError as exc:  # the directory went away: drain anyway, count the loss
             self.writer = TraceWriter.unopened(self._path(), exc)
         self.start()

@@ -1,11 +1,12 @@
 """Reading trace files: a streaming reader with bounded memory that skips damage and says so.
 
-:func:`open_trace` opens a run's directory; each :class:`TraceFile` gives the process's
-header, its latest running counts, whether it closed normally, how many chunks were
-skipped as damaged and whether its tail was torn, and iterates its events as
-:class:`tidescope.Event` objects. :func:`read_trace` yields the same file as dict records
-(the form ``show`` and the exports consume). Memory is bounded by one chunk (at most
-:data:`MAX_CHUNK` bytes, then the chunk is skipped as damaged), whatever the file's length.
+:func:`open_trace` opens a run's directory (or the latest run of an output directory);
+each :class:`TraceFile` gives the process's header, its latest running counts, whether it
+closed normally, how many chunks were skipped as damaged and whether its tail was torn,
+and iterates its events as :class:`tidescope.Event` objects. :func:`read_trace` yields
+the same file as dict records (the form ``show`` and the exports consume). Memory is
+bounded by one chunk (at most :data:`MAX_CHUNK` bytes, then the chunk is skipped as
+damaged), whatever the file's length.
 
 Nothing in a file makes the reader raise anything but :class:`TraceError`, and only when
 the file cannot be read or is not a trace at all: a damaged chunk is skipped and counted,
@@ -24,6 +25,7 @@ from typing import IO, Any, Final
 from tidescope.capture import _core
 from tidescope.events import Event, EventType, jsonable
 from tidescope.export import _tsformat
+from tidescope.export._runs import run_directory
 from tidescope.export._tsformat import MAGIC, MAX_BODY, SYNC, Chunk, FormatError, decode_body
 
 __all__ = [
@@ -56,12 +58,16 @@ class TraceError(ValueError):
 
 
 def trace_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The trace files of a run, in a stable order."""
-    return sorted(Path(directory).glob("events-*.tstrace"))
+    """The trace files of a run, in a stable order: of the latest run when ``directory``
+    is the output directory ``tidescope run`` makes run directories in
+    (:func:`~tidescope.export._runs.run_directory`)."""
+    return sorted(run_directory(directory).glob("events-*.tstrace"))
 
 
 def open_trace(directory: str | os.PathLike[str]) -> Trace:
-    """Open a trace directory (what ``tidescope run`` wrote) for reading.
+    """Open a run's trace directory for reading: given the output directory of
+    ``tidescope run`` (``tidescope-trace``), its latest run; :attr:`Trace.directory` says
+    which. Two runs are never read as one.
 
     Raises:
         TraceError: ``directory`` is not a directory.
@@ -69,7 +75,7 @@ def open_trace(directory: str | os.PathLike[str]) -> Trace:
     path = Path(directory)
     if not path.is_dir():
         raise TraceError(f"{directory}: not a trace directory")
-    return Trace(path)
+    return Trace(run_directory(path))
 
 
 class Trace:

@@ -49,22 +49,52 @@ class TraceWriter:
     :attr:`events_not_written`; :attr:`write_error` says why. The closing stats still go in
     if they fit.
 
+    With ``lazy``, the file is created at the first batch or count to write, or at
+    :meth:`close` if the stats tell of a loss: a process that records nothing leaves no
+    file (a crash-looping server's workers left thousands of empty ones).
+
     Raises:
-        OSError: the file cannot be created (an unwritable directory, say).
+        OSError: the file cannot be created (an unwritable directory, say); with ``lazy``,
+            a later failure to create it is a write fault instead.
     """
 
-    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any]) -> None:
-        self._fd: int | None
-        self._fd, self.path = _output.create_file(path)
+    def __init__(
+        self, path: str | os.PathLike[str], header: dict[str, Any], *, lazy: bool = False
+    ) -> None:
+        self._fd: int | None = None
+        self.path = Path(path)
         self._init_counters()
-        self._write(_tsformat.MAGIC + _tsformat.encode_header_chunk(header))
+        self._head: bytes | None = _tsformat.MAGIC + _tsformat.encode_header_chunk(header)
+        if not lazy:
+            self._fd, self.path = _output.create_file(path)
+            self._open()
+
+    @property
+    def created(self) -> bool:
+        """True once the file exists (a lazy writer's, at its first write)."""
+        return self._fd is not None or self._size > 0
+
+    def _open(self) -> None:
+        """Create the file if it waits to be (lazy) and write its header."""
+        head, self._head = self._head, None
+        if head is None:
+            return
+        if self._fd is None:
+            try:
+                self._fd, self.path = _output.create_file(self.path)
+            except OSError as exc:
+                self._fault(
+                    exc, f"cannot create {self.path}", consequence="this process is not recorded"
+                )
+                return
+        self._write(head)
 
     @classmethod
     def unopened(cls, path: str | os.PathLike[str], error: OSError) -> TraceWriter:
         """A writer whose file could not be created: it counts what it is handed as not
         written (and says why, once); for a forked child whose directory is gone."""
         self = cls.__new__(cls)
-        self._fd, self.path = None, Path(path)
+        self._fd, self.path, self._head = None, Path(path), None
         self._init_counters()
         self._fault(error, f"cannot create {self.path}", consequence="this process is not recorded")
         return self
@@ -124,6 +154,7 @@ class TraceWriter:
         batch = records if type(records) is list else list(records)
         if not batch and (self.events_written, dropped_events, internal_errors) == self._counts:
             return 0
+        self._open()
         offset = _clock.wall_offset
         try:
             chunks = self._encode(batch, dropped_events, internal_errors, offset)
@@ -150,6 +181,7 @@ class TraceWriter:
             return 0
         if not n and (self.events_written, dropped_events, internal_errors) == self._counts:
             return 0
+        self._open()
         assert _core.frame_events_chunk is not None  # only the C core's ring encodes
         data = _core.frame_events_chunk(
             records,
@@ -184,6 +216,13 @@ class TraceWriter:
         After a write fault the chunk, with ``events_not_written`` and ``write_error``, is
         still tried once. A file deleted while it was written counts its events as lost.
         """
+        if self._head is not None:  # lazy, and nothing written yet
+            if stats is None or not any(
+                _count(stats.get(k), 0) for k in ("dropped_events", "internal_errors")
+            ):
+                self._head = None
+                return  # nothing recorded, nothing lost: no file
+            self._open()
         fd = self._fd
         if fd is None:
             return
