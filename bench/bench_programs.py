@@ -1,6 +1,7 @@
 """Whole programs under every recorder: CPU time as a ratio to python, interleaved per round.
 
     python bench/bench_programs.py [--rounds 3] [--cache DIR] [--only richards,go]
+                                   [--recorders calls,viztracer]
 
 Programs: pyperformance's richards, deltablue, raytrace, nbody, go and chaos, each run once
 at a fixed small size (see ``bench_trace.pyperformance_programs``: the sdist is downloaded
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--only", default="", help="comma-separated program names")
+    parser.add_argument("--recorders", default="", help="comma-separated, plain always runs")
     args = parser.parse_args()
     wanted = [p for p in args.only.split(",") if p] or list(PROGRAMS)
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +123,9 @@ def main() -> None:
             f"viztracer {viztracer.__version__}, coverage {coverage.__version__}"
         )
         runs = recorders(work)
+        if args.recorders:
+            keep = {"plain", *args.recorders.split(",")}
+            runs = {name: command for name, command in runs.items() if name in keep}
         cpu: dict[str, dict[str, list[float]]] = {p: {r: [] for r in runs} for p in programs}
         counts: dict[str, dict[str, tuple[int, int, int]]] = {p: {} for p in programs}
         for _ in range(args.rounds):
