@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import tidescope
+from tidescope import _reloader
 from tidescope.capture import _redact
 from tidescope.config import Config
 from tidescope.export import _output
@@ -127,12 +128,15 @@ def _run_program(options: RunOptions, code: types.CodeType | None) -> int | None
     return 0
 
 
-def run(options: RunOptions) -> int:
+def run(options: RunOptions, *, run_id: str | None = None) -> int:
     """Run the program of ``options`` recorded; returns its exit status.
 
     The program ends as under python: its non-daemon threads are waited for and its
     ``atexit`` handlers run (both recorded), then the trace closes. After an unhandled
     KeyboardInterrupt this process dies of SIGINT, as python does.
+
+    ``run_id``: the run this process belongs to (a program the run started again, see
+    :func:`run_reexecuted`); then it prints no summary of its own.
 
     Raises:
         UsageError: the script does not exist or the output directory cannot be written.
@@ -158,7 +162,9 @@ def run(options: RunOptions) -> int:
 
     from tidescope import instrument  # noqa: PLC0415
 
-    run_id = f"{os.getpid()}-{time.time_ns()}"  # tells this run's files from older ones
+    child = run_id is not None
+    if run_id is None:
+        run_id = f"{os.getpid()}-{time.time_ns()}"  # tells this run's files from older ones
     session = tidescope.start(options.config)
     drain = _RunDrain(
         output,
@@ -171,15 +177,17 @@ def run(options: RunOptions) -> int:
         level=options.level,
         main_path=main_path,
     )
-    _this = _ProcessTrace(session, drain, output, run_id, nodes=True, summary=True)
+    _this = _ProcessTrace(session, drain, output, run_id, nodes=True, summary=not child)
     _hold_sigterm_across_forks()
     restore = _flush_on_exit_paths()
     unspawn = _capture_spawned_children(options, output, main_path, run_id)
+    unreload = _reloader.install()
     status: int | None = 1
     try:
         status = _run_program(options, code)
         _end_like_python()
     finally:
+        unreload()
         unspawn()
         installation.uninstall()
         _close_trace()
@@ -434,6 +442,50 @@ def start_child() -> None:
         atexit.register(_close_trace)  # after the program's own handlers, registered later
     except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the child
         print(f"tidescope: child not recorded: {exc}", file=sys.stderr)
+
+
+def run_reexecuted() -> NoReturn:
+    """In a process that a program of ``tidescope run`` started again with its own command
+    line (Django's autoreloader, see :mod:`tidescope._reloader`): ``sys.argv[1:]`` is the
+    program (``script args...`` or ``-m module args...``); run it as the run does, recorded
+    into the run's directory. Outside a run, it runs unrecorded, as python would.
+    """
+    args = sys.argv[1:]
+    module = args[1] if args[:1] == ["-m"] and len(args) > 1 else None
+    program = args[2:] if module is not None else args[1:]
+    script = None if module is not None else (args[0] if args else None)
+    raw = os.environ.get(_CHILD_ENV)
+    if script is None and module is None:
+        sys.exit("tidescope: nothing to run")
+    opts: dict[str, Any] | None = None
+    try:
+        opts = json.loads(raw) if raw else None
+    except ValueError as exc:
+        _say(f"re-executed program not recorded: {exc}")
+    if opts is None:  # not a child of a run: what python would have done
+        sys.argv = [module or script or "", *program]
+        if module is not None:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            sys.path[0] = os.path.dirname(os.path.abspath(str(script)))
+            runpy.run_path(str(script), run_name="__main__")
+        sys.exit(0)
+    options = RunOptions(
+        script=script,
+        module=module,
+        argv=program,
+        output=opts["output"],
+        level=opts["level"],
+        include=opts["include"],
+        exclude=opts["exclude"],
+        config=Config(**opts["config"]),
+    )
+    try:
+        status = run(options, run_id=opts["run"])
+    except UsageError as exc:
+        _say(str(exc))
+        status = 2
+    sys.exit(status)
 
 
 def start_forkserver() -> None:
