@@ -14,6 +14,7 @@ Quick start::
 from __future__ import annotations
 
 from tidescope import capture
+from tidescope._record import record
 from tidescope._session import Session, active_session, core_info, start, stats, stop
 from tidescope.capture._core import Limits, snapshot
 from tidescope.capture.ring_buffer import RingBuffer, RingBufferError
@@ -53,6 +54,7 @@ __all__ = [
     "capture",
     "core_info",
     "open_trace",
+    "record",
     "snapshot",
     "start",
     "stats",

@@ -510,6 +510,23 @@ def start_forkserver() -> None:
         print(f"tidescope: fork server not recorded: {exc}", file=sys.stderr)
 
 
+def close_at_exit(session: tidescope.Session, drain: Drain) -> None:
+    """Close this process's trace (``session`` and ``drain``, started by
+    ``tidescope.record()``) on every way out that a run's processes close theirs on."""
+    global _this
+    output = Path(drain.directory)
+    _this = _ProcessTrace(session, drain, output, "", nodes=True, summary=False)
+    _flush_on_exit_paths()
+    atexit.register(_close_trace)
+    import multiprocessing  # noqa: PLC0415
+
+    if multiprocessing.parent_process() is not None:
+        # a multiprocessing child leaves through os._exit after its finalizers, not atexit
+        import multiprocessing.util  # noqa: PLC0415
+
+        multiprocessing.util.Finalize(None, _close_trace, exitpriority=-100)
+
+
 def _record_child(opts: dict[str, Any], role: str) -> None:
     """Start recording this child of the run into the run's directory.
 
