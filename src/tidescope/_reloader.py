@@ -6,9 +6,9 @@ re-executed child records into the same run.
 ``get_child_arguments()``), environment ``RUN_MAIN=true``, and only waits. That child is a
 plain ``python manage.py runserver``. While a run is going, this module patches
 ``get_child_arguments`` (when Django imports it) so the child's command line starts with a
-bootstrap, ``-c "import tidescope.runner ...; run_reexecuted()"``, followed by the program
+bootstrap, ``-c "import tidescope._reloader ...; run_reexecuted()"``, followed by the program
 and its arguments as Django built them: the child then runs the program as ``tidescope run``
-does, recorded into the run's directory (:func:`tidescope.runner.run_reexecuted`).
+does, recorded into the run's directory (:func:`run_reexecuted`).
 
 On ^C both processes get SIGINT; Django's first process then gives its child only 0.25 s
 (``subprocess.run``) before killing it, too little to close a trace on a busy machine, so the
@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import json
+import os
+import runpy
 import subprocess
 import sys
 import types
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from tidescope.capture import _core
 
-__all__ = ["BOOTSTRAP", "SIGINT_WAIT", "install"]
+__all__ = ["BOOTSTRAP", "SIGINT_WAIT", "install", "run_reexecuted"]
 
-BOOTSTRAP: Final = "import tidescope.runner as _t; _t.run_reexecuted()"
+BOOTSTRAP: Final = "import tidescope._reloader as _t; _t.run_reexecuted()"
 SIGINT_WAIT: Final = 10.0
 _TARGET: Final = "django.utils.autoreload"
 
@@ -129,3 +132,50 @@ def install() -> Callable[[], None]:
             sys.meta_path.remove(finder)
 
     return undo
+
+
+def run_reexecuted() -> NoReturn:
+    """In a process that a program of ``tidescope run`` started again with its own command
+    line (the bootstrap of :func:`bootstrapped`): ``sys.argv[1:]`` is the
+    program (``script args...`` or ``-m module args...``); run it as the run does, recorded
+    into the run's directory. Outside a run, it runs unrecorded, as python would.
+    """
+    from tidescope import runner  # noqa: PLC0415 - only the re-executed child needs it
+    from tidescope.config import Config  # noqa: PLC0415
+
+    args = sys.argv[1:]
+    module = args[1] if args[:1] == ["-m"] and len(args) > 1 else None
+    program = args[2:] if module is not None else args[1:]
+    script = None if module is not None else (args[0] if args else None)
+    raw = os.environ.get(runner._CHILD_ENV)
+    if script is None and module is None:
+        sys.exit("tidescope: nothing to run")
+    opts: dict[str, Any] | None = None
+    try:
+        opts = json.loads(raw) if raw else None
+    except ValueError as exc:
+        runner._say(f"re-executed program not recorded: {exc}")
+    if opts is None:  # not a child of a run: what python would have done
+        sys.argv = [module or script or "", *program]
+        if module is not None:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            sys.path[0] = os.path.dirname(os.path.abspath(str(script)))
+            runpy.run_path(str(script), run_name="__main__")
+        sys.exit(0)
+    options = runner.RunOptions(
+        script=script,
+        module=module,
+        argv=program,
+        output=opts["output"],
+        level=opts["level"],
+        include=opts["include"],
+        exclude=opts["exclude"],
+        config=Config(**opts["config"]),
+    )
+    try:
+        status = runner.run(options, run_id=opts["run"])
+    except runner.UsageError as exc:
+        runner._say(str(exc))
+        status = 2
+    sys.exit(status)

@@ -136,7 +136,7 @@ def run(options: RunOptions, *, run_id: str | None = None) -> int:
     KeyboardInterrupt this process dies of SIGINT, as python does.
 
     ``run_id``: the run this process belongs to (a program the run started again, see
-    :func:`run_reexecuted`); then it prints no summary of its own.
+    :func:`tidescope._reloader.run_reexecuted`); then it prints no summary of its own.
 
     Raises:
         UsageError: the script does not exist or the output directory cannot be written.
@@ -442,50 +442,6 @@ def start_child() -> None:
         atexit.register(_close_trace)  # after the program's own handlers, registered later
     except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the child
         print(f"tidescope: child not recorded: {exc}", file=sys.stderr)
-
-
-def run_reexecuted() -> NoReturn:
-    """In a process that a program of ``tidescope run`` started again with its own command
-    line (Django's autoreloader, see :mod:`tidescope._reloader`): ``sys.argv[1:]`` is the
-    program (``script args...`` or ``-m module args...``); run it as the run does, recorded
-    into the run's directory. Outside a run, it runs unrecorded, as python would.
-    """
-    args = sys.argv[1:]
-    module = args[1] if args[:1] == ["-m"] and len(args) > 1 else None
-    program = args[2:] if module is not None else args[1:]
-    script = None if module is not None else (args[0] if args else None)
-    raw = os.environ.get(_CHILD_ENV)
-    if script is None and module is None:
-        sys.exit("tidescope: nothing to run")
-    opts: dict[str, Any] | None = None
-    try:
-        opts = json.loads(raw) if raw else None
-    except ValueError as exc:
-        _say(f"re-executed program not recorded: {exc}")
-    if opts is None:  # not a child of a run: what python would have done
-        sys.argv = [module or script or "", *program]
-        if module is not None:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        else:
-            sys.path[0] = os.path.dirname(os.path.abspath(str(script)))
-            runpy.run_path(str(script), run_name="__main__")
-        sys.exit(0)
-    options = RunOptions(
-        script=script,
-        module=module,
-        argv=program,
-        output=opts["output"],
-        level=opts["level"],
-        include=opts["include"],
-        exclude=opts["exclude"],
-        config=Config(**opts["config"]),
-    )
-    try:
-        status = run(options, run_id=opts["run"])
-    except UsageError as exc:
-        _say(str(exc))
-        status = 2
-    sys.exit(status)
 
 
 def start_forkserver() -> None:
