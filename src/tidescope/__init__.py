@@ -18,6 +18,7 @@ pytest plugin) and would warn that the package was imported first under
 from __future__ import annotations
 
 from tidescope import capture
+from tidescope._record import record
 from tidescope._session import Session, active_session, core_info, start, stats, stop
 from tidescope.capture._core import Limits, snapshot
 from tidescope.capture.ring_buffer import RingBuffer, RingBufferError
@@ -57,6 +58,7 @@ __all__ = [
     "capture",
     "core_info",
     "open_trace",
+    "record",
     "snapshot",
     "start",
     "stats",

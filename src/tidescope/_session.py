@@ -6,6 +6,7 @@ import os
 import threading
 from typing import Any
 
+import tidescope.capture._threads  # noqa: F401  (parents across threads while capture is on)
 from tidescope.capture import _core, _redact
 from tidescope.capture._core import Limits
 from tidescope.capture.ring_buffer import RingBuffer

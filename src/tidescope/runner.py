@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import tidescope
+from tidescope import _reloader
 from tidescope.capture import _redact
 from tidescope.config import Config
 from tidescope.export import _output, _runs
@@ -132,12 +133,15 @@ def _run_program(options: RunOptions, code: types.CodeType | None) -> int | None
     return 0
 
 
-def run(options: RunOptions) -> int:
+def run(options: RunOptions, *, run_id: str | None = None) -> int:
     """Run the program of ``options`` recorded; returns its exit status.
 
     The program ends as under python: its non-daemon threads are waited for and its
     ``atexit`` handlers run (both recorded), then the trace closes. After an unhandled
     KeyboardInterrupt this process dies of SIGINT, as python does.
+
+    ``run_id``: the run this process belongs to (a program the run started again, see
+    :func:`tidescope._reloader.run_reexecuted`); then it prints no summary of its own.
 
     Raises:
         UsageError: the script does not exist or the output directory cannot be written.
@@ -163,7 +167,9 @@ def run(options: RunOptions) -> int:
 
     from tidescope import instrument  # noqa: PLC0415
 
-    run_id = f"{os.getpid()}-{time.time_ns()}"  # tells this run's files from older ones
+    child = run_id is not None
+    if run_id is None:
+        run_id = f"{os.getpid()}-{time.time_ns()}"  # tells this run's files from older ones
     session = tidescope.start(options.config)
     drain = _RunDrain(
         output,
@@ -176,15 +182,17 @@ def run(options: RunOptions) -> int:
         level=options.level,
         main_path=main_path,
     )
-    _this = _ProcessTrace(session, drain, output, run_id, nodes=True, summary=True)
+    _this = _ProcessTrace(session, drain, output, run_id, nodes=True, summary=not child)
     _hold_sigterm_across_forks()
     restore = _flush_on_exit_paths()
     unspawn = _capture_spawned_children(options, output, main_path, run_id)
+    unreload = _reloader.install()
     status: int | None = 1
     try:
         status = _run_program(options, code)
         _end_like_python()
     finally:
+        unreload()
         unspawn()
         installation.uninstall()
         _close_trace()
@@ -461,6 +469,23 @@ def start_forkserver() -> None:
         _forkserver_opts = opts
     except Exception as exc:  # pragma: no cover - a broken bootstrap must not kill the server
         print(f"tidescope: fork server not recorded: {exc}", file=sys.stderr)
+
+
+def close_at_exit(session: tidescope.Session, drain: Drain) -> None:
+    """Close this process's trace (``session`` and ``drain``, started by
+    ``tidescope.record()``) on every way out that a run's processes close theirs on."""
+    global _this
+    output = Path(drain.directory)
+    _this = _ProcessTrace(session, drain, output, "", nodes=True, summary=False)
+    _flush_on_exit_paths()
+    atexit.register(_close_trace)
+    import multiprocessing  # noqa: PLC0415
+
+    if multiprocessing.parent_process() is not None:
+        # a multiprocessing child leaves through os._exit after its finalizers, not atexit
+        import multiprocessing.util  # noqa: PLC0415
+
+        multiprocessing.util.Finalize(None, _close_trace, exitpriority=-100)
 
 
 def _record_child(opts: dict[str, Any], role: str) -> None:

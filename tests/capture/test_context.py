@@ -480,12 +480,13 @@ def test_each_thread_has_its_own_call_stack() -> None:
         t.join(10)
         exit_(a)
     b, c = seen["b"], seen["c"]
-    assert seen["stack_at_start"] == []
-    assert seen["thread_stack"] == [c, b]
+    # the thread starts under the call that started it, and pushes on its own stack
+    assert seen["stack_at_start"] == [a]
+    assert seen["thread_stack"] == [c, b, a]
     assert main_stack == [d, a]
     by_call = {(e.event_type, e.call_id): e for e in cap.events()}
-    assert by_call[(ENTRY, b)].parent_id is None
-    assert by_call[(ENTRY, b)].correlation_id == b
+    assert by_call[(ENTRY, b)].parent_id == a
+    assert by_call[(ENTRY, b)].correlation_id == a
     assert by_call[(ENTRY, c)].parent_id == b
     assert by_call[(EXIT, c)].parent_id == b
     assert by_call[(ENTRY, d)].parent_id == a

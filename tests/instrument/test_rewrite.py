@@ -940,7 +940,8 @@ def test_threads_keep_their_own_call_stacks() -> None:
     main_in, _ = one_call(events, "main")
     thread_of_main = main_in.thread_id
     runs = {entry.call_id: entry for entry, _ in calls(events, "main.<locals>.run")}
-    assert [r.parent_id for r in runs.values()] == [None, None]  # a new thread, a new stack
+    # a new thread has a stack of its own, under the call that started it
+    assert [r.parent_id for r in runs.values()] == [main_in.call_id] * 2
     for entry in branches.values():
         assert entry.thread_id != thread_of_main
         assert runs[entry.parent_id].thread_id == entry.thread_id

@@ -137,24 +137,37 @@ def web_django() -> Iterator[Callable[..., None]]:
 
     assert not settings.configured, "Django settings leaked from an earlier test"
 
+    def forget_connections() -> None:
+        # django.db.connections caches DATABASES and each thread's connections
+        from asgiref.local import Local
+        from django.db import connections
+
+        connections.close_all()
+        connections.__dict__.pop("settings", None)
+        connections._settings = None
+        connections._connections = Local(connections.thread_critical)
+
     def configure(urlpatterns: list[Any], middleware: list[str], **extra: Any) -> None:
         urls = types.ModuleType("web_django_urls")
         urls.urlpatterns = urlpatterns  # type: ignore[attr-defined]
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="web-integration-tests",
-            ALLOWED_HOSTS=["*"],
-            ROOT_URLCONF=urls,
-            MIDDLEWARE=middleware,
-            INSTALLED_APPS=[],
-            DATABASES={},
-            LOGGING_CONFIG=None,  # leave the logging configuration of the test run alone
-            USE_TZ=True,
-            **extra,
-        )
+        base: dict[str, Any] = {
+            "DEBUG": False,
+            "SECRET_KEY": "web-integration-tests",
+            "ALLOWED_HOSTS": ["*"],
+            "ROOT_URLCONF": urls,
+            "MIDDLEWARE": middleware,
+            "INSTALLED_APPS": [],
+            "DATABASES": {},
+            "LOGGING_CONFIG": None,  # leave the logging configuration of the test run alone
+            "USE_TZ": True,
+        }
+        settings.configure(**{**base, **extra})
+        forget_connections()
         django.setup(set_prefix=False)
 
     yield configure
+    if settings.configured:
+        forget_connections()
     # Django and Channels run sync code on asgiref's one shared worker thread; end it, so
     # that no thread outlives the test (a later fork() would warn), and give asgiref a
     # fresh executor, which starts its thread only when used

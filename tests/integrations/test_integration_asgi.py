@@ -4,6 +4,7 @@ uvicorn server, and websockets."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -192,7 +193,9 @@ def test_invalid_traceparent_is_recorded_without_trace_ids_and_never_raises(
     (remote,) = cap.events(EventType.REMOTE_CALL_RECEIVE)
     assert remote.data["trace_id"] is None
     (start,) = cap.events(EventType.HTTP_REQUEST_START)
-    assert isinstance(start.correlation_id, int)
+    # a new trace id of its own: 32 lowercase hex digits, not the invalid header's
+    assert re.fullmatch("[0-9a-f]{32}", start.correlation_id)
+    assert start.correlation_id.encode() not in header.lower()
     assert web_counted_errors == []
 
 

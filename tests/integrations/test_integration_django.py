@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -306,3 +307,71 @@ def test_hostile_requests_are_captured_bounded_and_never_raise(
     assert remote.data["trace_id"] is None
     assert len(cap.events(EventType.HTTP_REQUEST_COMPLETE)) == 3
     assert web_counted_errors == []
+
+
+def query_urlpatterns() -> list[Any]:
+    from django.db import connection
+    from django.http import JsonResponse
+    from django.urls import path
+
+    def answer(request: Any) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s + %s", [int(request.GET["n"]), 1])
+            (row,) = cursor.fetchall()
+        return JsonResponse({"n": row[0]})
+
+    return [path("answer/", answer)]
+
+
+def sqlite(path: Path) -> dict[str, Any]:
+    # a file: Django never closes an in-memory SQLite connection (3.13 warns of it)
+    return {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path / "db.sqlite3")}}
+
+
+@pytest.fixture
+def forget_queries() -> Any:
+    yield
+    from django.db.backends.signals import connection_created
+
+    from tidescope.integrations import django as integration
+
+    connection_created.disconnect(dispatch_uid=integration._UID)
+
+
+def test_queries_are_database_events_of_the_request_with_the_setting(
+    web_django: Callable[..., None], forget_queries: None, tmp_path: Path
+) -> None:
+    web_django(
+        query_urlpatterns(), [MIDDLEWARE], DATABASES=sqlite(tmp_path), TIDESCOPE_QUERIES=True
+    )
+    from django.db import connection
+    from django.test import Client
+
+    with tidescope.capture() as cap:
+        assert Client().get("/answer/?n=41").json() == {"n": 42}
+    connection.close()
+    events = cap.events()
+    (start,) = of_type(events, "db_query_start")
+    (done,) = of_type(events, "db_query_complete")
+    (request,) = of_type(events, "http_request_start")
+    assert start.data["query"] == "SELECT %s + %s"
+    assert list(start.data["params"]) == [41, 1]
+    assert start.data["repo"] == f"sqlite:{tmp_path / 'db.sqlite3'}"
+    assert done.data["result"]["query_id"] == start.data["metadata"]["query_id"]
+    assert start.correlation_id == done.correlation_id == request.correlation_id
+    names = [e.event_type for e in events]
+    assert names.index("controller_entry") < names.index("db_query_start")
+
+
+def test_queries_are_not_recorded_without_the_setting(
+    web_django: Callable[..., None], tmp_path: Path
+) -> None:
+    web_django(query_urlpatterns(), [MIDDLEWARE], DATABASES=sqlite(tmp_path))
+    from django.db import connection
+    from django.test import Client
+
+    with tidescope.capture() as cap:
+        assert Client().get("/answer/?n=1").json() == {"n": 2}
+    connection.close()
+    assert of_type(cap.events(), "db_query_start") == []
+    assert of_type(cap.events(), "http_request_start") != []

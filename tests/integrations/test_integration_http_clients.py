@@ -474,9 +474,9 @@ def test_two_asgi_services_under_uvicorn_and_the_asgi_middleware_share_the_trace
         receive.data["trace_id"],
         receive.data["span_id"],
     )
-    # A's request correlation (the middleware's own id) gives the trace id; B's request
-    # takes the trace id as its correlation
-    assert send.data["trace_id"] == trace_id_for(reply["corr"])
+    # A's request correlation (a new W3C trace id) is the trace id; B's request takes the
+    # trace id as its correlation: one form in both services
+    assert send.data["trace_id"] == trace_id_for(reply["corr"]) == reply["corr"]
     assert reply["b"]["corr"] == send.data["trace_id"] == receive.correlation_id
     starts = [e for e in events if e.event_type == "http_request_start"]
     assert sorted(str(e.correlation_id) for e in starts) == sorted(

@@ -8,7 +8,10 @@ dictionary per BEAM process; here every thread and every asyncio task has its ow
   started later is captured with no call of its own.
 * A task copies its creator's context: its first traced call has the call that created the
   task as its parent. Nothing a task pushes is seen by its creator or its siblings.
-* A new thread starts with an empty call stack.
+* Work handed to another thread inside a call (``threading.Thread.start``,
+  ``ThreadPoolExecutor.submit``, ``loop.run_in_executor``, ``asyncio.to_thread``) starts
+  with that call as its parent, as a task does (``capture._threads``); a thread started
+  outside any call starts with an empty call stack.
 * ``clear_context()`` switches capture off here until ``initialize_context()``.
 
 The seed conflated call ids and correlation ids. Here ``current_call_id()`` is the innermost

@@ -9,6 +9,9 @@ is counted in ``tidescope.stats()["internal_errors"]`` and never reaches the app
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any, Final
@@ -24,11 +27,13 @@ from tidescope.capture.runtime import (
     report_http_request_start,
     report_remote_call_receive,
 )
-from tidescope.capture.runtime.distributed import parse_traceparent
+from tidescope.capture.runtime.distributed import new_trace_id, parse_traceparent
 
 __all__ = [
+    "CAPTURE_OFF",
     "REQUEST_KEY",
     "WebRequest",
+    "app_traceback",
     "begin",
     "bind",
     "capturing",
@@ -58,12 +63,41 @@ _UNBOUND: Final = object()
 
 
 def capturing() -> bool:
-    """True if a request arriving here now is recorded (capture on in this context)."""
+    """True if a request arriving here now is recorded (capture on in this context).
+
+    The first time in a process that a request arrives with capture not started at all, a
+    warning on the ``tidescope`` logger says so (a middleware under a plain ``python -m
+    uvicorn``, say, records nothing).
+    """
     try:
-        return _core.active_buffer() is not None
+        if _core.active_buffer() is not None:
+            return True
+        if not _core.is_started() and _warned_pid != os.getpid():
+            _warn_capture_off()
+        return False
     except Exception as exc:
         _core.count_error(exc)
         return False
+
+
+_warned_pid = 0  # the process that logged the capture-off warning (a fork logs its own)
+_warn_lock = threading.Lock()
+CAPTURE_OFF: Final = (
+    "tidescope: a web middleware is installed but capture is off in this process, so "
+    "nothing is recorded; run the server under `tidescope run` (for example `tidescope run "
+    "-m uvicorn app:app`) or call tidescope.start() in the application factory"
+)
+"""The warning logged once per process when a request arrives with capture off."""
+
+
+def _warn_capture_off() -> None:
+    global _warned_pid
+    pid = os.getpid()
+    with _warn_lock:
+        if _warned_pid == pid:
+            return
+        _warned_pid = pid
+    logging.getLogger("tidescope").warning(CAPTURE_OFF)
 
 
 def bind(cid: Any) -> Any:
@@ -124,7 +158,7 @@ class WebRequest:
                 return
             self.error = exc
             if issubclass(type(exc), Exception):  # not isinstance: it reads __class__
-                report_error(exc)
+                report_error(exc, None, app_traceback(exc))
                 if self.status is None:
                     self.status = 500
         except Exception as err:
@@ -159,13 +193,29 @@ def begin(
         return None
 
 
-def correlation_for(traceparent: Any) -> Any:
-    """The correlation id of a request that came with ``traceparent`` (None: no header)."""
+def correlation_for(traceparent: Any) -> str:
+    """The correlation id of a request that came with ``traceparent`` (None: no header):
+    a W3C trace id, 32 lowercase hex digits, in every service. The caller's when its header
+    is valid, else a new one, which the HTTP client integrations then pass on as it is."""
     if traceparent is not None:
         parsed = parse_traceparent(traceparent)
         if parsed is not None:
-            return parsed.trace_id
-    return _core.next_id()
+            return str(parsed.trace_id)
+    return new_trace_id()
+
+
+_PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_traceback_of: Final = BaseException.__dict__["__traceback__"].__get__
+
+
+def app_traceback(exc: BaseException) -> Any:
+    """``exc``'s traceback from the first frame that is not tidescope's (the middleware that
+    caught it), so an ``error`` event's stack starts in the application; the whole
+    traceback when every frame is tidescope's."""
+    first = tb = _traceback_of(exc)
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return first if tb is None else tb
 
 
 def parse_query(query: str | bytes | None) -> Any:

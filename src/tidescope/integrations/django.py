@@ -21,6 +21,15 @@ middlewares after this one carry it.
 If the request already passed through the WSGI or ASGI middleware of
 ``tidescope.integrations``, this middleware joins that request's record and adds only the
 view's events.
+
+ORM queries. With ``TIDESCOPE_QUERIES = True`` in the settings, the middleware also records
+every query Django runs (the ORM's and ``connection.cursor()``'s) as database events, the
+shape of the other database integrations (``db_query_start`` / ``db_query_complete`` joined by
+``query_id``, repo ``"<vendor>:<database>"``, an ``error`` event for a failing query). It
+installs a ``connection.execute_wrapper`` on every connection made from then on (Django's
+``connection_created`` signal) and on this thread's open ones; :func:`record_queries` does
+the same without the middleware. Query parameters are recorded as Django passes them
+(positional ``%s`` parameters have no names to redact by).
 """
 
 from __future__ import annotations
@@ -30,9 +39,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from tidescope.capture import _core
-from tidescope.integrations import _web
+from tidescope.integrations import _db, _web
 
-__all__ = ["TideScopeMiddleware"]
+__all__ = ["TideScopeMiddleware", "record_queries"]
 
 _STATE = "_tidescope"  # request attribute: [WebRequest, handler names, owned by us]
 
@@ -45,6 +54,7 @@ class TideScopeMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
+        _record_queries_if_set()
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
@@ -186,3 +196,71 @@ def _finish(state: list[Any], response: Any) -> None:
     except Exception as exc:
         _core.count_error(exc)
         req.finish()
+
+
+# ---------------------------------------------------------------------------------------
+# ORM queries
+
+
+def _record_queries_if_set() -> None:
+    try:
+        from django.conf import settings  # noqa: PLC0415
+
+        if getattr(settings, "TIDESCOPE_QUERIES", False) is True:
+            record_queries()
+    except Exception as exc:
+        _core.count_error(exc)
+
+
+def record_queries() -> None:
+    """Record every query Django runs from now on as database events (see the module
+    docstring); calling it again changes nothing."""
+    from django.db import connections  # noqa: PLC0415
+    from django.db.backends.signals import connection_created  # noqa: PLC0415
+
+    connection_created.connect(_on_connection_created, dispatch_uid=_UID)
+    try:
+        opened = connections.all(initialized_only=True)
+    except TypeError:  # Django before 4.1: every alias (connecting none of them)
+        opened = connections.all()
+    for connection in opened:
+        _wrap(connection)
+
+
+_UID = "tidescope.integrations.django.record_queries"
+
+
+def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    _wrap(connection)
+
+
+def _wrap(connection: Any) -> None:
+    try:
+        if _execute not in connection.execute_wrappers:
+            connection.execute_wrappers.append(_execute)
+    except Exception as exc:
+        _core.count_error(exc)
+
+
+def _repo(connection: Any) -> Any:
+    try:
+        return _db.repo_name(connection.vendor, connection.settings_dict.get("NAME"))
+    except Exception as exc:
+        _core.count_error(exc)
+        return None
+
+
+def _execute(execute: Any, sql: Any, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """The execute wrapper: one query reported around Django's own execute."""
+    if not _db.capturing():
+        return execute(sql, params, many, context)
+    query = _db.start_query(sql, params, bool(many), _repo(context.get("connection")))
+    if query is None:
+        return execute(sql, params, many, context)
+    try:
+        result = execute(sql, params, many, context)
+    except BaseException as exc:
+        _db.fail_query(query, exc)
+        raise
+    _db.finish_query(query, _db.rowcount_of(context.get("cursor")))
+    return result
