@@ -288,6 +288,19 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    directory = _trace_dir(args.directory)
+    try:
+        from tidescope.view import serve  # noqa: PLC0415
+    except ImportError as exc:
+        _fail(f"tidescope view needs the 'view' extra (pip install 'tidescope[view]'): {exc}")
+    try:
+        serve(directory, port=args.port, open_browser=args.open)
+    except OSError as exc:
+        _fail(f"cannot serve on 127.0.0.1 port {args.port}: {exc.strerror or exc}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="tidescope", description=__doc__)
@@ -330,6 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("directory")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=_show)
+    view = sub.add_parser("view", help="browse a trace directory in a local web page")
+    view.add_argument("directory", nargs="?", default="tidescope-trace")
+    view.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    view.add_argument("--open", action="store_true", help="open the page in the browser")
+    view.set_defaults(func=_view)
     demo = sub.add_parser("demo", help="record a small program and print its events")
     demo.add_argument("--json", action="store_true", help="one JSON event per line")
     demo.set_defaults(func=_demo)
