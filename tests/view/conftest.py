@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,40 @@ def sample_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     program = tmp / "sample_program.py"
     shutil.copy(HERE / "sample_program.py", program)
     return record(tmp, program, "--level", "values")
+
+
+@pytest.fixture(scope="session")
+def web_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two recorded processes: web_client.py asking web_server.py (WSGI, SQLite) for an item."""
+    tmp = tmp_path_factory.mktemp("web")
+    for name in ("web_server.py", "web_client.py"):
+        shutil.copy(HERE / name, tmp / name)
+    trace = tmp / "trace"
+    run = [sys.executable, "-m", "tidescope", "run", "-o", str(trace)]
+    server = subprocess.Popen([*run, "web_server.py"], cwd=tmp, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    port = server.stdout.readline().strip()
+    client = subprocess.run(
+        [*run, "web_client.py", port],
+        check=False,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    server.stdout.close()
+    assert server.wait(timeout=60) == 0
+    assert client.returncode == 0, client.stderr
+    assert client.stdout.startswith("apple")
+    return trace
+
+
+@pytest.fixture(scope="session")
+def web_viewer(web_trace: Path) -> Iterator[Viewer]:
+    pytest.importorskip("duckdb", reason="tidescope view needs the view extra (duckdb)")
+    v = Viewer(web_trace)
+    yield v
+    v.stop()
 
 
 @pytest.fixture(scope="session")

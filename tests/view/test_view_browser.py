@@ -106,3 +106,22 @@ def test_every_view_by_keyboard_and_no_request_leaves_the_server(page: Any, view
     assert page.locator("h1").inner_text() == "__main__.parse"
     assert page.requests_made
     assert all(u.startswith(viewer.url) for u in page.requests_made), page.requests_made
+
+
+def test_a_request_with_its_query_and_the_call_that_sent_it(
+    browser: Any, web_viewer: Viewer
+) -> None:
+    page = browser.new_page()
+    try:
+        goto(page, web_viewer.url + "#/requests", "requests")
+        request = page.locator("section.req")
+        assert request.count() == 1
+        assert request.locator("h2").inner_text() == "GET /items"
+        text = request.inner_text()
+        assert "query SELECT name FROM items WHERE id = ?" in text
+        assert "response 200 text/plain" in text
+        pids = {int(p) for p in re.findall(r"process (\d+)", text)}
+        assert len(pids) == 2  # the server's events and the client's outgoing call
+        assert "outgoing call to http://127.0.0.1:" in text
+    finally:
+        page.close()

@@ -348,13 +348,13 @@ def _correlation_forms(cid: Any) -> list[str]:
         return []
     text = str(cid)
     forms = [text]
-    if text.isdigit():
-        forms.append(format(int(text), "032x"))
-    elif len(text) == 32:
+    if len(text) == 32:  # a trace id (which may be all decimal digits too)
         try:
             forms.append(str(int(text, 16)))
         except ValueError:
             pass
+    elif text.isdigit():
+        forms.append(format(int(text), "032x"))
     return forms
 
 
