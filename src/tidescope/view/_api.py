@@ -21,6 +21,8 @@ PAGE: Final = 50  # rows of a list (exceptions, search, requests)
 MAX_CALL_EVENTS: Final = 2000  # recorded values shown on one call's page
 MAX_CHILDREN: Final = 200
 MAX_CHAIN: Final = 64  # frames of an exception's call chain
+MAX_FUNCTIONS: Final = 200_000  # function names a search by name looks through
+MAX_NAMES: Final = 500  # functions one search by name returns calls of
 
 _CALL_COLUMNS: Final = (
     "call_id, parent_id, pid, thread, task, module, qualname, ast_node_id, start_ns, end_ns, "
@@ -74,6 +76,7 @@ class Api:
         self._directory = Path(directory)
         self._lock = threading.Lock()
         self._summary: dict[str, Any] | None = None
+        self._names: list[tuple[Any, Any]] | None = None
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -238,9 +241,13 @@ class Api:
     def exceptions(self, offset: int = 0) -> dict[str, Any]:
         """Each raise, once: the innermost call that ended with an exception none of its
         callees ended with, with its call chain and the arguments at each frame."""
+        # a callee that ended with the same exception is itself among the raised calls,
+        # so the anti-join looks there, not through every call
         raised = self._rows(
-            f"SELECT {_CALL_COLUMNS} FROM calls c WHERE exception_type IS NOT NULL "
-            "AND NOT EXISTS (SELECT 1 FROM calls k WHERE k.parent_id = c.call_id "
+            f"WITH raised AS (SELECT {_CALL_COLUMNS} FROM calls "
+            "WHERE exception_type IS NOT NULL) "
+            "SELECT * FROM raised c WHERE NOT EXISTS (SELECT 1 FROM raised k "
+            "WHERE k.parent_id = c.call_id AND k.pid = c.pid "
             "AND k.exception_type IS NOT DISTINCT FROM c.exception_type "
             "AND k.exception_message IS NOT DISTINCT FROM c.exception_message) "
             f"ORDER BY start_ns LIMIT {PAGE + 1} OFFSET ?",
@@ -286,15 +293,30 @@ class Api:
         """Calls whose function name (``kind`` "function"), argument or return value
         ("value") or exception type or message ("exception") contains ``text``, any case."""
         where = {
-            "function": "contains(lower(coalesce(module, '') || '.' || qualname), lower(?))",
+            "function": "",
             "value": "(contains(lower(CAST(args AS VARCHAR)), lower(?)) "
             "OR contains(lower(CAST(return_value AS VARCHAR)), lower(?)))",
-            "exception": "(contains(lower(exception_type), lower(?)) "
-            "OR contains(lower(exception_message), lower(?)))",
+            "exception": "exception_type IS NOT NULL AND (contains(lower(exception_type), "
+            "lower(?)) OR contains(lower(exception_message), lower(?)))",
         }.get(kind)
         if where is None:
             raise NotFound(f"no search by '{kind}'")
-        params = [text] * where.count("?")
+        params: list[Any] = [text] * where.count("?")
+        if kind == "function":  # the names are matched once each, not once per call
+            names = [n for n in self._functions() if text.lower() in f"{n[0]}.{n[1]}".lower()]
+            names = names[:MAX_NAMES] or [(None, None)]
+            # plain equalities: DuckDB filters a row IN list far slower
+            where = (
+                "("
+                + " OR ".join(
+                    "(module IS NULL AND qualname = ?)"
+                    if m is None
+                    else "(module = ? AND qualname = ?)"
+                    for m, _ in names
+                )
+                + ")"
+            )
+            params = [part for m, q in names for part in ((q,) if m is None else (m, q))]
         found = self._rows(
             f"SELECT {_CALL_COLUMNS} FROM calls WHERE {where} "
             f"ORDER BY start_ns LIMIT {PAGE + 1} OFFSET ?",
@@ -307,6 +329,16 @@ class Api:
             "more": len(found) > PAGE,
             "calls": found[:PAGE],
         }
+
+    def _functions(self) -> list[tuple[Any, Any]]:
+        """Every function with calls in the trace (module, qualname), read once."""
+        if self._names is None:
+            with self._lock:
+                _, rows = self._index.sql(
+                    f"SELECT DISTINCT module, qualname FROM calls LIMIT {MAX_FUNCTIONS}"
+                )
+            self._names = [(m, q) for m, q in rows]
+        return self._names
 
     # -- requests ------------------------------------------------------------------------
 

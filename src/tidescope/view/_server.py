@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, name: str, q: dict[str, str]) -> Any:
         api = self.server.api
-        offset = int(q.get("offset", 0))
+        offset = max(0, int(q.get("offset", 0)))
         if name == "summary":
             return api.summary()
         if name == "slices":
