@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from _viewer import Viewer, goto, step
+
+import tidescope
+from tidescope.capture import runtime
+from tidescope.export.drain import Drain
 
 
 def _open_failing_parse(page: Any, viewer: Viewer) -> None:
@@ -125,3 +130,30 @@ def test_a_request_with_its_query_and_the_call_that_sent_it(
         assert "outgoing call to http://127.0.0.1:" in text
     finally:
         page.close()
+
+
+def test_dropped_events_are_said_at_the_top(browser: Any, tmp_path: Path) -> None:
+    # a full drop_newest ring rejects the innermost entries (as tests/export/test_perfetto.py)
+    session = tidescope.start(buffer_size=16, overflow_strategy="drop_newest")
+    drain = Drain(tmp_path / "tr", interval=60)  # not started: pump() writes
+    calls = [runtime.report_function_entry("app", f"f{i}", (i,)) for i in range(24)]
+    drain.pump()
+    for i, cid in reversed(list(enumerate(calls))):
+        runtime.report_function_exit(cid, i)
+    dropped = session.buffer.stats()["dropped_events"]
+    assert dropped > 0
+    drain.stop(session.stop())
+    viewer = Viewer(tmp_path / "tr")
+    page = browser.new_page()
+    try:
+        goto(page, viewer.url, "timeline")
+        assert f"{dropped} events were dropped" in page.locator("#alerts").inner_text()
+        assert page.locator(".labels .track").count() == 1
+    finally:
+        page.close()
+        viewer.stop()
+
+
+def test_a_clean_trace_has_no_banner(page: Any, viewer: Viewer) -> None:
+    goto(page, viewer.url, "timeline")
+    assert page.locator("#alerts").inner_text() == ""

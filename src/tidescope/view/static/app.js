@@ -273,8 +273,14 @@ function hash(s) {
 
 // -- one call --------------------------------------------------------------------------------
 
-// What one recorded event says, as chips for its source line.
+// What one recorded event says, as chips for its source line (each names its AST node).
 function notes(ev) {
+  const chips = chipsOf(ev);
+  for (const c of chips) c.title = `${ev.event_type} at ${ev.ast_node_id ?? "?"}`;
+  return chips;
+}
+
+function chipsOf(ev) {
   const d = ev.data || {};
   switch (ev.event_type) {
     case "local_variable_snapshot":
