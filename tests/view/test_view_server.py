@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from _viewer import Viewer
 
 
@@ -110,3 +111,21 @@ def test_view_of_a_missing_directory_is_one_line_and_status_2(tmp_path: Path) ->
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "no trace directory" in done.stderr
+
+
+def test_a_taken_port_is_one_line_and_status_2(sample_trace: Path) -> None:
+    pytest.importorskip("duckdb", reason="tidescope view needs the view extra (duckdb)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tidescope", "view", str(sample_trace), "--port", str(port)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert f"port {port}" in done.stderr
