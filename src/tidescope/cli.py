@@ -1,4 +1,4 @@
-"""The ``tidescope`` command: run, export, show, demo and debug."""
+"""The ``tidescope`` command: run, export, show, query, demo and debug."""
 
 from __future__ import annotations
 
@@ -353,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
     debug = sub.add_parser("debug", help="show the version, the core in use and why")
     debug.set_defaults(func=_debug)
+    from tidescope.query import _cli as query_cli  # noqa: PLC0415
+
+    query_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.func is _run:  # the program's own output is the program's business
         return int(args.func(args))
