@@ -289,13 +289,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
+    from tidescope.query import QueryError  # noqa: PLC0415
     from tidescope.view import serve  # noqa: PLC0415
 
     directory = _trace_dir(args.directory)
     try:
         _reading(lambda: serve(directory, port=args.port, open_browser=args.open))
-    except ImportError as exc:  # duckdb, for the index the page reads
-        _fail(f"tidescope view needs the 'view' extra (pip install 'tidescope[view]'): {exc}")
+    except QueryError as exc:  # duckdb or pyarrow missing: the message names the extra
+        _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot serve on 127.0.0.1 port {args.port}: {exc.strerror or exc}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -31,7 +30,8 @@ _CALL_COLUMNS: Final = (
 )
 _JSON_FIELDS: Final = frozenset({"args", "return_value", "value", "data"})
 _ID_FIELDS: Final = frozenset(
-    {"call_id", "parent_id", "correlation_id", "thread", "task", "event_id", "seed"}
+    {"call_id", "parent_id", "correlation_id", "thread", "task", "thread_id", "task_id"}
+    | {"event_id", "seed"}
 )
 _REQUEST_EVENTS: Final = (
     "http_request_start",
@@ -68,19 +68,17 @@ def _jsonable(name: str, value: Any) -> Any:
 class Api:
     """Answers the viewer's questions from one trace index (``tidescope.query``).
 
-    DuckDB connections are not for concurrent use, so the server's threads take turns.
+    The index runs each query on its own cursor, so the server's threads ask at once.
     """
 
     def __init__(self, index: TraceIndex, directory: str | os.PathLike[str]) -> None:
         self._index = index
         self._directory = Path(directory)
-        self._lock = threading.Lock()
         self._summary: dict[str, Any] | None = None
         self._names: list[tuple[Any, Any]] | None = None
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            columns, rows = self._index.sql(query, params)
+        columns, rows = self._index.sql(query, params)
         return [{c: _jsonable(c, v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
     # -- summary -------------------------------------------------------------------------
@@ -93,24 +91,11 @@ class Api:
         return self._summary
 
     def _make_summary(self) -> dict[str, Any]:
-        from tidescope.export.reader import TraceError, tally, trace_files  # noqa: PLC0415
-
-        processes: list[dict[str, Any]] = []
-        for path in trace_files(self._directory):
-            try:
-                header, counts, complete = tally(path)
-            except TraceError as exc:
-                processes.append({"file": path.name, "error": str(exc)})
-                continue
-            processes.append(
-                {
-                    "file": path.name,
-                    "pid": (header or {}).get("pid"),
-                    "argv": (header or {}).get("argv"),
-                    "complete": complete,
-                    **counts,
-                }
-            )
+        processes = self._rows(
+            "SELECT file, pid, header ->> 'argv' AS argv, complete, torn, damaged, "
+            "events_written, dropped_events, internal_errors FROM files "
+            "WHERE kind = 'events' ORDER BY file"
+        )
         span = self._rows(
             "SELECT min(start_ns) AS t0, max(coalesce(end_ns, start_ns)) AS t1, "
             "count(*) AS calls, count(exception_type) AS raised FROM calls"
@@ -123,9 +108,9 @@ class Api:
         return {
             "directory": str(self._directory),
             "processes": processes,
-            "dropped_events": sum(p.get("dropped_events", 0) for p in processes),
-            "internal_errors": sum(p.get("internal_errors", 0) for p in processes),
-            "unreadable": sum(1 for p in processes if "error" in p),
+            "dropped_events": sum(p.get("dropped_events") or 0 for p in processes),
+            "internal_errors": sum(p.get("internal_errors") or 0 for p in processes),
+            "damaged_chunks": sum(p.get("damaged") or 0 for p in processes),
             **span,
             "tracks": tracks,
         }
@@ -221,7 +206,7 @@ class Api:
 
     def _node(self, node_id: Any) -> dict[str, Any] | None:
         """The node ``node_id`` (a function's), with its source text from the node table, or
-        from its file when the table has none."""
+        from its file's text in the index when the table has none."""
         if node_id is None:
             return None
         rows = self._rows("SELECT * FROM nodes WHERE id = ? LIMIT 1", (node_id,))
@@ -230,11 +215,21 @@ class Api:
         node = rows[0]
         source = node.get("source")
         if not isinstance(source, str):
-            source = _file_lines(node.get("file"), node.get("line"), node.get("end_line"))
+            source = self._source_lines(node.get("file"), node.get("line"), node.get("end_line"))
         elif isinstance(node.get("column"), int):
             source = " " * node["column"] + source  # the span starts at the node's column
         node["source"] = source
         return node
+
+    def _source_lines(self, file: Any, first: Any, last: Any) -> str | None:
+        """Lines ``first``..``last`` of ``file`` as the index keeps it (``sources``)."""
+        if type(first) is not int:
+            return None
+        rows = self._rows("SELECT text FROM sources WHERE file = ? LIMIT 1", (file,))
+        if not rows or not isinstance(rows[0]["text"], str):
+            return None
+        last = last if type(last) is int else first
+        return "\n".join(rows[0]["text"].splitlines()[first - 1 : last])
 
     # -- exceptions ----------------------------------------------------------------------
 
@@ -333,10 +328,9 @@ class Api:
     def _functions(self) -> list[tuple[Any, Any]]:
         """Every function with calls in the trace (module, qualname), read once."""
         if self._names is None:
-            with self._lock:
-                _, rows = self._index.sql(
-                    f"SELECT DISTINCT module, qualname FROM calls LIMIT {MAX_FUNCTIONS}"
-                )
+            _, rows = self._index.sql(
+                f"SELECT DISTINCT module, qualname FROM calls LIMIT {MAX_FUNCTIONS}"
+            )
             self._names = [(m, q) for m, q in rows]
         return self._names
 
@@ -346,7 +340,7 @@ class Api:
         """HTTP requests received, each with what happened under its correlation id in any
         process: its response, database queries, outgoing calls and errors."""
         starts = self._rows(
-            "SELECT event_id, pid, thread, correlation_id, timestamp, data FROM events "
+            "SELECT event_id, pid, thread_id, correlation_id, timestamp, data FROM events "
             "WHERE event_type = 'http_request_start' "
             f"ORDER BY timestamp LIMIT {PAGE + 1} OFFSET ?",
             (offset,),
@@ -363,7 +357,7 @@ class Api:
             kinds = ", ".join(f"'{k}'" for k in _REQUEST_EVENTS if k != "http_request_start")
             for e in self._rows(
                 "SELECT event_id, pid, event_type, correlation_id, call_id, timestamp, data "
-                f"FROM events WHERE CAST(correlation_id AS VARCHAR) IN ({marks}) "
+                f"FROM events WHERE correlation_id IN ({marks}) "
                 f"AND event_type IN ({kinds}) ORDER BY timestamp LIMIT {PAGE * 40}",
                 list(keys),
             ):
@@ -388,16 +382,3 @@ def _correlation_forms(cid: Any) -> list[str]:
     elif text.isdigit():
         forms.append(format(int(text), "032x"))
     return forms
-
-
-def _file_lines(file: Any, first: Any, last: Any) -> str | None:
-    """Lines ``first``..``last`` of a Python source file, if it is there to read."""
-    if not isinstance(file, str) or not file.endswith(".py") or type(first) is not int:
-        return None
-    last = last if type(last) is int else first
-    try:
-        with open(file, encoding="utf-8", errors="replace") as fh:
-            lines = [line for n, line in enumerate(fh, 1) if first <= n <= last]
-    except OSError:
-        return None
-    return "".join(lines).rstrip("\n")

@@ -101,7 +101,7 @@ function alerts(s) {
   const notes = [];
   if (s.dropped_events) notes.push(`${s.dropped_events} events were dropped while recording: what is shown is incomplete.`);
   if (s.internal_errors) notes.push(`${s.internal_errors} internal errors while recording.`);
-  if (s.unreadable) notes.push(`${s.unreadable} trace file(s) could not be read.`);
+  if (s.damaged_chunks) notes.push(`${s.damaged_chunks} damaged chunk(s) of the trace were skipped.`);
   const open = s.processes.filter((p) => p.complete === false).length;
   if (open) notes.push(`${open} process(es) did not close their trace (killed or still running).`);
   box.replaceChildren(...notes.map((n) => h("div", { class: "alert" }, n)));
