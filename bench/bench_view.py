@@ -11,7 +11,10 @@ server is started and headless chromium opens its page: the figure is the time f
 navigation's start to the timeline drawn (``main[data-ready]``, all its answers in), as
 the page measures it (``performance.now()``). Within that round the view is zoomed in and
 out (a dozen window queries) and the exceptions and search views opened; the server's
-peak resident memory (``VmHWM``) is read after. Medians are printed per size.
+peak resident memory (``VmHWM``) is read after, and each answer timed once over HTTP (the
+whole trace's slices, a call's page, exceptions, search by name and by value). Medians
+are printed per size. ``index ready`` is the time to build the index, or to open it when
+it is already there.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 PROGRAM = """
 import sys
@@ -75,7 +79,7 @@ def build_index(trace: Path) -> float:
     out = subprocess.run(
         [sys.executable, "-c", code, str(trace)], check=True, capture_output=True, text=True
     )
-    return float(out.stdout)
+    return float(out.stdout.split()[-1])  # after DuckDB's progress bar
 
 
 def hwm_kib(pid: int) -> int:
@@ -116,8 +120,22 @@ def one_round(trace: Path, chromium: str) -> dict[str, float]:
                 )
             browser.close()
         with urllib.request.urlopen(url + "api/summary") as res:
-            calls = json.load(res)["calls"]
+            summary = json.load(res)
+        calls = summary["calls"]
+        whole = f"t0={summary['t0']}&t1={summary['t1'] + 1}"
+        some = _get(url, f"api/slices?{whole}&width=1400")["slices"][3]["call_id"]
+        timings = {
+            name: _timed(url, path)
+            for name, path in (
+                ("slices_ms", f"api/slices?{whole}&width=1400"),
+                ("call_ms", f"api/call?id={some}"),
+                ("exceptions_ms", "api/exceptions"),
+                ("search_name_ms", "api/search?kind=function&q=mid"),
+                ("search_value_ms", "api/search?kind=value&q=4999"),
+            )
+        }
         return {
+            **timings,
             "start_s": ready_s,
             "first_view_ms": first_ms,
             "hwm_mib": hwm_kib(server.pid) / 1024,
@@ -127,6 +145,18 @@ def one_round(trace: Path, chromium: str) -> dict[str, float]:
         server.terminate()
         server.wait()
         server.stdout.close()
+
+
+def _get(url: str, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + path) as res:
+        answer: dict[str, Any] = json.load(res)
+    return answer
+
+
+def _timed(url: str, path: str) -> float:
+    started = time.perf_counter()
+    _get(url, path)
+    return (time.perf_counter() - started) * 1000
 
 
 def main() -> None:
@@ -143,9 +173,17 @@ def main() -> None:
         rounds = [one_round(trace, args.chromium) for _ in range(args.rounds)]
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         print(
-            f"{events:>11,} events ({int(med['calls']):,} calls): index {index_s:.1f} s (once); "
+            f"{events:>11,} events ({int(med['calls']):,} calls): index ready {index_s:.1f} s; "
             f"server up {med['start_s']:.2f} s; first view {med['first_view_ms']:.0f} ms; "
             f"server peak RSS {med['hwm_mib']:.0f} MiB (median of {args.rounds})"
+        )
+        print(
+            "    answers over HTTP: "
+            + ", ".join(
+                f"{k[:-3]} {v:.0f} ms"
+                for k, v in med.items()
+                if k.endswith("_ms") and k != "first_view_ms"
+            )
         )
 
 
