@@ -28,7 +28,7 @@ _CALL_COLUMNS: Final = (
     "duration_ns, args, return_value, exception_type, exception_message, exit_reason, "
     "correlation_id"
 )
-_JSON_FIELDS: Final = frozenset({"args", "return_value", "value", "data"})
+_JSON_FIELDS: Final = frozenset({"args", "return_value", "value", "data", "argv"})
 _ID_FIELDS: Final = frozenset(
     {"call_id", "parent_id", "correlation_id", "thread", "task", "thread_id", "task_id"}
     | {"event_id", "seed"}
@@ -92,7 +92,7 @@ class Api:
 
     def _make_summary(self) -> dict[str, Any]:
         processes = self._rows(
-            "SELECT file, pid, header ->> 'argv' AS argv, complete, torn, damaged, "
+            "SELECT file, pid, header -> 'argv' AS argv, complete, torn, damaged, "
             "events_written, dropped_events, internal_errors FROM files "
             "WHERE kind = 'events' ORDER BY file"
         )

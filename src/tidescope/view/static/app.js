@@ -166,7 +166,9 @@ async function timeline(params) {
     for (const t of s.tracks) {
       if (t.pid !== pid) {
         pid = t.pid;
-        labels.append(h("div", { class: "proc", style: `height:${ROW + 4}px` }, `process ${pid}`));
+        const argv = s.processes.find((p) => p.pid === pid)?.argv;
+        const what = Array.isArray(argv) && argv.length ? ` · ${argv.join(" ")}` : "";
+        labels.append(h("div", { class: "proc", style: `height:${ROW + 4}px`, title: `process ${pid}${what}` }, `process ${pid}${what}`));
         y += ROW + 4;
       }
       const sl = bytrack.get(key(t)).sort((a, b) => a.start_ns - b.start_ns || b.duration_ns - a.duration_ns);
