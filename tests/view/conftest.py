@@ -77,7 +77,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, viewer: Viewer) -> Iterator[Any]:
     """A fresh page on the viewer; every request it makes is kept in ``page.requests_made``,
-    and a script error on the page fails the test."""
+    and a script error on the page, or a request to anywhere but the viewer, fails the test."""
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     p = context.new_page()
     made: list[str] = []
@@ -89,3 +89,4 @@ def page(browser: Any, viewer: Viewer) -> Iterator[Any]:
     yield p
     context.close()
     assert not errors, errors
+    assert all(u.startswith(viewer.url) for u in made), made  # nothing leaves the server

@@ -39,7 +39,10 @@ def serve(
     from tidescope.query import open_index  # noqa: PLC0415
 
     with open_index(directory) as index:
-        server = ViewServer(Api(index, directory), port)
+        api = Api(index, directory)
+        server = ViewServer(api, port)
+        # the summary every first view asks for is made while the browser starts
+        threading.Thread(target=_warm, args=(api,), daemon=True).start()
         with server:
             print(f"tidescope view: {server.url}  (Ctrl-C stops)", flush=True)
             if ready is not None:
@@ -50,3 +53,10 @@ def serve(
                 server.serve_forever()
             except KeyboardInterrupt:
                 print("", file=sys.stderr)
+
+
+def _warm(api: Api) -> None:
+    try:
+        api.summary()
+    except Exception:  # the page's own request will say what failed
+        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -75,6 +76,7 @@ class Api:
         self._index = index
         self._directory = Path(directory)
         self._summary: dict[str, Any] | None = None
+        self._summary_lock = threading.Lock()
         self._names: list[tuple[Any, Any]] | None = None
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -86,9 +88,10 @@ class Api:
     def summary(self) -> dict[str, Any]:
         """Processes with their loss (drops, internal errors, damage), the trace's time span
         and its tracks (process, thread, task) with their call counts."""
-        if self._summary is None:
-            self._summary = self._make_summary()
-        return self._summary
+        with self._summary_lock:  # made once, by whichever thread asks first
+            if self._summary is None:
+                self._summary = self._make_summary()
+            return self._summary
 
     def _make_summary(self) -> dict[str, Any]:
         processes = self._rows(
