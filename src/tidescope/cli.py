@@ -1,4 +1,4 @@
-"""The ``tidescope`` command: run, export, show, query, demo and debug."""
+"""The ``tidescope`` command: run, export, show, query, view, demo and debug."""
 
 from __future__ import annotations
 
