@@ -1,4 +1,4 @@
-"""The tidescope command: run, export, show, demo and debug."""
+"""The ``tidescope`` command: run, export, show, query, view, demo and debug."""
 
 from __future__ import annotations
 
@@ -349,6 +349,20 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from tidescope.query import QueryError  # noqa: PLC0415
+    from tidescope.view import serve  # noqa: PLC0415
+
+    directory = _trace_dir(args.directory or _default_directory())
+    try:
+        _reading(lambda: serve(directory, port=args.port, open_browser=args.open))
+    except QueryError as exc:  # duckdb or pyarrow missing: the message names the extra
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot serve on 127.0.0.1 port {args.port}: {exc.strerror or exc}")
+    return 0
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions and examples laid out as written."""
 
@@ -498,6 +512,23 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     show.add_argument("--json", action="store_true", help="print JSON (default: text)")
     show.set_defaults(func=_show)
+    view = sub.add_parser(
+        "view",
+        help="browse a run's trace in a local web page",
+        description="Serve a local web debugger over a run's trace on 127.0.0.1 (the index is"
+        " built on first use, as for query; needs tidescope[view]). Prints the page's URL.",
+        epilog="examples:\n  tidescope view\n  tidescope view /tmp/traces --open --port 8000",
+        formatter_class=_HelpFormatter,
+    )
+    view.add_argument(
+        "directory",
+        nargs="?",
+        help=f"the output directory (its latest run is read) or a run's directory"
+        f" (default: {_OUTPUT}, or output in [tool.tidescope])",
+    )
+    view.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    view.add_argument("--open", action="store_true", help="open the page in the browser")
+    view.set_defaults(func=_view)
     demo = sub.add_parser(
         "demo",
         help="record a small program and print its events",
@@ -516,6 +547,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         formatter_class=_HelpFormatter,
     )
     debug.set_defaults(func=_debug)
+    from tidescope.query import _cli as query_cli  # noqa: PLC0415
+
+    query_cli.add_parser(sub)
     return parser, run
 
 
