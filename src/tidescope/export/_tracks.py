@@ -34,6 +34,7 @@ class Tracks:
     def __init__(self) -> None:
         self.threads: dict[tuple[Any, Any], _Thread] = {}
         self.tasks: dict[tuple[Any, Any], str] = {}
+        self.waiting = 0  # thread notes whose time has not come: while 0, no thread changes
 
     def note(self, pid: Any, note: Any) -> None:
         """Take a ``$note`` record's value, of process ``pid``."""
@@ -44,6 +45,7 @@ class Tracks:
             if t is None:
                 t = self.threads[(pid, note.get("thread_id"))] = _Thread()
             t.notes.append(note)
+            self.waiting += 1
         elif note.get("kind") == "task" and len(self.tasks) < MAX_TASK_NAMES:
             name = note.get("name")
             if type(name) is str:
@@ -56,6 +58,7 @@ class Tracks:
             t = self.threads[(pid, ident)] = _Thread()
         while t.notes and type(ts) is int and ts >= _time(t.notes[0]):
             note = t.notes.pop(0)
+            self.waiting -= 1
             if t.used:  # a new thread with an ended one's ident
                 t.gen += 1
                 t.used = False
