@@ -191,7 +191,7 @@ def _records(directory: str, damage: list[str]) -> Iterator[dict[str, Any]]:
     for path in trace_files(directory):
         skipped: list[dict[str, Any]] = []
         for rec in read_trace(path):
-            if "event_type" in rec:
+            if "event_type" in rec or "$note" in rec:  # notes name threads and tasks
                 yield rec
             elif "$damaged" in rec:
                 skipped.append(rec["$damaged"])

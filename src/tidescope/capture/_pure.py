@@ -587,7 +587,7 @@ def _note_thread(ts: int) -> None:
     that call's time), so readers can name its track and tell it from an earlier thread
     with the same ident.
 
-    Kept apart from the events (no ring slot): ``{"kind": "thread", "thread_id",
+    Kept apart from the events (no ring slot): ``{"kind": "thread", "pid", "thread_id",
     "native_id", "name", "timestamp"}``.
     """
     _noted.seen = True
@@ -597,8 +597,8 @@ def _note_thread(ts: int) -> None:
         thread = threading._active.get(ident)  # type: ignore[attr-defined]
         name = None if thread is None else str(thread.name)[:_MAX_NAME]
         _note({
-            "kind": "thread", "thread_id": ident, "native_id": threading.get_native_id(),
-            "name": name, "timestamp": ts,
+            "kind": "thread", "pid": _clock.pid(), "thread_id": ident,
+            "native_id": threading.get_native_id(), "name": name, "timestamp": ts,
         })  # fmt: skip
     except Exception as exc:
         count_error(exc)
@@ -606,7 +606,7 @@ def _note_thread(ts: int) -> None:
 
 def _note_task(task: Any, tid: int) -> None:
     """Note a task's name when it gets its id (both cores number tasks here), as
-    ``{"kind": "task", "task_id", "thread_id", "name", "timestamp"}``."""
+    ``{"kind": "task", "pid", "task_id", "thread_id", "name", "timestamp"}``."""
     try:
         name = task.get_name()
         name = name[:_MAX_NAME] if type(name) is str else None
@@ -614,8 +614,8 @@ def _note_task(task: Any, tid: int) -> None:
         name = None
     try:
         _note({
-            "kind": "task", "task_id": tid, "thread_id": _get_ident(), "name": name,
-            "timestamp": _monotonic_ns(),
+            "kind": "task", "pid": _clock.pid(), "task_id": tid, "thread_id": _get_ident(),
+            "name": name, "timestamp": _monotonic_ns(),
         })  # fmt: skip
     except Exception as exc:
         count_error(exc)

@@ -36,10 +36,11 @@ class Tracks:
         self.tasks: dict[tuple[Any, Any], str] = {}
         self.waiting = 0  # thread notes whose time has not come: while 0, no thread changes
 
-    def note(self, pid: Any, note: Any) -> None:
-        """Take a ``$note`` record's value, of process ``pid``."""
+    def note(self, note: Any) -> None:
+        """Take a ``$note`` record's value."""
         if type(note) is not dict:
             return
+        pid = note.get("pid")
         if note.get("kind") == "thread":
             t = self.threads.get((pid, note.get("thread_id")))
             if t is None:

@@ -76,6 +76,10 @@ class _Chrome:
         call = self.suspended.get(key)
         if call is not None and call["track"] is stack:
             del self.suspended[key]
+            caller = self.open.get((pid, call["parent"]))
+            if caller is not None and caller["track"] is stack:  # resumed by its caller
+                while stack.calls[-1] != call["parent"]:
+                    yield self.suspend(pid, stack, stack.calls.pop(), ts)
             self.open[key] = call = {**call, "ts": ts}
             call["args"] = {**call["args"], "resumed": True}
             call["args"].pop("suspended", None)
@@ -102,13 +106,10 @@ def _complete(call: dict[str, Any], ts: float, extra: dict[str, Any]) -> dict[st
 def chrome_events(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Turn trace records (as :func:`read_trace` yields them) into Chrome trace events."""
     c = _Chrome()
-    noted: Any = None
     for rec in records:
         if "event_type" not in rec:  # $header, $note, $counts, $stats, $damaged...
-            if "$header" in rec and type(rec["$header"]) is dict:
-                noted = rec["$header"].get("pid")
-            elif "$note" in rec:
-                c.names.note(noted, rec["$note"])
+            if "$note" in rec:
+                c.names.note(rec["$note"])
             continue
         pid = rec["pid"]
         etype = rec["event_type"]
@@ -133,7 +134,7 @@ def chrome_events(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]
                 yield from c.settle(pid, stack, parent, ts, parent is None)
             name = f"{data.get('module')}.{data.get('function')}"
             c.open[(pid, call_id)] = {
-                "name": name, "pid": pid, "track": stack, "ts": ts,
+                "name": name, "pid": pid, "track": stack, "ts": ts, "parent": parent,
                 "args": {"args": data.get("args"), **ids},
             }  # fmt: skip
             stack.calls.append(call_id)

@@ -18,7 +18,8 @@ exit's or an instant's own call) is open below the top of its track's stack ends
 slices above it, ``suspended`` (a generator that yielded, or a call whose exit was lost);
 an entry with no parent (a root call: nothing runs in its context) ends them all. A
 suspended call that shows itself again (a call of its, an instant, its exit) is *resumed*:
-a new slice of the same name and ``call_id``, marked ``resumed``, on top of its track;
+a new slice of the same name and ``call_id``, marked ``resumed``, above its caller's if
+that is open on the track (the slices above it end: they are suspended), else on top;
 its slices are joined by a flow (the first one's END, each resumption's BEGIN). So an
 async generator's slice ends where its caller goes on, and two generators whose lives
 cross each get a slice per stretch they run. An exit whose entry was not recorded becomes
@@ -437,7 +438,12 @@ class _Writer:
             while stack and stack[-1] != owner:
                 self.suspend(proc, track, stack.pop(), ts)
         elif owner in proc.suspended and proc.suspended[owner][0] is track:
-            call = proc.calls[owner] = proc.suspended.pop(owner)
+            call = proc.suspended.pop(owner)
+            caller = proc.calls.get(call[2])
+            if caller is not None and caller[0] is track:  # resumed by its caller, most likely
+                while stack[-1] != call[2]:
+                    self.suspend(proc, track, stack.pop(), ts)
+            proc.calls[owner] = call
             stack.append(owner)
             extra = self.annotation(proc, "resumed", True) + proc.flows.get(owner, b"")
             extra += self.annotation(proc, "call_id", owner)
@@ -487,8 +493,8 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
     The block is a buffer used again for the next one: ``sink`` writes or copies it.
 
     ``$header`` records name their process (``argv``); a header must come before its
-    process's first event to be used. ``$note`` records (of the last header's process) name
-    threads and tasks. Other records that are not events are skipped.
+    process's first event to be used. ``$note`` records name threads and tasks (a note
+    must come before the events it names). Other records that are not events are skipped.
     """
     w = _Writer(sink)
     out = w.out
@@ -497,16 +503,14 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
     n = 0
     proc: _Process | None = None
     pid: Any = object()
-    noted: Any = None  # the process of the notes that follow: its header's
     for rec in records:
         etype = rec.get("event_type")
         if etype is None:
             header = rec.get("$header")
             if type(header) is dict:
                 w.headers[header.get("pid")] = header
-                noted = header.get("pid")
             elif "$note" in rec:
-                names.note(noted, rec["$note"])
+                names.note(rec["$note"])
             continue
         n += 1
         if rec["pid"] != pid or proc is None:
@@ -529,7 +533,9 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
                 ended = proc.calls.get(call_id)
             if ended is not None:
                 del proc.calls[call_id]
-                te = proc.flows.pop(call_id, b"")
+                if proc.flows:
+                    proc.flows.pop(call_id, None)
+                te = b""
                 value = data.get("return_value")
                 if value is not None:
                     if type(value) is int and 0 <= value < 0x4000:

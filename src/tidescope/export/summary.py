@@ -265,7 +265,7 @@ def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
                 proc["events"] += 1
                 s.add(rec)
             elif "$note" in rec:
-                s.names.note(proc.get("pid"), rec["$note"])
+                s.names.note(rec["$note"])
             elif "$header" in rec:
                 proc.update(pid=rec["$header"].get("pid"), node=rec["$header"].get("node"))
             elif "$counts" in rec:
