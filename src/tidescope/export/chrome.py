@@ -44,18 +44,25 @@ class _Chrome:
     def __init__(self) -> None:
         self.names = Tracks()
         self.tracks: dict[Any, _Stack] = {}
+        self.current: dict[Any, _Stack] = {}  # (pid, ident, task) -> its track now
         self.open: dict[Any, dict[str, Any]] = {}  # (pid, call id) -> its open stretch
         self.suspended: dict[Any, dict[str, Any]] = {}  # (pid, call id) -> its last stretch
 
     def track(self, rec: dict[str, Any]) -> tuple[_Stack, dict[str, Any] | None]:
         """The event's track, and its ``thread_name`` metadata event if it is new."""
         pid, task = rec["pid"], rec.get("task_id")
+        now = (pid, rec["thread_id"], task)
+        if not self.names.waiting:  # no thread changes pending: the ident's track stands
+            stack = self.current.get(now)
+            if stack is not None:
+                return stack, None
         t = self.names.thread(pid, rec["thread_id"], rec["timestamp"])
         key = (pid, rec["thread_id"], t.gen, task)
         stack = self.tracks.get(key)
         if stack is not None:
+            self.current[now] = stack
             return stack, None
-        stack = self.tracks[key] = _Stack(len(self.tracks) + 1)
+        stack = self.tracks[key] = self.current[now] = _Stack(len(self.tracks) + 1)
         if task is not None:
             name = self.names.task(pid, task) or f"task {task}"
         else:
@@ -82,7 +89,6 @@ class _Chrome:
                     yield self.suspend(pid, stack, stack.calls.pop(), ts)
             self.open[key] = call = {**call, "ts": ts}
             call["args"] = {**call["args"], "resumed": True}
-            call["args"].pop("suspended", None)
             stack.calls.append(owner)
         elif root:
             while stack.calls:
@@ -143,15 +149,15 @@ def chrome_events(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]
             if (pid, call_id) in c.suspended or stack.calls[-1] != call_id:
                 yield from c.settle(pid, stack, call_id, ts, False)
             stack.calls.pop()
-            yield _complete(
-                c.open.pop((pid, call_id)),
-                ts,
-                {
-                    "return_value": data.get("return_value"),
-                    "exception": data.get("exception"),
-                    "exit_reason": data.get("exit_reason"),
-                },
-            )
+            call = c.open.pop((pid, call_id))
+            args = call["args"]  # its own: the last stretch's
+            args["return_value"] = data.get("return_value")
+            args["exception"] = data.get("exception")
+            args["exit_reason"] = data.get("exit_reason")
+            yield {
+                "ph": "X", "name": call["name"], "pid": pid, "tid": stack.tid, "ts": call["ts"],
+                "dur": max(0.0, ts - call["ts"]), "args": args,
+            }  # fmt: skip
             continue
         owner = None if etype == "function_exit" else call_id  # an exit here: no entry
         if owner is not None and (not stack.calls or stack.calls[-1] != owner):
