@@ -10,15 +10,17 @@ thread-local with the thread state's id (changes/show12-results.md).
 
 from __future__ import annotations
 
-import sys, gc
+import gc
+import sys
+
 import tidescope
 from tidescope.capture import _core
 
 n = int(sys.argv[1])
-s = tidescope.start(buffer_size=1 << 16)
+session = tidescope.start(buffer_size=1 << 16)
 enter, leave = _core.report_function_entry, _core.report_function_exit
 gc.disable()
-for i in range(n):  # root calls: nothing open in this context
+for _ in range(n):  # root calls: nothing open in this context
     leave(enter("m", "f", None), None)
-s.stop()
+session.stop()
 print(_core.CORE_NAME)
