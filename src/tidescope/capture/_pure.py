@@ -23,7 +23,7 @@ from asyncio import current_task as _current_task
 from asyncio.events import _get_running_loop
 from typing import Any, Final
 
-from tidescope.capture import _clock, _redact, _snapshot
+from tidescope.capture import _clock, _notes, _redact, _snapshot
 from tidescope.capture._raise import raised_at
 from tidescope.capture._ring import RingBuffer
 from tidescope.capture._snapshot import (
@@ -559,27 +559,12 @@ def _loop_task_id(loop: Any) -> int | None:
 
 _noted = threading.local()  # .seen: this thread's start is noted (a thread-local dies
 # with its thread, so a later thread that gets the same ident is noted again)
-_notes: list[dict[str, Any]] = []
-_notes_lost = 0
-MAX_NOTES: Final = 4096
-"""Notes kept between two :func:`take_notes` (a drain's pass); more are counted as lost."""
-
-
-def _note(note: dict[str, Any]) -> None:
-    global _notes_lost
-    if len(_notes) < MAX_NOTES:
-        _notes.append(note)  # one append: atomic, whatever thread the drain runs on
-    else:
-        _notes_lost += 1
 
 
 def take_notes() -> tuple[list[dict[str, Any]], int]:
     """The thread and task notes since the last call, and how many were lost (the drain
     writes them to the trace before the events it drains after them)."""
-    global _notes, _notes_lost
-    notes, _notes = _notes, []
-    lost, _notes_lost = _notes_lost, 0
-    return notes, lost
+    return _notes.take()
 
 
 def _note_thread(ts: int) -> None:
@@ -595,8 +580,8 @@ def _note_thread(ts: int) -> None:
         # threading's table, not current_thread(): that would register a dummy Thread
         ident = _get_ident()
         thread = threading._active.get(ident)  # type: ignore[attr-defined]
-        name = None if thread is None else str(thread.name)[:_MAX_NAME]
-        _note({
+        name = None if thread is None else str(thread.name)[: _notes.MAX_NAME]
+        _notes.add({
             "kind": "thread", "pid": _clock.pid(), "thread_id": ident,
             "native_id": threading.get_native_id(), "name": name, "timestamp": ts,
         })  # fmt: skip
@@ -609,19 +594,16 @@ def _note_task(task: Any, tid: int) -> None:
     ``{"kind": "task", "pid", "task_id", "thread_id", "name", "timestamp"}``."""
     try:
         name = task.get_name()
-        name = name[:_MAX_NAME] if type(name) is str else None
+        name = name[: _notes.MAX_NAME] if type(name) is str else None
     except Exception:
         name = None
     try:
-        _note({
+        _notes.add({
             "kind": "task", "pid": _clock.pid(), "task_id": tid, "thread_id": _get_ident(),
             "name": name, "timestamp": _monotonic_ns(),
         })  # fmt: skip
     except Exception as exc:
         count_error(exc)
-
-
-_MAX_NAME: Final = 200
 
 
 def _forget_task(task: Any) -> None:
@@ -833,11 +815,11 @@ def frame_ids() -> tuple[Any, Any, Any]:
 
 
 def _after_fork_in_child() -> None:
-    global _ids, _buffer, _task_ids, _error_lock, _notes
+    global _ids, _buffer, _task_ids, _error_lock
     _clock.after_fork_in_child()
     _ids = _new_ids()
     _task_ids = {}
-    _notes = []
+    _notes.clear()
     _error_lock = threading.Lock()
     old = _buffer
     if old is not None:

@@ -34,7 +34,8 @@ __all__ = ["format_summary", "keep_hint", "summarize"]
 TOP: Final = 10
 """Functions and exceptions listed in each table."""
 MAX_KEYS: Final = 10_000
-"""Distinct functions, exceptions and tracks kept; more are counted under ``"other"``."""
+"""Exception groups and tracks kept: past them a raise counts in its fate's total only, and
+a track's events in ``other_tracks``."""
 
 
 def keep_hint(stats: dict[str, Any]) -> str:
