@@ -214,3 +214,38 @@ def test_the_validator_catches_an_overlap() -> None:
     with pytest.raises(AssertionError, match="overlaps"):
         assert_nested({1: [(0, 10, "a"), (5, 15, "b")]})
     assert_nested({1: [(0, 10, "a"), (2, 4, "b"), (4, 10, "c"), (10, 12, "d")]})
+
+
+def test_a_reused_ident_gets_a_track_per_thread_in_both_exports() -> None:
+    from tidescope.export import chrome, perfetto
+
+    def ev(call: int, ts: int, etype: str = "function_entry") -> dict[str, Any]:
+        data = (
+            {"module": "m", "function": f"f{call}", "args": {}}
+            if etype == "function_entry"
+            else {"return_value": None, "exception": None, "exit_reason": "normal"}
+        )
+        envelope = {"pid": 7, "thread_id": 5, "task_id": None, "call_id": call}
+        return {**envelope, "parent_id": None, "timestamp": ts, "ast_node_id": None,
+                "event_type": etype, "data": data}  # fmt: skip
+
+    def note(name: str, native: int, ts: int) -> dict[str, Any]:
+        return {"$note": {"kind": "thread", "pid": 7, "thread_id": 5, "native_id": native,
+                          "name": name, "timestamp": ts}}  # fmt: skip
+
+    # both notes come before both threads' events (one drain pass): times tell them apart
+    records = [
+        {"$header": {"pid": 7, "argv": ["app.py"]}},
+        note("first", 101, 10), note("second", 102, 30),
+        ev(1, 10), ev(1, 20, "function_exit"), ev(2, 30), ev(2, 40, "function_exit"),
+    ]  # fmt: skip
+    blocks: list[bytes] = []
+    perfetto.write_records(records, lambda b: blocks.append(bytes(b)))
+    trace = decode(b"".join(blocks))
+    on = {s.name: trace.tracks[s.track].thread for s in trace.slices}
+    assert (on["m.f1"].thread_name, on["m.f1"].tid) == ("first", 101)
+    assert (on["m.f2"].thread_name, on["m.f2"].tid) == ("second", 102)
+    events = list(chrome.chrome_events(records))
+    names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M"}
+    tids = {e["name"]: e["tid"] for e in events if e["ph"] == "X"}
+    assert (names[tids["m.f1"]], names[tids["m.f2"]]) == ("first", "second")

@@ -149,3 +149,30 @@ def summarize_with_loss(tmp_path: Path) -> dict[str, Any]:
         MAGIC + encode_header_chunk({"pid": 7, "node": "n"}) + chunk
     )
     return summarize(tmp_path)
+
+
+def test_an_error_event_for_a_raise_already_counted_is_not_counted_again(tmp_path: Path) -> None:
+    (tmp_path / "prog.py").write_text(
+        textwrap.dedent("""
+        from tidescope.capture import runtime
+
+        def inner(x):
+            raise KeyError(x)
+
+        def outer(x):
+            return inner(x)
+
+        try:
+            outer("k")
+        except KeyError as exc:
+            runtime.report_error(exc)   # as a framework reports what reached it
+        runtime.report_error(RuntimeError("only reported"))
+        """)
+    )
+    done = tidescope("run", "-o", "tr", "prog.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    s = summarize(tmp_path / "tr")
+    assert s["raises"] == {"escaped": 1, "caught": 0, "reported": 1}
+    assert s["escaped"][0]["type"] == "builtins.KeyError" and s["escaped"][0]["frames"] == 2
+    assert s["reported"][0]["type"] == "builtins.RuntimeError"
+    assert s["reported"][0]["message"] == "only reported"
