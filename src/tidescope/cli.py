@@ -328,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.set_defaults(func=_export)
     show = sub.add_parser("show", help="summarise a trace directory")
     show.add_argument("directory")
-    show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--json", action="store_true", help="print the summary as JSON (shape: docs/show.md)"
+    )
     show.set_defaults(func=_show)
     demo = sub.add_parser("demo", help="record a small program and print its events")
     demo.add_argument("--json", action="store_true", help="one JSON event per line")
