@@ -38,6 +38,10 @@ def careful():
     except ValueError:
         return "caught"
 
+def squares(n):
+    for i in range(n):
+        yield i * i
+
 async def job():
     return caller()
 
@@ -46,6 +50,7 @@ async def amain():
 
 def main():
     caller()
+    list(zip(squares(3), squares(3)))  # two calls of one function open at once: no recursion
     careful()
     t = threading.Thread(target=caller, name="fib-thread")
     t.start()
@@ -103,6 +108,9 @@ def test_recursion_is_counted_once_in_inclusive_time(recorded: Path) -> None:
     assert calls["__main__.fib"] == 3 * 465 and calls["__main__.caller"] == 3
     assert 0 < inclusive["__main__.fib"] <= inclusive["__main__.caller"]
     assert self_ns["__main__.fib"] <= inclusive["__main__.fib"]
+    # every call's self time is inside an outermost call's inclusive time
+    assert all(self_ns[f] <= inclusive[f] for f in self_ns if f in inclusive)
+    assert "__main__.squares" in inclusive
     assert self_ns["__main__.caller"] < inclusive["__main__.caller"]  # fib's time is not its
 
 

@@ -7,7 +7,8 @@ not grow with the trace's length.
 How the figures are counted:
 
 - A call's *inclusive* time is its recorded duration; a function's is the sum over its
-  outermost calls on each thread or task only, so recursion is counted once (``fib``'s
+  outermost calls only (no call of the same function among their open ancestors), so
+  recursion is counted once (``fib``'s
   inclusive time is never more than that of the call that started it). *Self* time is a
   call's duration minus its recorded children's. A generator's duration runs from its
   first step to its end, suspensions included.
@@ -33,6 +34,8 @@ __all__ = ["format_summary", "keep_hint", "summarize"]
 
 TOP: Final = 10
 """Functions and exceptions listed in each table."""
+MAX_WALK: Final = 256
+"""Ancestors looked at to tell recursion from interleaved generators of one function."""
 MAX_KEYS: Final = 10_000
 """Exception groups and tracks kept: past them a raise counts in its fate's total only, and
 a track's events in ``other_tracks``."""
@@ -131,17 +134,31 @@ class _Summary:
             self.settle(track)
             name = f"{data.get('module')}.{data.get('function')}"
             self.calls[name] += 1
-            depth = self.active[(track, name)] = self.active[(track, name)] + 1
+            others = self.active[(track, name)]
+            self.active[(track, name)] = others + 1
             pid, parent = rec["pid"], rec["parent_id"]
-            self.open[(pid, rec["call_id"])] = _Call(
-                name, track, None if parent is None else (pid, parent), data.get("args"), depth == 1
-            )
+            caller = None if parent is None else (pid, parent)
+            # recursion only if one of them is an ancestor (not a generator it interleaves with)
+            outer = not others or not self.recursive(caller, name)
+            self.open[(pid, rec["call_id"])] = _Call(name, track, caller, data.get("args"), outer)
         elif etype == "function_exit":
             self.exit(rec, track, data)
         elif etype == "error":
             self.error(track, data)
         else:
             self.settle(track)
+
+    def recursive(self, caller: Any, name: str) -> bool:
+        """True if a call of ``name`` is among the open ancestors from ``caller`` up (a
+        long chain, past :data:`MAX_WALK`, counts as recursive: never counted twice)."""
+        for _ in range(MAX_WALK):
+            call = self.open.get(caller) if caller is not None else None
+            if call is None:
+                return False
+            if call.name == name:
+                return True
+            caller = call.parent
+        return True
 
     def exit(self, rec: dict[str, Any], track: Any, data: dict[str, Any]) -> None:
         key = (rec["pid"], rec["call_id"])
