@@ -8,15 +8,15 @@ How the figures are counted:
 
 - A call's *inclusive* time is its recorded duration; a function's is the sum over its
   outermost calls only (no call of the same function among their open ancestors), so
-  recursion is counted once (``fib``'s
-  inclusive time is never more than that of the call that started it). *Self* time is a
-  call's duration minus its recorded children's. A generator's duration runs from its
-  first step to its end, suspensions included.
+  recursion is counted once (``fib``'s inclusive time is never more than that of the call
+  that started it). *Self* time is a call's duration minus its recorded children's. A
+  generator's duration runs from its first step to its end, suspensions included.
 - An exception is counted once per raise: the exits of the N recorded calls it passes
   through (each exit's exception the same type, arguments and place, each call the
   previous one's parent) are one raise, and an ``error`` event that reports it again is
   not counted. A raise is *escaped* when it left the outermost recorded call of its thread
-  or task, else *caught* (by the caller of the last call it left).
+  or task, else *caught* (by the caller of the last call it left). ``docs/show.md`` has
+  the JSON shape.
 """
 
 from __future__ import annotations
