@@ -252,7 +252,7 @@ def _records(directory: str, damage: list[str]) -> Iterator[dict[str, Any]]:
     for path in trace_files(directory):
         skipped: list[dict[str, Any]] = []
         for rec in read_trace(path):
-            if "event_type" in rec:
+            if "event_type" in rec or "$note" in rec:  # notes name threads and tasks
                 yield rec
             elif "$damaged" in rec:
                 skipped.append(rec["$damaged"])
@@ -510,7 +510,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help=f"the output directory (its latest run is read) or a run's directory"
         f" (default: {_OUTPUT}, or output in [tool.tidescope])",
     )
-    show.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    show.add_argument(
+        "--json", action="store_true", help="print JSON (default: text; shape: docs/show.md)"
+    )
     show.set_defaults(func=_show)
     view = sub.add_parser(
         "view",

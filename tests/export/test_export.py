@@ -193,7 +193,8 @@ def test_summary_counts_types_calls_time_exceptions_and_drops(tmp_path: Path) ->
     s = summarize(tmp_path)
     assert s["events"] == 8 and s["dropped"] == 12
     assert dict(s["by_type"]) == {"function_entry": 4, "function_exit": 4}
-    assert dict(s["exceptions"]) == {"builtins.ValueError": 4}
+    assert s["raises"] == {"escaped": 4, "caught": 0, "reported": 0}  # each a root call
+    assert [(e["type"], e["count"]) for e in s["escaped"]] == [("builtins.ValueError", 4)]
     text = format_summary(s)
     assert "12 dropped" in text and "builtins.ValueError" in text
 

@@ -114,10 +114,14 @@ def decode(data: bytes) -> Decoded:
             s = Slice(state["names"][te.name_iid], track, packet.timestamp, args)
             stacks[track].append(s)
             out.slices.append(s)
+            for fid in te.flow_ids:
+                out.flows[fid].append(s.name)
         elif te.type == END:
             assert stacks[track], "an END always has its BEGIN on its track"
             s = stacks[track].pop()
             s.end, s.end_args = packet.timestamp, args
+            for fid in te.flow_ids:  # trace_processor joins the slice the END ends
+                out.flows[fid].append(s.name)
         else:
             assert te.type == INSTANT
             s = Slice(state["names"][te.name_iid], track, packet.timestamp, args)
@@ -190,8 +194,9 @@ def test_a_recorded_program_exports_tracks_slices_and_annotations(tmp_path: Path
     assert len(procs) == 1 and procs[0].process.process_name == "prog.py"
     threads = {u: d for u, d in trace.tracks.items() if d.HasField("thread")}
     assert len(threads) == 2 and all(d.parent_uuid == procs[0].uuid for d in threads.values())
-    assert all(d.thread.thread_name == f"thread {d.thread.tid}" for d in threads.values())
-    tasks = {u: d for u, d in trace.tracks.items() if d.name.startswith("task ")}
+    names = sorted(d.thread.thread_name for d in threads.values())
+    assert names[0] == "MainThread" and names[1].startswith("Thread-1")  # "Thread-1 (work)"
+    tasks = {u: d for u, d in trace.tracks.items() if d.name.startswith("Task-")}
     assert len(tasks) == 3  # asyncio.run's main task and the two jobs
     assert all(d.parent_uuid in threads for d in tasks.values())
 
@@ -201,22 +206,23 @@ def test_a_recorded_program_exports_tracks_slices_and_annotations(tmp_path: Path
     refs = [s.end_args["return_value"] for s in works]
     assert {(r["$ref"], r["len"]) for r in refs} == {("dict", 2)}
     assert all(type(r["id"]) is int for r in refs)
-    assert {trace.track_name(s.track).split()[0] for s in works} == {"thread", "task"}
+    assert {trace.track_name(s.track).split("-")[0] for s in works} == {"Thread", "Task"}
     assert all(s.args["ast_node_id"].startswith("__main__:work:") for s in works)
     booms = trace.named("__main__.boom")
     assert len(booms) == 3
     assert all(s.end_args["exception"]["type"] == "builtins.ValueError" for s in booms)
     assert all(s.end_args["exit_reason"] == "exception" for s in booms)
     assert {s.end_args["exception"]["args"][0] for s in booms} == {"bad 12", "bad 2", "bad 6"}
-    # the zip: gen(3)'s slice is cut when gen(2) ends below it, and goes on, resumed
-    gens = trace.named("__main__.gen")
+    # the zip: each generator's stretches are slices of their own, one call id each
     main = trace.named("__main__.main")[0]
-    (resumed,) = [s for s in gens if s.args.get("resumed")]
-    assert resumed.end == main.end  # and it outlives main: closed when a, b are collected
-    (late,) = [s for s in trace.instants if s.args.get("outlived_caller")]
-    assert late.name == "__main__.gen" and late.args["exit_reason"] == "cancelled"
-    (zipped,) = [s for s in gens if s.track == late.track and s.args.get("args") == {"n": 3}]
-    assert late.args["call_id"] == zipped.args["call_id"]
+    gens = [s for s in trace.named("__main__.gen") if s.track == main.track]
+    (first,) = [s for s in gens if s.args.get("args") == {"n": 3}]
+    zipped = [s for s in gens if s.args["call_id"] == first.args["call_id"]]
+    assert zipped[0].end_args == {"suspended": True} and all(s.args["resumed"] for s in zipped[1:])
+    assert len({s.args["call_id"] for s in zipped}) == 1
+    last = zipped[-1]  # it outlives main: closed when a, b are collected
+    assert last.end_args["exit_reason"] == "cancelled"
+    assert last.ts >= main.end
     assert [s.name for s in trace.slices if s.track in tasks][:1] == ["__main__.amain"]
 
 
@@ -250,23 +256,26 @@ def test_slices_nest_when_entries_are_dropped_and_calls_interleave() -> None:
     ]
     trace = export(records)
     lost = {"exit_reason": "not recorded"}
-    by_name = {s.name: s for s in trace.slices if not s.args.get("resumed")}
-    assert (by_name["m.f1"].ts, by_name["m.f1"].end) == (10, 90)
-    assert by_name["m.f2"].end == 50 and by_name["m.f2"].end_args == {"return_value": 2}
-    assert by_name["m.f3"].end == by_name["m.f4"].end == 50  # and resumed: not 2's calls
-    assert by_name["m.f3"].end_args == by_name["m.f4"].end_args == {}
-    resumed = [(s.name, s.ts, s.end, s.end_args) for s in trace.slices if s.args.get("resumed")]
-    assert resumed == [("m.f3", 50, 60, {"return_value": 3}), ("m.f4", 50, 60, lost)]
-    assert by_name["m.f5"].end == 70  # on its own track, never before its start
-    assert by_name["m.f6"].end == 90 and by_name["m.f6"].end_args == lost  # ended by 1's exit
-    assert (by_name["m.f7"].end, by_name["m.f8"].end) == (96, 96)  # the trace ended
-    assert by_name["m.f7"].end_args == by_name["m.f8"].end_args == lost
+    cut = {"suspended": True}
+    got = [(s.name, s.ts, s.end, s.end_args, bool(s.args.get("resumed"))) for s in trace.slices]
+    assert sorted(got, key=lambda g: (g[0], g[1])) == [
+        ("m.f1", 10, 90, {"return_value": 1}, False),
+        ("m.f2", 20, 30, cut, False),  # 3 starts under 1: 2 had yielded
+        ("m.f2", 50, 50, {"return_value": 2}, True),  # back to end, under its caller 1
+        ("m.f3", 30, 50, cut, False),
+        ("m.f3", 60, 60, {"return_value": 3}, True),
+        ("m.f4", 40, 50, cut, False),
+        ("m.f4", 65, 65, {"return_value": 4}, True),  # its caller 3 has ended: on top
+        ("m.f5", 70, 70, {"return_value": 5}, False),  # on its own track, never before its start
+        ("m.f6", 80, 90, cut, False),  # 1 ends: whatever is above it has stopped running
+        ("m.f7", 95, 96, lost, False),  # the trace ended
+        ("m.f8", 96, 96, lost, False),
+    ]
+    by_name = {s.name: s for s in trace.slices}
     assert trace.track_name(by_name["m.f7"].track) == "task 3"
-    orphan, late = trace.instants
+    (orphan,) = trace.instants
     assert (orphan.name, orphan.ts, orphan.args["call_id"]) == ("function_exit", 5, 99)
     assert orphan.args["entry"] == "not recorded" and orphan.args["return_value"] == 99
-    assert (late.name, late.ts, late.args["call_id"]) == ("m.f4", 65, 4)
-    assert late.args["outlived_caller"] is True
     (proc,) = [d for d in trace.tracks.values() if d.HasField("process")]
     assert list(proc.process.cmdline) == ["app.py", "x"] and proc.process.pid == 7
 

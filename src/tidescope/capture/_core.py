@@ -85,6 +85,7 @@ from tidescope.capture._pure import (  # noqa: E402
     set_value_policy,
     snapshot,
     snapshot_many,
+    take_notes,
     value_policy,
     write_event,
 )
@@ -164,6 +165,7 @@ __all__ += [
     "set_value_policy",
     "snapshot",
     "snapshot_many",
+    "take_notes",
     "value_policy",
     "write_event",
 ]

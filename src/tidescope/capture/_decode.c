@@ -42,7 +42,7 @@ enum {
     V_SMALL = 0x80,
 };
 enum { K_ENTRY = 1, K_EXIT, K_OTHER, K_WHOLE };
-enum { CHUNK_HEADER = 1, CHUNK_EVENTS, CHUNK_CLOSE };
+enum { CHUNK_HEADER = 1, CHUNK_EVENTS, CHUNK_CLOSE, CHUNK_NOTES };
 
 static int g_ready = 0;
 static PyObject *g_FormatError, *g_event_types, *g_entry, *g_exit, *g_Event, *g_Truncated;
@@ -927,6 +927,15 @@ decode(Dec *d, PyObject *node, PyObject *pid, int mode)
         if (content && !PyDict_CheckExact(content)) {
             Py_CLEAR(content);
             fail("a header or stats that is no dict");
+        }
+    } else if (kind == CHUNK_NOTES) {
+        content = value(d, 0, 0);
+        int ok = content != NULL && PyList_CheckExact(content);
+        for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(content); i++)
+            ok = PyDict_CheckExact(PyList_GET_ITEM(content, i));
+        if (content && !ok) {
+            Py_CLEAR(content);
+            fail("notes that are not a list of dicts");
         }
     } else {
         return Py_BuildValue("(IK(KKK)O)", kind, seq, c[0], c[1], c[2], Py_None);

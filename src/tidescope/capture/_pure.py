@@ -23,7 +23,8 @@ from asyncio import current_task as _current_task
 from asyncio.events import _get_running_loop
 from typing import Any, Final
 
-from tidescope.capture import _clock, _redact, _snapshot
+from tidescope.capture import _clock, _notes, _redact, _snapshot
+from tidescope.capture._raise import raised_at
 from tidescope.capture._ring import RingBuffer
 from tidescope.capture._snapshot import (
     _LOG2_10,
@@ -80,7 +81,10 @@ def _snap(value: Any, lim: Limits) -> Any:
 def _exc_snap(value: Any, lim: Limits) -> Any:
     """An exception's snapshot for an exit event (the C core calls this); as ``_snap``."""
     try:
-        return exception_snapshot(Snapper(lim), value)
+        snap = exception_snapshot(Snapper(lim), value)
+        if type(snap) is dict:  # exception exits are rare: where it was raised is cheap here
+            snap["where"] = raised_at(value)
+        return snap
     except Exception as exc:
         return _error_marker(value, exc)
 
@@ -351,6 +355,7 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
             "snap": _snap,
             "exc_snap": _exc_snap,
             "loop_task_id": _loop_task_id,
+            "note_thread": _note_thread,
             "get_running_loop": _get_running_loop,
             "entry_type": _FUNCTION_ENTRY,
             "exit_type": _FUNCTION_EXIT,
@@ -548,7 +553,57 @@ def _loop_task_id(loop: Any) -> int | None:
         except Exception:
             return tid  # a task-like object without callbacks: unique id, not cached
         _task_ids[id(task)] = tid
+        _note_task(task, tid)
     return tid
+
+
+_noted = threading.local()  # .seen: this thread's start is noted (a thread-local dies
+# with its thread, so a later thread that gets the same ident is noted again)
+
+
+def take_notes() -> tuple[list[dict[str, Any]], int]:
+    """The thread and task notes since the last call, and how many were lost (the drain
+    writes them to the trace before the events it drains after them)."""
+    return _notes.take()
+
+
+def _note_thread(ts: int) -> None:
+    """Note this thread's name at its first root call (both cores call this there, ``ts``
+    that call's time), so readers can name its track and tell it from an earlier thread
+    with the same ident.
+
+    Kept apart from the events (no ring slot): ``{"kind": "thread", "pid", "thread_id",
+    "native_id", "name", "timestamp"}``.
+    """
+    _noted.seen = True
+    try:
+        # threading's table, not current_thread(): that would register a dummy Thread
+        ident = _get_ident()
+        thread = threading._active.get(ident)  # type: ignore[attr-defined]
+        name = None if thread is None else str(thread.name)[: _notes.MAX_NAME]
+        _notes.add({
+            "kind": "thread", "pid": _clock.pid(), "thread_id": ident,
+            "native_id": threading.get_native_id(), "name": name, "timestamp": ts,
+        })  # fmt: skip
+    except Exception as exc:
+        count_error(exc)
+
+
+def _note_task(task: Any, tid: int) -> None:
+    """Note a task's name when it gets its id (both cores number tasks here), as
+    ``{"kind": "task", "pid", "task_id", "thread_id", "name", "timestamp"}``."""
+    try:
+        name = task.get_name()
+        name = name[: _notes.MAX_NAME] if type(name) is str else None
+    except Exception:
+        name = None
+    try:
+        _notes.add({
+            "kind": "task", "pid": _clock.pid(), "task_id": tid, "thread_id": _get_ident(),
+            "name": name, "timestamp": _monotonic_ns(),
+        })  # fmt: skip
+    except Exception as exc:
+        count_error(exc)
 
 
 def _forget_task(task: Any) -> None:
@@ -593,6 +648,10 @@ def report_function_entry(
         if f is None:
             parent = None
             corr = cid
+            try:
+                _noted.seen  # noqa: B018 - a root call: is this thread's start recorded?
+            except AttributeError:
+                _note_thread(ts)
         else:
             parent = f[0]
             corr = f[2] if f[2] is not None else cid
@@ -760,6 +819,7 @@ def _after_fork_in_child() -> None:
     _clock.after_fork_in_child()
     _ids = _new_ids()
     _task_ids = {}
+    _notes.clear()
     _error_lock = threading.Lock()
     old = _buffer
     if old is not None:

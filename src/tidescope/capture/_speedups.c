@@ -68,6 +68,10 @@ static int g_by_ref = 0;
 static PyObject *g_policy = NULL;     /* _pure._policy: key -> by reference, or NULL */
 static PyObject *g_decide = NULL;     /* _pure._decide(key) */
 static PyObject *g_loop_task_id = NULL;
+static PyObject *g_note_thread = NULL; /* _pure._note_thread(ts): a thread's first root call */
+/* 1 + the id of the thread state whose start was recorded on this OS thread (0: none);
+ * thread state ids are never reused, so a new thread with an old ident is recorded too */
+static _Thread_local uint64_t t_noted = 0;
 static PyObject *g_get_running_loop = NULL;
 PyObject *g_entry_type = NULL; /* EventType.FUNCTION_ENTRY (_slots.h) */
 PyObject *g_exit_type = NULL;
@@ -1861,6 +1865,15 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     if (f == Py_None) {
         parent = Py_None;
         corr = Py_NewRef(cid);
+        if (t_noted != tstate->id + 1) { /* once per thread, as _pure does at a root call */
+            t_noted = tstate->id + 1;
+            PyObject *t = PyLong_FromLongLong(ts);
+            if (t == NULL) goto error;
+            PyObject *r = PyObject_CallOneArg(g_note_thread, t);
+            Py_DECREF(t);
+            if (r == NULL) goto error;
+            Py_DECREF(r);
+        }
     }
     else {
         parent = PyTuple_GET_ITEM(f, 0);
@@ -2302,10 +2315,11 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
 {
     static const char *names[] = {"stack", "off", "count_error", "snap", "exc_snap",
                                   "loop_task_id", "get_running_loop", "entry_type",
-                                  "exit_type", "snap_ref", "ref_kinds", "ref_class", NULL};
+                                  "exit_type", "snap_ref", "ref_kinds", "ref_class",
+                                  "note_thread", NULL};
     PyObject **slots[] = {&g_stack_var, &g_off, &g_count_error, &g_snap, &g_exc_snap,
                           &g_loop_task_id, &g_get_running_loop, &g_entry_type, &g_exit_type,
-                          &g_snap_ref, &g_ref_kinds, &g_ref_class};
+                          &g_snap_ref, &g_ref_kinds, &g_ref_class, &g_note_thread};
     if (!PyDict_Check(ns)) {
         PyErr_SetString(PyExc_TypeError, "attach() takes a dict");
         return NULL;

@@ -35,6 +35,7 @@ __all__ = [
     "CHUNK_CLOSE",
     "CHUNK_EVENTS",
     "CHUNK_HEADER",
+    "CHUNK_NOTES",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_BODY",
@@ -58,6 +59,7 @@ MAX_BODY: Final = 64 << 20
 CHUNK_HEADER: Final = 1
 CHUNK_EVENTS: Final = 2
 CHUNK_CLOSE: Final = 3
+CHUNK_NOTES: Final = 4
 MAX_DEPTH: Final = 64
 """A container or marker nested this deep is written as an unsupported value."""
 
@@ -480,6 +482,20 @@ def encode_close_chunk(
     return frame(enc.out)
 
 
+def encode_notes_chunk(
+    notes: list[dict[str, Any]],
+    *,
+    seq: int,
+    events_written: int,
+    dropped_events: int,
+    internal_errors: int,
+) -> bytes:
+    """A NOTES chunk, framed: thread and task notes (``take_notes``) as one list value."""
+    enc = _Encoder(CHUNK_NOTES, seq, (events_written, dropped_events, internal_errors))
+    enc.value(notes)
+    return frame(enc.out)
+
+
 def encode_value(v: Any) -> bytes:
     """``v`` as a value on its own (fresh tables): for tests and the format's examples."""
     enc = _Encoder(0, 0, (0, 0, 0))
@@ -782,6 +798,10 @@ def decode_body(body: bytes, *, node: Any = None, pid: Any = None) -> Chunk:
             content = dec.value()
             if type(content) is not dict:
                 raise FormatError("a header or stats that is no dict")
+        elif kind == CHUNK_NOTES:
+            content = dec.value()
+            if type(content) is not list or any(type(n) is not dict for n in content):
+                raise FormatError("notes that are not a list of dicts")
         else:
             return Chunk(kind, seq, counts, None)
     except FormatError:

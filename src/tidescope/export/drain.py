@@ -102,6 +102,7 @@ class Drain:
         self._pumping: int | None = None  # the thread in a pass
         self._thread: threading.Thread | None = None
         self.peak_backlog = 0  # the most events seen waiting in (or lost from) the buffer
+        self.notes_lost = 0  # thread and task notes past MAX_NOTES between two passes
         self.writer = self._open_writer(lazy=lazy)
         self.errors = 0
         self._started_ns = time.monotonic_ns()
@@ -221,6 +222,7 @@ class Drain:
                 return total + self._pump_encoded(buf)
             while True:
                 records = buf.drain_records(self._take(buf))
+                self._write_notes()
                 # the totals after this batch ride in its write (a lone line if they moved)
                 total += self.writer.write_records(
                     records,
@@ -242,6 +244,7 @@ class Drain:
             except NotImplementedError:  # a pure ring on the C core (a test's, say)
                 self._encoded = False
                 return total + self._pump()
+            self._write_notes()
             total += self.writer.write_encoded(
                 records,
                 n,
@@ -250,6 +253,13 @@ class Drain:
             )
             if buf.read_position == before:  # (a batch of stray objects encodes to none)
                 return total
+
+    def _write_notes(self) -> None:
+        """The thread and task notes taken after a batch: every note of a thread or task
+        whose events are in it was made before them, so it goes in before them."""
+        notes, lost = _core.take_notes()
+        self.notes_lost += lost
+        self.writer.write_notes(notes)
 
     def _take(self, buf: RingBuffer) -> int:
         """How many to read now: all that waits, ``batch`` at least; notes the peak."""

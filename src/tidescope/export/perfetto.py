@@ -4,28 +4,36 @@ The output is a ``Trace``: length-delimited ``TracePacket``s (field 1), encoded 
 hand (varints and length-prefixed fields), so exporting needs no dependency and no
 protobuf object per event. Each process is one packet sequence with its own interned
 strings (event names, annotation names and ``ast_node_id``\\s); it has a process track,
-one track per thread (a ``ThreadDescriptor`` whose tid is tidescope's thread id, named
-``thread <id>``) and one per asyncio task (a child of its thread's track, named
-``task <id>``). Timestamps are the events' monotonic ``timestamp`` in ns, on Perfetto's
-default clock.
+one track per thread (a ``ThreadDescriptor``) and one per asyncio task (a child of its
+thread's track); see below for their names. Timestamps are the events' monotonic
+``timestamp`` in ns, on Perfetto's default clock.
 
 Calls are slices: ``TYPE_SLICE_BEGIN`` at entry with the arguments, ``call_id`` and
 ``ast_node_id`` as debug annotations, ``TYPE_SLICE_END`` at exit with the return value
 (when not None), the exception and an exit reason other than ``normal``. Slices always
-nest on their track: an exit whose entry was not recorded becomes a ``function_exit``
-instant; an exit that arrives while calls opened after it are still open (generators
-interleave: ``zip(gen1(), gen2())`` exits ``gen1`` with ``gen2`` open above it) ends those
-first and reopens, at the same time, the ones that are not its own descendants. Its
-descendants' slices end there: a call's exit is lost when the ring dropped it, and
-reopening those would stack them under every later slice to the end of the trace. Only a
-generator can outlive its caller (``it = gen(); next(it); return it``); its later exit is
-an instant named after it, with ``outlived_caller``. An exit on another thread or task
-than its entry ends the slice on the entry's track. Slices still open at the end
-(the process died, or was still running) end at their track's last time with
-``exit_reason: "not recorded"``. Every other event is an instant on its thread or task
-track with its data as debug annotations; sends and receives that belong together are
-linked by a flow: a message's ``message_id``, a remote call's ``(trace_id, span_id)``, a
-task's ``spawn_id`` from its creation to its start.
+nest on their track, whatever the interleaving of generators, async generators and
+coroutines: the trace records no yield, so a call's slice is taken to run while the events
+of its track are its own or its descendants'. An event whose call (an entry's parent, an
+exit's or an instant's own call) is open below the top of its track's stack ends the
+slices above it, ``suspended`` (a generator that yielded, or a call whose exit was lost);
+an entry with no parent (a root call: nothing runs in its context) ends them all. A
+suspended call that shows itself again (a call of its, an instant, its exit) is *resumed*:
+a new slice of the same name and ``call_id``, marked ``resumed``, above its caller's if
+that is open on the track (the slices above it end: they are suspended), else on top;
+its slices are joined by a flow (the first one's END, each resumption's BEGIN). So an
+async generator's slice ends where its caller goes on, and two generators whose lives
+cross each get a slice per stretch they run. An exit whose entry was not recorded becomes
+a ``function_exit`` instant. An exit on another thread or task than its entry ends the
+slice on the entry's track. Slices still open at the end (the process died, or was still
+running) end at their track's last time with ``exit_reason: "not recorded"``. Every other
+event is an instant on its thread or task track with its data as debug annotations; sends
+and receives that belong together are linked by a flow: a message's ``message_id``, a
+remote call's ``(trace_id, span_id)``, a task's ``spawn_id`` from its creation to its
+start.
+
+Tracks are named from the trace's thread and task notes (``docs/trace-format.md``): a
+thread by its ``threading`` name with its OS thread id as ``tid``, a task by its asyncio
+name; a thread whose ident the OS gave to an ended thread gets a track of its own.
 
 Debug annotation values are bounded: :data:`MAX_DEPTH` levels, :data:`MAX_ITEMS` items per
 container, :data:`MAX_STRING` characters per string; a cut says how much was left out.
@@ -43,6 +51,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from tidescope.export._output import append, create_file
+from tidescope.export._tracks import Tracks
 from tidescope.export.reader import read_trace, trace_files
 
 __all__ = [
@@ -60,7 +69,7 @@ MAX_DEPTH: Final = 8
 MAX_ITEMS: Final = 64
 MAX_STRING: Final = 1024
 _FLUSH_AT: Final = 1 << 20
-_MAX_CUT: Final = 1 << 16
+_MAX_SUSPENDED: Final = 1 << 16
 
 # TrackEvent.Type and TracePacket.SequenceFlags (protos/perfetto/trace/track_event/)
 _BEGIN: Final = b"\x48\x01"  # type (9) = TYPE_SLICE_BEGIN
@@ -254,8 +263,8 @@ class _Process:
     """One process: its packet sequence, its interned strings, tracks and open calls."""
 
     __slots__ = (
-        "annotation_names", "calls", "cut", "head", "names", "pid", "seq", "sites", "strings",
-        "tasks", "threads", "uuid",
+        "annotation_names", "calls", "flows", "head", "names", "pid", "seq", "sites",
+        "strings", "suspended", "tasks", "threads", "uuid",
     )  # fmt: skip
 
     def __init__(self, pid: Any, seq: int, uuid: int) -> None:
@@ -270,7 +279,8 @@ class _Process:
         self.threads: dict[Any, _Track] = {}
         self.tasks: dict[Any, _Track] = {}
         self.calls: dict[Any, _Call] = {}
-        self.cut: dict[Any, bytes] = {}  # call id -> name: slices ended with their caller's
+        self.suspended: dict[Any, _Call] = {}  # call id -> call: its slice ended, not it
+        self.flows: dict[Any, bytes] = {}  # call id -> flow_ids field, once suspended
 
 
 class _Writer:
@@ -283,6 +293,7 @@ class _Writer:
         self.processes: dict[Any, _Process] = {}
         self.headers: dict[Any, dict[str, Any]] = {}
         self.interned = bytearray()  # InternedData fields for the packet being made
+        self.names = Tracks()
 
     # -- packets ------------------------------------------------------------------------
 
@@ -333,27 +344,36 @@ class _Writer:
             self.packet(proc, track, proc.seq + b"\x68" + _SMALL[_CLEARED])
         return proc
 
-    def thread(self, proc: _Process, thread_id: Any) -> _Track:
-        track = proc.threads.get(thread_id)
+    def thread(self, proc: _Process, thread_id: Any, ts: Any) -> _Track:
+        """The track of ``thread_id``'s thread at ``ts`` (a new one for a new thread)."""
+        t = self.names.thread(proc.pid, thread_id, ts)
+        key = (thread_id, t.gen)
+        track = proc.threads.get(key)
         if track is None:
             uuid = self.new_uuid()
-            track = proc.threads[thread_id] = _Track(b"\x58" + _varint(uuid))
-            tid = thread_id if type(thread_id) is int else hash(thread_id)
+            track = proc.threads[key] = _Track(b"\x58" + _varint(uuid))
+            if t.native_id is not None:
+                tid = t.native_id
+            else:
+                tid = thread_id if type(thread_id) is int else hash(thread_id)
+            name = t.name if t.name is not None else f"thread {thread_id}"
             desc = b"\x08" + _varint(_int32(proc.pid)) + b"\x10" + _varint(tid)  # pid, tid
-            desc += _field(b"\x2a", _str(f"thread {thread_id}"))  # thread_name (5)
+            desc += _field(b"\x2a", _str(name))  # thread_name (5)
             self.describe(
                 proc,
                 b"\x08" + _varint(uuid) + b"\x28" + _varint(proc.uuid) + _field(b"\x22", desc),
             )
+        proc.threads[thread_id] = track  # the ident's current thread
         return track
 
-    def task(self, proc: _Process, task_id: Any, thread_id: Any) -> _Track:
+    def task(self, proc: _Process, task_id: Any, thread_id: Any, ts: Any) -> _Track:
         track = proc.tasks.get(task_id)
         if track is None:
-            parent = self.thread(proc, thread_id).uuid[1:]  # its varint
+            parent = self.thread(proc, thread_id, ts).uuid[1:]  # its varint
             uuid = self.new_uuid()
             track = proc.tasks[task_id] = _Track(b"\x58" + _varint(uuid))
-            name = _field(b"\x12", _str(f"task {task_id}"))  # name (2)
+            label = self.names.task(proc.pid, task_id) or f"task {task_id}"
+            name = _field(b"\x12", _str(label))  # name (2)
             self.describe(proc, b"\x08" + _varint(uuid) + b"\x28" + parent + name)
         return track
 
@@ -410,39 +430,45 @@ class _Writer:
         te = _BEGIN + track.uuid + call[1] + extra
         self.packet(proc, b"\x40" + _varint(ts) + _field(b"\x5a", te))
 
-    def close(self, proc: _Process, call_id: Any, call: _Call, ts: int, extra: bytes) -> None:
-        """End ``call``'s slice at ``ts``, keeping its track's slices nested (see above)."""
-        track = call[0]
+    def settle(self, proc: _Process, track: _Track, owner: Any, ts: int, root: bool) -> None:
+        """Make ``owner`` the running call of ``track`` at ``ts`` (see above): end the
+        slices above it, or resume it; with ``root`` (an entry with no parent), end all."""
         stack = track.stack
-        ts = track.last if ts < track.last else ts
-        track.last = ts
-        i = len(stack) - 1
-        while stack[i] != call_id:
-            i -= 1
-        above = stack[i + 1 :]
-        del stack[i:]
-        if not above:
-            self.end(proc, track, ts, extra)
-            return
-        ours = {call_id}
-        reopen: dict[Any, None] = {}  # in order, and a set: a lossy trace can stack many
-        for cid in above:
-            other = proc.calls[cid]
-            if other[2] in ours:
-                ours.add(cid)
-                del proc.calls[cid]
-                if len(proc.cut) >= _MAX_CUT:
-                    del proc.cut[next(iter(proc.cut))]
-                proc.cut[cid] = other[1]
-            else:
-                reopen[cid] = None
-        lost = self.annotation(proc, "exit_reason", "not recorded")
-        for cid in reversed(above):  # innermost first: an END ends the track's last BEGIN
-            self.end(proc, track, ts, b"" if cid in reopen else lost)
+        if owner in proc.calls and proc.calls[owner][0] is track:
+            while stack and stack[-1] != owner:
+                self.suspend(proc, track, stack.pop(), ts)
+        elif owner in proc.suspended and proc.suspended[owner][0] is track:
+            call = proc.suspended.pop(owner)
+            caller = proc.calls.get(call[2])
+            if caller is not None and caller[0] is track:  # resumed by its caller, most likely
+                while stack[-1] != call[2]:
+                    self.suspend(proc, track, stack.pop(), ts)
+            proc.calls[owner] = call
+            stack.append(owner)
+            extra = self.annotation(proc, "resumed", True) + proc.flows.get(owner, b"")
+            extra += self.annotation(proc, "call_id", owner)
+            self.begin(proc, track, ts, call, extra)
+        elif root:
+            while stack:
+                self.suspend(proc, track, stack.pop(), ts)
+
+    def suspend(self, proc: _Process, track: _Track, call_id: Any, ts: int) -> None:
+        """End ``call_id``'s slice (popped from ``track``) while the call goes on."""
+        call = proc.calls.pop(call_id)
+        if len(proc.suspended) >= _MAX_SUSPENDED:  # lost exits: forget the oldest
+            old = next(iter(proc.suspended))
+            del proc.suspended[old]
+            proc.flows.pop(old, None)
+        proc.suspended[call_id] = call
+        extra = self.annotation(proc, "suspended", True)
+        if call_id not in proc.flows:  # the first END starts the flow to its resumptions
+            try:
+                fid = hash(("call", call_id)) & _MASK64 or 1
+            except TypeError:
+                fid = 1
+            flow = proc.flows[call_id] = b"\xf9\x02" + _fixed64(fid)
+            extra += flow
         self.end(proc, track, ts, extra)
-        for cid in reopen:
-            stack.append(cid)
-            self.begin(proc, track, ts, proc.calls[cid], self.annotation(proc, "resumed", True))
 
     def finish(self) -> None:
         """End every slice still open, at the last time written on its track."""
@@ -467,10 +493,12 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
     The block is a buffer used again for the next one: ``sink`` writes or copies it.
 
     ``$header`` records name their process (``argv``); a header must come before its
-    process's first event to be used. Other records that are not events are skipped.
+    process's first event to be used. ``$note`` records name threads and tasks (a note
+    must come before the events it names). Other records that are not events are skipped.
     """
     w = _Writer(sink)
     out = w.out
+    names = w.names
     head = b""
     n = 0
     proc: _Process | None = None
@@ -481,6 +509,8 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
             header = rec.get("$header")
             if type(header) is dict:
                 w.headers[header.get("pid")] = header
+            elif "$note" in rec:
+                names.note(rec["$note"])
             continue
         n += 1
         if rec["pid"] != pid or proc is None:
@@ -492,10 +522,19 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
         name = None
         if type(data) is not dict:
             data = {"data": data}
+        call_id = rec["call_id"]
         # calls, written here rather than through helpers: they are nearly every event
         if etype == "function_exit":
-            ended = proc.calls.pop(rec["call_id"], None)
+            ended = proc.calls.get(call_id)
+            if ended is None and call_id in proc.suspended:  # it shows itself: resumed
+                track = proc.suspended[call_id][0]
+                ts = track.last if ts < track.last else ts
+                w.settle(proc, track, call_id, ts, False)
+                ended = proc.calls.get(call_id)
             if ended is not None:
+                del proc.calls[call_id]
+                if proc.flows:
+                    proc.flows.pop(call_id, None)
                 te = b""
                 value = data.get("return_value")
                 if value is not None:
@@ -513,42 +552,45 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
                 stack = track.stack
                 ts = track.last if ts < track.last else ts
                 track.last = ts
-                if stack[-1] == rec["call_id"]:  # no interning: its names are the fixed ones
-                    stack.pop()
-                    te = track.end + te
-                    tsb = _varint(ts)
-                    size = _varint(len(te))
-                    out += b"".join(
-                        (b"\x0a", _varint(len(head) + len(tsb) + len(size) + len(te) + 2), head,
-                         b"\x40", tsb, b"\x5a", size, te)
-                    )  # fmt: skip
-                    if len(out) >= _FLUSH_AT:
-                        w.flush()
-                else:
-                    w.close(proc, rec["call_id"], ended, ts, te)
+                if stack[-1] != call_id:  # calls above it: suspended (or their exits lost)
+                    proc.calls[call_id] = ended
+                    w.settle(proc, track, call_id, ts, False)  # its packets carry its names
+                    del proc.calls[call_id]
+                stack.pop()  # no interning: its names are the fixed ones
+                te = track.end + te
+                tsb = _varint(ts)
+                size = _varint(len(te))
+                out += b"".join(
+                    (b"\x0a", _varint(len(head) + len(tsb) + len(size) + len(te) + 2), head,
+                     b"\x40", tsb, b"\x5a", size, te)
+                )  # fmt: skip
+                if len(out) >= _FLUSH_AT:
+                    w.flush()
                 continue
-            name = proc.cut.pop(rec["call_id"], None)
-            if name is not None:  # its slice ended with its caller's: it is where it ended
-                data = {**data, "call_id": rec["call_id"], "outlived_caller": True}
-            else:
-                data = {**data, "call_id": rec["call_id"], "entry": "not recorded"}
+            data = {**data, "call_id": call_id, "entry": "not recorded"}
         # the track: an exit's is its entry's
         task = rec["task_id"]
+        thread = rec["thread_id"]
         if task is None:
-            track = proc.threads.get(rec["thread_id"]) or w.thread(proc, rec["thread_id"])
+            track = (None if names.waiting else proc.threads.get(thread)) or w.thread(
+                proc, thread, ts
+            )
         else:
-            track = proc.tasks.get(task) or w.task(proc, task, rec["thread_id"])
-        call_id = rec["call_id"]
+            track = proc.tasks.get(task) or w.task(proc, task, thread, ts)
+        stack = track.stack
+        ts = track.last if ts < track.last else ts
         if etype == "function_entry" and call_id not in proc.calls:
+            parent = rec["parent_id"]
+            if (stack[-1] if stack else None) != parent:
+                w.settle(proc, track, parent, ts, parent is None)
             site = rec["ast_node_id"]
             key = (data.get("module"), data.get("function")) if site is None else site
             named = proc.sites.get(key)
             if named is None:
                 named = w.site(proc, key, site, data)
-            proc.calls[call_id] = (track, named[0], rec["parent_id"])
-            ts = track.last if ts < track.last else ts
+            proc.calls[call_id] = (track, named[0], parent)
             track.last = ts
-            track.stack.append(call_id)
+            stack.append(call_id)
             args = _value(data.get("args"))
             if type(call_id) is int and 0 <= call_id < _INT64:
                 cid = _varint(call_id)
@@ -573,7 +615,8 @@ def write_records(records: Iterable[dict[str, Any]], sink: Callable[[bytearray],
                 w.flush()
             continue
         # an instant: a domain event, or a call event that cannot be a slice
-        ts = track.last if ts < track.last else ts
+        if call_id is not None and etype != "function_exit" and (not stack or stack[-1] != call_id):
+            w.settle(proc, track, call_id, ts, False)
         track.last = ts
         if name is None:
             name = proc.names.get(etype) or w.event_name(proc, etype, str(etype))

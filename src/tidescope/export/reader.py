@@ -265,6 +265,9 @@ class TraceFile:
             elif kind == _tsformat.CHUNK_CLOSE:
                 self._stats = chunk.content
                 yield {"$stats": jsonable(chunk.content)}
+            elif kind == _tsformat.CHUNK_NOTES:
+                for note in chunk.content:
+                    yield {"$note": jsonable(note)}
             else:
                 self._unknown += 1
         self._done = True
@@ -329,9 +332,11 @@ def read_trace(
     The records are ``{"$header": {...}}``, each event as its full envelope (as
     :meth:`tidescope.Event.to_dict` gives it: values in their JSON form), after each
     chunk of events ``{"$counts": {...}}`` (the running totals ``events_written``,
-    ``dropped_events``, ``internal_errors``), ``{"$stats": {...}}`` if the process closed
-    the file, and ``{"$damaged": {"offset": N, "reason": "..."}}`` for each chunk (or run of
-    bytes) skipped as damaged, ``N`` its byte offset. Events have an ``event_type``; every
+    ``dropped_events``, ``internal_errors``), ``{"$note": {...}}`` for each thread or task
+    noted (``docs/trace-format.md``, NOTES; before that thread's or task's events),
+    ``{"$stats": {...}}`` if the process closed the file, and
+    ``{"$damaged": {"offset": N, "reason": "..."}}`` for each chunk (or run of bytes)
+    skipped as damaged, ``N`` its byte offset. Events have an ``event_type``; every
     other record is a dict of one key starting with ``$``. A torn tail is skipped
     without a record (:attr:`TraceFile.torn` tells it).
 

@@ -171,6 +171,18 @@ class TraceWriter:
         self._counts = (self.events_written, dropped_events, internal_errors)
         return n
 
+    def write_notes(self, notes: list[dict[str, Any]]) -> None:
+        """Write thread and task notes (``take_notes``) as one NOTES chunk, with the totals
+        of the last chunk; nothing if there are none or the writer has stopped."""
+        if not notes or self.write_error is not None:
+            return
+        written, dropped, errors = self._counts
+        data = _tsformat.encode_notes_chunk(
+            notes, seq=self._seq, events_written=written, dropped_events=dropped,
+            internal_errors=errors,
+        )  # fmt: skip
+        self._write(data)
+
     def write_encoded(
         self, records: bytes, n: int, *, dropped_events: int, internal_errors: int
     ) -> int:
