@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from test_perfetto import Decoded, decode  # the protobuf decoder (Perfetto's own protos)
 
+from tidescope.export._runs import run_directory
+
 PROGRAM = """
 import asyncio, threading
 
@@ -109,11 +111,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def perfetto_trace(recorded: Path) -> Decoded:
-    return decode((recorded / "tr" / "trace.perfetto-trace").read_bytes())
+    return decode((run_directory(recorded / "tr") / "trace.perfetto-trace").read_bytes())
 
 
 def chrome_trace(recorded: Path) -> list[dict[str, Any]]:
-    data = json.loads((recorded / "tr" / "trace.chrome.json").read_text())
+    data = json.loads((run_directory(recorded / "tr") / "trace.chrome.json").read_text())
     events: list[dict[str, Any]] = data["traceEvents"]
     return events
 

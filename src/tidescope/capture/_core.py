@@ -71,6 +71,7 @@ from tidescope.capture._pure import (  # noqa: E402
     internal_errors,
     is_started,
     next_id,
+    note_thread_once,
     on_enabled_change,
     pop_call_stack,
     push_call_stack,
@@ -118,6 +119,7 @@ if _speedups is not None:
     _snapshot._flat_copy = _speedups.flat_copy
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
+    note_thread_once = _speedups.note_thread_once
     write_event = _speedups.write_event
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
@@ -147,6 +149,7 @@ __all__ += [
     "internal_errors",
     "is_started",
     "next_id",
+    "note_thread_once",
     "node",
     "on_enabled_change",
     "pid",

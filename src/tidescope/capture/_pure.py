@@ -589,6 +589,15 @@ def _note_thread(ts: int) -> None:
         count_error(exc)
 
 
+def note_thread_once() -> None:
+    """Note this thread unless it has a note already: for work run under another thread's
+    call (its first call is then no root call; ``tidescope.capture._threads``)."""
+    try:
+        _noted.seen  # noqa: B018
+    except AttributeError:
+        _note_thread(_monotonic_ns())
+
+
 def _note_task(task: Any, tid: int) -> None:
     """Note a task's name when it gets its id (both cores number tasks here), as
     ``{"kind": "task", "pid", "task_id", "thread_id", "name", "timestamp"}``."""

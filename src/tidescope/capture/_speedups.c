@@ -2444,7 +2444,28 @@ set_policy(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* note_thread_once(): note this thread's name if it has no note yet (the same once-per-
+ * thread flag as a root call's); for work that starts a thread under its starter's call. */
+static PyObject *
+note_thread_once(PyObject *module, PyObject *noarg)
+{
+    PyThreadState *tstate = PyThreadState_Get();
+    if (t_noted == tstate->id + 1 || g_note_thread == NULL) {
+        Py_RETURN_NONE;
+    }
+    t_noted = tstate->id + 1;
+    PyObject *t = PyLong_FromLongLong(now_ns());
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallOneArg(g_note_thread, t);
+    Py_DECREF(t);
+    return r;
+}
+
 static PyMethodDef module_methods[] = {
+    {"note_thread_once", note_thread_once, METH_NOARGS,
+     "Note this thread's name unless it has a note already."},
     {"set_policy", (PyCFunction)(void (*)(void))set_policy, METH_FASTCALL, NULL},
     {"report_function_entry", (PyCFunction)(void (*)(void))report_function_entry,
      METH_FASTCALL | METH_KEYWORDS,

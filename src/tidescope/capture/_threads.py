@@ -56,6 +56,7 @@ class _Seeded:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         token = _core.save_context()
         _core.restore_context(self.frame)
+        _core.note_thread_once()  # its calls are no root calls: the thread is noted here
         try:
             return self.fn(*args, **kwargs)
         finally:
@@ -105,6 +106,7 @@ class _SeededRun:
         self.forget()
         token = _core.save_context()
         _core.restore_context(self.frame)
+        _core.note_thread_once()
         try:
             self.run()
         finally:
