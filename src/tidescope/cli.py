@@ -105,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         overflow_strategy=args.overflow_strategy,
         values=args.values,
         deep_modules=None if args.deep_modules is None else tuple(args.deep_modules),
+        otlp_endpoint=args.otlp_endpoint,
     )
     options = RunOptions(
         script=None if args.module is not None else argv[0],
@@ -154,6 +155,10 @@ def _trace_dir(directory: str) -> str:
 def _export(args: argparse.Namespace) -> int:
     from tidescope.export import chrome, jsonl  # noqa: PLC0415
 
+    if args.format == "otlp":
+        from tidescope.export._otlp_command import export_otlp  # noqa: PLC0415
+
+        return export_otlp(_trace_dir(args.directory), args.endpoint, _settings(), _fail, _reading)
     directory = _trace_dir(args.directory)
     damage: list[str] = []
     records = _records(directory, damage)
@@ -317,14 +322,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATTERN",
         help="module pattern whose calls take the bounded snapshot whatever --values says",
     )
+    run.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export spans live to this OTLP/HTTP traces URL (docs/otlp.md; the otlp extra)",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
     export = sub.add_parser("export", help="convert a trace directory")
     export.add_argument("directory")
     export.add_argument(
-        "--format", choices=("chrome", "jsonl", "nodes", "perfetto"), default="chrome"
+        "--format", choices=("chrome", "jsonl", "nodes", "otlp", "perfetto"), default="chrome"
     )
     export.add_argument("-o", "--output", help="output file")
+    export.add_argument(
+        "--endpoint", metavar="URL", help="--format otlp: the OTLP/HTTP traces URL to send to"
+    )
     export.set_defaults(func=_export)
     show = sub.add_parser("show", help="summarise a trace directory")
     show.add_argument("directory")

@@ -40,6 +40,16 @@ def _leave_signals_to_the_program() -> None:
         pass
 
 
+def _otlp_config() -> Any:
+    """The active session's Config when it asks for live OTLP export, else None."""
+    from tidescope import _session  # noqa: PLC0415 - the package imports this module
+
+    session = _session.active_session()
+    if session is None or session.config.otlp_endpoint is None:
+        return None
+    return session.config
+
+
 class Drain:
     """Moves events from the registered buffer to ``<directory>/events-<pid>.tstrace``.
 
@@ -98,6 +108,10 @@ class Drain:
         self._thread: threading.Thread | None = None
         self.peak_backlog = 0  # the most events seen waiting in (or lost from) the buffer
         self.writer = self._open_writer()
+        self.otlp: Any = None  # the live OTLP exporter (export/_otlp_live.py), if configured
+        self._otlp_config = _otlp_config()
+        if self._otlp_config is not None:
+            self._start_otlp()
         self.errors = 0
         self._started_ns = time.monotonic_ns()
         self._closing = False
@@ -127,6 +141,25 @@ class Drain:
             **self._header,
         }
         return TraceWriter(self._path(), header)
+
+    def _start_otlp(self) -> None:
+        """Export live what the writer writes (``otlp_endpoint`` of the session's Config)."""
+        from tidescope.export._otlp_live import LiveExport  # noqa: PLC0415
+        from tidescope.export.otlp import limits_of  # noqa: PLC0415
+
+        cfg = self._otlp_config
+        header = {"pid": os.getpid(), "node": _core.node(), "argv": list(sys.argv)}
+        if self.otlp is not None:
+            self.otlp = self.otlp.forked(self.writer.path.name, header)
+        else:
+            self.otlp = LiveExport(
+                cfg.otlp_endpoint,
+                limits_of(cfg),
+                timeout=cfg.otlp_timeout,
+                trace_file=self.writer.path.name,
+                header={**header, **self._header},
+            )
+        self.writer.on_chunk = self.otlp.offer
 
     def start(self) -> Drain:
         """Start the background thread (returns self)."""
@@ -270,6 +303,10 @@ class Drain:
         if self._thread is not None and self._thread.is_alive() and not self._holds_read_lock():
             self._thread.join(timeout)
         self.pump()
+        if self.otlp is not None:
+            otlp = self.otlp.close()
+            if stats is not None:
+                stats = {**stats, **otlp.as_stats()}
         if stats is not None:
             stats = {
                 **stats,
@@ -307,6 +344,12 @@ class Drain:
             self.writer = self._open_writer()
         except OSError as exc:  # the directory went away: drain anyway, count the loss
             self.writer = TraceWriter.unopened(self._path(), exc)
+        if self.otlp is not None:
+            try:
+                self._start_otlp()
+            except Exception:  # the child records all the same, without live export
+                self.otlp = None
+                self.errors += 1
         self.start()
 
     def _after_multiprocessing_fork(self) -> None:

@@ -1,0 +1,605 @@
+"""OTLP export: a trace's calls as OpenTelemetry spans, within a backend's limits (docs/otlp.md).
+
+:class:`SpanBuilder` turns the records of one process (as :func:`read_trace` yields them)
+into OTLP ``Span`` messages: a span for each call that lasted at least the threshold,
+raised, carries a domain event or has an exported call inside it; one for each HTTP
+request and each database query. Shorter calls are folded into counters on their nearest
+exported ancestor. Limits hold by construction: attribute values cut to a size, at most
+``max_events`` events per span (the last one a summary of the rest), at most
+``max_spans`` spans per trace id (the overflow counted on the trace's local root).
+:func:`export_trace` sends a finished trace; ``tidescope run --otlp-endpoint`` and a
+``Drain`` under ``tidescope.start(otlp_endpoint=...)`` send live
+(:mod:`tidescope.export._otlp_live`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from tidescope.export import _otlp_wire as w
+from tidescope.export.jsonl import encode_line
+from tidescope.integrations._propagation import trace_id_for
+
+__all__ = ["ExportResult", "OtlpLimits", "SpanBuilder", "export_trace", "require_otlp"]
+
+EXTRA_HINT: Final = "OTLP export needs the otlp extra: pip install 'tidescope[otlp]'"
+SCOPE: Final = ("tidescope", "0.1.0.dev0")
+MAX_FOLDED_FUNCTIONS: Final = 32
+"""Functions listed by name in a span's folded counters (the most time first)."""
+MAX_EVENT_ATTRIBUTES: Final = 64
+"""Variables listed in one snapshot event."""
+_BATCH: Final = 2048  # spans per export request
+_DOMAIN: Final = frozenset({
+    "remote_call_send", "remote_call_receive", "actor_callback_start",
+    "actor_callback_success", "actor_callback_error", "actor_callback_complete",
+    "channel_join_start", "channel_join_complete", "channel_message_start",
+    "channel_message_complete", "live_mount_start", "live_handle_event_start",
+    "live_callback", "message_send", "message_receive", "process_spawn",
+})  # fmt: skip
+_SNAPSHOTS: Final = frozenset({"local_variable_snapshot", "variable_assignment"})
+
+
+def require_otlp() -> None:
+    """Raise ImportError naming the extra unless the OTLP exporter is installed."""
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401, PLC0415
+    except ImportError:
+        raise ImportError(EXTRA_HINT) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class OtlpLimits:
+    """What a span may hold (docs/otlp.md, "Limits"); the defaults fit Tempo's and the SDK's."""
+
+    threshold_ns: int = 1_000_000
+    """A call at least this long gets a span of its own."""
+    max_attribute_length: int = 2048
+    """Bytes an attribute's string value keeps (UTF-8, cut at a character)."""
+    max_events: int = 128
+    """Events per span, the summary of dropped ones included."""
+    max_spans: int = 10_000
+    """Spans per trace id from this process; more are dropped and counted."""
+
+
+def limits_of(cfg: Any) -> OtlpLimits:
+    """The OtlpLimits of a :class:`tidescope.Config`'s ``otlp_*`` settings."""
+    return OtlpLimits(
+        threshold_ns=int(cfg.otlp_threshold_ms * 1_000_000),
+        max_attribute_length=cfg.otlp_max_attribute_length,
+        max_events=cfg.otlp_max_events,
+        max_spans=cfg.otlp_max_spans,
+    )
+
+
+class _Frame:
+    """A call (or HTTP request, or DB query) still open: what its span will need."""
+
+    __slots__ = (
+        "attrs", "child_ns", "corr", "dropped", "error", "event_id", "events", "folded",
+        "keep", "kind", "link", "name", "parent", "parent_span", "request", "site",
+        "span_id", "start", "trace", "wall",
+    )  # fmt: skip
+
+    def __init__(self, span_id: bytes, wall: int, start: int, event_id: int) -> None:
+        self.span_id = span_id
+        self.wall = wall
+        self.start = start
+        self.event_id = event_id
+        self.parent: _Frame | None = None
+        self.parent_span = b""
+        self.trace = b""
+        self.corr: Any = None
+        self.keep = False
+        self.error = False
+        self.kind = w.KIND_INTERNAL
+        self.child_ns = 0
+        self.folded: dict[str, list[int]] | None = None
+        self.events: list[bytes] | None = None
+        self.dropped = 0
+        self.attrs: list[bytes] | None = None
+        self.request: _Frame | None = None
+        self.site: bytes = b""
+        self.name = ""
+        self.link: bytes = b""
+
+
+def _span_id(n: Any) -> bytes:
+    if type(n) is int and 0 < n < 1 << 64:
+        return n.to_bytes(8, "big")
+    return os.urandom(8)
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What an export did: spans sent and every loss, by cause."""
+
+    spans_exported: int = 0
+    spans_dropped: int = 0
+    """Spans built but not delivered (the endpoint failed, or the queue was full)."""
+    spans_over_budget: int = 0
+    """Spans not built: their trace had ``max_spans`` already."""
+    events_dropped: int = 0
+    """Trace events the live exporter could not take (its queue full) and never read."""
+    requests_failed: int = 0
+    last_error: str | None = None
+
+    def as_stats(self) -> dict[str, Any]:
+        """The counts under ``otlp_*`` keys, as the trace's closing stats carry them."""
+        return {f"otlp_{k}": v for k, v in dataclasses.asdict(self).items()}
+
+
+class SpanBuilder:
+    """Builds the spans of one process's records; :meth:`feed` them in order, then
+    :meth:`finish`. Finished spans (bytes of ``Span`` messages) gather in :attr:`spans`.
+
+    Args:
+        limits: what a span may hold.
+        trace_file: the local trace file's name, put on every span.
+        files: module name -> source file, for ``code.file.path``.
+    """
+
+    def __init__(
+        self, limits: OtlpLimits, trace_file: str = "", files: dict[str, str] | None = None
+    ) -> None:
+        self.limits = limits
+        self.spans: list[bytes] = []
+        self.over_budget = 0
+        self._frames: dict[Any, _Frame] = {}
+        self._requests: dict[Any, list[_Frame]] = {}  # correlation -> open requests
+        self._queries: dict[Any, _Frame] = {}
+        self._per_trace: dict[bytes, int] = {}
+        self._over: dict[bytes, int] = {}
+        self._sites: dict[Any, tuple[bytes, str]] = {}
+        self._files = files
+        self._file_attr = w.attribute(w.SPAN_ATTRIBUTE, "tidescope.trace.file", trace_file)
+        self._last_wall = 0
+        self._threshold = limits.threshold_ns
+
+    # -- records in ------------------------------------------------------------------
+
+    def feed(self, records: Iterable[dict[str, Any]]) -> None:
+        """Take records (events; other records are skipped) in file order."""
+        frames = self._frames
+        threshold = self._threshold
+        for rec in records:
+            etype = rec.get("event_type")
+            if etype == "function_entry":
+                self._enter(rec)
+            elif etype == "function_exit":
+                frame = frames.pop(rec["call_id"], None)
+                if frame is None:
+                    continue  # its entry was lost (dropped, or before a damaged chunk)
+                self._last_wall = wall = rec["wall_time"]
+                data = rec["data"]
+                dur = data.get("duration_ns")
+                if type(dur) is not int:
+                    dur = max(0, rec["timestamp"] - frame.start)
+                parent = frame.parent
+                if parent is not None:
+                    parent.child_ns += dur
+                if data.get("exit_reason") == "exception":
+                    self._exception(frame, wall, data.get("exception"))
+                if frame.keep or dur >= threshold:
+                    if parent is not None:
+                        parent.keep = True
+                    self._emit(frame, wall)
+                elif parent is not None:
+                    self._fold(frame, parent, dur)
+            elif etype is not None:
+                self._other(etype, rec)
+
+    def _enter(self, rec: dict[str, Any]) -> None:
+        call_id = rec["call_id"]
+        frame = _Frame(_span_id(call_id), rec["wall_time"], rec["timestamp"], rec["event_id"])
+        corr = frame.corr = rec["correlation_id"]
+        parent = self._frames.get(rec["parent_id"])
+        open_requests = self._requests.get(corr) if type(corr) is str else None
+        request = open_requests[-1] if open_requests else None
+        if request is not None and (parent is None or parent.request is not request):
+            parent = request  # the request's first call: a child of the request's span
+        if parent is not None:
+            frame.parent = parent
+            frame.parent_span = parent.span_id
+            frame.request = parent if parent is request else parent.request
+            if parent.corr == corr or parent is request:
+                frame.trace = parent.trace
+            else:  # another correlation: a trace of its own, linked to where it began
+                frame.trace = _trace(corr)
+                frame.parent_span = b""
+                frame.parent = None
+                frame.link = w.span_link(parent.trace, parent.span_id, ())
+        else:
+            frame.trace = _trace(corr)
+        data = rec["data"]
+        key = rec["ast_node_id"] or (data.get("module"), data.get("function"))
+        site = self._sites.get(key)
+        if site is None:
+            site = self._sites[key] = self._site(data, rec["ast_node_id"])
+        frame.site, frame.name = site
+        self._frames[call_id] = frame
+
+    def _site(self, data: dict[str, Any], ast_id: Any) -> tuple[bytes, str]:
+        """A call site's constant span fields (name, kind, code attributes), encoded once."""
+        module, function = str(data.get("module")), str(data.get("function"))
+        name = self._cut(f"{module}.{function}")
+        out = w.field_bytes(w.SPAN_NAME, name.encode()) + w.SPAN_KIND + w.varint(w.KIND_INTERNAL)
+        out += w.attribute(w.SPAN_ATTRIBUTE, "code.function.name", name)
+        path = self._file_of(module)
+        if path:
+            out += w.attribute(w.SPAN_ATTRIBUTE, "code.file.path", self._cut(path))
+        if type(ast_id) is str:
+            parts = ast_id.rsplit(":", 3)
+            if len(parts) == 4 and parts[1].isdigit():
+                out += w.attribute(w.SPAN_ATTRIBUTE, "code.line.number", int(parts[1]))
+        return out + self._file_attr, name
+
+    def _file_of(self, module: str) -> str | None:
+        if self._files is not None:
+            return self._files.get(module)
+        mod = sys.modules.get(module)  # live export: this process's own modules
+        path = getattr(mod, "__file__", None)
+        return path if type(path) is str else None
+
+    def _fold(self, frame: _Frame, parent: _Frame, dur: int) -> None:
+        """Fold a short call (and what it folded) into its parent's counters."""
+        folded = parent.folded
+        if folded is None:
+            folded = parent.folded = {}
+        c = folded.get(frame.name)
+        if c is None:
+            folded[frame.name] = [1, dur, dur - frame.child_ns]
+        else:
+            c[0] += 1
+            c[1] += dur
+            c[2] += dur - frame.child_ns
+        if frame.folded:
+            for name, (n, total, own) in frame.folded.items():
+                c = folded.get(name)
+                if c is None:
+                    folded[name] = [n, total, own]
+                else:
+                    c[0] += n
+                    c[1] += total
+                    c[2] += own
+        if frame.dropped or frame.events:  # snapshots of a short call: the parent counts them
+            parent.dropped += frame.dropped + len(frame.events or ())
+
+    def _other(self, etype: str, rec: dict[str, Any]) -> None:
+        frame = self._frames.get(rec["call_id"])
+        if etype in _SNAPSHOTS:
+            if frame is not None:
+                variables = rec["data"].get("variables")
+                if type(variables) is not dict:
+                    variables = {"value": rec["data"].get("value")}
+                self._event(frame, rec["wall_time"], "tidescope.variables", variables, json=True)
+        elif etype == "http_request_start":
+            self._request_start(rec)
+        elif etype == "http_request_complete":
+            self._request_end(rec)
+        elif etype == "db_query_start":
+            self._query_start(rec, frame)
+        elif etype == "db_query_complete":
+            self._query_end(rec)
+        elif etype == "error":
+            if frame is not None:
+                self._exception(frame, rec["wall_time"], rec["data"].get("error"))
+        elif etype in _DOMAIN:
+            if etype == "remote_call_receive" and self._remote_parent(rec):
+                return
+            if frame is not None:
+                frame.keep = True
+                if etype == "remote_call_send":
+                    frame.kind = w.KIND_CLIENT
+                data = rec["data"]
+                small = {k: v for k, v in data.items() if type(v) in (str, int, float, bool)}
+                self._event(frame, rec["wall_time"], etype, small, json=False)
+
+    # -- domain spans ------------------------------------------------------------------
+
+    def _request_start(self, rec: dict[str, Any]) -> None:
+        corr = rec["correlation_id"]
+        data = rec["data"]
+        req = _Frame(_span_id(rec["event_id"]), rec["wall_time"], rec["timestamp"], rec["event_id"])
+        req.corr, req.trace, req.kind, req.keep = corr, _trace(corr), w.KIND_SERVER, True
+        method, path = data.get("method"), data.get("path")
+        req.name = self._cut(str(method or "HTTP"))
+        req.attrs = [
+            w.attribute(w.SPAN_ATTRIBUTE, "http.request.method", self._cut(str(method))),
+            w.attribute(w.SPAN_ATTRIBUTE, "url.path", self._cut(str(path))),
+        ]
+        req.site = w.field_bytes(w.SPAN_NAME, req.name.encode()) + self._file_attr
+        self._requests.setdefault(corr, []).append(req)
+
+    def _remote_parent(self, rec: dict[str, Any]) -> bool:
+        """A request's ``remote_call_receive``: its caller's span becomes its parent."""
+        reqs = self._requests.get(rec["correlation_id"])
+        data = rec["data"]
+        trace, span = data.get("trace_id"), data.get("span_id")
+        if not reqs or reqs[-1].parent_span or type(trace) is not str or type(span) is not str:
+            return False
+        try:
+            reqs[-1].trace, reqs[-1].parent_span = bytes.fromhex(trace), bytes.fromhex(span)
+        except ValueError:
+            return False
+        return True
+
+    def _request_end(self, rec: dict[str, Any]) -> None:
+        reqs = self._requests.get(rec["correlation_id"])
+        if not reqs:
+            return
+        req = reqs.pop()
+        if not reqs:
+            del self._requests[rec["correlation_id"]]
+        status = rec["data"].get("status_code")
+        if type(status) is int:
+            assert req.attrs is not None
+            req.attrs.append(w.attribute(w.SPAN_ATTRIBUTE, "http.response.status_code", status))
+            req.error = req.error or status >= 500
+        self._emit(req, rec["wall_time"])
+
+    def _query_start(self, rec: dict[str, Any], frame: _Frame | None) -> None:
+        data = rec["data"]
+        q = _Frame(_span_id(rec["event_id"]), rec["wall_time"], rec["timestamp"], rec["event_id"])
+        q.corr, q.kind, q.keep = rec["correlation_id"], w.KIND_CLIENT, True
+        reqs = self._requests.get(q.corr) if type(q.corr) is str else None
+        parent = frame if frame is not None else (reqs[-1] if reqs else None)
+        if parent is not None:
+            parent.keep = True
+            q.parent, q.parent_span, q.trace = parent, parent.span_id, parent.trace
+        else:
+            q.trace = _trace(q.corr)
+        repo = str(data.get("repo") or "")
+        system = repo.split(":", 1)[0] or "other_sql"
+        text = self._cut(str(data.get("query")))
+        q.name = self._cut(text.split(None, 1)[0].upper() if text.strip() else "query")
+        q.site = w.field_bytes(w.SPAN_NAME, q.name.encode()) + w.SPAN_KIND + w.varint(w.KIND_CLIENT)
+        q.site += w.attribute(w.SPAN_ATTRIBUTE, "db.query.text", text)
+        q.site += w.attribute(w.SPAN_ATTRIBUTE, "db.system.name", self._cut(system))
+        q.site += self._file_attr
+        self._queries[self._query_key(rec, data.get("metadata"))] = q
+
+    def _query_key(self, rec: dict[str, Any], meta: Any) -> Any:
+        qid = meta.get("query_id") if type(meta) is dict else None
+        return qid if qid is not None else (rec["thread_id"], rec["task_id"])
+
+    def _query_end(self, rec: dict[str, Any]) -> None:
+        q = self._queries.pop(self._query_key(rec, rec["data"].get("result")), None)
+        if q is None:
+            return
+        result = rec["data"].get("result")
+        if type(result) is dict and result.get("error") is not None:
+            self._exception(q, rec["wall_time"], result.get("error"))
+        self._emit(q, rec["wall_time"])
+
+    # -- span content ------------------------------------------------------------------
+
+    def _cut(self, text: str) -> str:
+        limit = self.limits.max_attribute_length
+        if len(text) * 4 <= limit:
+            return text
+        raw = text.encode("utf-8", "replace")
+        if len(raw) <= limit:
+            return text
+        return raw[:limit].decode("utf-8", "ignore")
+
+    def _event(
+        self, frame: _Frame, wall: int, name: str, values: dict[str, Any], *, json: bool
+    ) -> None:
+        events = frame.events
+        if events is None:
+            events = frame.events = []
+        if len(events) >= self.limits.max_events - 1:  # the last place: the summary
+            frame.dropped += 1
+            return
+        attrs: list[tuple[str, Any]] = []
+        for k, v in values.items():
+            if len(attrs) >= MAX_EVENT_ATTRIBUTES:
+                attrs.append(("tidescope.more_variables", len(values) - MAX_EVENT_ATTRIBUTES))
+                break
+            text = encode_line(v).decode() if json else v
+            attrs.append((f"tidescope.variable.{k}" if json else str(k), self._value(text)))
+        events.append(w.span_event(wall, name, attrs))
+
+    def _value(self, v: Any) -> Any:
+        return self._cut(v) if type(v) is str else v
+
+    def _exception(self, frame: _Frame, wall: int, exc: Any) -> None:
+        frame.keep = frame.error = True
+        if type(exc) is dict:
+            kind = str(exc.get("type") or exc.get("$object") or "Exception")
+            args = exc.get("args")
+            message = " ".join(str(a) for a in args) if type(args) is list else str(args or "")
+        else:
+            kind, message = (str(exc), "") if exc is not None else ("Exception", "")
+        self._event(
+            frame,
+            wall,
+            "exception",
+            {"exception.type": kind, "exception.message": message},
+            json=False,
+        )
+
+    def _emit(self, frame: _Frame, end_wall: int, *, unfinished: bool = False) -> None:
+        trace = frame.trace
+        n = self._per_trace.get(trace, 0) + 1
+        local_root = frame.parent is None
+        if n > self.limits.max_spans and not local_root:
+            self.over_budget += 1
+            self._over[trace] = self._over.get(trace, 0) + 1
+            return
+        self._per_trace[trace] = n
+        out = w.SPAN_TRACE_ID + b"\x10" + trace + w.SPAN_SPAN_ID + b"\x08" + frame.span_id
+        if frame.parent_span:
+            out += w.SPAN_PARENT + b"\x08" + frame.parent_span
+        out += frame.site + w.times(frame.wall, end_wall)
+        if frame.kind != w.KIND_INTERNAL:  # the last one wins in protobuf
+            out += w.SPAN_KIND + w.varint(frame.kind)
+        out += w.attribute(w.SPAN_ATTRIBUTE, "tidescope.event_id", frame.event_id)
+        if frame.attrs:
+            out += b"".join(frame.attrs)
+        if frame.folded:
+            out += self._folded(frame.folded)
+        if unfinished:
+            out += w.attribute(w.SPAN_ATTRIBUTE, "tidescope.unfinished", True)
+        if local_root:
+            over = self._over.pop(trace, 0)
+            self._per_trace.pop(trace, None)
+            if over:
+                out += w.attribute(w.SPAN_ATTRIBUTE, "tidescope.spans_over_budget", over)
+        if frame.events:
+            out += b"".join(frame.events)
+        if frame.dropped:
+            out += w.span_event(
+                end_wall, "tidescope.events_dropped", [("tidescope.dropped_events", frame.dropped)]
+            )
+            out += w.SPAN_DROPPED_EVENTS + w.varint(frame.dropped)
+        if frame.link:
+            out += frame.link
+        if frame.error:
+            out += w.STATUS_ERROR
+        self.spans.append(out)
+
+    def _folded(self, folded: dict[str, list[int]]) -> bytes:
+        top = sorted(folded.items(), key=lambda kv: -kv[1][1])[:MAX_FOLDED_FUNCTIONS]
+        a = w.attribute
+        t = w.SPAN_ATTRIBUTE
+        return (
+            a(t, "tidescope.folded.calls", sum(c[0] for c in folded.values()))
+            + a(t, "tidescope.folded.functions", [self._cut(k) for k, _ in top])
+            + a(t, "tidescope.folded.count", [c[0] for _, c in top])
+            + a(t, "tidescope.folded.total_ns", [c[1] for _, c in top])
+            + a(t, "tidescope.folded.self_ns", [c[2] for _, c in top])
+        )
+
+    def finish(self) -> None:
+        """End the calls, requests and queries still open (the process was killed, or still
+        runs) at the last time seen, marked ``tidescope.unfinished``; innermost first."""
+        end = self._last_wall
+        opened = [*self._queries.values(), *self._frames.values()]
+        opened += [r for reqs in self._requests.values() for r in reqs]
+        for frame in sorted(opened, key=lambda f: -f.start):
+            self._emit(frame, max(end, frame.wall), unfinished=True)
+        self._frames.clear()
+        self._requests.clear()
+        self._queries.clear()
+
+    def take(self) -> list[bytes]:
+        """The spans finished so far (and forget them)."""
+        spans, self.spans = self.spans, []
+        return spans
+
+
+_TRACE_CACHE: dict[Any, bytes] = {}
+
+
+def _trace(corr: Any) -> bytes:
+    """The trace id (16 bytes) of a correlation, as the propagation gives it."""
+    if type(corr) in (int, str) and corr is not None:
+        t = _TRACE_CACHE.get(corr)
+        if t is None:
+            if len(_TRACE_CACHE) > 4096:
+                _TRACE_CACHE.clear()
+            t = _TRACE_CACHE[corr] = bytes.fromhex(trace_id_for(corr))
+        return t
+    return bytes.fromhex(trace_id_for(corr if type(corr) is not dict else json.dumps(corr)))
+
+
+def resource_of(header: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The OTLP resource of a process: its service name, host, pid and tidescope's node."""
+    header = header or {}
+    service = os.environ.get("OTEL_SERVICE_NAME")
+    if not service:
+        argv = header.get("argv") or []
+        first = str(argv[0]) if argv else "python"
+        service = Path(first.split()[-1]).stem or "python"
+    out: list[tuple[str, Any]] = [("service.name", service)]
+    if header.get("pid") is not None:
+        out.append(("process.pid", header["pid"]))
+    if header.get("node") is not None:
+        out.append(("tidescope.node", str(header["node"])))
+    out.append(("telemetry.sdk.name", "tidescope"))
+    return out
+
+
+def _module_files(directory: Path) -> dict[str, str]:
+    """module -> source file, from the run's node tables."""
+    files: dict[str, str] = {}
+    for path in sorted(directory.glob("nodes-*.jsonl")):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if type(rec) is dict and rec.get("module") not in files:
+                        files[str(rec.get("module"))] = str(rec.get("file"))
+        except OSError:
+            continue
+    return files
+
+
+def build_requests(
+    directory: str | os.PathLike[str], limits: OtlpLimits, result: ExportResult
+) -> Iterator[tuple[bytes, int]]:
+    """``(ExportTraceServiceRequest bytes, spans in it)`` for a finished trace directory,
+    a batch at a time; ``result`` gathers the spans over budget.
+
+    Raises:
+        TraceError: a file cannot be read, or is not a trace.
+    """
+    from tidescope.export.reader import TraceFile, trace_files  # noqa: PLC0415
+
+    root = Path(directory)
+    files = _module_files(root)
+    for path in trace_files(root):
+        tf = TraceFile(path)
+        resource = resource_of(tf.header)
+        builder = SpanBuilder(limits, path.name, files)
+        batch: list[dict[str, Any]] = []
+        for rec in tf.records():
+            batch.append(rec)
+            if len(batch) >= 4096:
+                builder.feed(batch)
+                batch.clear()
+                if len(builder.spans) >= _BATCH:
+                    spans = builder.take()
+                    yield w.request(resource, SCOPE, spans), len(spans)
+        builder.feed(batch)
+        builder.finish()
+        result.spans_over_budget += builder.over_budget
+        spans = builder.take()
+        for i in range(0, len(spans), _BATCH):
+            part = spans[i : i + _BATCH]
+            yield w.request(resource, SCOPE, part), len(part)
+
+
+def export_trace(
+    directory: str | os.PathLike[str],
+    endpoint: str,
+    *,
+    limits: OtlpLimits | None = None,
+    timeout: float = 10.0,
+) -> ExportResult:
+    """Send a finished trace directory's spans to an OTLP/HTTP endpoint (``.../v1/traces``).
+
+    Raises:
+        ImportError: the ``otlp`` extra is missing.
+        TraceError: a file cannot be read, or is not a trace.
+    """
+    from tidescope.export._otlp_live import Sender  # noqa: PLC0415
+
+    result = ExportResult()
+    sender = Sender(endpoint, timeout)
+    try:
+        for body, n in build_requests(directory, limits or OtlpLimits(), result):
+            sender.send(body, n, result)
+    finally:
+        sender.close()
+    return result
