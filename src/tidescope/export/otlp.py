@@ -43,6 +43,7 @@ _DOMAIN: Final = frozenset({
     "live_callback", "message_send", "message_receive", "process_spawn",
 })  # fmt: skip
 _SNAPSHOTS: Final = frozenset({"local_variable_snapshot", "variable_assignment"})
+_KEYS: Final = (str, int)  # correlations a request is looked up by (others are JSON forms)
 
 
 def require_otlp() -> None:
@@ -81,7 +82,7 @@ class _Frame:
     """A call (or HTTP request, or DB query) still open: what its span will need."""
 
     __slots__ = (
-        "attrs", "child_ns", "corr", "dropped", "error", "event_id", "events", "folded",
+        "attrs", "child_ns", "corr", "depth", "dropped", "error", "event_id", "events", "folded",
         "keep", "kind", "link", "name", "parent", "parent_span", "request", "site",
         "span_id", "start", "trace", "wall",
     )  # fmt: skip
@@ -92,6 +93,7 @@ class _Frame:
         self.start = start
         self.event_id = event_id
         self.parent: _Frame | None = None
+        self.depth = 0  # exported ancestors in this trace: places the budget keeps for them
         self.parent_span = b""
         self.trace = b""
         self.corr: Any = None
@@ -199,7 +201,7 @@ class SpanBuilder:
         frame = _Frame(_span_id(call_id), rec["wall_time"], rec["timestamp"], rec["event_id"])
         corr = frame.corr = rec["correlation_id"]
         parent = self._frames.get(rec["parent_id"])
-        open_requests = self._requests.get(corr) if type(corr) is str else None
+        open_requests = self._requests.get(corr) if type(corr) in _KEYS else None
         request = open_requests[-1] if open_requests else None
         if request is not None and (parent is None or parent.request is not request):
             parent = request  # the request's first call: a child of the request's span
@@ -209,6 +211,7 @@ class SpanBuilder:
             frame.request = parent if parent is request else parent.request
             if parent.corr == corr or parent is request:
                 frame.trace = parent.trace
+                frame.depth = parent.depth + 1
             else:  # another correlation: a trace of its own, linked to where it began
                 frame.trace = _trace(corr)
                 frame.parent_span = b""
@@ -242,7 +245,14 @@ class SpanBuilder:
     def _file_of(self, module: str) -> str | None:
         if self._files is not None:
             return self._files.get(module)
-        mod = sys.modules.get(module)  # live export: this process's own modules
+        # live export: this process's node table (its __main__ is the program's), then
+        # the module itself for code that is not rewritten
+        from tidescope.instrument import _nodes  # noqa: PLC0415
+
+        rows = _nodes._table.get(module)
+        if rows:
+            return rows[0].file
+        mod = sys.modules.get(module) if module != "__main__" else None
         path = getattr(mod, "__file__", None)
         return path if type(path) is str else None
 
@@ -267,8 +277,6 @@ class SpanBuilder:
                     c[0] += n
                     c[1] += total
                     c[2] += own
-        if frame.dropped or frame.events:  # snapshots of a short call: the parent counts them
-            parent.dropped += frame.dropped + len(frame.events or ())
 
     def _other(self, etype: str, rec: dict[str, Any]) -> None:
         frame = self._frames.get(rec["call_id"])
@@ -288,7 +296,9 @@ class SpanBuilder:
             self._query_end(rec)
         elif etype == "error":
             if frame is not None:
-                self._exception(frame, rec["wall_time"], rec["data"].get("error"))
+                data = rec["data"]
+                exc = {"type": data.get("error_type"), "args": data.get("message")}
+                self._exception(frame, rec["wall_time"], exc, data.get("stacktrace"))
         elif etype in _DOMAIN:
             if etype == "remote_call_receive" and self._remote_parent(rec):
                 return
@@ -304,6 +314,8 @@ class SpanBuilder:
 
     def _request_start(self, rec: dict[str, Any]) -> None:
         corr = rec["correlation_id"]
+        if type(corr) not in _KEYS:
+            return  # (a correlation no server binds: its calls are spans of their own)
         data = rec["data"]
         req = _Frame(_span_id(rec["event_id"]), rec["wall_time"], rec["timestamp"], rec["event_id"])
         req.corr, req.trace, req.kind, req.keep = corr, _trace(corr), w.KIND_SERVER, True
@@ -318,6 +330,8 @@ class SpanBuilder:
 
     def _remote_parent(self, rec: dict[str, Any]) -> bool:
         """A request's ``remote_call_receive``: its caller's span becomes its parent."""
+        if type(rec["correlation_id"]) not in _KEYS:
+            return False
         reqs = self._requests.get(rec["correlation_id"])
         data = rec["data"]
         trace, span = data.get("trace_id"), data.get("span_id")
@@ -330,6 +344,8 @@ class SpanBuilder:
         return True
 
     def _request_end(self, rec: dict[str, Any]) -> None:
+        if type(rec["correlation_id"]) not in _KEYS:
+            return
         reqs = self._requests.get(rec["correlation_id"])
         if not reqs:
             return
@@ -347,11 +363,12 @@ class SpanBuilder:
         data = rec["data"]
         q = _Frame(_span_id(rec["event_id"]), rec["wall_time"], rec["timestamp"], rec["event_id"])
         q.corr, q.kind, q.keep = rec["correlation_id"], w.KIND_CLIENT, True
-        reqs = self._requests.get(q.corr) if type(q.corr) is str else None
+        reqs = self._requests.get(q.corr) if type(q.corr) in _KEYS else None
         parent = frame if frame is not None else (reqs[-1] if reqs else None)
         if parent is not None:
             parent.keep = True
             q.parent, q.parent_span, q.trace = parent, parent.span_id, parent.trace
+            q.depth = parent.depth + 1
         else:
             q.trace = _trace(q.corr)
         repo = str(data.get("repo") or "")
@@ -409,7 +426,7 @@ class SpanBuilder:
     def _value(self, v: Any) -> Any:
         return self._cut(v) if type(v) is str else v
 
-    def _exception(self, frame: _Frame, wall: int, exc: Any) -> None:
+    def _exception(self, frame: _Frame, wall: int, exc: Any, stack: Any = None) -> None:
         frame.keep = frame.error = True
         if type(exc) is dict:
             kind = str(exc.get("type") or exc.get("$object") or "Exception")
@@ -417,21 +434,26 @@ class SpanBuilder:
             message = " ".join(str(a) for a in args) if type(args) is list else str(args or "")
         else:
             kind, message = (str(exc), "") if exc is not None else ("Exception", "")
-        self._event(
-            frame,
-            wall,
-            "exception",
-            {"exception.type": kind, "exception.message": message},
-            json=False,
-        )
+        values = {"exception.type": kind, "exception.message": message}
+        if type(stack) is list:  # [{file, line, function}, ...] innermost last
+            values["exception.stacktrace"] = "".join(
+                f'  File "{f.get("file")}", line {f.get("line")}, in {f.get("function")}\n'
+                for f in stack
+                if type(f) is dict
+            )
+        self._event(frame, wall, "exception", values, json=False)
 
     def _emit(self, frame: _Frame, end_wall: int, *, unfinished: bool = False) -> None:
         trace = frame.trace
         n = self._per_trace.get(trace, 0) + 1
         local_root = frame.parent is None
-        if n > self.limits.max_spans and not local_root:
+        # each open ancestor will be exported: the budget keeps a place for it, so a trace
+        # over budget loses leaves, never the spans that join the rest up
+        if n + frame.depth > self.limits.max_spans and not local_root:
             self.over_budget += 1
             self._over[trace] = self._over.get(trace, 0) + 1
+            if frame.parent is not None:  # its counts live on in its parent's
+                self._fold(frame, frame.parent, max(0, end_wall - frame.wall))
             return
         self._per_trace[trace] = n
         out = w.SPAN_TRACE_ID + b"\x10" + trace + w.SPAN_SPAN_ID + b"\x08" + frame.span_id
