@@ -27,6 +27,7 @@ from tidescope.export.otlp import (
     ExportResult,
     OtlpLimits,
     SpanBuilder,
+    decode_events,
     require_otlp,
     resource_of,
 )
@@ -230,7 +231,6 @@ class LiveExport:
 
     def _read(self, data: bytes) -> None:
         from tidescope.export import _tsformat  # noqa: PLC0415
-        from tidescope.export.reader import _AS_RECORDS, _decode  # noqa: PLC0415
 
         node, pid = _core.node(), os.getpid()
         pos = 0
@@ -239,7 +239,7 @@ class LiveExport:
             body = data[pos + _HEAD.size : pos + _HEAD.size + length]
             pos += _HEAD.size + length
             if body[:1] == bytes((_tsformat.CHUNK_EVENTS,)):
-                self._builder.feed(_decode(body, node, pid, _AS_RECORDS).content)
+                self._builder.feed(decode_events(body, node, pid))
 
     def _send(self, spans: list[bytes]) -> None:
         for i in range(0, len(spans), _BATCH):

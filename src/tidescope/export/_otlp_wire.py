@@ -49,6 +49,13 @@ def varint(n: int) -> bytes:
         n += 1 << 64
     if n < 0x80:
         return bytes((n,))
+    if n < 1 << 14:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if 1 << 35 <= n < 1 << 42:  # most event ids: a sequence shifted past the pid's 22 bits
+        return bytes((
+            n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80,
+            n >> 21 & 0x7F | 0x80, n >> 28 & 0x7F | 0x80, n >> 35,
+        ))  # fmt: skip
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -85,6 +92,19 @@ def any_value(value: Any) -> bytes:
 def key_value(key: str, value: Any) -> bytes:
     """A ``KeyValue`` message (without its own tag)."""
     return field_bytes(b"\x0a", key.encode()) + field_bytes(b"\x12", any_value(value))
+
+
+def int_attribute(key: bytes, n: int) -> bytes:
+    """An int attribute of a Span; ``key`` is :func:`int_key` of its name."""
+    v = varint(n)
+    return b"\x4a" + bytes((len(key) + len(v) + 2,)) + key + bytes((len(v) + 1,)) + b"\x18" + v
+
+
+def int_key(name: str) -> bytes:
+    """The key field of an int attribute, for :func:`int_attribute` (a name under 100
+    bytes)."""
+    k = name.encode()
+    return b"\x0a" + bytes((len(k),)) + k + b"\x12"
 
 
 def attribute(tag: bytes, key: str, value: Any) -> bytes:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from tidescope.events import EventType
 from tidescope.export import _otlp_wire as w
 from tidescope.export.jsonl import encode_line
 from tidescope.integrations._propagation import trace_id_for
@@ -43,7 +45,14 @@ _DOMAIN: Final = frozenset({
     "live_callback", "message_send", "message_receive", "process_spawn",
 })  # fmt: skip
 _SNAPSHOTS: Final = frozenset({"local_variable_snapshot", "variable_assignment"})
-_KEYS: Final = (str, int)  # correlations a request is looked up by (others are JSON forms)
+_ENTRY: Final = EventType.FUNCTION_ENTRY
+_EXIT: Final = EventType.FUNCTION_EXIT
+_KEYS: Final = (str, int)  # correlations a request is looked up by
+_EVENT_ID: Final = w.int_key("tidescope.event_id")
+_TRACE_HEAD: Final = w.SPAN_TRACE_ID + b"\x10"  # the ids' tags and lengths
+_SPAN_HEAD: Final = w.SPAN_SPAN_ID + b"\x08"
+_PARENT_HEAD: Final = w.SPAN_PARENT + b"\x08"
+_times: Final = struct.Struct("<BqBq").pack  # start and end (fixed64): tags 7 and 8
 
 
 def require_otlp() -> None:
@@ -79,36 +88,32 @@ def limits_of(cfg: Any) -> OtlpLimits:
 
 
 class _Frame:
-    """A call (or HTTP request, or DB query) still open: what its span will need."""
+    """A call (or HTTP request, or DB query) still open: what its span will need. The
+    class attributes are the defaults (one assignment less per call than ``__slots__``)."""
 
-    __slots__ = (
-        "attrs", "child_ns", "corr", "depth", "dropped", "error", "event_id", "events", "folded",
-        "keep", "kind", "link", "name", "parent", "parent_span", "request", "site",
-        "span_id", "start", "trace", "wall",
-    )  # fmt: skip
+    parent: _Frame | None = None
+    depth = 0  # exported ancestors in this trace: places the budget keeps for them
+    parent_span = b""
+    trace = b""
+    corr: Any = None
+    keep = False
+    error = False
+    kind = w.KIND_INTERNAL
+    child_ns = 0
+    folded: dict[str, list[int]] | None = None
+    events: list[bytes] | None = None
+    dropped = 0
+    attrs: list[bytes] | None = None
+    request: _Frame | None = None
+    site = b""
+    name = ""
+    link = b""
 
     def __init__(self, span_id: bytes, wall: int, start: int, event_id: int) -> None:
         self.span_id = span_id
         self.wall = wall
         self.start = start
         self.event_id = event_id
-        self.parent: _Frame | None = None
-        self.depth = 0  # exported ancestors in this trace: places the budget keeps for them
-        self.parent_span = b""
-        self.trace = b""
-        self.corr: Any = None
-        self.keep = False
-        self.error = False
-        self.kind = w.KIND_INTERNAL
-        self.child_ns = 0
-        self.folded: dict[str, list[int]] | None = None
-        self.events: list[bytes] | None = None
-        self.dropped = 0
-        self.attrs: list[bytes] | None = None
-        self.request: _Frame | None = None
-        self.site: bytes = b""
-        self.name = ""
-        self.link: bytes = b""
 
 
 def _span_id(n: Any) -> bytes:
@@ -165,23 +170,24 @@ class SpanBuilder:
 
     # -- records in ------------------------------------------------------------------
 
-    def feed(self, records: Iterable[dict[str, Any]]) -> None:
-        """Take records (events; other records are skipped) in file order."""
+    def feed(self, records: Iterable[tuple[Any, ...]]) -> None:
+        """Take events in file order, as the decoder's 13-field envelope tuples (the
+        fields of :data:`tidescope.events.ENVELOPE_FIELDS`, values as captured)."""
         frames = self._frames
         threshold = self._threshold
         for rec in records:
-            etype = rec.get("event_type")
-            if etype == "function_entry":
+            etype = rec[11]
+            if etype is _ENTRY:
                 self._enter(rec)
-            elif etype == "function_exit":
-                frame = frames.pop(rec["call_id"], None)
+            elif etype is _EXIT:
+                frame = frames.pop(rec[9], None)
                 if frame is None:
                     continue  # its entry was lost (dropped, or before a damaged chunk)
-                self._last_wall = wall = rec["wall_time"]
-                data = rec["data"]
+                self._last_wall = wall = rec[2]
+                data = rec[12]
                 dur = data.get("duration_ns")
                 if type(dur) is not int:
-                    dur = max(0, rec["timestamp"] - frame.start)
+                    dur = max(0, rec[1] - frame.start)
                 parent = frame.parent
                 if parent is not None:
                     parent.child_ns += dur
@@ -193,15 +199,16 @@ class SpanBuilder:
                     self._emit(frame, wall)
                 elif parent is not None:
                     self._fold(frame, parent, dur)
-            elif etype is not None:
+            else:
                 self._other(etype, rec)
 
-    def _enter(self, rec: dict[str, Any]) -> None:
-        call_id = rec["call_id"]
-        frame = _Frame(_span_id(call_id), rec["wall_time"], rec["timestamp"], rec["event_id"])
-        corr = frame.corr = rec["correlation_id"]
-        parent = self._frames.get(rec["parent_id"])
-        open_requests = self._requests.get(corr) if type(corr) in _KEYS else None
+    def _enter(self, rec: tuple[Any, ...]) -> None:
+        call_id = rec[9]
+        frame = _Frame(_span_id(call_id), rec[2], rec[1], rec[0])
+        corr = frame.corr = rec[7]
+        parent = self._frames.get(rec[8])
+        requests = self._requests
+        open_requests = requests.get(corr) if requests and type(corr) in _KEYS else None
         request = open_requests[-1] if open_requests else None
         if request is not None and (parent is None or parent.request is not request):
             parent = request  # the request's first call: a child of the request's span
@@ -219,11 +226,11 @@ class SpanBuilder:
                 frame.link = w.span_link(parent.trace, parent.span_id, ())
         else:
             frame.trace = _trace(corr)
-        data = rec["data"]
-        key = rec["ast_node_id"] or (data.get("module"), data.get("function"))
+        data = rec[12]
+        key = rec[10] or (data.get("module"), data.get("function"))
         site = self._sites.get(key)
         if site is None:
-            site = self._sites[key] = self._site(data, rec["ast_node_id"])
+            site = self._sites[key] = self._site(data, rec[10])
         frame.site, frame.name = site
         self._frames[call_id] = frame
 
@@ -278,14 +285,14 @@ class SpanBuilder:
                     c[1] += total
                     c[2] += own
 
-    def _other(self, etype: str, rec: dict[str, Any]) -> None:
-        frame = self._frames.get(rec["call_id"])
+    def _other(self, etype: str, rec: tuple[Any, ...]) -> None:
+        frame = self._frames.get(rec[9])
         if etype in _SNAPSHOTS:
             if frame is not None:
-                variables = rec["data"].get("variables")
+                variables = rec[12].get("variables")
                 if type(variables) is not dict:
-                    variables = {"value": rec["data"].get("value")}
-                self._event(frame, rec["wall_time"], "tidescope.variables", variables, json=True)
+                    variables = {"value": rec[12].get("value")}
+                self._event(frame, rec[2], "tidescope.variables", variables, json=True)
         elif etype == "http_request_start":
             self._request_start(rec)
         elif etype == "http_request_complete":
@@ -296,9 +303,9 @@ class SpanBuilder:
             self._query_end(rec)
         elif etype == "error":
             if frame is not None:
-                data = rec["data"]
+                data = rec[12]
                 exc = {"type": data.get("error_type"), "args": data.get("message")}
-                self._exception(frame, rec["wall_time"], exc, data.get("stacktrace"))
+                self._exception(frame, rec[2], exc, data.get("stacktrace"))
         elif etype in _DOMAIN:
             if etype == "remote_call_receive" and self._remote_parent(rec):
                 return
@@ -306,18 +313,18 @@ class SpanBuilder:
                 frame.keep = True
                 if etype == "remote_call_send":
                     frame.kind = w.KIND_CLIENT
-                data = rec["data"]
+                data = rec[12]
                 small = {k: v for k, v in data.items() if type(v) in (str, int, float, bool)}
-                self._event(frame, rec["wall_time"], etype, small, json=False)
+                self._event(frame, rec[2], etype, small, json=False)
 
     # -- domain spans ------------------------------------------------------------------
 
-    def _request_start(self, rec: dict[str, Any]) -> None:
-        corr = rec["correlation_id"]
+    def _request_start(self, rec: tuple[Any, ...]) -> None:
+        corr = rec[7]
         if type(corr) not in _KEYS:
             return  # (a correlation no server binds: its calls are spans of their own)
-        data = rec["data"]
-        req = _Frame(_span_id(rec["event_id"]), rec["wall_time"], rec["timestamp"], rec["event_id"])
+        data = rec[12]
+        req = _Frame(_span_id(rec[0]), rec[2], rec[1], rec[0])
         req.corr, req.trace, req.kind, req.keep = corr, _trace(corr), w.KIND_SERVER, True
         method, path = data.get("method"), data.get("path")
         req.name = self._cut(str(method or "HTTP"))
@@ -328,12 +335,12 @@ class SpanBuilder:
         req.site = w.field_bytes(w.SPAN_NAME, req.name.encode()) + self._file_attr
         self._requests.setdefault(corr, []).append(req)
 
-    def _remote_parent(self, rec: dict[str, Any]) -> bool:
+    def _remote_parent(self, rec: tuple[Any, ...]) -> bool:
         """A request's ``remote_call_receive``: its caller's span becomes its parent."""
-        if type(rec["correlation_id"]) not in _KEYS:
+        if type(rec[7]) not in _KEYS:
             return False
-        reqs = self._requests.get(rec["correlation_id"])
-        data = rec["data"]
+        reqs = self._requests.get(rec[7])
+        data = rec[12]
         trace, span = data.get("trace_id"), data.get("span_id")
         if not reqs or reqs[-1].parent_span or type(trace) is not str or type(span) is not str:
             return False
@@ -343,26 +350,26 @@ class SpanBuilder:
             return False
         return True
 
-    def _request_end(self, rec: dict[str, Any]) -> None:
-        if type(rec["correlation_id"]) not in _KEYS:
+    def _request_end(self, rec: tuple[Any, ...]) -> None:
+        if type(rec[7]) not in _KEYS:
             return
-        reqs = self._requests.get(rec["correlation_id"])
+        reqs = self._requests.get(rec[7])
         if not reqs:
             return
         req = reqs.pop()
         if not reqs:
-            del self._requests[rec["correlation_id"]]
-        status = rec["data"].get("status_code")
+            del self._requests[rec[7]]
+        status = rec[12].get("status_code")
         if type(status) is int:
             assert req.attrs is not None
             req.attrs.append(w.attribute(w.SPAN_ATTRIBUTE, "http.response.status_code", status))
             req.error = req.error or status >= 500
-        self._emit(req, rec["wall_time"])
+        self._emit(req, rec[2])
 
-    def _query_start(self, rec: dict[str, Any], frame: _Frame | None) -> None:
-        data = rec["data"]
-        q = _Frame(_span_id(rec["event_id"]), rec["wall_time"], rec["timestamp"], rec["event_id"])
-        q.corr, q.kind, q.keep = rec["correlation_id"], w.KIND_CLIENT, True
+    def _query_start(self, rec: tuple[Any, ...], frame: _Frame | None) -> None:
+        data = rec[12]
+        q = _Frame(_span_id(rec[0]), rec[2], rec[1], rec[0])
+        q.corr, q.kind, q.keep = rec[7], w.KIND_CLIENT, True
         reqs = self._requests.get(q.corr) if type(q.corr) in _KEYS else None
         parent = frame if frame is not None else (reqs[-1] if reqs else None)
         if parent is not None:
@@ -381,18 +388,18 @@ class SpanBuilder:
         q.site += self._file_attr
         self._queries[self._query_key(rec, data.get("metadata"))] = q
 
-    def _query_key(self, rec: dict[str, Any], meta: Any) -> Any:
+    def _query_key(self, rec: tuple[Any, ...], meta: Any) -> Any:
         qid = meta.get("query_id") if type(meta) is dict else None
-        return qid if qid is not None else (rec["thread_id"], rec["task_id"])
+        return qid if qid is not None else (rec[5], rec[6])
 
-    def _query_end(self, rec: dict[str, Any]) -> None:
-        q = self._queries.pop(self._query_key(rec, rec["data"].get("result")), None)
+    def _query_end(self, rec: tuple[Any, ...]) -> None:
+        q = self._queries.pop(self._query_key(rec, rec[12].get("result")), None)
         if q is None:
             return
-        result = rec["data"].get("result")
+        result = rec[12].get("result")
         if type(result) is dict and result.get("error") is not None:
-            self._exception(q, rec["wall_time"], result.get("error"))
-        self._emit(q, rec["wall_time"])
+            self._exception(q, rec[2], result.get("error"))
+        self._emit(q, rec[2])
 
     # -- span content ------------------------------------------------------------------
 
@@ -431,7 +438,9 @@ class SpanBuilder:
         if type(exc) is dict:
             kind = str(exc.get("type") or exc.get("$object") or "Exception")
             args = exc.get("args")
-            message = " ".join(str(a) for a in args) if type(args) is list else str(args or "")
+            message = (
+                " ".join(str(a) for a in args) if type(args) in (list, tuple) else str(args or "")
+            )
         else:
             kind, message = (str(exc), "") if exc is not None else ("Exception", "")
         values = {"exception.type": kind, "exception.message": message}
@@ -456,36 +465,41 @@ class SpanBuilder:
                 self._fold(frame, frame.parent, max(0, end_wall - frame.wall))
             return
         self._per_trace[trace] = n
-        out = w.SPAN_TRACE_ID + b"\x10" + trace + w.SPAN_SPAN_ID + b"\x08" + frame.span_id
-        if frame.parent_span:
-            out += w.SPAN_PARENT + b"\x08" + frame.parent_span
-        out += frame.site + w.times(frame.wall, end_wall)
+        parts = [
+            _TRACE_HEAD, trace, _SPAN_HEAD, frame.span_id,
+            _PARENT_HEAD if frame.parent_span else b"", frame.parent_span,
+            frame.site, _times(0x39, frame.wall, 0x41, end_wall),
+            w.int_attribute(_EVENT_ID, frame.event_id),
+        ]  # fmt: skip
         if frame.kind != w.KIND_INTERNAL:  # the last one wins in protobuf
-            out += w.SPAN_KIND + w.varint(frame.kind)
-        out += w.attribute(w.SPAN_ATTRIBUTE, "tidescope.event_id", frame.event_id)
+            parts.append(w.SPAN_KIND + w.varint(frame.kind))
         if frame.attrs:
-            out += b"".join(frame.attrs)
+            parts += frame.attrs
         if frame.folded:
-            out += self._folded(frame.folded)
+            parts.append(self._folded(frame.folded))
         if unfinished:
-            out += w.attribute(w.SPAN_ATTRIBUTE, "tidescope.unfinished", True)
+            parts.append(w.attribute(w.SPAN_ATTRIBUTE, "tidescope.unfinished", True))
         if local_root:
             over = self._over.pop(trace, 0)
             self._per_trace.pop(trace, None)
             if over:
-                out += w.attribute(w.SPAN_ATTRIBUTE, "tidescope.spans_over_budget", over)
+                parts.append(w.attribute(w.SPAN_ATTRIBUTE, "tidescope.spans_over_budget", over))
         if frame.events:
-            out += b"".join(frame.events)
+            parts += frame.events
         if frame.dropped:
-            out += w.span_event(
-                end_wall, "tidescope.events_dropped", [("tidescope.dropped_events", frame.dropped)]
+            parts.append(
+                w.span_event(
+                    end_wall,
+                    "tidescope.events_dropped",
+                    [("tidescope.dropped_events", frame.dropped)],
+                )
             )
-            out += w.SPAN_DROPPED_EVENTS + w.varint(frame.dropped)
+            parts.append(w.SPAN_DROPPED_EVENTS + w.varint(frame.dropped))
         if frame.link:
-            out += frame.link
+            parts.append(frame.link)
         if frame.error:
-            out += w.STATUS_ERROR
-        self.spans.append(out)
+            parts.append(w.STATUS_ERROR)
+        self.spans.append(b"".join(parts))
 
     def _folded(self, folded: dict[str, list[int]]) -> bytes:
         top = sorted(folded.items(), key=lambda kv: -kv[1][1])[:MAX_FOLDED_FUNCTIONS]
@@ -567,6 +581,46 @@ def _module_files(directory: Path) -> dict[str, str]:
     return files
 
 
+def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
+    """An EVENTS chunk body's events as checked envelope tuples (the C decoder's mode 1,
+    or the pure decoder and the reader's check: the same tuples).
+
+    Raises:
+        FormatError: the body does not decode, or holds events of bad types.
+    """
+    from tidescope.capture import _core  # noqa: PLC0415
+    from tidescope.export import _tsformat, reader  # noqa: PLC0415
+
+    if _core.decode_body is not None:
+        content: list[tuple[Any, ...]] = _core.decode_body(body, node, pid, 1)[3]
+        return content
+    chunk = _tsformat.decode_body(body, node=node, pid=pid)
+    reader._check(chunk)
+    return list(chunk.content)
+
+
+def _file_events(path: Path) -> Iterator[tuple[dict[str, Any] | None, list[tuple[Any, ...]]]]:
+    """``(header, events)`` for each whole EVENTS chunk of a trace file, in order; damaged
+    chunks are skipped (``tidescope show`` counts them)."""
+    from tidescope.export import _tsformat, reader  # noqa: PLC0415
+
+    header: dict[str, Any] | None = None
+    for status, _offset, body in reader._chunks(path, reader.MAX_CHUNK):
+        if status != reader._OK:
+            continue
+        kind = body[0]
+        try:
+            if kind == _tsformat.CHUNK_EVENTS:
+                h = header or {}
+                yield header, decode_events(body, h.get("node"), h.get("pid"))
+            elif kind == _tsformat.CHUNK_HEADER and header is None:
+                chunk = _tsformat.decode_body(body)
+                reader._check(chunk)
+                header = chunk.content
+        except _tsformat.FormatError:
+            continue
+
+
 def build_requests(
     directory: str | os.PathLike[str], limits: OtlpLimits, result: ExportResult
 ) -> Iterator[tuple[bytes, int]]:
@@ -576,30 +630,24 @@ def build_requests(
     Raises:
         TraceError: a file cannot be read, or is not a trace.
     """
-    from tidescope.export.reader import TraceFile, trace_files  # noqa: PLC0415
+    from tidescope.export.reader import trace_files  # noqa: PLC0415
 
     root = Path(directory)
     files = _module_files(root)
     for path in trace_files(root):
-        tf = TraceFile(path)
-        resource = resource_of(tf.header)
         builder = SpanBuilder(limits, path.name, files)
-        batch: list[dict[str, Any]] = []
-        for rec in tf.records():
-            batch.append(rec)
-            if len(batch) >= 4096:
-                builder.feed(batch)
-                batch.clear()
-                if len(builder.spans) >= _BATCH:
-                    spans = builder.take()
-                    yield w.request(resource, SCOPE, spans), len(spans)
-        builder.feed(batch)
+        header: dict[str, Any] | None = None
+        for header, events in _file_events(path):
+            builder.feed(events)
+            if len(builder.spans) >= _BATCH:
+                spans = builder.take()
+                yield w.request(resource_of(header), SCOPE, spans), len(spans)
         builder.finish()
         result.spans_over_budget += builder.over_budget
         spans = builder.take()
         for i in range(0, len(spans), _BATCH):
             part = spans[i : i + _BATCH]
-            yield w.request(resource, SCOPE, part), len(part)
+            yield w.request(resource_of(header), SCOPE, part), len(part)
 
 
 def export_trace(
