@@ -437,10 +437,11 @@ class SpanBuilder:
         frame.keep = frame.error = True
         if type(exc) is dict:
             kind = str(exc.get("type") or exc.get("$object") or "Exception")
-            args = exc.get("args")
-            message = (
-                " ".join(str(a) for a in args) if type(args) in (list, tuple) else str(args or "")
-            )
+            args: Any = exc.get("args")
+            if type(args) in (list, tuple):
+                message = " ".join(str(a) for a in args)
+            else:
+                message = str(args or "")
         else:
             kind, message = (str(exc), "") if exc is not None else ("Exception", "")
         values = {"exception.type": kind, "exception.message": message}
