@@ -47,6 +47,10 @@ _DOMAIN: Final = frozenset({
 _SNAPSHOTS: Final = frozenset({"local_variable_snapshot", "variable_assignment"})
 _ENTRY: Final = EventType.FUNCTION_ENTRY
 _EXIT: Final = EventType.FUNCTION_EXIT
+_DB_SYSTEMS: Final = {  # a driver's name -> db.system.name (semantic conventions)
+    "sqlite3": "sqlite", "psycopg": "postgresql", "psycopg2": "postgresql",
+    "asyncpg": "postgresql", "pymysql": "mysql", "MySQLdb": "mysql", "aiosqlite": "sqlite",
+}  # fmt: skip
 _KEYS: Final = (str, int)  # correlations a request is looked up by
 _EVENT_ID: Final = w.int_key("tidescope.event_id")
 _TRACE_HEAD: Final = w.SPAN_TRACE_ID + b"\x10"  # the ids' tags and lengths
@@ -379,7 +383,8 @@ class SpanBuilder:
         else:
             q.trace = _trace(q.corr)
         repo = str(data.get("repo") or "")
-        system = repo.split(":", 1)[0] or "other_sql"
+        system = repo.split(":", 1)[0]
+        system = _DB_SYSTEMS.get(system, system) or "other_sql"
         text = self._cut(str(data.get("query")))
         q.name = self._cut(text.split(None, 1)[0].upper() if text.strip() else "query")
         q.site = w.field_bytes(w.SPAN_NAME, q.name.encode()) + w.SPAN_KIND + w.varint(w.KIND_CLIENT)
