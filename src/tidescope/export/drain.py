@@ -64,7 +64,10 @@ class Drain:
     thread never captures itself. After ``os.fork()`` the child gets a drain of its own writing
     its own file (the parent's thread does not exist there). An output fault stops the
     writing, never the draining: the program never waits on a full disk, and what is lost
-    is counted (see :class:`TraceWriter`).
+    is counted (see :class:`TraceWriter`). When the active session's Config has an
+    ``otlp_endpoint``, the writer hands each chunk it wrote to a live OTLP exporter with a
+    thread and a bounded queue of its own (``docs/otlp.md``); :meth:`stop` waits for it at
+    most ``otlp_timeout`` seconds and puts its counts in the closing stats.
 
     Args:
         directory: where trace files go; made absolute, and created (mode 0700) if
