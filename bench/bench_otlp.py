@@ -62,7 +62,7 @@ def short(i):
     return i * 2
 
 def unit(k):
-    end = time.perf_counter() + 0.00095
+    end = time.perf_counter() + 0.00102  # just over the 1 ms threshold: a span each
     n = 0
     for i in range(50):
         n += short(i)
@@ -71,7 +71,7 @@ def unit(k):
     return n
 
 def main(seconds):
-    units = int(seconds * 1000)
+    units = int(seconds * 950)
     total = 0
     for k in range(units):
         total += unit(k) > 0
@@ -235,13 +235,14 @@ def bench_live(work: Path, rounds: int, seconds: float) -> None:
             extra = (
                 [] if kind == "none" else ["--otlp-endpoint", sink.url if kind == "live" else down]
             )
-            w, c, out = run_child(["run", *extra, "-o", f"t-{kind}", "live.py", str(seconds)], work)
+            out_dir = f"t-{kind}-{r}"
+            w, c, out = run_child(["run", *extra, "-o", out_dir, "live.py", str(seconds)], work)
             cpu[kind].append(c)
             wall[kind].append(w)
             outs[kind].add(out)
     from tidescope.export.reader import read_trace, trace_files
 
-    (path,) = trace_files(work / "t-live")
+    (path,) = trace_files(work / f"t-live-{rounds - 1}")
     stats = next(r["$stats"] for r in read_trace(path) if "$stats" in r)
     spans_s = stats["otlp_spans_exported"] / seconds
     base_c, base_w = statistics.median(cpu["none"]), statistics.median(wall["none"])
@@ -253,7 +254,7 @@ def bench_live(work: Path, rounds: int, seconds: float) -> None:
             f"  wall {w:6.3f} s ({(w / base_w - 1) * 100:+5.1f}%)"
         )
     print(f"  stdout identical across runs: {len(outs['none'] | outs['live'] | outs['down']) == 1}")
-    (path,) = trace_files(work / "t-down")
+    (path,) = trace_files(work / f"t-down-{rounds - 1}")
     down_stats = next(r["$stats"] for r in read_trace(path) if "$stats" in r)
     print(
         f"  endpoint down: {down_stats['otlp_spans_dropped']} spans dropped,"

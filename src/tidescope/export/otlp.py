@@ -19,6 +19,7 @@ import json
 import os
 import struct
 import sys
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -161,6 +162,7 @@ class SpanBuilder:
         self.limits = limits
         self.spans: list[bytes] = []
         self.over_budget = 0
+        self.bad_events = 0
         self._frames: dict[Any, _Frame] = {}
         self._requests: dict[Any, list[_Frame]] = {}  # correlation -> open requests
         self._queries: dict[Any, _Frame] = {}
@@ -177,34 +179,83 @@ class SpanBuilder:
     def feed(self, records: Iterable[tuple[Any, ...]]) -> None:
         """Take events in file order, as the decoder's 13-field envelope tuples (the
         fields of :data:`tidescope.events.ENVELOPE_FIELDS`, values as captured)."""
-        frames = self._frames
-        threshold = self._threshold
+        pending: tuple[Any, ...] | None = None  # an entry whose exit may come next
         for rec in records:
-            etype = rec[11]
-            if etype is _ENTRY:
-                self._enter(rec)
-            elif etype is _EXIT:
-                frame = frames.pop(rec[9], None)
-                if frame is None:
-                    continue  # its entry was lost (dropped, or before a damaged chunk)
-                self._last_wall = wall = rec[2]
-                data = rec[12]
-                dur = data.get("duration_ns")
-                if type(dur) is not int:
-                    dur = max(0, rec[1] - frame.start)
-                parent = frame.parent
-                if parent is not None:
-                    parent.child_ns += dur
-                if data.get("exit_reason") == "exception":
-                    self._exception(frame, wall, data.get("exception"))
-                if frame.keep or dur >= threshold:
-                    if parent is not None:
-                        parent.keep = True
-                    self._emit(frame, wall)
-                elif parent is not None:
-                    self._fold(frame, parent, dur)
-            else:
-                self._other(etype, rec)
+            try:
+                etype = rec[11]
+                if pending is not None:
+                    entry, pending = pending, None
+                    if etype is _EXIT and rec[9] == entry[9] and self._fold_leaf(entry, rec):
+                        continue
+                    self._enter(entry)
+                if etype is _ENTRY:
+                    pending = rec
+                elif etype is _EXIT:
+                    self._exit(rec)
+                else:
+                    self._other(etype, rec)
+            except Exception:  # a record of a shape no reporter writes: skipped, counted
+                self.bad_events += 1
+        if pending is not None:
+            try:
+                self._enter(pending)
+            except Exception:
+                self.bad_events += 1
+
+    def _fold_leaf(self, entry: tuple[Any, ...], rec: tuple[Any, ...]) -> bool:
+        """Fold a short call that made no call and reported nothing (its exit follows its
+        entry) straight into its caller, without a frame: most calls. False if it needs
+        the full path (it is long or raised; its caller is not a plain open call of its
+        correlation; its site is new)."""
+        data = rec[12]
+        dur = data.get("duration_ns")
+        if type(dur) is not int or dur >= self._threshold or data.get("exit_reason") == "exception":
+            return False
+        parent = self._frames.get(entry[8])
+        if parent is None or parent.corr != entry[7]:
+            return False
+        requests = self._requests
+        if requests:
+            reqs = requests.get(entry[7]) if type(entry[7]) in _KEYS else None
+            if reqs and parent.request is not reqs[-1]:
+                return False  # the first call of a request: a child of the request's span
+        site = self._sites.get(entry[10] or (entry[12].get("module"), entry[12].get("function")))
+        if site is None:
+            return False
+        self._last_wall = rec[2]
+        parent.child_ns += dur
+        folded = parent.folded
+        if folded is None:
+            folded = parent.folded = {}
+        c = folded.get(site[1])
+        if c is None:
+            folded[site[1]] = [1, dur, dur]
+        else:
+            c[0] += 1
+            c[1] += dur
+            c[2] += dur
+        return True
+
+    def _exit(self, rec: tuple[Any, ...]) -> None:
+        frame = self._frames.pop(rec[9], None)
+        if frame is None:
+            return  # its entry was lost (dropped, or before a damaged chunk)
+        self._last_wall = wall = rec[2]
+        data = rec[12]
+        dur = data.get("duration_ns")
+        if type(dur) is not int:
+            dur = max(0, rec[1] - frame.start)
+        parent = frame.parent
+        if parent is not None:
+            parent.child_ns += dur
+        if data.get("exit_reason") == "exception":
+            self._exception(frame, wall, data.get("exception"))
+        if frame.keep or dur >= self._threshold:
+            if parent is not None:
+                parent.keep = True
+            self._emit(frame, wall)
+        elif parent is not None:
+            self._fold(frame, parent, dur)
 
     def _enter(self, rec: tuple[Any, ...]) -> None:
         call_id = rec[9]
@@ -549,7 +600,11 @@ def _trace(corr: Any) -> bytes:
                 _TRACE_CACHE.clear()
             t = _TRACE_CACHE[corr] = bytes.fromhex(trace_id_for(corr))
         return t
-    return bytes.fromhex(trace_id_for(corr if type(corr) is not dict else json.dumps(corr)))
+    try:  # a UUID, or a value as the trace holds it (a marker, a tuple): by its text
+        key = corr if corr is None or type(corr) is uuid.UUID else str(corr)
+    except Exception:
+        key = None
+    return bytes.fromhex(trace_id_for(key))
 
 
 def resource_of(header: dict[str, Any] | None) -> list[tuple[str, Any]]:
