@@ -36,6 +36,8 @@ __all__ = ["LiveExport", "Sender"]
 
 _HEAD: Final = struct.Struct("<4sII")
 _BATCH: Final = 2048
+SEND_INTERVAL: Final = 1.0
+"""Seconds the live exporter gathers spans before it sends fewer than a full request."""
 QUEUE_BYTES: Final = 32 << 20
 """Bytes of written chunks the live exporter holds before it drops (and counts) more."""
 
@@ -201,12 +203,17 @@ class LiveExport:
         _leave_signals_to_the_program()
         with instrumentation_disabled():
             pending: list[bytes] = []
+            sent = time.monotonic()
             while True:
                 item = self._take()
                 if item is None:
-                    if pending:
+                    # a request a second at most while spans trickle in: each costs a few
+                    # ms of CPU in the HTTP client
+                    due = time.monotonic() - sent >= SEND_INTERVAL
+                    if pending and (due or self._stopping):
                         self._send(pending)
                         pending = []
+                        sent = time.monotonic()
                     if self._stopping:
                         break
                     self._wake.wait(0.2)
@@ -224,6 +231,7 @@ class LiveExport:
                 if len(pending) >= _BATCH:
                     self._send(pending)
                     pending = []
+                    sent = time.monotonic()
             if not self._abandon:
                 self._builder.finish()
                 self._send(pending + self._builder.take())
