@@ -254,6 +254,7 @@ def bench_live(work: Path, rounds: int, seconds: float) -> None:
             f"  wall {w:6.3f} s ({(w / base_w - 1) * 100:+5.1f}%)"
         )
     print(f"  stdout identical across runs: {len(outs['none'] | outs['live'] | outs['down']) == 1}")
+    print(f"  the live exporter's own thread: {stats['otlp_thread_cpu_s']:.3f} s CPU (last round)")
     (path,) = trace_files(work / f"t-down-{rounds - 1}")
     down_stats = next(r["$stats"] for r in read_trace(path) if "$stats" in r)
     print(

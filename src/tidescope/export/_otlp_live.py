@@ -236,6 +236,7 @@ class LiveExport:
                 self._builder.finish()
                 self._send(pending + self._builder.take())
             self.result.spans_over_budget = self._builder.over_budget
+            self.result.thread_cpu_s = time.thread_time()
 
     def _read(self, data: bytes) -> None:
         from tidescope.export import _tsformat  # noqa: PLC0415
