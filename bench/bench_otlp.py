@@ -10,14 +10,15 @@ endpoint down, and a million-call request within the limits.
    comparison, the same number of spans through OpenTelemetry's SDK path: ``ReadableSpan``
    objects encoded by the OTLP exporter's ``encode_spans`` (spans per second of each).
 2. **Live export overhead.** A program making about 1,000 calls of ~1 ms per second
-   (spans) and 50 short calls under each (folded), run by ``tidescope run`` with and
+   (spans) and ``--short`` (50) short calls under each (folded), run by ``tidescope run`` with and
    without ``--otlp-endpoint`` to a receiver, interleaved, ``--rounds`` times; CPU time of
    the child process (user + system, ``RUSAGE_CHILDREN``); the medians compared.
 3. **Endpoint down.** The same program with ``--otlp-endpoint`` at a closed port: wall and
    CPU time against the run without export, and its stdout compared.
 4. **A million calls under one request** (``--calls``), exported live; the receiver
    decodes every request and checks the limits: events per span, attribute size, spans in
-   the request's trace.
+   the request's trace. Every 5,000th call raises a 5,000-character message and the
+   handler reports it (an event each on the handler's span: 200, over the 128 cap).
 """
 
 from __future__ import annotations
@@ -61,32 +62,33 @@ import time
 def short(i):
     return i * 2
 
-def unit(k):
+def unit(k, shorts):
     end = time.perf_counter() + 0.00102  # just over the 1 ms threshold: a span each
     n = 0
-    for i in range(50):
+    for i in range(shorts):
         n += short(i)
     while time.perf_counter() < end:
         n += 1
     return n
 
-def main(seconds):
+def main(seconds, shorts):
     units = int(seconds * 950)
     total = 0
     for k in range(units):
-        total += unit(k) > 0
+        total += unit(k, shorts) > 0
     return total
 
 import sys
-print(main(float(sys.argv[1])))
+print(main(float(sys.argv[1]), int(sys.argv[2])))
 """
 
 MILLION = """
 import asyncio, sys
+from tidescope.capture import runtime
 from tidescope.integrations.asgi import TideScopeMiddleware
 
 def tiny(i):
-    if i % 10_000 == 9_999:
+    if i % 5_000 == 4_999:
         raise ValueError("x" * 5000)
     return i
 
@@ -95,8 +97,8 @@ def handler(n):
     for i in range(n):
         try:
             t += tiny(i)
-        except ValueError:
-            pass
+        except ValueError as exc:
+            runtime.report_error(exc)
     return t
 
 async def app(scope, receive, send):
@@ -221,7 +223,7 @@ def sdk_spans_per_second(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_live(work: Path, rounds: int, seconds: float) -> None:
+def bench_live(work: Path, rounds: int, seconds: float, short: int) -> None:
     (work / "live.py").write_text(textwrap.dedent(LIVE))
     sink = Sink()
     down = closed_url()
@@ -236,7 +238,8 @@ def bench_live(work: Path, rounds: int, seconds: float) -> None:
                 [] if kind == "none" else ["--otlp-endpoint", sink.url if kind == "live" else down]
             )
             out_dir = f"t-{kind}-{r}"
-            w, c, out = run_child(["run", *extra, "-o", out_dir, "live.py", str(seconds)], work)
+            args = ["run", *extra, "-o", out_dir, "live.py", str(seconds), str(short)]
+            w, c, out = run_child(args, work)
             cpu[kind].append(c)
             wall[kind].append(w)
             outs[kind].add(out)
@@ -246,7 +249,10 @@ def bench_live(work: Path, rounds: int, seconds: float) -> None:
     stats = next(r["$stats"] for r in read_trace(path) if "$stats" in r)
     spans_s = stats["otlp_spans_exported"] / seconds
     base_c, base_w = statistics.median(cpu["none"]), statistics.median(wall["none"])
-    print(f"live export: {seconds:g} s program, {spans_s:,.0f} spans/s exported, {rounds} rounds")
+    print(
+        f"live export: {seconds:g} s program, {spans_s:,.0f} spans/s exported,"
+        f" {short} short calls under each, {rounds} rounds"
+    )
     for kind in ("none", "live", "down"):
         c, w = statistics.median(cpu[kind]), statistics.median(wall[kind])
         print(
@@ -268,7 +274,10 @@ def bench_million(work: Path, calls: int) -> None:
     sink = Sink(keep=True)
     w, c, _ = run_child(
         ["run", "--otlp-endpoint", sink.url, "-o", "t-million", "million.py", str(calls)], work,
-        env={"TIDESCOPE_MAX_STRING": "10000", "TIDESCOPE_BUFFER_SIZE": "1048576"},
+        env={
+            "TIDESCOPE_MAX_STRING": "10000", "TIDESCOPE_MAX_EVENT_BYTES": "100000",
+            "TIDESCOPE_BUFFER_SIZE": "1048576",
+        },
     )  # fmt: skip
     spans = [
         s
@@ -305,6 +314,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--short", type=int, default=50, help="short calls under each span")
     parser.add_argument("--only", choices=("finished", "live", "million"))
     args = parser.parse_args()
     print(
@@ -316,7 +326,7 @@ def main() -> None:
         if args.only in (None, "finished"):
             bench_finished(work, args.spans)
         if args.only in (None, "live"):
-            bench_live(work, args.rounds, args.seconds)
+            bench_live(work, args.rounds, args.seconds, args.short)
         if args.only in (None, "million"):
             bench_million(work, args.calls)
 
