@@ -48,3 +48,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in set(sys.modules) - modules:
         del sys.modules[name]
     _nodes.clear_node_table()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[object]:
+    """A real OTLP/HTTP endpoint on 127.0.0.1 (``tests/otlp_receiver.py``)."""
+    import otlp_receiver  # tests/ is on sys.path: the directory of this conftest
+
+    yield from otlp_receiver.receiver()

@@ -110,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         overflow_strategy=args.overflow_strategy,
         values=args.values,
         deep_modules=None if args.deep_modules is None else tuple(args.deep_modules),
+        otlp_endpoint=args.otlp_endpoint,
     )
     options = RunOptions(
         script=None if args.module is not None else argv[0],
@@ -215,6 +216,16 @@ def _trace_dir(directory: str) -> str:
 def _export(args: argparse.Namespace) -> int:
     from tidescope.export import chrome, jsonl  # noqa: PLC0415
 
+    if args.format == "otlp":
+        from tidescope.export._otlp_command import export_otlp  # noqa: PLC0415
+
+        return export_otlp(
+            _trace_dir(args.directory or _default_directory()),
+            args.endpoint,
+            _settings(),
+            _fail,
+            _reading,
+        )
     directory = _trace_dir(args.directory or _default_directory())
     damage: list[str] = []
     records = _records(directory, damage)
@@ -464,6 +475,11 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="module name pattern whose calls keep a bounded copy of their values whatever"
         " --values says; repeat for more (default: none)",
     )
+    run.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export spans live to this OTLP/HTTP traces URL (docs/otlp.md; the otlp extra)",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
     export = sub.add_parser(
@@ -471,7 +487,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="convert a run's trace to another format",
         description="Convert a run's trace for another tool: chrome (Perfetto and"
         " chrome://tracing open it), perfetto (the Perfetto format, for big traces), jsonl"
-        " (one JSON event a line) or nodes (the instrumented code's node table).",
+        " (one JSON event a line), nodes (the instrumented code's node table) or otlp (spans"
+        " sent to an OpenTelemetry endpoint, see docs/otlp.md).",
         epilog="examples:\n  tidescope export --format chrome\n"
         "  tidescope export tidescope-trace/20261202-142501-4242 --format jsonl -o run.jsonl",
         formatter_class=_HelpFormatter,
@@ -484,7 +501,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     export.add_argument(
         "--format",
-        choices=("chrome", "jsonl", "nodes", "perfetto"),
+        choices=("chrome", "jsonl", "nodes", "otlp", "perfetto"),
         default="chrome",
         help="output format (default: %(default)s)",
     )
@@ -494,6 +511,12 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         metavar="FILE",
         help="output file (default: trace.chrome.json, trace.perfetto-trace, events.all.jsonl"
         " or nodes.all.jsonl in the run's directory)",
+    )
+    export.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="--format otlp: the OTLP/HTTP traces URL to send to"
+        " (example: http://127.0.0.1:4318/v1/traces)",
     )
     export.set_defaults(func=_export)
     show = sub.add_parser(

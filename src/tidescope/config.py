@@ -97,6 +97,20 @@ class Config:
     """fnmatch patterns of module names whose calls take the bounded snapshot whatever
     ``values`` says (``"myapp.models.*"`` also matches ``myapp.models``). The environment
     variable is a comma-separated list."""
+    otlp_endpoint: str | None = None
+    """An OTLP/HTTP traces URL (``http://collector:4318/v1/traces``): the drain exports
+    spans there while the program runs (``docs/otlp.md``; needs the ``otlp`` extra)."""
+    otlp_threshold_ms: float = 1.0
+    """OTLP export: a call at least this long gets a span; shorter ones are folded into
+    counters on their nearest exported ancestor (unless they raised or carry a domain event)."""
+    otlp_max_attribute_length: int = 2048
+    """OTLP export: bytes an attribute's string value keeps."""
+    otlp_max_events: int = 128
+    """OTLP export: events per span (the last a summary of those dropped)."""
+    otlp_max_spans: int = 10000
+    """OTLP export: spans per trace from one process; the overflow is counted."""
+    otlp_timeout: float = 5.0
+    """OTLP export: seconds per request, and the most the end of a run waits for the rest."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -293,6 +307,10 @@ def _seconds(v: Any) -> bool:
     return type(v) in (int, float) and 0 <= v <= MAX_BLOCK_TIMEOUT  # NaN fails both
 
 
+def _url(v: Any) -> bool:
+    return v is None or (type(v) is str and re.fullmatch(r"https?://[^\s/]+(/\S*)?", v) is not None)
+
+
 def _patterns(v: Any) -> bool:
     return type(v) is tuple and all(type(p) is str and p.strip() != "" for p in v)
 
@@ -346,6 +364,28 @@ _KINDS: Final[dict[str, tuple[type, str, Callable[[Any], bool]]]] = {
         str,
         "one of " + ", ".join(repr(s) for s in VALUE_POLICIES),
         lambda v: v in VALUE_POLICIES,
+    ),
+    "otlp_endpoint": (str, "an http:// or https:// URL, or None", _url),
+    "otlp_threshold_ms": (
+        float,
+        "a number of milliseconds >= 0",
+        lambda v: type(v) in (int, float) and 0 <= v < 1e9,
+    ),
+    "otlp_max_attribute_length": (
+        int,
+        "an integer from 16 to 1048576",
+        lambda v: type(v) is int and 16 <= v <= 1 << 20,
+    ),
+    "otlp_max_events": (
+        int,
+        "an integer from 1 to 100000",
+        lambda v: type(v) is int and 1 <= v <= 100_000,
+    ),
+    "otlp_max_spans": (int, "a positive integer", _int_up_to(1 << 40)),
+    "otlp_timeout": (
+        float,
+        "a number of seconds > 0 and <= 60",
+        lambda v: type(v) in (int, float) and 0 < v <= MAX_BLOCK_TIMEOUT,
     ),
     "deep_modules": (
         tuple,

@@ -156,7 +156,16 @@ def run(options: RunOptions, *, run_id: str | None = None) -> int:
             raise UsageError(f"can't open file '{path.resolve()}': {reason}")
         main_path = str(path.resolve())
     output = _check_output(options.output)
-    cfg = options.config  # the script is rewritten before start(): with its redaction
+    cfg = options.config
+    if cfg.otlp_endpoint is not None:
+        from tidescope.export.otlp import require_otlp  # noqa: PLC0415
+
+        try:
+            require_otlp()
+        except ImportError as exc:
+            raise UsageError(
+                str(exc)
+            ) from None  # the script is rewritten before start(): with its redaction
     _redact.configure(cfg.redact, cfg.redact_pattern, cfg.redact_extra)
     if options.script is not None:
         try:
@@ -269,6 +278,8 @@ def _close_trace(*, from_signal: bool = False) -> None:
             _write_node_table(trace.output)
         if trace.summary:
             _summary(stats, trace.output, trace.drain, trace.run_id)
+            if trace.drain.otlp is not None:
+                _output.notice(trace.drain.otlp.summary())
     except Exception as exc:  # the trace is cut short; the program's end stays its own
         _say(f"trace not closed: {exc!r}")
     finally:

@@ -40,6 +40,16 @@ def _leave_signals_to_the_program() -> None:
         pass
 
 
+def _otlp_config() -> Any:
+    """The active session's Config when it asks for live OTLP export, else None."""
+    from tidescope import _session  # noqa: PLC0415 - the package imports this module
+
+    session = _session.active_session()
+    if session is None or session.config.otlp_endpoint is None:
+        return None
+    return session.config
+
+
 class Drain:
     """Moves events from the registered buffer to ``<directory>/events-<pid>.tstrace``.
 
@@ -54,7 +64,10 @@ class Drain:
     thread never captures itself. After ``os.fork()`` the child gets a drain of its own writing
     its own file (the parent's thread does not exist there). An output fault stops the
     writing, never the draining: the program never waits on a full disk, and what is lost
-    is counted (see :class:`TraceWriter`).
+    is counted (see :class:`TraceWriter`). When the active session's Config has an
+    ``otlp_endpoint``, the writer hands each chunk it wrote to a live OTLP exporter with a
+    thread and a bounded queue of its own (``docs/otlp.md``); :meth:`stop` waits for it at
+    most ``otlp_timeout`` seconds and puts its counts in the closing stats.
 
     Args:
         directory: where trace files go; made absolute, and created (mode 0700) if
@@ -104,6 +117,10 @@ class Drain:
         self.peak_backlog = 0  # the most events seen waiting in (or lost from) the buffer
         self.notes_lost = 0  # thread and task notes past MAX_NOTES between two passes
         self.writer = self._open_writer(lazy=lazy)
+        self.otlp: Any = None  # the live OTLP exporter (export/_otlp_live.py), if configured
+        self._otlp_config = _otlp_config()
+        if self._otlp_config is not None:
+            self._start_otlp()
         self.errors = 0
         self._started_ns = time.monotonic_ns()
         self._closing = False
@@ -133,6 +150,25 @@ class Drain:
             **self._header,
         }
         return TraceWriter(self._path(), header, lazy=lazy)
+
+    def _start_otlp(self) -> None:
+        """Export live what the writer writes (``otlp_endpoint`` of the session's Config)."""
+        from tidescope.export._otlp_live import LiveExport  # noqa: PLC0415
+        from tidescope.export.otlp import limits_of  # noqa: PLC0415
+
+        cfg = self._otlp_config
+        header = {"pid": os.getpid(), "node": _core.node(), "argv": list(sys.argv)}
+        if self.otlp is not None:
+            self.otlp = self.otlp.forked(self.writer.path.name, header)
+        else:
+            self.otlp = LiveExport(
+                cfg.otlp_endpoint,
+                limits_of(cfg),
+                timeout=cfg.otlp_timeout,
+                trace_file=self.writer.path.name,
+                header={**header, **self._header},
+            )
+        self.writer.on_chunk = self.otlp.offer
 
     def start(self) -> Drain:
         """Start the background thread (returns self)."""
@@ -285,6 +321,10 @@ class Drain:
         if self._thread is not None and self._thread.is_alive() and not self._holds_read_lock():
             self._thread.join(timeout)
         self.pump()
+        if self.otlp is not None:
+            otlp = self.otlp.close()
+            if stats is not None:
+                stats = {**stats, **otlp.as_stats()}
         if stats is not None:
             stats = {
                 **stats,
@@ -322,6 +362,12 @@ class Drain:
             self.writer = self._open_writer(lazy=True)
         except OSError as exc:  # the directory went away: drain anyway, count the loss
             self.writer = TraceWriter.unopened(self._path(), exc)
+        if self.otlp is not None:
+            try:
+                self._start_otlp()
+            except Exception:  # the child records all the same, without live export
+                self.otlp = None
+                self.errors += 1
         self.start()
 
     def _after_multiprocessing_fork(self) -> None:

@@ -107,6 +107,9 @@ class TraceWriter:
         self._seq = 0  # the next chunk's sequence number
         self._torn = False  # a failed write could not be cut back: never write again
         self._counts = (0, 0, 0)  # the totals of the last chunk written
+        self.on_chunk: Callable[[bytes, int], None] | None = None
+        """Handed each EVENTS write that went in (its chunks' bytes, its events): the live
+        OTLP exporter's queue. It must return at once and never raise."""
 
     def _write(self, data: bytes | bytearray, *, chunks: int = 1, closing: bool = False) -> bool:
         """Append ``data`` (``chunks`` whole chunks) whole or not at all; True if it went in."""
@@ -167,6 +170,8 @@ class TraceWriter:
         if not self._write(data, chunks=len(chunks)):
             self.events_not_written += n
             return 0
+        if self.on_chunk is not None and n:
+            self.on_chunk(data, n)
         self.events_written += n
         self._counts = (self.events_written, dropped_events, internal_errors)
         return n
@@ -207,6 +212,8 @@ class TraceWriter:
         if not self._write(data):
             self.events_not_written += n
             return 0
+        if self.on_chunk is not None and n:
+            self.on_chunk(data, n)
         self.events_written += n
         self._counts = (self.events_written, dropped_events, internal_errors)
         return n

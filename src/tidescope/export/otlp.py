@@ -1,0 +1,202 @@
+"""OTLP export: a trace's calls as OpenTelemetry spans, within a backend's limits (docs/otlp.md).
+
+:class:`SpanBuilder` (:mod:`tidescope.export._otlp_spans`) turns one process's events into
+OTLP ``Span`` messages within :class:`OtlpLimits`; :func:`build_requests` reads a finished
+trace into ``ExportTraceServiceRequest`` bodies and :func:`export_trace` sends them;
+``tidescope run --otlp-endpoint`` and a ``Drain`` under
+``tidescope.start(otlp_endpoint=...)`` send live (:mod:`tidescope.export._otlp_live`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from tidescope.export import _otlp_wire as w
+from tidescope.export._otlp_spans import OtlpLimits, SpanBuilder
+
+__all__ = [
+    "ExportResult",
+    "OtlpLimits",
+    "SpanBuilder",
+    "build_requests",
+    "export_trace",
+    "limits_of",
+    "require_otlp",
+]
+
+EXTRA_HINT: Final = "OTLP export needs the otlp extra: pip install 'tidescope[otlp]'"
+SCOPE: Final = ("tidescope", "0.1.0.dev0")
+_BATCH: Final = 2048  # spans per export request
+
+
+def require_otlp() -> None:
+    """Raise ImportError naming the extra unless the OTLP exporter is installed."""
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401, PLC0415
+    except ImportError:
+        raise ImportError(EXTRA_HINT) from None
+
+
+def limits_of(cfg: Any) -> OtlpLimits:
+    """The OtlpLimits of a :class:`tidescope.Config`'s ``otlp_*`` settings."""
+    return OtlpLimits(
+        threshold_ns=int(cfg.otlp_threshold_ms * 1_000_000),
+        max_attribute_length=cfg.otlp_max_attribute_length,
+        max_events=cfg.otlp_max_events,
+        max_spans=cfg.otlp_max_spans,
+    )
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What an export did: spans sent and every loss, by cause."""
+
+    spans_exported: int = 0
+    spans_dropped: int = 0
+    """Spans built but not delivered (the endpoint failed, or the queue was full)."""
+    spans_over_budget: int = 0
+    """Spans not built: their trace had ``max_spans`` already."""
+    events_dropped: int = 0
+    """Trace events the live exporter could not take (its queue full) and never read."""
+    requests_failed: int = 0
+    last_error: str | None = None
+    thread_cpu_s: float = 0.0
+    """CPU seconds the live exporter's thread used (decoding, building, sending)."""
+
+    def as_stats(self) -> dict[str, Any]:
+        """The counts under ``otlp_*`` keys, as the trace's closing stats carry them."""
+        return {f"otlp_{k}": v for k, v in dataclasses.asdict(self).items()}
+
+
+def resource_of(header: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The OTLP resource of a process: its service name, host, pid and tidescope's node."""
+    header = header or {}
+    service = os.environ.get("OTEL_SERVICE_NAME")
+    if not service:
+        argv = header.get("argv") or []
+        first = str(argv[0]) if argv else "python"
+        service = Path(first.split()[-1]).stem or "python"
+    out: list[tuple[str, Any]] = [("service.name", service)]
+    if header.get("pid") is not None:
+        out.append(("process.pid", header["pid"]))
+    if header.get("node") is not None:
+        out.append(("tidescope.node", str(header["node"])))
+    out.append(("telemetry.sdk.name", "tidescope"))
+    return out
+
+
+def _module_files(directory: Path) -> dict[str, str]:
+    """module -> source file, from the run's node tables."""
+    files: dict[str, str] = {}
+    for path in sorted(directory.glob("nodes-*.jsonl")):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if type(rec) is dict and rec.get("module") not in files:
+                        files[str(rec.get("module"))] = str(rec.get("file"))
+        except OSError:
+            continue
+    return files
+
+
+def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
+    """An EVENTS chunk body's events as checked envelope tuples (the C decoder's mode 1,
+    or the pure decoder and the reader's check: the same tuples).
+
+    Raises:
+        FormatError: the body does not decode, or holds events of bad types.
+    """
+    from tidescope.capture import _core  # noqa: PLC0415
+    from tidescope.export import _tsformat, reader  # noqa: PLC0415
+
+    if _core.decode_body is not None:
+        content: list[tuple[Any, ...]] = _core.decode_body(body, node, pid, 1)[3]
+        return content
+    chunk = _tsformat.decode_body(body, node=node, pid=pid)
+    reader._check(chunk)
+    return list(chunk.content)
+
+
+def _file_events(path: Path) -> Iterator[tuple[dict[str, Any] | None, list[tuple[Any, ...]]]]:
+    """``(header, events)`` for each whole EVENTS chunk of a trace file, in order; damaged
+    chunks are skipped (``tidescope show`` counts them)."""
+    from tidescope.export import _tsformat, reader  # noqa: PLC0415
+
+    header: dict[str, Any] | None = None
+    for status, _offset, body in reader._chunks(path, reader.MAX_CHUNK):
+        if status != reader._OK:
+            continue
+        kind = body[0]
+        try:
+            if kind == _tsformat.CHUNK_EVENTS:
+                h = header or {}
+                yield header, decode_events(body, h.get("node"), h.get("pid"))
+            elif kind == _tsformat.CHUNK_HEADER and header is None:
+                chunk = _tsformat.decode_body(body)
+                reader._check(chunk)
+                header = chunk.content
+        except _tsformat.FormatError:
+            continue
+
+
+def build_requests(
+    directory: str | os.PathLike[str], limits: OtlpLimits, result: ExportResult
+) -> Iterator[tuple[bytes, int]]:
+    """``(ExportTraceServiceRequest bytes, spans in it)`` for a finished trace directory,
+    a batch at a time; ``result`` gathers the spans over budget.
+
+    Raises:
+        TraceError: a file cannot be read, or is not a trace.
+    """
+    from tidescope.export.reader import trace_files  # noqa: PLC0415
+
+    root = Path(directory)
+    files = _module_files(root)
+    for path in trace_files(root):
+        builder = SpanBuilder(limits, path.name, files)
+        header: dict[str, Any] | None = None
+        for header, events in _file_events(path):
+            builder.feed(events)
+            if len(builder.spans) >= _BATCH:
+                spans = builder.take()
+                yield w.request(resource_of(header), SCOPE, spans), len(spans)
+        builder.finish()
+        result.spans_over_budget += builder.over_budget
+        spans = builder.take()
+        for i in range(0, len(spans), _BATCH):
+            part = spans[i : i + _BATCH]
+            yield w.request(resource_of(header), SCOPE, part), len(part)
+
+
+def export_trace(
+    directory: str | os.PathLike[str],
+    endpoint: str,
+    *,
+    limits: OtlpLimits | None = None,
+    timeout: float = 10.0,
+) -> ExportResult:
+    """Send a finished trace directory's spans to an OTLP/HTTP endpoint (``.../v1/traces``).
+
+    Raises:
+        ImportError: the ``otlp`` extra is missing.
+        TraceError: a file cannot be read, or is not a trace.
+    """
+    from tidescope.export._otlp_live import Sender  # noqa: PLC0415
+
+    result = ExportResult()
+    sender = Sender(endpoint, timeout)
+    try:
+        for body, n in build_requests(directory, limits or OtlpLimits(), result):
+            sender.send(body, n, result)
+    finally:
+        sender.close()
+    return result
