@@ -198,9 +198,11 @@ def test_default_directory_and_summary_line(project: pytest.Pytester) -> None:
     result.assert_outcomes(failed=2, passed=1)
     directory = project.path / "tidescope-trace"
     assert trace_files(directory)
+    (run,) = [p for p in directory.iterdir() if p.is_dir()]  # a run directory of its own
+    assert (directory / "LATEST").read_text().strip() == run.name
     result.stdout.fnmatch_lines(
         [
-            f"tidescope: recording to {directory}{os.sep}events-*.tstrace",
+            f"tidescope: recording to {run}{os.sep}events-*.tstrace",
             "tidescope: * events recorded, 0 dropped, 0 internal errors -> *",
         ]
     )

@@ -85,8 +85,10 @@ def activate(config: pytest.Config, directory: str | None) -> None:
     except Exception as exc:  # a core that cannot be used, say
         raise pytest.UsageError(f"tidescope: {exc}") from None
     try:
+        from tidescope.export._runs import make_run_directory  # noqa: PLC0415
+
         drain = Drain(
-            directory,
+            make_run_directory(directory),  # a run of its own, as tidescope run's
             header={"argv": ["pytest", *config.invocation_params.args], "run": _run_id()},
             pace=True,
         ).start()
