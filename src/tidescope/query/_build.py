@@ -192,7 +192,9 @@ def build(trace: Trace, target: Path, duckdb: Any) -> None:
         prints = fingerprint(trace)  # before reading: a file that grows meanwhile rebuilds
         con = duckdb.connect(str(path), config={"temp_directory": str(work / "spill")})
         try:
+            con.execute("BEGIN TRANSACTION")
             _load(con, trace, prints)
+            con.execute("COMMIT")
             con.execute("CHECKPOINT")
         finally:
             con.close()
