@@ -360,3 +360,18 @@ def test_query_without_duckdb_names_the_extra(recorded: Path) -> None:
     assert out.stderr == (
         "tidescope: tidescope query needs duckdb and pyarrow: pip install 'tidescope[query]'\n"
     )
+
+
+def test_an_index_open_in_this_process_does_not_hide_a_rebuilt_one(
+    trace: Path, tmp_path: Path
+) -> None:
+    other = record(tmp_path / "other", "def f(x):\n    return x\n\nf(1)\n")
+    old = open_index(trace)
+    try:
+        assert old.sql("SELECT count(*) FROM calls")[1] == [(7,)]
+        shutil.copy(trace_files(other)[0], trace / "events-1.tstrace")
+        with open_index(trace) as new:  # the trace changed: rebuilt, and this reads the new one
+            assert new.sql("SELECT count(*) FROM calls")[1] == [(8,)]
+        assert old.sql("SELECT count(*) FROM calls")[1] == [(7,)]  # a snapshot of its time
+    finally:
+        old.close()
