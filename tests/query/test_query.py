@@ -375,3 +375,14 @@ def test_an_index_open_in_this_process_does_not_hide_a_rebuilt_one(
         assert old.sql("SELECT count(*) FROM calls")[1] == [(7,)]  # a snapshot of its time
     finally:
         old.close()
+
+
+def test_query_reads_tidescope_trace_in_the_current_directory_by_default(
+    trace: Path, tmp_path: Path
+) -> None:
+    trace.rename(tmp_path / "tidescope-trace")
+    out = subprocess.run(
+        [sys.executable, "-m", "tidescope", "query", "SELECT count(*) AS n FROM calls", "--csv"],
+        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert (out.returncode, out.stdout) == (0, "n\n7\n"), out.stderr

@@ -32,6 +32,8 @@ INDEX_VERSION: Final = 1
 """The schema of the index; an index of another version is rebuilt."""
 BATCH: Final = 1 << 18
 """Events appended to ``events`` in one statement (bounds the builder's own memory)."""
+MEMORY_LIMIT: Final = "1GB"
+"""DuckDB's memory while building; past it, joins and sorts spill to a private directory."""
 SOURCE_LIMIT: Final = 4 << 20
 """Bytes of a source file kept in ``sources``; a larger file is left out."""
 
@@ -190,7 +192,9 @@ def build(trace: Trace, target: Path, duckdb: Any) -> None:
     try:
         path = work / target.name
         prints = fingerprint(trace)  # before reading: a file that grows meanwhile rebuilds
-        con = duckdb.connect(str(path), config={"temp_directory": str(work / "spill")})
+        con = duckdb.connect(
+            str(path), config={"temp_directory": str(work / "spill"), "memory_limit": MEMORY_LIMIT}
+        )
         try:
             # no enclosing transaction: one cost 12% more CPU (measured), each append in
             # its own writes its row groups straight to the file
