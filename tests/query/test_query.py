@@ -386,3 +386,16 @@ def test_query_reads_tidescope_trace_in_the_current_directory_by_default(
         cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert (out.returncode, out.stdout) == (0, "n\n7\n"), out.stderr
+
+
+def test_values_json_has_no_form_for_are_indexed_as_jsonable_gives_them(tmp_path: Path) -> None:
+    source = (
+        "def odd(keys, big, text, nan, raw, items):\n    return 1\n\n"
+        "odd({1: 'a', (2, 3): 'b'}, 2**70, 'x\\udc80y', float('nan'), b'\\x00\\xff', {7})\n"
+    )
+    trace = record(tmp_path, source)
+    ((args,),) = [r.values() for r in rows(trace, "SELECT args FROM calls")]
+    assert json.loads(args) == {  # type: ignore[arg-type]
+        "keys": {"1": "a", "(2, 3)": "b"}, "big": 2**70, "text": "x?y", "nan": None,
+        "raw": {"$bytes": "AP8="}, "items": [7],
+    }  # fmt: skip
