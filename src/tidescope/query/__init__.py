@@ -16,6 +16,7 @@ DuckDB and pyarrow are the optional extra ``tidescope[query]``, imported only he
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import stat
 import threading
@@ -38,11 +39,14 @@ class QueryError(Exception):
 
 
 def _duckdb() -> Any:
+    """The duckdb module; pyarrow is only looked for (importing it costs a query a tenth
+    of a second or more, and only a build uses it)."""
     try:
         import duckdb  # noqa: PLC0415
-        import pyarrow  # noqa: F401, PLC0415
     except ImportError:
         raise QueryError(EXTRA_HINT) from None
+    if importlib.util.find_spec("pyarrow") is None:
+        raise QueryError(EXTRA_HINT)
     return duckdb
 
 
