@@ -96,7 +96,8 @@ def main() -> None:
         directory.mkdir(parents=True, exist_ok=True)
         script = directory.parent / f"{directory.name}.py"
         n = max(1, args.calls // FIB25)
-        script.write_text(textwrap.dedent(PROGRAM.format(n=n + (n + 3) // 7)))
+        # n calls that return, plus the ones that raise (at least one: f(3))
+        script.write_text(textwrap.dedent(PROGRAM.format(n=max(4, n + (n + 3) // 7))))
         subprocess.run(
             [sys.executable, "-m", "tidescope", "run", "--level", "calls",
              "--buffer-size", "8388608", "-o", str(directory), str(script)],

@@ -16,6 +16,7 @@ DuckDB and pyarrow are the optional extra ``tidescope[query]``, imported only he
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import stat
 import threading
@@ -38,11 +39,14 @@ class QueryError(Exception):
 
 
 def _duckdb() -> Any:
+    """The duckdb module; pyarrow is only looked for (importing it costs a query a tenth
+    of a second or more, and only a build uses it)."""
     try:
         import duckdb  # noqa: PLC0415
-        import pyarrow  # noqa: F401, PLC0415
     except ImportError:
         raise QueryError(EXTRA_HINT) from None
+    if importlib.util.find_spec("pyarrow") is None:
+        raise QueryError(EXTRA_HINT)
     return duckdb
 
 
@@ -79,7 +83,7 @@ def _open_current(duckdb: Any, trace: Trace, target: Path, *, fresh: bool = Fals
     try:
         if not stat.S_ISREG(os.lstat(target).st_mode):
             return None
-        con = duckdb.connect(str(target), read_only=True, config=_READ_CONFIG)
+        con = _connect(duckdb, target)
     except (OSError, duckdb.Error):
         return None
     try:
@@ -96,9 +100,29 @@ def _open_current(duckdb: Any, trace: Trace, target: Path, *, fresh: bool = Fals
     return con
 
 
-# The index is for reading: user SQL cannot change it, nor read or write other files
-# (read_csv, COPY ... TO, ATTACH), nor turn those settings back on.
-_READ_CONFIG: Final = {"enable_external_access": False, "lock_configuration": True}
+def _connect(duckdb: Any, target: Path) -> Any:
+    """A connection of its own to ``target``, read-only, that can reach nothing else.
+
+    DuckDB's Python ``connect(path)`` shares one database per path in a process, and keeps
+    serving the file it first opened after that file was replaced by a rebuild; a fresh
+    in-memory database that attaches the file opens it anew. Then user SQL can read the
+    index's tables, not change them, nor read or write other files (``read_csv``, ``COPY
+    ... TO``, ``ATTACH``), nor turn those settings back on.
+    """
+    con = duckdb.connect(":memory:", config={"temp_directory": ""})
+    try:
+        quoted = str(target).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS {_ALIAS} (READ_ONLY)")
+        con.execute(f"USE {_ALIAS}")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+_ALIAS: Final = "trace"
 
 
 class TraceIndex:
@@ -130,6 +154,7 @@ class TraceIndex:
                 raise QueryError("the index is closed")
             cur = self._con.cursor()
         try:
+            cur.execute(f"USE {_ALIAS}")  # a cursor is a connection of its own
             cur.execute(query, list(params))
             names = [d[0] for d in cur.description or ()]
             rows = cur.fetchall() if cur.description else []

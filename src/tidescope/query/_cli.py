@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from typing import IO, Any
@@ -70,6 +69,8 @@ def write_json(names: list[str], rows: list[tuple[Any, ...]], out: IO[str]) -> N
 
 def write_csv(names: list[str], rows: list[tuple[Any, ...]], out: IO[str]) -> None:
     """A header row, then the rows (NULL as an empty field)."""
+    import csv  # noqa: PLC0415
+
     w = csv.writer(out, lineterminator="\n")
     w.writerow(names)
     w.writerows(rows)
