@@ -37,7 +37,7 @@ if _requested == "python":
     CORE_REASON = "TIDESCOPE_CORE=python"
 else:
     try:
-        from tidescope.capture import _speedups  # type: ignore[attr-defined, no-redef]
+        from tidescope.capture import _speedups
     except ImportError as exc:
         if _requested == "c":
             CORE_ERROR = (

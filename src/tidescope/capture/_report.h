@@ -1,0 +1,13 @@
+/* The report path (_report.c): the functions rewritten code calls on every call. */
+#ifndef TIDESCOPE_REPORT_H
+#define TIDESCOPE_REPORT_H
+
+#include "_state.h"
+
+PyObject *report_function_entry(PyObject *m, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames);
+PyObject *report_function_exit(PyObject *m, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames);
+PyObject *write_event(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+#endif
