@@ -77,6 +77,8 @@ from tidescope.capture._pure import (  # noqa: E402
     register_buffer,
     report_function_entry,
     report_function_exit,
+    report_site_entry,
+    report_site_exit,
     restore_context,
     save_context,
     set_enabled,
@@ -117,6 +119,8 @@ if _speedups is not None:
     _snapshot._flat_copy = _speedups.flat_copy
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
+    report_site_entry = _speedups.report_site_entry
+    report_site_exit = _speedups.report_site_exit
     write_event = _speedups.write_event
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
@@ -154,6 +158,8 @@ __all__ += [
     "register_buffer",
     "report_function_entry",
     "report_function_exit",
+    "report_site_entry",
+    "report_site_exit",
     "restore_context",
     "resync_clock",
     "save_context",

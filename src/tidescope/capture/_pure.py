@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from tidescope.capture import _clock, _redact, _snapshot
 from tidescope.capture._ring import RingBuffer
+from tidescope.capture._sites import table as _site_table
 from tidescope.capture._snapshot import (
     _LOG2_10,
     KEEP_TYPES,
@@ -362,6 +363,7 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
             "snap_ref": _snap_ref,
             "ref_kinds": _snapshot._REF_KINDS,
             "ref_class": ObjectRef,
+            "sites": _site_table,
         }
     )
     _redact.on_configure(module.forget_names)
@@ -625,6 +627,39 @@ def report_function_entry(
     except Exception as exc:
         count_error(exc)
         return None
+
+
+def report_site_entry(site: int, *values: Any) -> Any:
+    """:func:`report_function_entry` for a registered site (:mod:`._sites`): the module,
+    function, ``ast_node_id`` and parameter names from the table, ``values`` in order."""
+    if not _enabled or _buffer is None:
+        return None
+    try:
+        if type(site) is not int or site < 0 or site >= len(_site_table):
+            raise IndexError(f"no site {site!r}")
+        s = _site_table[site]
+        names = s[3]
+        if len(names) != len(values):
+            raise TypeError(f"site {site!r} takes {len(names)} values, got {len(values)}")
+        args = dict(zip(names, values, strict=True))
+    except Exception as exc:
+        count_error(exc)
+        return None
+    return report_function_entry(s[0], s[1], args, ast_node_id=s[2])
+
+
+def report_site_exit(call_id: Any, return_value: Any, site: int) -> bool:
+    """:func:`report_function_exit` of a registered site's normal exit."""
+    if call_id is None:
+        return False
+    try:
+        if type(site) is not int or site < 0 or site >= len(_site_table):
+            raise IndexError(f"no site {site!r}")
+        node = _site_table[site][2]
+    except Exception as exc:
+        count_error(exc)  # the call is still popped
+        node = None
+    return report_function_exit(call_id, return_value, ast_node_id=node)
 
 
 def _unwind(f: Any, call_id: Any) -> Any:

@@ -65,30 +65,12 @@ put_slow(PyObject *buf, int64_t eid, int64_t ts, uint64_t thread, PyObject *task
     return r;
 }
 
-PyObject *
-report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames)
+/* The entry of a call: report_function_entry's work once its arguments are parsed. `own`:
+ * `args` is a dict made for this report (report_site_entry's), which nothing else holds. */
+static PyObject *
+entry(PyObject *module, PyObject *function, PyObject *args, PyObject *ast, PyObject *call_id,
+      int own)
 {
-    PyObject *ast = Py_None, *call_id = Py_None;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "report_function_entry() takes 3 positional arguments but %zd were given",
-                     nargs);
-        return NULL;
-    }
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        if (kw_match(name, s_ast_node_id)) ast = args[nargs + k];
-        else if (kw_match(name, s_call_id)) call_id = args[nargs + k];
-        else {
-            PyErr_Format(PyExc_TypeError,
-                         "report_function_entry() got an unexpected keyword argument '%U'",
-                         name);
-            return NULL;
-        }
-    }
-    if (!g_enabled) Py_RETURN_NONE;
     PyObject *buf = g_buffer, *f = NULL, *cell = NULL, *snap = NULL, *cid = NULL, *ts_obj = NULL;
     PyObject *corr = NULL, *astv = NULL, *task = NULL, *frame = NULL, *arity_obj = NULL;
     PyObject *result = NULL;
@@ -103,9 +85,10 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
         goto error;
     }
     Py_ssize_t arity;
-    int by_ref = ref_for(args[0]);
+    int by_ref = ref_for(module);
     if (by_ref < 0) goto error;
-    snap = by_ref ? ref_args(args[2], &arity) : snap_args(args[2], &arity);
+    if (own) snap = by_ref ? ref_own_args(args, &arity) : snap_own_args(args, &arity);
+    else snap = by_ref ? ref_args(args, &arity) : snap_args(args, &arity);
     if (snap == NULL) goto error;
     int64_t eid;
     if (call_id == Py_None) {
@@ -153,8 +136,8 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
             fill_common(s, eid, ts, thread, task, corr, parent, cid, astv,
                         call_id == Py_None ? cid : NULL, eid);
             s->kind = K_ENTRY;
-            s->d[0].o = Py_NewRef(args[0]);
-            s->d[1].o = Py_NewRef(args[1]);
+            s->d[0].o = Py_NewRef(module);
+            s->d[1].o = Py_NewRef(function);
             s->d[2].o = Py_NewRef(arity_obj);
             s->d[3].o = Py_NewRef(snap);
             publish(s, pos);
@@ -164,7 +147,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
     }
     else {
         PyObject *r = put_slow(buf, eid, ts, thread, task, corr, parent, cid, astv,
-                               g_entry_type, args[0], args[1], arity_obj, snap);
+                               g_entry_type, module, function, arity_obj, snap);
         if (r == NULL) goto error;
         Py_DECREF(r);
     }
@@ -189,6 +172,34 @@ done:
     return result;
 }
 
+
+PyObject *
+report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames)
+{
+    PyObject *ast = Py_None, *call_id = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "report_function_entry() takes 3 positional arguments but %zd were given",
+                     nargs);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (kw_match(name, s_ast_node_id)) ast = args[nargs + k];
+        else if (kw_match(name, s_call_id)) call_id = args[nargs + k];
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "report_function_entry() got an unexpected keyword argument '%U'",
+                         name);
+            return NULL;
+        }
+    }
+    if (!g_enabled) Py_RETURN_NONE;
+    return entry(args[0], args[1], args[2], ast, call_id, 0);
+}
+
 /* The frame of call_id in stack f, borrowed (NULL if absent; -1 through *err on error). */
 static PyObject *
 unwind(PyObject *f, PyObject *call_id, int *err)
@@ -207,32 +218,10 @@ unwind(PyObject *f, PyObject *call_id, int *err)
     return NULL;
 }
 
-PyObject *
-report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
-                     PyObject *kwnames)
+/* The exit of a call: report_function_exit's work once its arguments are parsed. */
+static PyObject *
+exit_call(PyObject *call_id, PyObject *rv, PyObject *duration, PyObject *reason, PyObject *ast)
 {
-    PyObject *duration = Py_None, *reason = s_normal, *ast = Py_None;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs < 2 || nargs > 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "report_function_exit() takes 2 or 3 positional arguments but %zd were "
-                     "given", nargs);
-        return NULL;
-    }
-    if (nargs == 3) duration = args[2];
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        if (kw_match(name, s_exit_reason)) reason = args[nargs + k];
-        else if (kw_match(name, s_ast_node_id)) ast = args[nargs + k];
-        else if (nargs == 2 && kw_match(name, s_duration_ns)) duration = args[nargs + k];
-        else {
-            PyErr_Format(PyExc_TypeError,
-                         "report_function_exit() got an unexpected keyword argument '%U'", name);
-            return NULL;
-        }
-    }
-    PyObject *call_id = args[0], *rv = args[1];
-    if (call_id == Py_None) Py_RETURN_FALSE;
     PyObject *f = NULL, *res = NULL, *exc = NULL, *corr = NULL, *astv = NULL, *task = NULL;
     PyObject *dur_obj = NULL, *result = NULL, *buf = NULL, *cell = NULL;
     PyThreadState *tstate = PyThreadState_Get(); /* once: a TLS lookup on 3.12+ */
@@ -368,7 +357,105 @@ done:
     return result;
 }
 
+PyObject *
+report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
+{
+    PyObject *duration = Py_None, *reason = s_normal, *ast = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < 2 || nargs > 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "report_function_exit() takes 2 or 3 positional arguments but %zd were "
+                     "given", nargs);
+        return NULL;
+    }
+    if (nargs == 3) duration = args[2];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (kw_match(name, s_exit_reason)) reason = args[nargs + k];
+        else if (kw_match(name, s_ast_node_id)) ast = args[nargs + k];
+        else if (nargs == 2 && kw_match(name, s_duration_ns)) duration = args[nargs + k];
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "report_function_exit() got an unexpected keyword argument '%U'", name);
+            return NULL;
+        }
+    }
+    if (args[0] == Py_None) Py_RETURN_FALSE;
+    return exit_call(args[0], args[1], duration, reason, ast);
+}
 
+/* --------------------------------------------------------------------------------- */
+/* sites: what rewritten code calls (_sites.py registers them)                        */
+
+/* The site registered as `id` (borrowed): (module, function, ast_node_id, params, file,
+ * line); NULL with an error set for anything else. */
+static PyObject *
+site_at(PyObject *id)
+{
+    int64_t k;
+    PyObject *sites = g_sites;
+    if (!PyLong_CheckExact(id) || !small_long(id, &k) || sites == NULL || k < 0 ||
+        k >= PyList_GET_SIZE(sites)) {
+        PyErr_Format(PyExc_IndexError, "no site %R", id);
+        return NULL;
+    }
+    PyObject *site = PyList_GET_ITEM(sites, k);
+    if (!PyTuple_Check(site) || PyTuple_GET_SIZE(site) < 4) {
+        PyErr_Format(PyExc_TypeError, "site %R is not a Site", id);
+        return NULL;
+    }
+    return site;
+}
+
+PyObject *
+report_site_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "report_site_entry() takes a site id");
+        return NULL;
+    }
+    if (!g_enabled || g_buffer == NULL) Py_RETURN_NONE;
+    PyObject *site = site_at(args[0]);
+    if (site == NULL) goto error;
+    PyObject *names = PyTuple_GET_ITEM(site, 3);
+    if (!PyTuple_CheckExact(names) || PyTuple_GET_SIZE(names) != nargs - 1) {
+        PyErr_Format(PyExc_TypeError, "site %R takes %zd values, got %zd", args[0],
+                     PyTuple_Check(names) ? PyTuple_GET_SIZE(names) : -1, nargs - 1);
+        goto error;
+    }
+    PyObject *d = PyDict_New();
+    if (d == NULL) goto error;
+    for (Py_ssize_t k = 1; k < nargs; k++) {
+        if (PyDict_SetItem(d, PyTuple_GET_ITEM(names, k - 1), args[k]) < 0) {
+            Py_DECREF(d);
+            goto error;
+        }
+    }
+    PyObject *r = entry(PyTuple_GET_ITEM(site, 0), PyTuple_GET_ITEM(site, 1), d,
+                        PyTuple_GET_ITEM(site, 2), Py_None, 1);
+    Py_DECREF(d);
+    return r;
+error:
+    if (!swallow_error()) return NULL;
+    Py_RETURN_NONE;
+}
+
+PyObject *
+report_site_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "report_site_exit() takes 3 positional arguments but %zd were given", nargs);
+        return NULL;
+    }
+    if (args[0] == Py_None) Py_RETURN_FALSE;
+    PyObject *site = site_at(args[2]);
+    PyObject *ast = Py_None;
+    if (site != NULL) ast = PyTuple_GET_ITEM(site, 2);
+    else if (!swallow_error()) return NULL; /* counted; the call is still popped */
+    return exit_call(args[0], args[1], Py_None, s_normal, ast);
+}
 
 /* _pure.write_event(buffer, event_type, data, *, call_id=None, parent_id=None,
  * correlation_id=None, ast_node_id=None) -> bool: stamp one event now and write it. */

@@ -8,6 +8,10 @@ PyObject *report_function_entry(PyObject *m, PyObject *const *args, Py_ssize_t n
                                 PyObject *kwnames);
 PyObject *report_function_exit(PyObject *m, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames);
+/* report_site_entry(site, *values) / report_site_exit(call_id, return_value, site): the
+ * same events, the call's names taken from the site table (_sites.py) */
+PyObject *report_site_entry(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *report_site_exit(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *write_event(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 #endif

@@ -296,6 +296,24 @@ snap_args(PyObject *args, Py_ssize_t *arity)
     return call_snap(g_snap, args);
 }
 
+/* snap_args of a dict made for this report that nothing else holds (a site's arguments):
+ * the dict itself when the copy would be equal to it (scalars only), so the snapshot of a
+ * call's arguments is one allocation, as the call site's dict was. */
+PyObject *
+snap_own_args(PyObject *d, Py_ssize_t *arity)
+{
+    *arity = PyDict_GET_SIZE(d);
+    PyObject *flat = NULL;
+    if (g_depth >= 1) {
+        IntLimit il = {g_int_limit, 0};
+        int nested = 0;
+        Py_ssize_t cost = container_cost(d, g_max_string, &il, g_max_items, g_depth, &nested);
+        if (cost >= 0 && cost <= g_budget) flat = nested ? copy_flat(d, g_depth) : Py_NewRef(d);
+    }
+    if (flat != NULL || PyErr_Occurred()) return flat;
+    return call_snap(g_snap, d);
+}
+
 /* _pure._snap_value: a return value kept, copied flat, or snapshotted. New reference. */
 PyObject *
 snap_value(PyObject *v)
@@ -451,6 +469,45 @@ ref_args(PyObject *args, Py_ssize_t *arity)
     }
     *arity = -1;
     return call_snap_ref(args, 1);
+}
+
+/* ref_args of a dict made for this report that nothing else holds (a site's arguments):
+ * the items that are not kept as they are replaced in place, so the dict is the snapshot
+ * (equal to ref_flat's copy of it) without a second one. */
+PyObject *
+ref_own_args(PyObject *d, Py_ssize_t *arity)
+{
+    enum { MAX_OWN = 32 };
+    Py_ssize_t n = PyDict_GET_SIZE(d);
+    if (n > MAX_OWN || n > g_max_items) return ref_args(d, arity);
+    *arity = n;
+    PyObject *keys[MAX_OWN], *got[MAX_OWN], *key, *val;
+    IntLimit il = {g_int_limit, 0};
+    Py_ssize_t cost = SMALL, pos = 0, k = 0;
+    int fits = 1;
+    while (PyDict_Next(d, &pos, &key, &val)) {
+        if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) > g_max_string ||
+            (is_secret_key(key) != 0 && Py_TYPE(val) != g_redacted_type)) {
+            fits = 0;
+            break;
+        }
+        cost += PyUnicode_GET_LENGTH(key) + SMALL;
+        PyObject *c = ref_item(val, &cost, &il);
+        if (c == NULL) {
+            fits = 0;
+            break;
+        }
+        keys[k] = key;
+        got[k++] = c;
+    }
+    fits = fits && cost <= g_budget;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        if (fits && PyDict_SetItem(d, keys[j], got[j]) < 0) fits = 0;
+        Py_DECREF(got[j]);
+    }
+    if (fits) return Py_NewRef(d);
+    if (PyErr_Occurred()) return NULL;
+    return call_snap_ref(d, 0);
 }
 
 /* _pure._ref_value: a return value under the "ref" policy. New reference. */

@@ -36,6 +36,9 @@ ref_for(PyObject *key)
 /* _pure._snap_args / _ref_args: new reference to the snapshot, *arity set. */
 PyObject *snap_args(PyObject *args, Py_ssize_t *arity);
 PyObject *ref_args(PyObject *args, Py_ssize_t *arity);
+/* the same of a dict made for this report, which nothing else holds (a site's arguments) */
+PyObject *snap_own_args(PyObject *d, Py_ssize_t *arity);
+PyObject *ref_own_args(PyObject *d, Py_ssize_t *arity);
 /* _pure._snap / _snap_ref of one value (a return value). */
 PyObject *snap_value(PyObject *v);
 PyObject *ref_value(PyObject *v);

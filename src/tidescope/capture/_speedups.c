@@ -59,6 +59,7 @@ PyObject *g_ref_class = NULL;  /* tidescope.events.ObjectRef */
 int g_by_ref = 0;
 PyObject *g_policy = NULL;     /* _pure._policy: key -> by reference, or NULL */
 PyObject *g_decide = NULL;     /* _pure._decide(key) */
+PyObject *g_sites = NULL;       /* _sites.table: the registered sites, by id */
 PyObject *g_loop_task_id = NULL;
 PyObject *g_get_running_loop = NULL;
 PyObject *g_entry_type = NULL; /* EventType.FUNCTION_ENTRY (_slots.h) */
@@ -88,10 +89,10 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
 {
     static const char *names[] = {"stack", "off", "count_error", "snap", "exc_snap",
                                   "loop_task_id", "get_running_loop", "entry_type",
-                                  "exit_type", "snap_ref", "ref_kinds", "ref_class", NULL};
+                                  "exit_type", "snap_ref", "ref_kinds", "ref_class", "sites", NULL};
     PyObject **slots[] = {&g_stack_var, &g_off, &g_count_error, &g_snap, &g_exc_snap,
                           &g_loop_task_id, &g_get_running_loop, &g_entry_type, &g_exit_type,
-                          &g_snap_ref, &g_ref_kinds, &g_ref_class};
+                          &g_snap_ref, &g_ref_kinds, &g_ref_class, &g_sites};
     if (!PyDict_Check(ns)) {
         PyErr_SetString(PyExc_TypeError, "attach() takes a dict");
         return NULL;
@@ -103,6 +104,10 @@ attach(PyObject *Py_UNUSED(m), PyObject *ns)
             return NULL;
         }
         Py_XSETREF(*slots[k], Py_NewRef(v));
+    }
+    if (!PyList_CheckExact(g_sites)) {
+        PyErr_SetString(PyExc_TypeError, "attach(): sites is not a list");
+        return NULL;
     }
     if (hamt_hash(g_stack_var, &g_stack_hash) < 0) return NULL;
     PyObject *ev = PyDict_GetItemString(ns, "event_class");
@@ -227,6 +232,12 @@ static PyMethodDef module_methods[] = {
      "report_function_exit(call_id, return_value, duration_ns=None, *, exit_reason='normal', "
      "ast_node_id=None)\n--\n\n"
      "Record a call's exit and pop it from the call stack; False if nothing was recorded."},
+    {"report_site_entry", (PyCFunction)(void (*)(void))report_site_entry, METH_FASTCALL,
+     "report_site_entry(site, *values)\n--\n\n"
+     "report_function_entry of a registered site: its names and node id from the table."},
+    {"report_site_exit", (PyCFunction)(void (*)(void))report_site_exit, METH_FASTCALL,
+     "report_site_exit(call_id, return_value, site)\n--\n\n"
+     "report_function_exit of a registered site's normal exit."},
     {"attach", (PyCFunction)attach, METH_O, NULL},
     {"write_event", (PyCFunction)(void (*)(void))write_event, METH_FASTCALL | METH_KEYWORDS,
      "write_event(buffer, event_type, data, *, call_id=None, parent_id=None, "

@@ -33,6 +33,7 @@ extern PyObject *g_ref_class;  /* tidescope.events.ObjectRef */
 extern int g_by_ref;
 extern PyObject *g_policy;     /* _pure._policy: key -> by reference, or NULL */
 extern PyObject *g_decide;     /* _pure._decide(key) */
+extern PyObject *g_sites;       /* _sites.table: the registered sites, by id */
 extern PyObject *g_loop_task_id;
 extern PyObject *g_get_running_loop;
 extern PyObject *g_entry_type; /* EventType.FUNCTION_ENTRY (_slots.h) */
