@@ -580,6 +580,11 @@ def report_function_entry(
     """
     if not _enabled:
         return None
+    return _entry(module, function, args, ast_node_id, call_id)
+
+
+def _entry(module: Any, function: Any, args: Any, ast_node_id: Any, call_id: Any) -> Any:
+    """:func:`report_function_entry`'s work, its arguments positional (the site's too)."""
     try:
         buf = _buffer
         f = _get()
@@ -632,20 +637,22 @@ def report_function_entry(
 def report_site_entry(site: int, *values: Any) -> Any:
     """:func:`report_function_entry` for a registered site (:mod:`._sites`): the module,
     function, ``ast_node_id`` and parameter names from the table, ``values`` in order."""
-    if not _enabled or _buffer is None:
+    if not _enabled:
         return None
     try:
-        if type(site) is not int or site < 0 or site >= len(_site_table):
-            raise IndexError(f"no site {site!r}")
-        s = _site_table[site]
+        s = _site_table[site] if type(site) is int and site >= 0 else _no_site(site)
         names = s[3]
         if len(names) != len(values):
             raise TypeError(f"site {site!r} takes {len(names)} values, got {len(values)}")
-        args = dict(zip(names, values, strict=True))
+        args = dict(zip(names, values))  # noqa: B905  # zip(strict=) parses a keyword per call
     except Exception as exc:
         count_error(exc)
         return None
-    return report_function_entry(s[0], s[1], args, ast_node_id=s[2])
+    return _entry(s[0], s[1], args, s[2], None)
+
+
+def _no_site(site: Any) -> Any:
+    raise IndexError(f"no site {site!r}")
 
 
 def report_site_exit(call_id: Any, return_value: Any, site: int) -> bool:
@@ -653,13 +660,11 @@ def report_site_exit(call_id: Any, return_value: Any, site: int) -> bool:
     if call_id is None:
         return False
     try:
-        if type(site) is not int or site < 0 or site >= len(_site_table):
-            raise IndexError(f"no site {site!r}")
-        node = _site_table[site][2]
+        node = (_site_table[site] if type(site) is int and site >= 0 else _no_site(site))[2]
     except Exception as exc:
         count_error(exc)  # the call is still popped
         node = None
-    return report_function_exit(call_id, return_value, ast_node_id=node)
+    return _exit(call_id, return_value, None, "normal", node)
 
 
 def _unwind(f: Any, call_id: Any) -> Any:
@@ -688,6 +693,13 @@ def report_function_exit(
         duration_ns: the call's duration; None computes it from the entry's timestamp.
         exit_reason: ``"normal"``, ``"exception"`` or ``"cancelled"`` (any value is kept).
     """
+    return _exit(call_id, return_value, duration_ns, exit_reason, ast_node_id)
+
+
+def _exit(
+    call_id: Any, return_value: Any, duration_ns: Any, exit_reason: Any, ast_node_id: Any
+) -> bool:
+    """:func:`report_function_exit`'s work, its arguments positional (the site's too)."""
     if call_id is None:
         return False
     try:
