@@ -27,8 +27,9 @@ class Site(NamedTuple):
     line: int
 
 
-table: list[Site] = []
-"""Every site registered in this process, by id."""
+table: list[tuple[str, str, str, tuple[str, ...], str, int]] = []
+"""Every site registered in this process, by id: plain tuples, the fields of :class:`Site`
+(an exact tuple is what CPython's specialized indexing reads fastest)."""
 
 _lock = threading.Lock()
 
@@ -36,7 +37,9 @@ _lock = threading.Lock()
 def register_sites(sites: Iterable[tuple[str, str, str, tuple[str, ...], str, int]]) -> range:
     """Register sites ``(module, function, ast_node_id, params, file, line)``; returns their
     ids, consecutive, in order."""
-    new = [Site(m, f, n, tuple(p), file, line) for m, f, n, p, file, line in sites]
+    new = [
+        (str(m), str(f), str(n), tuple(p), str(file), int(line)) for m, f, n, p, file, line in sites
+    ]
     with _lock:
         first = len(table)
         table.extend(new)
@@ -51,4 +54,4 @@ def site(site_id: int) -> Site:
     """
     if type(site_id) is not int or site_id < 0:
         raise IndexError(f"no site {site_id!r}")
-    return table[site_id]
+    return Site(*table[site_id])

@@ -1,6 +1,7 @@
-/* The ring's slot protocol, shared by _speedups.c (writers, readers) and _encode.c (the
- * trace encoder): the slot struct, the references it holds, the storage object and the
- * scan that both readers run over it. See _speedups.c for the ordering rules. */
+/* The ring's slot protocol (the header of _ring.c), shared by the writers (_report.c), the
+ * readers (_ring.c) and the trace encoder (_encode.c): the slot struct, the references it
+ * holds, the storage object and the scan that both readers run over it. See _ring.c for
+ * the ordering rules. */
 #ifndef TIDESCOPE_SLOTS_H
 #define TIDESCOPE_SLOTS_H
 

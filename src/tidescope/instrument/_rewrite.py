@@ -9,25 +9,31 @@ What is injected, by level (each level includes the ones before it):
             <body, as written>            # (at every level, see below)
             return
         __tidescope_rv__ = None
-        __tidescope_call__ = __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
+        __tidescope_call__ = __tidescope_enter__(__tidescope_sK__, *params)
         try:
             <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
         except __tidescope_rt__.BaseException:
-            __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, id)
+            __tidescope_call__ = __tidescope_rt__.fail_site(__tidescope_call__, __tidescope_sK__)
             raise
         finally:
             if __tidescope_call__ is not None:
-                __tidescope_rt__.leave(__tidescope_call__, __tidescope_rv__, ast_node_id=id)
+                __tidescope_leave__(__tidescope_call__, __tidescope_rv__, __tidescope_sK__)
 
-    so entry and exit share the call id the core returned, the exit sees the value really
-    returned (a ``return`` in a user's ``finally`` overrides an earlier one, as it does in
-    the program) or the exception really raised (the bare ``raise`` keeps its traceback
-    unchanged), and ``asyncio.CancelledError`` exits as ``"cancelled"``. No frame is added
-    and nothing is re-evaluated. Coroutines (``async def``) get the same wrapper: their
-    entry runs at the first step, and their call stays on the call stack across ``await``
-    because asyncio (and trio) run each task step inside the task's own ``Context``, so the
-    stack that holds it is the suspended task's own. (A coroutine stepped by hand with
-    ``coro.send()`` from plain code would stay on that caller's stack while suspended.)
+    where ``__tidescope_sK__`` is the function's site id: the module registers its
+    functions once, at import (module, qualname, node id, parameter names, file, line:
+    ``tidescope.capture._sites``), in one statement after ``__tidescope_rt__``'s that also
+    binds ``__tidescope_enter__`` and ``__tidescope_leave__`` (``report_site_entry`` /
+    ``_exit``), so a call passes a site id and its parameters' values positionally: no
+    dict, keywords or strings per call, and one global read per name. So entry and exit
+    share the call id the core returned, the exit sees the value really returned (a
+    ``return`` in a user's ``finally`` overrides an earlier one, as it does in the program)
+    or the exception really raised (the bare ``raise`` keeps its traceback unchanged), and
+    ``asyncio.CancelledError`` exits as ``"cancelled"``. No frame is added and nothing is
+    re-evaluated. Coroutines (``async def``) get the same wrapper: their entry runs at the
+    first step, and their call stays on the call stack across ``await`` because asyncio (and
+    trio) run each task step inside the task's own ``Context``, so the stack that holds it
+    is the suspended task's own. (A coroutine stepped by hand with ``coro.send()`` from
+    plain code would stay on that caller's stack while suspended.)
 
     A lambda's body can't hold a ``try``, so ``lambda a: body`` becomes
     ``lambda a: __tidescope_rt__.call(module, qualname, {"a": a}, id, lambda: body) if
@@ -83,8 +89,9 @@ function's own code is there twice (its nested functions are copied with it).
 
 Injected nodes take the source position of the node they instrument, so tracebacks,
 ``inspect`` and line tables point at the user's code. Names injected are ``__tidescope_*__``
-dunders (never mangled in classes, never clashing with a user's name), and one module
-global, ``__tidescope_rt__``, bound after the docstring and ``from __future__`` imports.
+dunders (never mangled in classes, never clashing with a user's name), and the module
+globals ``__tidescope_rt__``, ``__tidescope_on__`` and those of the site registration,
+bound after the docstring and ``from __future__`` imports.
 Annotations, decorators' and defaults' evaluation order, class bodies, the meaning of
 ``global`` and ``nonlocal`` (moved to the top of the function, see above), zero-argument
 ``super()`` and its ``__class__`` cell are left alone. Seen by a program: with capture on,
