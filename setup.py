@@ -18,12 +18,19 @@ setup(
             "tidescope.capture._speedups",
             [
                 "src/tidescope/capture/_speedups.c",
+                "src/tidescope/capture/_ring.c",
+                "src/tidescope/capture/_context.c",
+                "src/tidescope/capture/_report.c",
+                "src/tidescope/capture/_snap.c",
                 "src/tidescope/capture/_encode.c",
                 "src/tidescope/capture/_values.c",
                 "src/tidescope/capture/_crc32.c",
                 "src/tidescope/capture/_decode.c",
             ],
-            depends=["src/tidescope/capture/_slots.h", "src/tidescope/capture/_encode.h"],
+            depends=[
+                f"src/tidescope/capture/{h}.h"
+                for h in ("_slots", "_encode", "_state", "_context", "_snap", "_report")
+            ],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers"],
             optional=not required,

@@ -37,7 +37,7 @@ if _requested == "python":
     CORE_REASON = "TIDESCOPE_CORE=python"
 else:
     try:
-        from tidescope.capture import _speedups  # type: ignore[attr-defined, no-redef]
+        from tidescope.capture import _speedups
     except ImportError as exc:
         if _requested == "c":
             CORE_ERROR = (
@@ -78,6 +78,8 @@ from tidescope.capture._pure import (  # noqa: E402
     register_buffer,
     report_function_entry,
     report_function_exit,
+    report_site_entry,
+    report_site_exit,
     restore_context,
     save_context,
     set_enabled,
@@ -120,6 +122,8 @@ if _speedups is not None:
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
     note_thread_once = _speedups.note_thread_once
+    report_site_entry = _speedups.report_site_entry
+    report_site_exit = _speedups.report_site_exit
     write_event = _speedups.write_event
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
@@ -158,6 +162,8 @@ __all__ += [
     "register_buffer",
     "report_function_entry",
     "report_function_exit",
+    "report_site_entry",
+    "report_site_exit",
     "restore_context",
     "resync_clock",
     "save_context",

@@ -1,6 +1,7 @@
-/* The ring's slot protocol, shared by _speedups.c (writers, readers) and _encode.c (the
- * trace encoder): the slot struct, the references it holds, the storage object and the
- * scan that both readers run over it. See _speedups.c for the ordering rules. */
+/* The ring's slot protocol (the header of _ring.c), shared by the writers (_report.c), the
+ * readers (_ring.c) and the trace encoder (_encode.c): the slot struct, the references it
+ * holds, the storage object and the scan that both readers run over it. See _ring.c for
+ * the ordering rules. */
 #ifndef TIDESCOPE_SLOTS_H
 #define TIDESCOPE_SLOTS_H
 
@@ -77,6 +78,94 @@ drop_slot(Slot *c)
     release(&g);
 }
 
+/* ---- the writer's side of the protocol (see _ring.c for the ordering rules) ---- */
+
+/* Take the slot for pos: 1 when taken (stamp odd, old contents moved to g), 0 when a
+ * newer position is there (the writer was lapped: nothing stored). */
+static inline int
+take_slot(Slot *s, uint64_t pos, Garbage *g)
+{
+    uint64_t want = 2 * pos + 1;
+    uint64_t old = __atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if (old >= want) return 0;
+        if (old & 1) { /* an older writer is mid-store (only without the GIL) */
+            old = __atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE);
+            continue;
+        }
+        if (__atomic_compare_exchange_n(&s->stamp, &old, want, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            break;
+    }
+    if (old) gather_slot(g, s);
+    s->raw = 0;
+    s->draw = 0;
+    s->ast = NULL;
+    return 1;
+}
+
+static inline void
+publish(Slot *s, uint64_t pos)
+{
+    __atomic_store_n(&s->stamp, 2 * pos + 2, __ATOMIC_RELEASE);
+}
+
+/* An exact int of at most two digits (|v| < 2**60 with 30-bit digits) read straight from
+ * its digits: 1 and *out set, or 0 (the caller takes the general path). Ids are two
+ * digits, so this skips the general conversion's loop for every id and most values. */
+static inline int
+small_long(PyObject *o, int64_t *out)
+{
+#if PYLONG_BITS_IN_DIGIT == 30
+    PyLongObject *l = (PyLongObject *)o;
+#if PY_VERSION_HEX >= 0x030C0000
+    uintptr_t tag = l->long_value.lv_tag;
+    uintptr_t n = tag >> 3; /* digit count; the low bits: 0 positive, 1 zero, 2 negative */
+    const digit *d = l->long_value.ob_digit;
+    int neg = (tag & 3) == 2;
+#else
+    Py_ssize_t size = Py_SIZE(l);
+    uintptr_t n = (uintptr_t)(size < 0 ? -size : size);
+    const digit *d = l->ob_digit;
+    int neg = size < 0;
+#endif
+    int64_t v;
+    if (n == 0) v = 0;
+    else if (n == 1) v = (int64_t)d[0];
+    else if (n == 2) v = (int64_t)d[0] | ((int64_t)d[1] << 30);
+    else return 0;
+    *out = neg ? -v : v;
+    return 1;
+#else
+    (void)o;
+    (void)out;
+    return 0;
+#endif
+}
+
+/* A Python object as a slot value: exact ints in range are kept raw. Steals nothing. */
+static inline void
+put_val(Slot *s, Val *v, PyObject *o, uint8_t bit)
+{
+    if (PyLong_CheckExact(o)) {
+        int64_t x64;
+        if (small_long(o, &x64)) {
+            v->i = x64;
+            s->raw |= bit;
+            return;
+        }
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred())) {
+            v->i = x;
+            s->raw |= bit;
+            return;
+        }
+        PyErr_Clear();
+    }
+    v->o = Py_NewRef(o);
+}
+
 typedef struct {
     PyObject_HEAD
     Slot *slots;
@@ -98,12 +187,17 @@ typedef struct {
  * (set; the scan stops and the caller consumes nothing). */
 typedef int (*slot_visitor)(void *ctx, Slot *copy, uint64_t pos);
 
-/* _speedups.c: visit up to `count` current slots from *p (the pure _scan's walk); *p ends
+/* _ring.c */
+extern PyTypeObject RingStorage_Type;
+/* The writer that claimed the drain's wake-up position wakes it (or waits for its pass). */
+void high_water(RingStorage *self, uint64_t pos);
+
+/* _ring.c: visit up to `count` current slots from *p (the pure _scan's walk); *p ends
  * after the last slot taken, *got counts the visited, *abandoned the abandoned ones. */
 int ts_scan_slots(RingStorage *self, uint64_t *p, Py_ssize_t count, Py_ssize_t *got,
                   Py_ssize_t *abandoned, slot_visitor visit, void *ctx);
 
-/* _speedups.c: count the exception set as an internal error (_pure.count_error) and clear
+/* _snap.c: count the exception set as an internal error (_pure.count_error) and clear
  * it: 1; or 0 when it is no Exception (KeyboardInterrupt, SystemExit: left set). */
 int swallow_error(void);
 

@@ -9,25 +9,31 @@ What is injected, by level (each level includes the ones before it):
             <body, as written>            # (at every level, see below)
             return
         __tidescope_rv__ = None
-        __tidescope_call__ = __tidescope_rt__.enter(module, qualname, {params}, ast_node_id=id)
+        __tidescope_call__ = __tidescope_enter__(__tidescope_sK__, *params)
         try:
             <body, with every ``return X`` as ``return (__tidescope_rv__ := X)``>
         except __tidescope_rt__.BaseException:
-            __tidescope_call__ = __tidescope_rt__.fail(__tidescope_call__, id)
+            __tidescope_call__ = __tidescope_rt__.fail_site(__tidescope_call__, __tidescope_sK__)
             raise
         finally:
             if __tidescope_call__ is not None:
-                __tidescope_rt__.leave(__tidescope_call__, __tidescope_rv__, ast_node_id=id)
+                __tidescope_leave__(__tidescope_call__, __tidescope_rv__, __tidescope_sK__)
 
-    so entry and exit share the call id the core returned, the exit sees the value really
-    returned (a ``return`` in a user's ``finally`` overrides an earlier one, as it does in
-    the program) or the exception really raised (the bare ``raise`` keeps its traceback
-    unchanged), and ``asyncio.CancelledError`` exits as ``"cancelled"``. No frame is added
-    and nothing is re-evaluated. Coroutines (``async def``) get the same wrapper: their
-    entry runs at the first step, and their call stays on the call stack across ``await``
-    because asyncio (and trio) run each task step inside the task's own ``Context``, so the
-    stack that holds it is the suspended task's own. (A coroutine stepped by hand with
-    ``coro.send()`` from plain code would stay on that caller's stack while suspended.)
+    where ``__tidescope_sK__`` is the function's site id: the module registers its
+    functions once, at import (module, qualname, node id, parameter names, file, line:
+    ``tidescope.capture._sites``), in one statement after ``__tidescope_rt__``'s that also
+    binds ``__tidescope_enter__`` and ``__tidescope_leave__`` (``report_site_entry`` /
+    ``_exit``), so a call passes a site id and its parameters' values positionally: no
+    dict, keywords or strings per call, and one global read per name. So entry and exit
+    share the call id the core returned, the exit sees the value really returned (a
+    ``return`` in a user's ``finally`` overrides an earlier one, as it does in the program)
+    or the exception really raised (the bare ``raise`` keeps its traceback unchanged), and
+    ``asyncio.CancelledError`` exits as ``"cancelled"``. No frame is added and nothing is
+    re-evaluated. Coroutines (``async def``) get the same wrapper: their entry runs at the
+    first step, and their call stays on the call stack across ``await`` because asyncio (and
+    trio) run each task step inside the task's own ``Context``, so the stack that holds it
+    is the suspended task's own. (A coroutine stepped by hand with ``coro.send()`` from
+    plain code would stay on that caller's stack while suspended.)
 
     A lambda's body can't hold a ``try``, so ``lambda a: body`` becomes
     ``lambda a: __tidescope_rt__.call(module, qualname, {"a": a}, id, lambda: body) if
@@ -83,8 +89,9 @@ function's own code is there twice (its nested functions are copied with it).
 
 Injected nodes take the source position of the node they instrument, so tracebacks,
 ``inspect`` and line tables point at the user's code. Names injected are ``__tidescope_*__``
-dunders (never mangled in classes, never clashing with a user's name), and one module
-global, ``__tidescope_rt__``, bound after the docstring and ``from __future__`` imports.
+dunders (never mangled in classes, never clashing with a user's name), and the module
+globals ``__tidescope_rt__``, ``__tidescope_on__`` and those of the site registration,
+bound after the docstring and ``from __future__`` imports.
 Annotations, decorators' and defaults' evaluation order, class bodies, the meaning of
 ``global`` and ``nonlocal`` (moved to the top of the function, see above), zero-argument
 ``super()`` and its ``__class__`` cell are left alone. Seen by a program: with capture on,
@@ -140,6 +147,9 @@ ON: Final = "__tidescope_on__"  # the module's copy of the capture flag (see _rt
 RV: Final = "__tidescope_rv__"
 MATCH: Final = "__tidescope_match__"
 LOOP: Final = "__tidescope_loop_{}__"
+ENTER: Final = "__tidescope_enter__"  # the module's binding of _rt.enter_site
+LEAVE: Final = "__tidescope_leave__"  # and of _rt.leave_site
+SITE: Final = "__tidescope_s{}__"  # a function's site id, registered at import
 
 _LAMBDA_BLOCKERS: Final = frozenset({"super", "locals", "vars", "dir", "eval", "exec"})
 _LAMBDA_SUSPENDERS: Final[dict[type[ast.AST], str]] = {
@@ -301,6 +311,8 @@ class _Rewriter(ast.NodeTransformer):
         self.scopes: list[_Scope] = []
         self.parents: list[str | None] = [None]
         self.docstrings: set[int] = set()
+        self.filename = filename
+        self.sites: list[tuple[str, str, str, tuple[str, ...], str, int]] = []
 
     # -- driving ---------------------------------------------------------------------
 
@@ -334,9 +346,24 @@ class _Rewriter(ast.NodeTransformer):
                 **at.loc,
             ),
         )
-        body[i:i] = [imp, track]
+        body[i:i] = [imp, track, *self._register(at)]
         tree.body = body
         return tree
+
+    def _register(self, at: At) -> list[ast.stmt]:
+        """``__tidescope_enter__, __tidescope_leave__, (__tidescope_s0__, ...) =
+        __tidescope_rt__.sites((site, ...))``: the module's functions registered once, at
+        import; their calls then pass a site id and values (one global read each)."""
+        if not self.sites:
+            return []
+        ids = ast.Tuple(
+            elts=[at.store(SITE.format(k)) for k in range(len(self.sites))],
+            ctx=ast.Store(),
+            **at.loc,
+        )
+        targets = ast.Tuple(elts=[at.store(ENTER), at.store(LEAVE), ids], ctx=ast.Store(), **at.loc)
+        value = at.rt("sites", at.const(tuple(self.sites)))
+        return [ast.Assign(targets=[targets], value=value, type_comment=None, **at.loc)]
 
     def _mark_docstring(self, body: list[ast.stmt]) -> None:
         if body and is_docstring(body[0]):
@@ -480,7 +507,6 @@ class _Rewriter(ast.NodeTransformer):
         if body and id(body[0]) in self.docstrings:
             doc, body = [body[0]], body[1:]
         at = At(node)
-        params = self._params(at, node.args)
         mod, q, n = at.const(self.module), at.const(qual), at.const(nid)
         pre: list[ast.stmt] = []
         if scope.rv:
@@ -493,7 +519,7 @@ class _Rewriter(ast.NodeTransformer):
             pre.append(
                 ast.Assign(
                     targets=[pair],
-                    value=at.rt("genter", mod, q, params, n),
+                    value=at.rt("genter", mod, q, self._params(at, node.args), n),
                     type_comment=None,
                     **at.loc,
                 )
@@ -503,13 +529,19 @@ class _Rewriter(ast.NodeTransformer):
         else:
             # the flag was just tested (the unreported copy runs without it); if capture
             # went off since, enter() returns None and the exit is skipped
-            pre.append(at.assign(CALL, at.rt("enter", mod, q, params, ast_node_id=n)))
-            on_exc = at.assign(CALL, at.rt("fail", call, n))
+            names = self._param_names(node.args)
+            site = at.load(SITE.format(len(self.sites)))
+            self.sites.append((self.module, qual, nid, tuple(names), self.filename, node.lineno))
+            values = [at.rt("redact", at.load(p)) if secret_name(p) else at.load(p) for p in names]
+            enter = ast.Call(func=at.load(ENTER), args=[site, *values], keywords=[], **at.loc)
+            pre.append(at.assign(CALL, enter))
+            on_exc = at.assign(CALL, at.rt("fail_site", call, site))
+            leave = ast.Call(func=at.load(LEAVE), args=[call, rv, site], keywords=[], **at.loc)
             final = ast.If(
                 test=ast.Compare(
                     left=call, ops=[ast.IsNot()], comparators=[at.const(None)], **at.loc
                 ),
-                body=[at.expr(at.rt("leave", call, rv, ast_node_id=n))],
+                body=[at.expr(leave)],
                 orelse=[],
                 **at.loc,
             )
@@ -553,14 +585,18 @@ class _Rewriter(ast.NodeTransformer):
         return [*declared, ast.If(test=off, body=[*copied, done], orelse=[], **at.loc)]
 
     @staticmethod
-    def _params(at: At, args: ast.arguments) -> ast.Dict:
+    def _param_names(args: ast.arguments) -> list[str]:
         names = [a.arg for a in (*args.posonlyargs, *args.args)]
         if args.vararg is not None:
             names.append(args.vararg.arg)
         names += [a.arg for a in args.kwonlyargs]
         if args.kwarg is not None:
             names.append(args.kwarg.arg)
-        return at.names(names, secret_name)
+        return names
+
+    @classmethod
+    def _params(cls, at: At, args: ast.arguments) -> ast.Dict:
+        return at.names(cls._param_names(args), secret_name)
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
         nid = self._nid

@@ -18,7 +18,7 @@ from asyncio import CancelledError
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final
 
-from tidescope.capture import _core, _redact
+from tidescope.capture import _core, _redact, _sites
 from tidescope.capture.runtime import ast as _ast
 
 __all__ = [
@@ -27,17 +27,21 @@ __all__ = [
     "call",
     "delegate",
     "enter",
+    "enter_site",
     "fail",
+    "fail_site",
     "genter",
     "gfail",
     "gleave",
     "leave",
+    "leave_site",
     "line",
     "loop",
     "match",
     "on",
     "redact",
     "resume",
+    "sites",
     "snap",
     "suspend",
     "track",
@@ -76,6 +80,8 @@ _core.on_enabled_change(_set_on)
 
 enter: Final = _core.report_function_entry
 leave: Final = _core.report_function_exit
+enter_site: Final = _core.report_site_entry
+leave_site: Final = _core.report_site_exit
 snap: Final = _ast.report_ast_variable_snapshot
 branch: Final = _ast.report_ast_branch_execution
 match: Final = _ast.report_ast_pattern_match
@@ -106,6 +112,25 @@ def fail(call_id: Any, ast_node_id: Any) -> None:
         except Exception:
             reason = "exception"
         leave(call_id, exc, None, exit_reason=reason, ast_node_id=ast_node_id)
+
+
+def sites(
+    table: tuple[tuple[str, str, str, tuple[str, ...], str, int], ...],
+) -> tuple[Any, Any, range]:
+    """Register a module's functions (see ``tidescope.capture._sites``); returns what its
+    code binds: ``enter_site``, ``leave_site`` and the site ids, in order."""
+    return enter_site, leave_site, _sites.register_sites(table)
+
+
+def fail_site(call_id: Any, site: int) -> None:
+    """:func:`fail` for a registered site."""
+    if call_id is not None:
+        try:
+            node = _sites.site(site).ast_node_id
+        except Exception as exc:
+            _core.count_error(exc)
+            node = None
+        fail(call_id, node)
 
 
 def call(module: str, function: str, args: Any, ast_node_id: str, body: Callable[[], Any]) -> Any:
