@@ -404,3 +404,19 @@ def test_values_json_has_no_form_for_are_indexed_as_jsonable_gives_them(tmp_path
         "keys": {"1": "a", "(2, 3)": "b"}, "big": 2**70, "text": "x?y", "nan": None,
         "raw": {"$bytes": "AP8="}, "items": [7],
     }  # fmt: skip
+
+
+def test_a_memory_limit_holds_the_readers_duckdb(recorded: Path) -> None:
+    """tidescope view's server passes one, so DuckDB's cache of a big index stays bounded."""
+    from tidescope.query import open_index
+    from tidescope.view import MEMORY_LIMIT
+
+    with open_index(recorded, memory_limit="64MB") as index:
+        _, got = index.sql("SELECT current_setting('memory_limit')")
+        _, calls = index.sql("SELECT count(*) FROM calls")
+    assert got[0][0] == "61.0 MiB"  # 64 MB as DuckDB says it
+    assert calls[0][0] > 0
+    with open_index(recorded) as index:  # DuckDB's default otherwise
+        _, default = index.sql("SELECT current_setting('memory_limit')")
+    assert default != got
+    assert MEMORY_LIMIT.endswith("MB")

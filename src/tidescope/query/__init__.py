@@ -50,9 +50,16 @@ def _duckdb() -> Any:
     return duckdb
 
 
-def open_index(path: str | os.PathLike[str], *, rebuild: bool = False) -> TraceIndex:
+def open_index(
+    path: str | os.PathLike[str], *, rebuild: bool = False, memory_limit: str | None = None
+) -> TraceIndex:
     """Open the query index of the trace directory ``path``, building it if it is missing,
     stale (the trace changed since) or ``rebuild`` is true.
+
+    ``memory_limit`` (DuckDB's form, e.g. ``"256MB"``) caps what its queries may hold,
+    DuckDB's cache of the index included (its default is 80% of RAM): a long-lived reader
+    such as ``tidescope view`` stays flat in the trace's length; a query that needs more
+    fails with DuckDB's out-of-memory error.
 
     Raises:
         QueryError: duckdb or pyarrow is missing (the message names the extra).
@@ -63,19 +70,21 @@ def open_index(path: str | os.PathLike[str], *, rebuild: bool = False) -> TraceI
     trace = open_trace(path)
     target = trace.directory / INDEX_NAME
     if not rebuild:
-        con = _open_current(duckdb, trace, target)
+        con = _open_current(duckdb, trace, target, memory_limit=memory_limit)
         if con is not None:
             return TraceIndex(target, con)
     from tidescope.query import _build  # noqa: PLC0415
 
     _build.build(trace, target, duckdb)
-    con = _open_current(duckdb, trace, target, fresh=True)
+    con = _open_current(duckdb, trace, target, fresh=True, memory_limit=memory_limit)
     if con is None:  # pragma: no cover - replaced between our rename and our open
         raise TraceError(f"{trace.directory}: the trace changed while it was indexed")
     return TraceIndex(target, con)
 
 
-def _open_current(duckdb: Any, trace: Trace, target: Path, *, fresh: bool = False) -> Any:
+def _open_current(
+    duckdb: Any, trace: Trace, target: Path, *, fresh: bool = False, memory_limit: str | None
+) -> Any:
     """A read-only connection to ``target`` if it is a regular file (never a symlink) and
     the index of the trace as it is now (``fresh``: just built, only its version checked)."""
     from tidescope.query import _build  # noqa: PLC0415
@@ -83,7 +92,7 @@ def _open_current(duckdb: Any, trace: Trace, target: Path, *, fresh: bool = Fals
     try:
         if not stat.S_ISREG(os.lstat(target).st_mode):
             return None
-        con = _connect(duckdb, target)
+        con = _connect(duckdb, target, memory_limit)
     except (OSError, duckdb.Error):
         return None
     try:
@@ -100,7 +109,7 @@ def _open_current(duckdb: Any, trace: Trace, target: Path, *, fresh: bool = Fals
     return con
 
 
-def _connect(duckdb: Any, target: Path) -> Any:
+def _connect(duckdb: Any, target: Path, memory_limit: str | None = None) -> Any:
     """A connection of its own to ``target``, read-only, that can reach nothing else.
 
     DuckDB's Python ``connect(path)`` shares one database per path in a process, and keeps
@@ -109,7 +118,10 @@ def _connect(duckdb: Any, target: Path) -> Any:
     index's tables, not change them, nor read or write other files (``read_csv``, ``COPY
     ... TO``, ``ATTACH``), nor turn those settings back on.
     """
-    con = duckdb.connect(":memory:", config={"temp_directory": ""})
+    config = {"temp_directory": ""}
+    if memory_limit is not None:
+        config["memory_limit"] = memory_limit
+    con = duckdb.connect(":memory:", config=config)
     try:
         quoted = str(target).replace("'", "''")
         con.execute(f"ATTACH '{quoted}' AS {_ALIAS} (READ_ONLY)")

@@ -19,7 +19,10 @@ from tidescope.view._server import ViewServer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Api", "ViewServer", "serve"]
+__all__ = ["MEMORY_LIMIT", "Api", "ViewServer", "serve"]
+
+MEMORY_LIMIT = "256MB"
+"""What the server's queries may hold in DuckDB, its cache of the index included."""
 
 
 def serve(
@@ -38,7 +41,8 @@ def serve(
     """
     from tidescope.query import open_index  # noqa: PLC0415
 
-    with open_index(directory) as index:
+    # DuckDB would cache up to 80% of RAM of a big index: the server stays flat instead
+    with open_index(directory, memory_limit=MEMORY_LIMIT) as index:
         api = Api(index, directory)
         server = ViewServer(api, port)
         # the summary every first view asks for is made while the browser starts
