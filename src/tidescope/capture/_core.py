@@ -115,6 +115,8 @@ if _speedups is not None:
     _snapshot._flat_cost = _speedups.flat_cost
     _snapshot._flat_payload = _speedups.flat_payload
     _snapshot._flat_copy = _speedups.flat_copy
+    _speedups.deep_init(_snapshot.deep_namespace())
+    _snapshot._snap_deep = _speedups.snap_deep
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
     write_event = _speedups.write_event

@@ -34,6 +34,7 @@
  * per-field atomic loads instead of hold_slot()'s plain struct copy.
  */
 #include "_slots.h"
+#include "_deep.h"
 #include <structmember.h>
 #include <string.h>
 #include <time.h>
@@ -2466,6 +2467,7 @@ static PyMethodDef module_methods[] = {
      "crc32(data, value=0): zlib.crc32's twin."},
     {"reset_ids", (PyCFunction)reset_ids, METH_O,
      "Restart the id counter for this pid; returns the counter (an iterator)."},
+    TS_DEEP_METHODS
     {NULL, NULL, 0, NULL},
 };
 
