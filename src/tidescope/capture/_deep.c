@@ -17,10 +17,11 @@
 
 #define SMALL 8
 #define MEMO_MAX 4096
+#define STACK 64 /* path entries kept in C (2 a level: an object and its dict) */
 
 static PyObject *g_trunc, *g_osnap, *g_enum, *g_decimal, *g_fraction, *g_purepath, *g_deque;
 static PyObject *g_callables, *g_type_name, *g_callable_label, *g_secret_names, *g_secret_name;
-static PyObject *g_guarded, *g_slot_names, *g_slot_names_fn, *g_kinds, *g_names;
+static PyObject *g_guarded, *g_slot_names, *g_slot_names_fn;
 static PyObject **g_keep;
 static Py_ssize_t g_nkeep, off_trunc[4], off_osnap[4];
 static PyObject *s_budget, *s_depth_limit, *s_items, *s_strlen, *s_int_limit, *s_path,
@@ -35,9 +36,13 @@ typedef struct {
     Py_ssize_t budget, depth_limit, items, strlen;
     unsigned long long lim;
     int lim_big, repr;
+    int nstack;
+    PyObject *stack[STACK];
 } S;
 
 static PyObject *snap(S *s, PyObject *v, Py_ssize_t depth);
+static int export_path(S *s);
+static void unexport_path(S *s);
 
 /* --------------------------------------------------------------------------------- */
 /* markers, built as their __init__ would (their slots set, nothing else runs)       */
@@ -82,37 +87,28 @@ type_dict(PyTypeObject *t) /* new reference */
 #endif
 }
 
-/* _snapshot.type_name(t), remembered against the objects it is made of. New reference. */
-static PyObject *
-type_name(PyTypeObject *t)
+/* What is remembered of a type: its kind (which branch of Snapper._other it takes) and
+ * its name, each valid while the objects they were made of are the type's own. */
+typedef struct {
+    PyTypeObject *t;
+    PyObject *mro, *mod, *qual, *base, *name;
+    int kind;
+} TypeHit;
+#define TYPE_SLOTS 512
+static TypeHit g_types[TYPE_SLOTS];
+
+static void
+forget_types(void)
 {
-    PyObject *mod = NULL, *qual = NULL, *base = NULL;
-    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
-        PyHeapTypeObject *h = (PyHeapTypeObject *)t;
-        mod = t->tp_dict ? PyDict_GetItemWithError(t->tp_dict, s_module) : NULL;
-        if (mod == NULL && PyErr_Occurred()) return NULL;
-        qual = h->ht_qualname;
-        base = h->ht_name;
+    for (int k = 0; k < TYPE_SLOTS; k++) {
+        TypeHit *h = &g_types[k];
+        Py_CLEAR(h->t);
+        Py_CLEAR(h->mro);
+        Py_CLEAR(h->mod);
+        Py_CLEAR(h->qual);
+        Py_CLEAR(h->base);
+        Py_CLEAR(h->name);
     }
-    PyObject *got = PyDict_GetItemWithError(g_names, (PyObject *)t);
-    if (got != NULL && PyTuple_GET_ITEM(got, 1) == (mod ? mod : Py_None) &&
-        PyTuple_GET_ITEM(got, 2) == (qual ? qual : Py_None) &&
-        PyTuple_GET_ITEM(got, 3) == (base ? base : Py_None))
-        return Py_NewRef(PyTuple_GET_ITEM(got, 0));
-    if (PyErr_Occurred()) return NULL;
-    PyObject *name = PyObject_CallOneArg(g_type_name, (PyObject *)t);
-    if (name == NULL) return NULL;
-    if (PyDict_GET_SIZE(g_names) < MEMO_MAX) {
-        PyObject *e = PyTuple_Pack(4, name, mod ? mod : Py_None, qual ? qual : Py_None,
-                                   base ? base : Py_None);
-        if (e == NULL || PyDict_SetItem(g_names, (PyObject *)t, e) < 0) {
-            Py_XDECREF(e);
-            Py_DECREF(name);
-            return NULL;
-        }
-        Py_DECREF(e);
-    }
-    return name;
 }
 
 static int
@@ -126,37 +122,62 @@ subclass(PyTypeObject *t, PyObject *cls)
 static int
 kind_of(PyTypeObject *t)
 {
-    PyObject *got = PyDict_GetItemWithError(g_kinds, (PyObject *)t);
-    if (got != NULL && PyTuple_GET_ITEM(got, 1) == (t->tp_mro ? t->tp_mro : Py_None))
-        return (int)PyLong_AsLong(PyTuple_GET_ITEM(got, 0));
-    if (PyErr_Occurred()) return -1;
     int k, r;
     static PyTypeObject *const builtins[] = {&PyUnicode_Type, &PyLong_Type, &PyFloat_Type,
                                              &PyTuple_Type, &PyDict_Type, &PyList_Type,
                                              &PySet_Type, &PyFrozenSet_Type, NULL};
-    if ((r = subclass(t, g_enum)) != 0) {
-        k = K_ENUM;
-        goto done;
-    }
-    k = K_OTHER;
-    if ((PyObject *)t == g_decimal || (PyObject *)t == g_fraction) goto done;
-    if ((r = subclass(t, g_purepath)) != 0) goto done;
+    if ((r = subclass(t, g_enum)) != 0) return r < 0 ? -1 : K_ENUM;
+    if ((PyObject *)t == g_decimal || (PyObject *)t == g_fraction) return K_OTHER;
+    if ((r = subclass(t, g_purepath)) != 0) return r < 0 ? -1 : K_OTHER;
     for (int j = 0; builtins[j]; j++)
-        if (PyType_IsSubtype(t, builtins[j])) goto done;
-    if (PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException)) goto done;
-    if ((r = subclass(t, g_callables)) < 0) goto done;
+        if (PyType_IsSubtype(t, builtins[j])) return K_OTHER;
+    if (PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException)) return K_OTHER;
+    if ((r = subclass(t, g_callables)) < 0) return -1;
     k = r ? K_CALLABLE : K_PLAIN;
-done:
-    if (r < 0) return -1;
-    if (PyDict_GET_SIZE(g_kinds) < MEMO_MAX) {
-        PyObject *e = Py_BuildValue("(iO)", k, t->tp_mro ? t->tp_mro : Py_None);
-        if (e == NULL || PyDict_SetItem(g_kinds, (PyObject *)t, e) < 0) {
-            Py_XDECREF(e);
-            return -1;
-        }
-        Py_DECREF(e);
-    }
     return k;
+}
+
+/* The remembered answers for t (borrowed), filled in on a miss; NULL on error. The name
+ * is _snapshot.type_name(t): module.qualname, or its __name__ when __module__ is not a
+ * str; checked against those objects. The kind: issubclass answers, which only a new
+ * __mro__ can change for these classes. */
+static TypeHit *
+type_info(PyTypeObject *t)
+{
+    PyObject *mod = Py_None, *qual = Py_None, *base = Py_None;
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        PyHeapTypeObject *h = (PyHeapTypeObject *)t;
+        mod = t->tp_dict ? PyDict_GetItemWithError(t->tp_dict, s_module) : NULL;
+        if (mod == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            mod = Py_None;
+        }
+        qual = h->ht_qualname;
+        base = h->ht_name;
+    }
+    PyObject *mro = t->tp_mro ? t->tp_mro : Py_None;
+    TypeHit *h = &g_types[((uintptr_t)t >> 4) % TYPE_SLOTS];
+    if (h->t == t && h->mro == mro && h->mod == mod && h->qual == qual && h->base == base)
+        return h;
+    int kind = kind_of(t);
+    if (kind < 0) return NULL;
+    PyObject *name = PyObject_CallOneArg(g_type_name, (PyObject *)t);
+    if (name == NULL) return NULL;
+    Py_XSETREF(h->t, (PyTypeObject *)Py_NewRef(t));
+    Py_XSETREF(h->mro, Py_NewRef(mro));
+    Py_XSETREF(h->mod, Py_NewRef(mod));
+    Py_XSETREF(h->qual, Py_NewRef(qual));
+    Py_XSETREF(h->base, Py_NewRef(base));
+    Py_XSETREF(h->name, name);
+    h->kind = kind;
+    return h;
+}
+
+static PyObject *
+type_name(PyTypeObject *t) /* new reference */
+{
+    TypeHit *h = type_info(t);
+    return h ? Py_NewRef(h->name) : NULL;
 }
 
 static inline int
@@ -167,17 +188,37 @@ keep_type(PyTypeObject *t)
     return 0;
 }
 
-/* _redact.secret_name(name) for an exact str: -1 error */
+/* _redact.secret_name(name) for an exact str: -1 error. The answers for the names last
+ * seen are kept here, by their hash (deep_init() forgets them: _redact.configure). */
+#define NAME_SLOTS 256
+static PyObject *g_seen[NAME_SLOTS];
+static char g_seen_secret[NAME_SLOTS];
+
+static void
+forget_secrets(void)
+{
+    for (int k = 0; k < NAME_SLOTS; k++) Py_CLEAR(g_seen[k]);
+}
+
 static int
 secret(PyObject *name)
 {
+    Py_hash_t hash = PyObject_Hash(name);
+    if (hash == -1) return -1;
+    size_t i = (size_t)hash % NAME_SLOTS;
+    if (g_seen[i] == name) return g_seen_secret[i];
     PyObject *r = PyDict_GetItemWithError(g_secret_names, name);
-    if (r != NULL) return PyObject_IsTrue(r);
-    if (PyErr_Occurred()) return -1;
-    r = PyObject_CallOneArg(g_secret_name, name);
-    if (r == NULL) return -1;
+    if (r != NULL) Py_INCREF(r);
+    else {
+        if (PyErr_Occurred()) return -1;
+        r = PyObject_CallOneArg(g_secret_name, name);
+        if (r == NULL) return -1;
+    }
     int b = PyObject_IsTrue(r);
     Py_DECREF(r);
+    if (b < 0) return -1;
+    Py_XSETREF(g_seen[i], Py_NewRef(name));
+    g_seen_secret[i] = (char)b;
     return b;
 }
 
@@ -211,32 +252,86 @@ call_back(S *s, PyObject *meth, PyObject *v, Py_ssize_t depth)
     if (put_budget(s) < 0) return NULL;
     PyObject *d = PyLong_FromSsize_t(depth);
     if (d == NULL) return NULL;
+    if (export_path(s) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
     PyObject *a[4] = {s->snapper, v, (PyObject *)Py_TYPE(v), d};
     PyObject *r = PyObject_VectorcallMethod(meth, a, 4, NULL);
+    unexport_path(s);
     Py_DECREF(d);
     if (r != NULL && get_budget(s) < 0) Py_CLEAR(r);
     return r;
 }
 
-/* 1 when the object is on the path (a container or object being copied above) */
+/* The path: the containers and objects being copied above this point. Ours are kept in
+ * s->stack; the Snapper's `path` set holds those of its own frames (and ours, while it
+ * runs a method for us: export_path). */
 static int
-path_has(S *s, PyObject *v, PyObject **key)
+on_path(S *s, PyObject *v)
 {
-    *key = PyLong_FromVoidPtr(v);
-    if (*key == NULL) return -1;
-    int r = PySet_Contains(s->path, *key);
-    if (r != 0) Py_CLEAR(*key);
+    for (int k = 0; k < s->nstack; k++)
+        if (s->stack[k] == v) return 1;
+    if (PySet_GET_SIZE(s->path) == 0) return 0;
+    PyObject *key = PyLong_FromVoidPtr(v);
+    if (key == NULL) return -1;
+    int r = PySet_Contains(s->path, key);
+    Py_DECREF(key);
     return r;
 }
 
+/* 0 pushed on the stack, 1 into the set (the stack is full), -1 error */
+static int
+path_push(S *s, PyObject *v)
+{
+    if (s->nstack < STACK) {
+        s->stack[s->nstack++] = v;
+        return 0;
+    }
+    PyObject *key = PyLong_FromVoidPtr(v);
+    if (key == NULL) return -1;
+    int r = PySet_Add(s->path, key);
+    Py_DECREF(key);
+    return r < 0 ? -1 : 1;
+}
+
 static void
-path_drop(S *s, PyObject *key)
+discard_id(S *s, PyObject *v)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    if (PySet_Discard(s->path, key) < 0) PyErr_Clear();
+    PyObject *key = PyLong_FromVoidPtr(v);
+    if (key == NULL || PySet_Discard(s->path, key) < 0) PyErr_Clear();
+    Py_XDECREF(key);
     PyErr_Restore(type, value, tb);
-    Py_DECREF(key);
+}
+
+static void
+path_pop(S *s, PyObject *v, int where)
+{
+    if (where == 0) s->nstack--;
+    else discard_id(s, v);
+}
+
+static int
+export_path(S *s)
+{
+    for (int k = 0; k < s->nstack; k++) {
+        PyObject *key = PyLong_FromVoidPtr(s->stack[k]);
+        int r = key == NULL ? -1 : PySet_Add(s->path, key);
+        Py_XDECREF(key);
+        if (r < 0) {
+            while (k--) discard_id(s, s->stack[k]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+unexport_path(S *s)
+{
+    for (int k = 0; k < s->nstack; k++) discard_id(s, s->stack[k]);
 }
 
 /* 1 within +-int_limit, 0 not, -1 error */
@@ -279,11 +374,17 @@ type_short_name(PyTypeObject *t) /* t.__name__, as Python reads it */
 
 /* One dict item into out: 0 done, 1 a RuntimeError ended the dict, -1 error. */
 static int
-dict_item(S *s, PyObject *out, PyObject *k, PyObject *item, Py_ssize_t done, Py_ssize_t d)
+dict_item(S *s, PyObject *out, PyObject *k, PyObject *item, Py_ssize_t done, Py_ssize_t d,
+          int *plain)
 {
     PyObject *sk = snap(s, k, d);
     if (sk == NULL) return runtime_error() ? 1 : -1;
-    int has = PyDict_Contains(out, sk);
+    /* keys kept as they are (exact str) so far: distinct keys of one dict, no duplicate */
+    int has = 0;
+    if (!(*plain && sk == k && PyUnicode_CheckExact(k))) {
+        *plain = 0;
+        has = PyDict_Contains(out, sk);
+    }
     if (has < 0) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) goto fail;
         PyErr_Clear();
@@ -343,18 +444,15 @@ container(S *s, PyObject *v, PyTypeObject *t, Py_ssize_t depth, int own)
         s->budget -= SMALL;
         return cut(name, n, r_depth, NULL);
     }
-    PyObject *key = NULL;
+    int where = -1; /* own: not on the path */
     if (!own) {
-        int on = path_has(s, v, &key);
+        int on = on_path(s, v);
         if (on < 0) return NULL;
         if (on) return cut(name, n, r_cycle, NULL);
-        if (PySet_Add(s->path, key) < 0) {
-            Py_DECREF(key);
-            return NULL;
-        }
+        if ((where = path_push(s, v)) < 0) return NULL;
     }
     if (Py_EnterRecursiveCall(" in tidescope's snapshot")) {
-        if (key) path_drop(s, key);
+        if (where >= 0) path_pop(s, v, where);
         return NULL;
     }
     s->budget -= SMALL;
@@ -365,6 +463,7 @@ container(S *s, PyObject *v, PyTypeObject *t, Py_ssize_t depth, int own)
     if (is_dict) {
         Py_ssize_t pos = 0;
         PyObject *k, *item;
+        int plain = 1;
         for (;;) {
             if (PyDict_GET_SIZE(v) != n) { /* dict.items() raises: changed size */
                 reason = r_error;
@@ -377,7 +476,7 @@ container(S *s, PyObject *v, PyTypeObject *t, Py_ssize_t depth, int own)
             }
             Py_INCREF(k);
             Py_INCREF(item);
-            int r = dict_item(s, out, k, item, done, d);
+            int r = dict_item(s, out, k, item, done, d, &plain);
             Py_DECREF(k);
             Py_DECREF(item);
             if (r < 0) goto fail;
@@ -421,14 +520,14 @@ container(S *s, PyObject *v, PyTypeObject *t, Py_ssize_t depth, int own)
     }
     Py_LeaveRecursiveCall();
     Py_DECREF(v);
-    if (key) path_drop(s, key);
+    if (where >= 0) path_pop(s, v, where);
     if (reason == NULL && done < n) reason = r_error; /* it shrank while we read */
     return reason ? cut(name, n, reason, out) : out;
 fail:
     Py_LeaveRecursiveCall();
     Py_DECREF(v);
     Py_XDECREF(out);
-    if (key) path_drop(s, key);
+    if (where >= 0) path_pop(s, v, where);
     return NULL;
 }
 
@@ -442,24 +541,15 @@ read_attrs(PyObject *v, PyTypeObject *t)
         PyErr_SetString(PyExc_TypeError, "no __mro__");
         goto error;
     }
-    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(mro); j++) {
-        PyTypeObject *klass = (PyTypeObject *)PyTuple_GET_ITEM(mro, j);
-        PyObject *td = type_dict(klass);
-        if (td == NULL) goto error;
-        PyObject *desc = PyDict_GetItemWithError(td, s_dict_attr);
-        Py_XINCREF(desc);
-        Py_DECREF(td);
-        if (desc == NULL) {
-            if (PyErr_Occurred()) goto error;
-            continue;
-        }
-        if (Py_IS_TYPE(desc, &PyGetSetDescr_Type)) {
-            d = Py_TYPE(desc)->tp_descr_get(desc, v, (PyObject *)t);
-            has_d = d != Py_None;
-        }
+    /* the first class along the MRO whose dict has "__dict__": the type's own lookup
+     * (its method cache), as the pure walk over the class dicts */
+    PyObject *desc = _PyType_Lookup(t, s_dict_attr);
+    if (desc != NULL && Py_IS_TYPE(desc, &PyGetSetDescr_Type)) {
+        Py_INCREF(desc);
+        d = Py_TYPE(desc)->tp_descr_get(desc, v, (PyObject *)t);
         Py_DECREF(desc);
-        if (PyErr_Occurred()) goto error;
-        break;
+        if (d == NULL) goto error;
+        has_d = d != Py_None;
     }
     attrs = d != NULL && PyDict_CheckExact(d) ? PyDict_Copy(d) : PyDict_New();
     if (attrs == NULL) goto error;
@@ -479,32 +569,31 @@ read_attrs(PyObject *v, PyTypeObject *t)
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(mro); j++) {
+        /* the first member descriptor named so along the MRO: the type's own lookup
+         * finds it when nothing else of that name comes first */
+        PyObject *desc = PyUnicode_CheckExact(name) ? _PyType_Lookup(t, name) : NULL;
+        if (desc != NULL && Py_IS_TYPE(desc, &PyMemberDescr_Type)) Py_INCREF(desc);
+        else desc = NULL;
+        for (Py_ssize_t j = 0; desc == NULL && j < PyTuple_GET_SIZE(mro); j++) {
             PyObject *td = type_dict((PyTypeObject *)PyTuple_GET_ITEM(mro, j));
             if (td == NULL) goto error;
-            PyObject *desc = PyDict_GetItemWithError(td, name);
+            desc = PyDict_GetItemWithError(td, name);
+            if (desc != NULL && !Py_IS_TYPE(desc, &PyMemberDescr_Type)) desc = NULL;
             Py_XINCREF(desc);
             Py_DECREF(td);
-            if (desc == NULL) {
-                if (PyErr_Occurred()) goto error;
-                continue;
-            }
-            if (!Py_IS_TYPE(desc, &PyMemberDescr_Type)) {
-                Py_DECREF(desc);
-                continue;
-            }
-            PyObject *x = Py_TYPE(desc)->tp_descr_get(desc, v, (PyObject *)t);
-            Py_DECREF(desc);
-            if (x == NULL) {
-                if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto error;
-                PyErr_Clear(); /* unset slot */
-            }
-            else {
-                int r = PyDict_SetItem(attrs, name, x);
-                Py_DECREF(x);
-                if (r < 0) goto error;
-            }
-            break;
+            if (PyErr_Occurred()) goto error;
+        }
+        if (desc == NULL) continue;
+        PyObject *x = Py_TYPE(desc)->tp_descr_get(desc, v, (PyObject *)t);
+        Py_DECREF(desc);
+        if (x == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto error;
+            PyErr_Clear(); /* unset slot */
+        }
+        else {
+            int r = PyDict_SetItem(attrs, name, x);
+            Py_DECREF(x);
+            if (r < 0) goto error;
         }
     }
     int none = !has_d && PyTuple_GET_SIZE(names) == 0;
@@ -529,7 +618,7 @@ static PyObject *
 object(S *s, PyObject *v, PyTypeObject *t, Py_ssize_t depth, int callable)
 {
     PyObject *name = type_name(t), *text = NULL, *attrs = NULL, *oid = NULL;
-    if (name == NULL) return NULL;
+    if (name == NULL) return NULL; /* (a hit: the caller just asked) */
     s->budget -= PyUnicode_GET_LENGTH(name) + SMALL;
     if (callable) text = PyObject_CallOneArg(g_callable_label, v);
     else if (s->repr) {
@@ -541,16 +630,15 @@ object(S *s, PyObject *v, PyTypeObject *t, Py_ssize_t depth, int callable)
     if (depth >= s->depth_limit) attrs = cut(n_attrs, 0, r_depth, NULL);
     else if (callable) attrs = Py_NewRef(Py_None);
     else {
-        PyObject *raw = read_attrs(v, t), *key;
+        PyObject *raw = read_attrs(v, t);
         if (raw == NULL || !PyDict_CheckExact(raw)) attrs = raw;
         else {
-            int on = path_has(s, v, &key);
+            int on = on_path(s, v), where;
             if (on > 0) attrs = cut(n_attrs, PyDict_GET_SIZE(raw), r_cycle, NULL);
-            else if (on == 0 && PySet_Add(s->path, key) == 0) {
+            else if (on == 0 && (where = path_push(s, v)) >= 0) {
                 attrs = container(s, raw, &PyDict_Type, depth, 1);
-                path_drop(s, key);
+                path_pop(s, v, where);
             }
-            else Py_XDECREF(key);
             Py_DECREF(raw);
         }
     }
@@ -640,8 +728,9 @@ snap(S *s, PyObject *v, Py_ssize_t depth)
         Py_DECREF(name);
         return r;
     }
-    int kind = kind_of(t);
-    if (kind < 0) return NULL;
+    TypeHit *h = type_info(t);
+    if (h == NULL) return NULL;
+    int kind = h->kind;
     if (kind == K_ENUM) {
         s->budget -= SMALL;
         return Py_NewRef(v);
@@ -671,7 +760,7 @@ ts_snap_deep(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "snap_deep(snapper, v, depth) after deep_init()");
         return NULL;
     }
-    S s = {.snapper = args[0]};
+    S s = {.snapper = args[0], .nstack = 0};
     Py_ssize_t depth = PyLong_AsSsize_t(args[2]), repr;
     if (depth == -1 && PyErr_Occurred()) return NULL;
     if (get_budget(&s) < 0 || read_ssize(s.snapper, s_depth_limit, &s.depth_limit) < 0 ||
@@ -771,10 +860,8 @@ ts_deep_init(PyObject *Py_UNUSED(m), PyObject *ns)
     g_keep = arr;
     g_nkeep = PyTuple_GET_SIZE(seq);
     Py_DECREF(seq);
-    if (g_kinds == NULL && (g_kinds = PyDict_New()) == NULL) return NULL;
-    if (g_names == NULL && (g_names = PyDict_New()) == NULL) return NULL;
-    PyDict_Clear(g_kinds);
-    PyDict_Clear(g_names);
+    forget_types();
+    forget_secrets();
     struct { PyObject **slot; const char *s; } names[] = {
         {&s_budget, "budget"}, {&s_depth_limit, "depth_limit"}, {&s_items, "items"},
         {&s_strlen, "strlen"}, {&s_int_limit, "int_limit"}, {&s_path, "path"},
