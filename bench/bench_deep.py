@@ -73,10 +73,8 @@ def main() -> None:
         print("|---|---|" + "---|" * len(names))
         for name in programs:
             plain = statistics.median(cpu[name]["plain"])
-            cells = [
-                f"{statistics.median(cpu[name][r]):.3f} s ({statistics.median(cpu[name][r]) / plain:.0f}x)"
-                for r in names
-            ]
+            medians = [statistics.median(cpu[name][r]) for r in names]
+            cells = [f"{m:.3f} s ({m / plain:.0f}x)" for m in medians]
             print(f"| {name} | {plain:.3f} s | " + " | ".join(cells) + " |")
 
 
