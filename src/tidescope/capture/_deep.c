@@ -93,6 +93,7 @@ typedef struct {
     PyTypeObject *t;
     PyObject *mro, *mod, *qual, *base, *name;
     int kind;
+    unsigned int tag; /* the type's version tag when filled in (0: none) */
 } TypeHit;
 #define TYPE_SLOTS 512
 static TypeHit g_types[TYPE_SLOTS];
@@ -144,6 +145,14 @@ kind_of(PyTypeObject *t)
 static TypeHit *
 type_info(PyTypeObject *t)
 {
+    TypeHit *h = &g_types[((uintptr_t)t >> 4) % TYPE_SLOTS];
+    /* the same version tag: nothing in the type's dict (its __module__) or MRO changed */
+    int tagged = (t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && t->tp_version_tag != 0;
+    if (h->t == t && tagged && h->tag == t->tp_version_tag) {
+        if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE)) return h;
+        PyHeapTypeObject *ht = (PyHeapTypeObject *)t;
+        if (h->qual == ht->ht_qualname && h->base == ht->ht_name) return h;
+    }
     PyObject *mod = Py_None, *qual = Py_None, *base = Py_None;
     if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
         PyHeapTypeObject *h = (PyHeapTypeObject *)t;
@@ -156,9 +165,10 @@ type_info(PyTypeObject *t)
         base = h->ht_name;
     }
     PyObject *mro = t->tp_mro ? t->tp_mro : Py_None;
-    TypeHit *h = &g_types[((uintptr_t)t >> 4) % TYPE_SLOTS];
-    if (h->t == t && h->mro == mro && h->mod == mod && h->qual == qual && h->base == base)
+    if (h->t == t && h->mro == mro && h->mod == mod && h->qual == qual && h->base == base) {
+        h->tag = tagged ? t->tp_version_tag : 0;
         return h;
+    }
     int kind = kind_of(t);
     if (kind < 0) return NULL;
     PyObject *name = PyObject_CallOneArg(g_type_name, (PyObject *)t);
@@ -170,6 +180,7 @@ type_info(PyTypeObject *t)
     Py_XSETREF(h->base, Py_NewRef(base));
     Py_XSETREF(h->name, name);
     h->kind = kind;
+    h->tag = tagged ? t->tp_version_tag : 0;
     return h;
 }
 
@@ -702,8 +713,8 @@ snap(S *s, PyObject *v, Py_ssize_t depth)
         PyObject *head = PyUnicode_Substring(v, 0, s->strlen);
         return head ? cut(n_str, n, r_length, head) : NULL;
     }
-    if (keep_type(t)) {
-        s->budget -= SMALL;
+    if (v == Py_None || t == &PyBool_Type || t == &PyFloat_Type || keep_type(t)) {
+        s->budget -= SMALL; /* (None, bool and float are in KEEP_TYPES) */
         return Py_NewRef(v);
     }
     if (s->budget < 0) return over_budget(v, t);
