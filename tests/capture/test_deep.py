@@ -169,15 +169,20 @@ def with_cycles(v: Any) -> Any:
     return [o, loop, {"o": o}]
 
 
-def both_walks(v: Any, lim: Limits) -> tuple[tuple[Any, int], tuple[Any, int]]:
+C_PAYLOAD = _snapshot._payload_deep
+
+
+def both_walks(
+    v: Any, lim: Limits, payload: bool = False
+) -> tuple[tuple[Any, int], tuple[Any, int]]:
     c = Snapper(lim)
-    got_c = c.snap(v)
-    _snapshot._snap_deep = None
+    got_c = c.payload(v) if payload else c.snap(v)
+    _snapshot._snap_deep = _snapshot._payload_deep = None
     try:
         p = Snapper(lim)
-        got_p = p.snap(v)
+        got_p = p.payload(v) if payload else p.snap(v)
     finally:
-        _snapshot._snap_deep = C_WALK
+        _snapshot._snap_deep, _snapshot._payload_deep = C_WALK, C_PAYLOAD
     return (got_c, c.budget), (got_p, p.budget)
 
 
@@ -189,6 +194,14 @@ def test_c_walk_gives_the_pure_snapshot_and_charges_the_same_bytes(
     if cycles:
         v = with_cycles(v)
     (got_c, budget_c), (got_p, budget_p) = both_walks(v, lim)
+    assert got_c == got_p
+    assert budget_c == budget_p
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.one_of(st.text(max_size=6), st.integers()), values, max_size=25), limits)
+def test_c_payload_gives_the_pure_payload(data: dict[Any, Any], lim: Limits) -> None:
+    (got_c, budget_c), (got_p, budget_p) = both_walks(data, lim, payload=True)
     assert got_c == got_p
     assert budget_c == budget_p
 
@@ -207,6 +220,7 @@ def test_c_walk_reads_no_hook_of_a_hostile_object_and_redacts_secret_attributes(
 
 def test_c_walk_is_used_on_the_c_core() -> None:
     assert C_WALK is not None
+    assert C_PAYLOAD is not None
 
 
 def test_c_walk_keeps_nothing() -> None:

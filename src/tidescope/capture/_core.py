@@ -119,6 +119,7 @@ if _speedups is not None:
     # a new redaction pattern: the walk forgets the answers it kept for names
     _redact.on_configure(lambda: _speedups.deep_init(_snapshot.deep_namespace()))
     _snapshot._snap_deep = _speedups.snap_deep
+    _snapshot._payload_deep = _speedups.payload_deep
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
     write_event = _speedups.write_event

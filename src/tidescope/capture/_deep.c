@@ -27,7 +27,7 @@ static Py_ssize_t g_nkeep, off_trunc[4], off_osnap[4];
 static PyObject *s_budget, *s_depth_limit, *s_items, *s_strlen, *s_int_limit, *s_path,
     *s_repr_objects, *s_other, *s_container, *s_repr, *s_bit_length, *s_dict_attr,
     *s_name_attr, *s_module, *n_list, *n_tuple, *n_dict, *n_int, *n_str, *n_attrs, *r_depth,
-    *r_cycle, *r_length, *r_budget, *r_error, *r_duplicate, *r_unhashable;
+    *r_cycle, *r_length, *r_budget, *r_error, *r_duplicate, *r_unhashable, *s_truncated_key;
 
 enum { K_PLAIN = 0, K_CALLABLE = 1, K_ENUM = 2, K_OTHER = 3 };
 
@@ -763,44 +763,111 @@ read_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* Read a Snapper's state into s: 0, or -1 (s->path and s->int_limit are then released). */
+static int
+open_state(S *s, PyObject *snapper)
+{
+    s->snapper = snapper;
+    s->nstack = 0;
+    s->path = s->int_limit = NULL;
+    if (g_trunc == NULL) {
+        PyErr_SetString(PyExc_TypeError, "deep_init() was not called");
+        return -1;
+    }
+    if (get_budget(s) < 0 || read_ssize(snapper, s_depth_limit, &s->depth_limit) < 0 ||
+        read_ssize(snapper, s_items, &s->items) < 0 ||
+        read_ssize(snapper, s_strlen, &s->strlen) < 0)
+        return -1;
+    s->path = PyObject_GetAttr(snapper, s_path);
+    s->int_limit = PyObject_GetAttr(snapper, s_int_limit);
+    PyObject *ro = PyObject_GetAttr(snapper, s_repr_objects);
+    int repr = ro ? PyObject_IsTrue(ro) : -1;
+    Py_XDECREF(ro);
+    if (s->path == NULL || s->int_limit == NULL || repr < 0) goto fail;
+    if (!PySet_Check(s->path) || !PyLong_Check(s->int_limit) || s->strlen < 0) {
+        PyErr_SetString(PyExc_TypeError, "snap_deep: not a Snapper");
+        goto fail;
+    }
+    s->repr = repr;
+    int of;
+    long long lim = PyLong_AsLongLongAndOverflow(s->int_limit, &of);
+    if (lim == -1 && PyErr_Occurred()) goto fail;
+    s->lim_big = of > 0;
+    s->lim = of || lim < 0 ? 0 : (unsigned long long)lim;
+    return 0;
+fail:
+    Py_CLEAR(s->path);
+    Py_CLEAR(s->int_limit);
+    return -1;
+}
+
+/* Write the budget back (when r, the result, is not NULL) and release s; returns r. */
+static PyObject *
+close_state(S *s, PyObject *r)
+{
+    if (r != NULL && put_budget(s) < 0) Py_CLEAR(r);
+    Py_XDECREF(s->path);
+    Py_XDECREF(s->int_limit);
+    return r;
+}
+
 /* snap_deep(snapper, v, depth): Snapper.snap(v, depth) for a Snapper with refs off */
 PyObject *
 ts_snap_deep(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || g_trunc == NULL) {
-        PyErr_SetString(PyExc_TypeError, "snap_deep(snapper, v, depth) after deep_init()");
+    S s;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "snap_deep(snapper, v, depth)");
         return NULL;
     }
-    S s = {.snapper = args[0], .nstack = 0};
-    Py_ssize_t depth = PyLong_AsSsize_t(args[2]), repr;
-    if (depth == -1 && PyErr_Occurred()) return NULL;
-    if (get_budget(&s) < 0 || read_ssize(s.snapper, s_depth_limit, &s.depth_limit) < 0 ||
-        read_ssize(s.snapper, s_items, &s.items) < 0 ||
-        read_ssize(s.snapper, s_strlen, &s.strlen) < 0)
+    Py_ssize_t depth = PyLong_AsSsize_t(args[2]);
+    if ((depth == -1 && PyErr_Occurred()) || open_state(&s, args[0]) < 0) return NULL;
+    return close_state(&s, snap(&s, args[1], depth));
+}
+
+/* payload_deep(snapper, data): the item loop of Snapper.payload for a dict whose keys
+ * are all exact str; None (nothing done) for any other. */
+PyObject *
+ts_payload_deep(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    S s;
+    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "payload_deep(snapper, dict)");
         return NULL;
-    PyObject *r = NULL;
-    s.path = PyObject_GetAttr(s.snapper, s_path);
-    s.int_limit = PyObject_GetAttr(s.snapper, s_int_limit);
-    PyObject *ro = PyObject_GetAttr(s.snapper, s_repr_objects);
-    repr = ro ? PyObject_IsTrue(ro) : -1;
-    Py_XDECREF(ro);
-    if (s.path == NULL || s.int_limit == NULL || repr < 0) goto done;
-    if (!PySet_Check(s.path) || !PyLong_Check(s.int_limit) || s.strlen < 0) {
-        PyErr_SetString(PyExc_TypeError, "snap_deep: not a Snapper");
-        goto done;
     }
-    s.repr = (int)repr;
-    int of;
-    long long lim = PyLong_AsLongLongAndOverflow(s.int_limit, &of);
-    if (lim == -1 && PyErr_Occurred()) goto done;
-    s.lim_big = of > 0;
-    s.lim = of || lim < 0 ? 0 : (unsigned long long)lim;
-    r = snap(&s, args[1], depth);
-    if (r != NULL && put_budget(&s) < 0) Py_CLEAR(r);
-done:
-    Py_XDECREF(s.path);
-    Py_XDECREF(s.int_limit);
-    return r;
+    PyObject *data = args[1], *k, *v, *out = NULL;
+    Py_ssize_t pos = 0, n = PyDict_GET_SIZE(data), done = 0;
+    while (PyDict_Next(data, &pos, &k, &v))
+        if (!PyUnicode_CheckExact(k)) Py_RETURN_NONE;
+    if (open_state(&s, args[0]) < 0) return NULL;
+    Py_INCREF(data);
+    if ((out = PyDict_New()) == NULL) goto fail;
+    for (pos = 0; PyDict_Next(data, &pos, &k, &v); done++) {
+        if (done >= s.items || s.budget < 0) {
+            PyObject *mark = cut(n_dict, n, done >= s.items ? r_length : r_budget, NULL);
+            if (mark == NULL || PyDict_SetItem(out, s_truncated_key, mark) < 0) {
+                Py_XDECREF(mark);
+                goto fail;
+            }
+            Py_DECREF(mark);
+            break;
+        }
+        Py_INCREF(k);
+        Py_INCREF(v);
+        s.budget -= PyUnicode_GET_LENGTH(k) + SMALL;
+        PyObject *c = snap(&s, v, 0);
+        int r = c == NULL ? -1 : PyDict_SetItem(out, k, c);
+        Py_XDECREF(c);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (r < 0) goto fail;
+    }
+    Py_DECREF(data);
+    return close_state(&s, out);
+fail:
+    Py_DECREF(data);
+    Py_XDECREF(out);
+    return close_state(&s, NULL);
 }
 
 static int
@@ -882,7 +949,8 @@ ts_deep_init(PyObject *Py_UNUSED(m), PyObject *ns)
         {&n_list, "list"}, {&n_tuple, "tuple"}, {&n_dict, "dict"}, {&n_int, "int"},
         {&n_str, "str"}, {&n_attrs, "attrs"}, {&r_depth, "depth"}, {&r_cycle, "cycle"},
         {&r_length, "length"}, {&r_budget, "budget"}, {&r_error, "error"},
-        {&r_duplicate, "duplicate"}, {&r_unhashable, "unhashable"}, {NULL, NULL},
+        {&r_duplicate, "duplicate"}, {&r_unhashable, "unhashable"},
+        {&s_truncated_key, "$truncated"}, {NULL, NULL},
     };
     for (int k = 0; names[k].slot; k++) {
         if (*names[k].slot) continue;

@@ -7,12 +7,15 @@
 #include <Python.h>
 
 PyObject *ts_snap_deep(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *ts_payload_deep(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *ts_deep_init(PyObject *m, PyObject *ns);
 
 #define TS_DEEP_METHODS                                                                     \
     {"snap_deep", (PyCFunction)(void (*)(void))ts_snap_deep, METH_FASTCALL,                 \
      "snap_deep(snapper, v, depth): Snapper.snap's twin for a value that is not a scalar "  \
      "(_deep.c)."},                                                                         \
+    {"payload_deep", (PyCFunction)(void (*)(void))ts_payload_deep, METH_FASTCALL,           \
+     "payload_deep(snapper, data): Snapper.payload's item loop (_deep.c), or None."},        \
     {"deep_init", (PyCFunction)ts_deep_init, METH_O,                                        \
      "deep_init(namespace): the _snapshot objects snap_deep compares with and calls."},
 

@@ -185,6 +185,7 @@ _flat_cost = flat_cost
 _flat_payload = flat_payload
 _flat_copy = flat_copy
 _snap_deep: Any = None  # _deep.c's snap_deep(snapper, v, depth), given deep_namespace()
+_payload_deep: Any = None  # _deep.c's payload_deep(snapper, data)
 
 _INT_LIMITS: dict[int, int] = {}
 
@@ -274,6 +275,10 @@ class Snapper:
         if got is not None:
             self.budget -= got[1]
             return got[0]
+        if _payload_deep is not None and not self.refs:
+            got = _payload_deep(self, data)  # None unless every key is a str
+            if got is not None:
+                return got  # type: ignore[no-any-return]
         out: dict[str, Any] = {}
         n = len(data)
         for done, (k, v) in enumerate(data.items()):
