@@ -6,7 +6,7 @@ Programs: pyperformance's richards and deltablue at small sizes (see
 ``bench_trace.pyperformance_programs``; the sdist is downloaded at run time). Runs,
 each its own process, interleaved per round: plain ``python``; ``tidescope run --level
 calls``; ``--level values``; and ``--level values`` with the C walk switched off
-(``_snapshot._snap_deep = None`` before the command line runs: every deep snapshot then
+(``_snapshot._snap_deep`` and ``_payload_deep`` set to None before the command line runs: every deep snapshot then
 takes the pure ``Snapper`` walk, as before ``_deep.c``). Prints the median CPU time (user
 + system of the child) and its ratio to the plain run.
 """
@@ -31,7 +31,7 @@ PROGRAMS = {"richards": "Richards().run(1)", "deltablue": "delta_blue(200)"}
 WALK_OFF = (
     "import sys\n"
     "from tidescope.capture import _core, _snapshot\n"
-    "_snapshot._snap_deep = None\n"
+    "_snapshot._snap_deep = _snapshot._payload_deep = None\n"
     "from tidescope.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
