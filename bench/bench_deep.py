@@ -6,9 +6,9 @@ Programs: pyperformance's richards and deltablue at small sizes (see
 ``bench_trace.pyperformance_programs``; the sdist is downloaded at run time). Runs,
 each its own process, interleaved per round: plain ``python``; ``tidescope run --level
 calls``; ``--level values``; and ``--level values`` with the C walk switched off
-(``_snapshot._snap_deep`` and ``_payload_deep`` set to None before the command line runs: every deep snapshot then
-takes the pure ``Snapper`` walk, as before ``_deep.c``). Prints the median CPU time (user
-+ system of the child) and its ratio to the plain run.
+(``_snapshot._snap_deep`` and ``_payload_deep`` set to None before the command line
+runs: every deep snapshot then takes the pure ``Snapper`` walk, as before ``_deep.c``).
+Prints the median CPU time (user + system of the child) and its ratio to the plain run.
 """
 
 from __future__ import annotations
