@@ -235,6 +235,7 @@ def test_c_walk_keeps_nothing() -> None:
     def burst(n: int) -> None:
         for _ in range(n):
             Snapper(lim).snap(value)
+            Snapper(lim).payload({"value": value, "line": 3})
 
     burst(1000)
     assert_keeps_nothing(burst, 20_000, [o, s, value, Plain, Slotted])
