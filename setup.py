@@ -26,10 +26,11 @@ setup(
                 "src/tidescope/capture/_values.c",
                 "src/tidescope/capture/_crc32.c",
                 "src/tidescope/capture/_decode.c",
+                "src/tidescope/capture/_deep.c",
             ],
             depends=[
                 f"src/tidescope/capture/{h}.h"
-                for h in ("_slots", "_encode", "_state", "_context", "_snap", "_report")
+                for h in ("_slots", "_encode", "_state", "_context", "_snap", "_report", "_deep")
             ],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers"],

@@ -134,9 +134,10 @@ def test_a_list_made_to_contain_itself_between_measure_and_copy_crashes_nothing(
     child = run_child(
         """
         import sys
-        from tidescope.capture import _core
+        from tidescope.capture import _core, _snapshot
         from tidescope.capture._snapshot import Limits, Snapper
 
+        _snapshot._snap_deep = None  # the Python walk: it measures, then copies (_flat)
         shared = [[1, 2], 3]
 
         def tracer(frame, event, arg):
@@ -246,7 +247,7 @@ def test_report_functions_keep_calls_whose_arguments_have_hostile_keys() -> None
 def test_a_value_the_snapshot_fails_on_is_an_error_marker_and_the_call_is_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    class Odd:
+    class Odd(Exception):  # a kind both walks (Python, _deep.c) leave to Snapper._other
         pass
 
     def broken(self: Snapper, v: Any, t: type, depth: int) -> Any:

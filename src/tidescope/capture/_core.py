@@ -112,13 +112,18 @@ if _speedups is not None:
     decode_body = getattr(_speedups, "decode_body", None)
     # The C twin: its RingBuffer is the shared logic over C slots, and its two report
     # functions replace the pure ones; everything else is shared with _pure.
-    from tidescope.capture import _pure, _ring, _snapshot
+    from tidescope.capture import _pure, _redact, _ring, _snapshot
 
     RingBuffer = _ring.ring_class(_speedups.RingStorage)  # type: ignore[misc, assignment]
     _pure.use_accelerator(_speedups, RingBuffer)
     _snapshot._flat_cost = _speedups.flat_cost
     _snapshot._flat_payload = _speedups.flat_payload
     _snapshot._flat_copy = _speedups.flat_copy
+    _speedups.deep_init(_snapshot.deep_namespace())
+    # a new redaction pattern: the walk forgets the answers it kept for names
+    _redact.on_configure(lambda: _speedups.deep_init(_snapshot.deep_namespace()))
+    _snapshot._snap_deep = _speedups.snap_deep
+    _snapshot._payload_deep = _speedups.payload_deep
     report_function_entry = _speedups.report_function_entry
     report_function_exit = _speedups.report_function_exit
     note_thread_once = _speedups.note_thread_once

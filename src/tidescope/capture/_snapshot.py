@@ -12,6 +12,7 @@ import uuid
 from collections import deque
 from typing import Any, Final, NamedTuple
 
+from tidescope.capture import _redact
 from tidescope.capture._redact import guarded, plain_names, redacted, secret_name
 from tidescope.events import ObjectRef, ObjectSnapshot, Redacted, Truncated, jsonable
 
@@ -183,6 +184,8 @@ def flat_payload(
 _flat_cost = flat_cost
 _flat_payload = flat_payload
 _flat_copy = flat_copy
+_snap_deep: Any = None  # _deep.c's snap_deep(snapper, v, depth), given deep_namespace()
+_payload_deep: Any = None  # _deep.c's payload_deep(snapper, data)
 
 _INT_LIMITS: dict[int, int] = {}
 
@@ -240,6 +243,8 @@ class Snapper:
             return self._over_budget(v, t)
         if self.refs and depth > 0 and t is not bytes:
             return self._ref(v, t)
+        if _snap_deep is not None and not self.refs:
+            return _snap_deep(self, v, depth)  # the C core's walk: the same, step for step
         if t is list or t is tuple or t is dict or t is set or t is frozenset or t is deque:
             return self._container(v, t, depth)
         if t in _BYTES_LIKE:
@@ -270,6 +275,10 @@ class Snapper:
         if got is not None:
             self.budget -= got[1]
             return got[0]
+        if _payload_deep is not None and not self.refs:
+            got = _payload_deep(self, data)  # None unless every key is a str
+            if got is not None:
+                return got  # type: ignore[no-any-return]
         out: dict[str, Any] = {}
         n = len(data)
         for done, (k, v) in enumerate(data.items()):
@@ -689,3 +698,26 @@ def exception_snapshot(s: Snapper, exc: Any) -> Any:
     if type(attrs) is dict:
         attrs = {k: v for k, v in attrs.items() if k != "args"} or None
     return {"type": type_name(type(exc)), "args": s.snap(args), "attrs": attrs}
+
+
+def deep_namespace() -> dict[str, Any]:
+    """What the C core's walk (``_deep.c``) compares with and calls: it hands every value
+    it does not copy itself back to :class:`Snapper`, and shares its caches."""
+    return {
+        "Truncated": Truncated,
+        "ObjectSnapshot": ObjectSnapshot,
+        "Enum": enum.Enum,
+        "Decimal": decimal.Decimal,
+        "Fraction": fractions.Fraction,
+        "PurePath": pathlib.PurePath,
+        "deque": deque,
+        "callable_kinds": _CALLABLE_KINDS,
+        "keep_types": tuple(KEEP_TYPES),
+        "type_name": type_name,
+        "callable_label": _callable_label,
+        "secret_names": _redact.secret_names,
+        "secret_name": secret_name,
+        "guarded": guarded,
+        "slot_names": _SLOT_NAMES,
+        "slot_names_fn": _slot_names,
+    }

@@ -31,6 +31,7 @@
 #include "_context.h"
 #include "_snap.h"
 #include "_report.h"
+#include "_deep.h"
 #include <structmember.h>
 
 /* --------------------------------------------------------------------------------- */
@@ -267,6 +268,7 @@ static PyMethodDef module_methods[] = {
      "crc32(data, value=0): zlib.crc32's twin."},
     {"reset_ids", (PyCFunction)reset_ids, METH_O,
      "Restart the id counter for this pid; returns the counter (an iterator)."},
+    TS_DEEP_METHODS
     {NULL, NULL, 0, NULL},
 };
 
