@@ -239,12 +239,12 @@ put_event_type(Enc *e, PyObject *etype)
 
 /* The body of a record of event type `etype` and 4-tuple data `d` (entry or exit items):
  * kind 1 or 2 when its strings are exact str, else kind 3 with the data as its dict.
- * Writes the fields too. */
+ * Writes the fields too. `site`: the site id of d[0] and d[1] (from a slot), or -1. */
 static int
-put_call_record(Enc *e, Field *f, PyObject *etype, PyObject **d)
+put_call_record(Enc *e, Field *f, PyObject *etype, PyObject **d, int32_t site)
 {
     if (etype == g_entry_type && PyUnicode_CheckExact(d[0]) && PyUnicode_CheckExact(d[1])) {
-        return put_fields(e, REC_ENTRY, f) < 0 || put_site(e, d[0], d[1]) < 0 ||
+        return put_fields(e, REC_ENTRY, f) < 0 || put_site_id(e, site, d[0], d[1]) < 0 ||
                        put_value(e, d[2], 0) < 0 || put_value(e, d[3], 0) < 0
                    ? -1
                    : 0;
@@ -252,7 +252,7 @@ put_call_record(Enc *e, Field *f, PyObject *etype, PyObject **d)
     if (etype == g_exit_type && PyUnicode_CheckExact(d[3])) {
         return put_fields(e, REC_EXIT, f) < 0 || put_value(e, d[0], 0) < 0 ||
                        put_value(e, d[1], 0) < 0 || put_value(e, d[2], 0) < 0 ||
-                       put_string(e, d[3]) < 0
+                       put_reason(e, d[3]) < 0
                    ? -1
                    : 0;
     }
@@ -321,7 +321,7 @@ put_record(Enc *e, PyObject *r)
         if (field_obj(&f[i], it[1 + i]) < 0) return -1;
     PyObject *etype = it[9], *data = it[10];
     if (PyTuple_CheckExact(data) && PyTuple_GET_SIZE(data) == 4)
-        return put_call_record(e, f, etype, ((PyTupleObject *)data)->ob_item);
+        return put_call_record(e, f, etype, ((PyTupleObject *)data)->ob_item, -1);
     return put_fields(e, REC_OTHER, f) < 0 || put_event_type(e, etype) < 0 ||
                    put_value(e, data, 0) < 0
                ? -1
@@ -344,24 +344,24 @@ put_slot(Enc *e, Slot *c)
             return -1;
         }
     }
-    if (field_obj(&f[7], c->ast) < 0) return -1;
+    if (field_obj(&f[7], slot_ast(c)) < 0) return -1;
     if (c->kind == K_RECORD) {
         PyObject *etype = c->d[0].o, *data = c->d[1].o;
         if (PyTuple_CheckExact(data) && PyTuple_GET_SIZE(data) == 4)
-            return put_call_record(e, f, etype, ((PyTupleObject *)data)->ob_item);
+            return put_call_record(e, f, etype, ((PyTupleObject *)data)->ob_item, -1);
         return put_fields(e, REC_OTHER, f) < 0 || put_event_type(e, etype) < 0 ||
                        put_value(e, data, 0) < 0
                    ? -1
                    : 0;
     }
     PyObject *d[4], *dur = NULL;
-    for (int k = 0; k < 4; k++) d[k] = c->d[k].o;
+    for (int k = 0; k < 4; k++) d[k] = slot_d(c, k).o;
     if (c->draw & D_RAW2) {
         dur = PyLong_FromLongLong(c->d[2].i);
         if (dur == NULL) return -1;
         d[2] = dur;
     }
-    int r = put_call_record(e, f, c->kind == K_ENTRY ? g_entry_type : g_exit_type, d);
+    int r = put_call_record(e, f, c->kind == K_ENTRY ? g_entry_type : g_exit_type, d, c->site);
     Py_XDECREF(dur);
     return r;
 }

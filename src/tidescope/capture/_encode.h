@@ -106,6 +106,10 @@ typedef struct {
     Last last[8];
     SiteHit site_hits[SITE_CACHE];
     ShapeHit shape_hits[SHAPE_CACHE];
+    uint64_t *site_refs; /* site id -> its site ref in this chunk (0: not yet written) */
+    Py_ssize_t n_site_refs;
+    PyObject *reason; /* the last exit reason written, and its string ref */
+    uint64_t reason_ref;
 } Enc;
 
 /* _crc32.c */
@@ -121,6 +125,8 @@ int enc_open(Enc *e);
 void enc_close(Enc *e);
 int put_string(Enc *e, PyObject *s);
 int put_site(Enc *e, PyObject *a, PyObject *b);
+int put_site_id(Enc *e, int32_t site, PyObject *a, PyObject *b);
+int put_reason(Enc *e, PyObject *s);
 int put_shape(Enc *e, PyObject **keys, Py_ssize_t n);
 int put_value(Enc *e, PyObject *v, int depth);
 int put_items(Enc *e, PyObject *const *items, Py_ssize_t n, int depth);

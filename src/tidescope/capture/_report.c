@@ -95,10 +95,12 @@ put_slow(PyObject *buf, int64_t eid, int64_t ts, uint64_t thread, PyObject *task
 }
 
 /* The entry of a call: report_function_entry's work once its arguments are parsed. `own`:
- * `args` is a dict made for this report (report_site_entry's), which nothing else holds. */
+ * `args` is a dict made for this report (report_site_entry's), which nothing else holds.
+ * `site`: the site whose module, function and ast these are (the slot carries its id), or
+ * -1. */
 static PyObject *
 entry(PyObject *module, PyObject *function, PyObject *args, PyObject *ast, PyObject *call_id,
-      int own)
+      int own, int32_t site)
 {
     PyObject *buf = g_buffer, *f = NULL, *cell = NULL, *snap = NULL, *cid = NULL, *ts_obj = NULL;
     PyObject *corr = NULL, *astv = NULL, *task = NULL, *frame = NULL, *arity_obj = NULL;
@@ -164,11 +166,12 @@ entry(PyObject *module, PyObject *function, PyObject *args, PyObject *ast, PyObj
         Slot *s = &rb->slots[pos & rb->mask];
         Garbage g = {.n = 0};
         if (take_slot(s, pos, &g)) {
-            fill_common(s, eid, ts, thread, task, corr, parent, cid, astv,
-                        call_id == Py_None ? cid : NULL, eid);
+            fill_common(s, eid, ts, thread, task, corr, parent, cid,
+                        site >= 0 ? Py_None : astv, call_id == Py_None ? cid : NULL, eid);
             s->kind = K_ENTRY;
-            s->d[0].o = Py_NewRef(module);
-            s->d[1].o = Py_NewRef(function);
+            s->site = site;
+            s->d[0].o = site >= 0 ? NULL : Py_NewRef(module);
+            s->d[1].o = site >= 0 ? NULL : Py_NewRef(function);
             s->d[2].o = Py_NewRef(arity_obj);
             s->d[3].o = Py_NewRef(snap);
             publish(s, pos);
@@ -228,7 +231,7 @@ report_function_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t 
         }
     }
     if (!g_enabled) Py_RETURN_NONE;
-    return entry(args[0], args[1], args[2], ast, call_id, 0);
+    return entry(args[0], args[1], args[2], ast, call_id, 0, -1);
 }
 
 /* The frame of call_id in stack f, borrowed (NULL if absent; -1 through *err on error). */
@@ -249,9 +252,11 @@ unwind(PyObject *f, PyObject *call_id, int *err)
     return NULL;
 }
 
-/* The exit of a call: report_function_exit's work once its arguments are parsed. */
+/* The exit of a call: report_function_exit's work once its arguments are parsed. `site`:
+ * the site whose ast this is (the slot carries its id), or -1. */
 static PyObject *
-exit_call(PyObject *call_id, PyObject *rv, PyObject *duration, PyObject *reason, PyObject *ast)
+exit_call(PyObject *call_id, PyObject *rv, PyObject *duration, PyObject *reason, PyObject *ast,
+          int32_t site)
 {
     PyObject *f = NULL, *res = NULL, *exc = NULL, *corr = NULL, *astv = NULL, *task = NULL;
     PyObject *dur_obj = NULL, *result = NULL, *buf = NULL, *cell = NULL;
@@ -345,8 +350,10 @@ exit_call(PyObject *call_id, PyObject *rv, PyObject *duration, PyObject *reason,
         Slot *s = &rb->slots[pos & rb->mask];
         Garbage g = {.n = 0};
         if (take_slot(s, pos, &g)) {
-            fill_common(s, eid, ts, thread, task, corr, parent, call_id, astv, NULL, 0);
+            fill_common(s, eid, ts, thread, task, corr, parent, call_id,
+                        site >= 0 ? Py_None : astv, NULL, 0);
             s->kind = K_EXIT;
+            s->site = site;
             s->d[0].o = Py_NewRef(res);
             s->d[1].o = Py_NewRef(exc);
             if (raw_duration) {
@@ -413,16 +420,16 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         }
     }
     if (args[0] == Py_None) Py_RETURN_FALSE;
-    return exit_call(args[0], args[1], duration, reason, ast);
+    return exit_call(args[0], args[1], duration, reason, ast, -1);
 }
 
 /* --------------------------------------------------------------------------------- */
 /* sites: what rewritten code calls (_sites.py registers them)                        */
 
 /* The site registered as `id` (borrowed): (module, function, ast_node_id, params, file,
- * line); NULL with an error set for anything else. */
+ * line), its index in *k; NULL with an error set for anything else. */
 static PyObject *
-site_at(PyObject *id)
+site_at(PyObject *id, int32_t *at)
 {
     int64_t k;
     PyObject *sites = g_sites;
@@ -432,11 +439,26 @@ site_at(PyObject *id)
         return NULL;
     }
     PyObject *site = PyList_GET_ITEM(sites, k);
-    if (!PyTuple_Check(site) || PyTuple_GET_SIZE(site) < 4) {
+    if (!PyTuple_Check(site) || PyTuple_GET_SIZE(site) < 4 || k > INT32_MAX) {
         PyErr_Format(PyExc_TypeError, "site %R is not a Site", id);
         return NULL;
     }
+    *at = (int32_t)k;
     return site;
+}
+
+/* The site id a slot may carry for `site` (its index k), or -1 when the slot must hold the
+ * strings: the readers and the encoder take the site's first three items as exact str (the
+ * table _sites.register_sites fills), and the entry writes them as its module, function and
+ * ast node id. */
+static inline int32_t
+carried(PyObject *site, int32_t k)
+{
+    return PyUnicode_CheckExact(PyTuple_GET_ITEM(site, 0)) &&
+                   PyUnicode_CheckExact(PyTuple_GET_ITEM(site, 1)) &&
+                   PyUnicode_CheckExact(PyTuple_GET_ITEM(site, 2))
+               ? k
+               : -1;
 }
 
 PyObject *
@@ -447,7 +469,8 @@ report_site_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     if (!g_enabled || g_buffer == NULL) Py_RETURN_NONE;
-    PyObject *site = site_at(args[0]);
+    int32_t k_site;
+    PyObject *site = site_at(args[0], &k_site);
     if (site == NULL) goto error;
     PyObject *names = PyTuple_GET_ITEM(site, 3);
     if (!PyTuple_CheckExact(names) || PyTuple_GET_SIZE(names) != nargs - 1) {
@@ -464,7 +487,7 @@ report_site_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t narg
         }
     }
     PyObject *r = entry(PyTuple_GET_ITEM(site, 0), PyTuple_GET_ITEM(site, 1), d,
-                        PyTuple_GET_ITEM(site, 2), Py_None, 1);
+                        PyTuple_GET_ITEM(site, 2), Py_None, 1, carried(site, k_site));
     Py_DECREF(d);
     return r;
 error:
@@ -481,11 +504,13 @@ report_site_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     if (args[0] == Py_None) Py_RETURN_FALSE;
-    PyObject *site = site_at(args[2]);
+    int32_t k_site = -1;
+    PyObject *site = site_at(args[2], &k_site);
     PyObject *ast = Py_None;
     if (site != NULL) ast = PyTuple_GET_ITEM(site, 2);
     else if (!swallow_error()) return NULL; /* counted; the call is still popped */
-    return exit_call(args[0], args[1], Py_None, s_normal, ast);
+    return exit_call(args[0], args[1], Py_None, s_normal, ast,
+                     site != NULL ? carried(site, k_site) : -1);
 }
 
 /* _pure.write_event(buffer, event_type, data, *, call_id=None, parent_id=None,

@@ -369,7 +369,8 @@ context_values(Slot *c, IntCache *ic, PyObject **v)
     v[2] = get_val_cached(ic, c->corr, c->raw & R_CORR);
     v[3] = get_val_cached(ic, c->parent, c->raw & R_PARENT);
     v[4] = get_val_cached(ic, c->call, c->raw & R_CALL);
-    v[5] = Py_NewRef(c->ast ? c->ast : Py_None);
+    PyObject *ast = slot_ast(c);
+    v[5] = Py_NewRef(ast ? ast : Py_None);
 }
 
 static PyObject *data_dict(Slot *c);
@@ -392,7 +393,7 @@ type_and_data(Slot *c, PyObject **v, int as_dict)
     PyObject *d = PyTuple_New(4);
     if (d != NULL) {
         for (int k = 0; k < 4; k++) {
-            PyObject *x = get_val(c->d[k], k == 2 && (c->draw & D_RAW2));
+            PyObject *x = get_val(slot_d(c, k), k == 2 && (c->draw & D_RAW2));
             if (x == NULL) {
                 Py_CLEAR(d);
                 break;
@@ -441,7 +442,7 @@ data_dict(Slot *c)
     if (d == NULL) return NULL;
     PyObject *const *keys = &s_data_keys[c->kind == K_ENTRY ? 0 : 4];
     for (int k = 0; k < 4; k++) {
-        PyObject *v = get_val(c->d[k], k == 2 && (c->draw & D_RAW2));
+        PyObject *v = get_val(slot_d(c, k), k == 2 && (c->draw & D_RAW2));
         if (v == NULL || PyDict_SetItem(d, keys[k], v) < 0) {
             Py_XDECREF(v);
             Py_DECREF(d);

@@ -25,10 +25,42 @@ typedef struct {
     uint8_t kind;
     uint8_t raw;
     uint8_t draw;
+    int32_t site; /* -1, or the site (_sites.table) of a call's entry or exit */
     Val eid, ts, thread, task, corr, parent, call;
     PyObject *ast;
     Val d[4];
 } Slot;
+
+/* A site-registered call's slot carries its site id, not strings: its ast node id and, for
+ * an entry, its module and function (d[0], d[1]) are read from the site table (left NULL
+ * in the slot: no references to take and release per event). */
+extern PyObject *g_sites; /* _speedups.c: _sites.table, which only grows */
+
+/* Item k (0 module, 1 function, 2 ast_node_id) of site `site`, borrowed: the table only
+ * grows and its tuples stay, so a site id written to a slot stays readable. */
+static inline PyObject *
+site_item(int32_t site, int k)
+{
+    PyObject *t = g_sites;
+    if (t == NULL || site >= PyList_GET_SIZE(t)) return Py_None;
+    t = PyList_GET_ITEM(t, site);
+    return PyTuple_Check(t) && PyTuple_GET_SIZE(t) > k ? PyTuple_GET_ITEM(t, k) : Py_None;
+}
+
+/* The slot's ast node id, borrowed (NULL: None). */
+static inline PyObject *
+slot_ast(Slot *c)
+{
+    return c->site >= 0 ? site_item(c->site, 2) : c->ast;
+}
+
+/* Data item k of an entry or exit (an entry's module and function from its site). */
+static inline Val
+slot_d(Slot *c, int k)
+{
+    if (k < 2 && c->site >= 0 && c->kind == K_ENTRY) return (Val){.o = site_item(c->site, k)};
+    return c->d[k];
+}
 
 /* Hold references outside the slot while it is rewritten: decrefs run after publishing. */
 typedef struct { PyObject *o[12]; int n; } Garbage;
@@ -100,6 +132,7 @@ take_slot(Slot *s, uint64_t pos, Garbage *g)
     if (old) gather_slot(g, s);
     s->raw = 0;
     s->draw = 0;
+    s->site = -1;
     s->ast = NULL;
     return 1;
 }

@@ -102,6 +102,10 @@ enc_close(Enc *e)
     Py_CLEAR(e->strings);
     Py_CLEAR(e->sites);
     Py_CLEAR(e->shapes);
+    Py_CLEAR(e->reason);
+    PyMem_Free(e->site_refs);
+    e->site_refs = NULL;
+    e->n_site_refs = 0;
     for (int i = 0; i < 8; i++) Py_CLEAR(e->last[i].o);
     for (int i = 0; i < SITE_CACHE; i++) {
         Py_CLEAR(e->site_hits[i].a);
@@ -201,6 +205,49 @@ put_site(Enc *e, PyObject *a, PyObject *b)
     Py_XSETREF(h->a, Py_NewRef(a));
     Py_XSETREF(h->b, Py_NewRef(b));
     Py_XSETREF(h->k, k);
+    return 0;
+}
+
+/* A site ref for (module, function), both exact str, of site `site` (or -1): a site
+ * seen in this chunk costs an array index. */
+int
+put_site_id(Enc *e, int32_t site, PyObject *a, PyObject *b)
+{
+    if (site < 0) return put_site(e, a, b);
+    if (site < e->n_site_refs && e->site_refs[site]) return put_uv(&e->out, e->site_refs[site]);
+    if (put_site(e, a, b) < 0) return -1;
+    /* put_site left the site's ref in its cache entry */
+    Py_ssize_t k = PyLong_AsSsize_t(e->site_hits[addr_hash(a, b) % SITE_CACHE].k);
+    if (k < 0) return -1;
+    if (site >= e->n_site_refs) {
+        Py_ssize_t n = e->n_site_refs ? e->n_site_refs : 64;
+        while (n <= site) n *= 2;
+        uint64_t *p = PyMem_Realloc(e->site_refs, (size_t)n * sizeof(uint64_t));
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(p + e->n_site_refs, 0, (size_t)(n - e->n_site_refs) * sizeof(uint64_t));
+        e->site_refs = p;
+        e->n_site_refs = n;
+    }
+    e->site_refs[site] = (uint64_t)k;
+    return 0;
+}
+
+/* An exit's reason (an exact str), as put_string: the same string object as the last
+ * exit's is its ref again without a lookup. */
+int
+put_reason(Enc *e, PyObject *s)
+{
+    if (s == e->reason) return put_uv(&e->out, e->reason_ref);
+    if (put_string(e, s) < 0) return -1;
+    PyObject *k = PyDict_GetItemWithError(e->strings, s);
+    if (k == NULL) return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t ref = PyLong_AsSsize_t(k);
+    if (ref < 0) return -1;
+    Py_XSETREF(e->reason, Py_NewRef(s));
+    e->reason_ref = (uint64_t)ref;
     return 0;
 }
 
