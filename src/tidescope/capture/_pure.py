@@ -727,6 +727,10 @@ def report_site_entry(site: int, *values: Any) -> Any:
         if f is None:
             parent = None
             corr = cid
+            try:
+                _noted.seen  # noqa: B018 - a root call: is this thread's start recorded?
+            except AttributeError:
+                _note_thread(ts)
         else:
             parent = f[0]
             corr = f[2] if f[2] is not None else cid
