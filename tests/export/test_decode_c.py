@@ -241,6 +241,8 @@ def test_lean_decoding_leaves_only_arguments_and_return_values_out() -> None:
     assert same(lean[2], full[2]) and lean[2][12] == {"x": "shared text"}
     assert all(same(a[:12], b[:12]) for a, b in zip(lean, full, strict=True))
     assert not any(gc.is_tracked(r) for r in lean)
+    again = c_decode(events_body(records[:1] * 3), NODE, PID, 5)[3]
+    assert again[0][12] is again[1][12] is again[2][12]  # one site's entries: one dict
 
 
 def test_values_past_64_bits_and_deltas_past_them_read_the_same() -> None:
@@ -304,7 +306,7 @@ def test_the_c_decoder_leaks_nothing_on_good_or_bad_bodies() -> None:
 
     def decode_all() -> None:
         for body in bodies:
-            for mode in range(4):
+            for mode in range(8):  # and each lean (mode | 4)
                 try:
                     c_decode(body, NODE, PID, mode)
                 except FormatError:

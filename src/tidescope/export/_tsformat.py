@@ -786,7 +786,8 @@ def decode_body(body: bytes, *, node: Any = None, pid: Any = None, lean: bool = 
     """Decode one chunk body (the CRC already checked); ``node`` and ``pid`` (from the
     file's header) fill in the events that do not carry them. ``lean``: each call's
     arguments and return value are None (read past, not kept), for consumers that never
-    use them (OTLP export); the C decoder's ``mode | 4`` builds nothing for them.
+    use them (OTLP export); the C decoder's ``mode | 4`` builds nothing for them (and
+    gives a site's entries one shared data dict, equal to these).
 
     Raises:
         FormatError: the body does not decode, or holds bytes past its contents.
