@@ -76,6 +76,17 @@ def both(body: bytes, node: Any = NODE, pid: Any = PID) -> Any:
     assert (want is None) == (got is None), (body.hex(), want, got)
     if want is not None:
         assert same(want, got), (body.hex(), want, got)
+    try:  # lean (the OTLP exporter's): calls' arguments and return values read past
+        want_lean = tuple(decode_body(body, node=node, pid=pid, lean=True))
+    except FormatError:
+        want_lean = None
+    try:
+        got_lean = c_decode(body, node, pid, 4)
+    except FormatError:
+        got_lean = None
+    assert (want_lean is None) == (want is None) == (got_lean is None), (body.hex(), got_lean)
+    if want_lean is not None:
+        assert same(want_lean, got_lean), (body.hex(), want_lean, got_lean)
     for form in (reader._AS_EVENTS, reader._AS_RECORDS):  # the reader's two paths
         try:
             want_r = reader._decode_pure(body, node, pid, form)
@@ -206,6 +217,34 @@ def test_hostile_bodies_are_format_errors_in_both_decoders(body: bytes) -> None:
     assert both(body) is None
 
 
+def test_lean_decoding_leaves_only_arguments_and_return_values_out() -> None:
+    """Mode 4 (and lean=True): a call's ``args`` and ``return_value`` are None, everything
+    else as decoded in full, the strings first met inside them still found later; the
+    records are untracked by the collector; the reader's check (mode 5) passes them."""
+    records = [
+        (0, _call, 1000, 5, None, _call, None, _call, None, EventType.FUNCTION_ENTRY,
+         ("m", "f", 1, {"n": ["shared text", (1.5, {"k": None})]})),
+        (0, _call + (1 << 22), 1005, 5, 77, _call, None, _call, "a:f:1",
+         EventType.FUNCTION_EXIT, ({"r": "shared text"}, {"type": "E"}, 5, "exception")),
+        (0, 1, 1010, 3, None, "req-1", None, None, None, "custom", {"x": "shared text"}),
+    ]  # fmt: skip
+    body = events_body(records)
+    full = c_decode(body, NODE, PID, 1)[3]
+    lean = both(body)
+    assert lean is not None
+    lean = c_decode(body, NODE, PID, 5)[3]
+    assert same(lean, list(decode_body(body, node=NODE, pid=PID, lean=True).content))
+    assert full[0][12]["args"] == {"n": ["shared text", (1.5, {"k": None})]}
+    assert lean[0][12] == {**full[0][12], "args": None}
+    assert lean[1][12] == {**full[1][12], "return_value": None}
+    assert lean[1][12]["exception"] == {"type": "E"}
+    assert same(lean[2], full[2]) and lean[2][12] == {"x": "shared text"}
+    assert all(same(a[:12], b[:12]) for a, b in zip(lean, full, strict=True))
+    assert not any(gc.is_tracked(r) for r in lean)
+    again = c_decode(events_body(records[:1] * 3), NODE, PID, 5)[3]
+    assert again[0][12] is again[1][12] is again[2][12]  # one site's entries: one dict
+
+
 def test_values_past_64_bits_and_deltas_past_them_read_the_same() -> None:
     big = 2**63 - 1
     records = [
@@ -267,7 +306,7 @@ def test_the_c_decoder_leaks_nothing_on_good_or_bad_bodies() -> None:
 
     def decode_all() -> None:
         for body in bodies:
-            for mode in range(4):
+            for mode in range(8):  # and each lean (mode | 4)
                 try:
                     c_decode(body, NODE, PID, mode)
                 except FormatError:

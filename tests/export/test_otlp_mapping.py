@@ -94,3 +94,41 @@ def test_the_budget_keeps_the_ancestors_and_counts_the_rest_on_the_root() -> Non
             strict=True,
         )
     ) == {"app.batch": 2, "app.item": 10}
+
+
+def test_runs_of_short_calls_fold_into_the_caller_that_made_them() -> None:
+    """Short calls of one function in a row (feed's fast path), broken by another function,
+    a call that raised, and a caller of their own: each counted on its own caller."""
+    with tidescope.capture() as cap:
+        root = runtime.report_function_entry("app", "main", [])
+        for name in ["a", "a", "b", "a", "boom", "a", "mid", "a"]:
+            cid = runtime.report_function_entry("app", name, [])
+            if name == "mid":
+                for _ in range(3):
+                    inner = runtime.report_function_entry("app", "a", [])
+                    runtime.report_function_exit(inner, None)
+            if name == "boom":
+                runtime.report_function_exit(cid, ValueError("x"), exit_reason="exception")
+            else:
+                runtime.report_function_exit(cid, None)
+        runtime.report_function_exit(root, None)
+    boom, main = spans_of(cap)
+    assert (boom.name, main.name) == ("app.boom", "app.main")
+    a = attrs(main)
+    folded = dict(zip(a["tidescope.folded.functions"], a["tidescope.folded.count"], strict=True))
+    assert folded == {"app.a": 5 + 3, "app.b": 1, "app.mid": 1}
+    assert a["tidescope.folded.calls"] == 10
+    exits = {
+        e.call_id: e.data["duration_ns"]
+        for e in cap.events()
+        if e.event_type == "function_exit" and e.parent_id == root
+    }
+    entries = {
+        e.call_id: e.data["function"]
+        for e in cap.events()
+        if e.event_type == "function_entry" and e.call_id in exits
+    }
+    total = dict(zip(a["tidescope.folded.functions"], a["tidescope.folded.total_ns"], strict=True))
+    own_a = sum(d for c, d in exits.items() if entries[c] == "a")
+    assert total["app.b"] == sum(d for c, d in exits.items() if entries[c] == "b")
+    assert total["app.a"] > own_a  # and the three inside mid

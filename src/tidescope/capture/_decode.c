@@ -9,6 +9,10 @@
  * an Event built as Event(*t) would build it (its slots set directly); 3: checked, and each
  * event the dict reader._record(t) gives (values through events.jsonable: the scalars,
  * dicts with str keys, lists, tuples and sets here, everything else by calling it).
+ * `mode | 4` (LEAN): the same, with each call's arguments and return value left undecoded
+ * (None in `args` and `return_value`), as _tsformat.decode_body(lean=True), and the
+ * entries of one site (and arity) sharing one data dict, to be read only; the OTLP
+ * exporter, which never exports them, reads so (half the decoding, measured).
  *
  * Nothing in a body can crash it: every read is bounded by the body's length, every
  * count by the bytes left, recursion by MAX_NEST, and every table index is checked.
@@ -32,6 +36,7 @@ PyObject *ts_attr_of(const char *module, const char *name); /* _values.c */
 #define MAX_NEST 200
 #define ID_SHIFT 22
 #define NFIELDS 13
+#define LEAN 4 /* a flag of `mode`: see the top of this file */
 
 enum {
     V_NONE, V_FALSE, V_TRUE, V_INT, V_BIGINT, V_FLOAT, V_STR, V_BYTES, V_BYTEARRAY,
@@ -142,6 +147,9 @@ typedef struct {
     Py_ssize_t nshape, capshape;
     PyObject **keys; /* borrowed from strings */
     Py_ssize_t nkey, capkey;
+    Py_ssize_t last_site;   /* the index of the site site() read last */
+    PyObject **entry_data;  /* LEAN: owned, by site: its entries' data (lean_entry) */
+    Py_ssize_t ndata, capdata;
 } Dec;
 
 static int
@@ -280,6 +288,7 @@ site(Dec *d, PyObject **module, PyObject **function)
         if (k > (uint64_t)d->nsite) return fail("IndexError: list index out of range");
         *module = d->sites[2 * (k - 1)];
         *function = d->sites[2 * (k - 1) + 1];
+        d->last_site = (Py_ssize_t)k - 1;
         return 0;
     }
     if (!(*module = string(d)) || !(*function = string(d))) return -1;
@@ -287,7 +296,7 @@ site(Dec *d, PyObject **module, PyObject **function)
         return -1;
     d->sites[2 * d->nsite] = *module;
     d->sites[2 * d->nsite + 1] = *function;
-    d->nsite++;
+    d->last_site = d->nsite++;
     return 0;
 }
 
@@ -724,6 +733,22 @@ data4(int k0, PyObject *a, PyObject *b, PyObject *c, PyObject *e)
     return r;
 }
 
+/* LEAN: the data of an entry of the site site() read last, whose args are None: one dict
+ * shared by the site's entries of one arity, where a dict a call was a third of the
+ * decoding (callgrind). A new reference. */
+static PyObject *
+lean_entry(Dec *d, PyObject *module, PyObject *function, PyObject *arity)
+{
+    Py_ssize_t k = d->last_site;
+    if (grow((void **)&d->entry_data, &d->capdata, k + 1, sizeof(PyObject *)) < 0) return NULL;
+    for (; d->ndata <= k; d->ndata++) d->entry_data[d->ndata] = NULL;
+    PyObject *r = d->entry_data[k];
+    if (r != NULL && PyDict_GetItemWithError(r, g_keys[2]) == arity) return Py_NewRef(r);
+    if (PyErr_Occurred() || !(r = data4(0, module, function, arity, Py_None))) return NULL;
+    Py_XSETREF(d->entry_data[k], Py_NewRef(r));
+    return r;
+}
+
 /* A field's value `prev + delta` (mode 2). `*fast` says prev is `*v` (an int64); both are
  * kept for the value returned. */
 static PyObject *
@@ -767,6 +792,37 @@ as_int64(PyObject *o, int64_t *v)
 
 static const int IS_ID[8] = {1, 0, 0, 0, 1, 1, 1, 0};
 /* where each of the 8 coded fields sits in the 13-field envelope */
+/* Read past a value, building nothing for the common tags (LEAN): the strings and
+ * shapes it defines still enter their tables, and it fails where value() would;
+ * the rarer tags (and dicts and sets, whose keys must hash) go through value(). */
+static int
+skip(Dec *d, int depth, int nest)
+{
+    unsigned tag;
+    Py_ssize_t n, first;
+    const unsigned char *p;
+    if (byte(d, &tag) < 0) return -1;
+    if (tag >= V_SMALL || tag == V_NONE || tag == V_FALSE || tag == V_TRUE) return 0;
+    if (tag == V_STR) return string(d) ? 0 : -1;
+    if (tag == V_INT) {
+        int64_t v;
+        return sv(d, &v);
+    }
+    if (tag == V_FLOAT) return take_n(d, 8, &p);
+    if (tag == V_SHAPED || tag == V_TUPLE || tag == V_LIST) {
+        if (depth >= MAX_DEPTH) return fail("a value nested too deep");
+        if (nest >= MAX_NEST) return fail("RecursionError: maximum recursion depth exceeded");
+        if (tag == V_SHAPED ? shape(d, &first, &n) < 0 : count(d, &n) < 0) return -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (skip(d, depth + 1, nest + 1) < 0) return -1;
+        return 0;
+    }
+    d->pos--;
+    PyObject *v = value(d, depth, nest);
+    Py_XDECREF(v);
+    return v ? 0 : -1;
+}
+
 static const int AT[8] = {0, 1, 5, 6, 7, 8, 9, 10};
 
 /* The envelope's output for `mode`: a tuple (0, 1), an Event (2) or a record (3). */
@@ -787,6 +843,8 @@ output(PyObject **f, int mode)
 static PyObject *
 events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
 {
+    int lean = mode & LEAN;
+    mode &= ~LEAN;
     int64_t offset;
     Py_ssize_t n;
     if (sv(d, &offset) < 0 || count(d, &n) < 0) return NULL;
@@ -827,16 +885,17 @@ events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
         if (kind == K_ENTRY) {
             PyObject *module, *function;
             if (site(d, &module, &function) < 0 || !(a = value(d, 0, 0))) goto error_f;
-            if (!(b = value(d, 0, 0))) {
+            if (!(b = lean ? (skip(d, 0, 0) < 0 ? NULL : Py_NewRef(Py_None)) : value(d, 0, 0))) {
                 Py_DECREF(a);
                 goto error_f;
             }
-            f[12] = data4(0, module, function, a, b);
+            f[12] = lean ? lean_entry(d, module, function, a) : data4(0, module, function, a, b);
             Py_DECREF(a);
             Py_DECREF(b);
             f[11] = Py_NewRef(g_entry);
         } else if (kind == K_EXIT) {
-            if (!(a = value(d, 0, 0))) goto error_f;
+            if (!(a = lean ? (skip(d, 0, 0) < 0 ? NULL : Py_NewRef(Py_None)) : value(d, 0, 0)))
+                goto error_f;
             b = value(d, 0, 0);
             c = b ? value(d, 0, 0) : NULL;
             s = c ? string(d) : NULL;
@@ -882,6 +941,10 @@ events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
         if (mode > 0 && !*bad && check(f) < 0) *bad = 1;
         if (!*bad) { /* past a bad record, the rest is decoded only to find damage */
             PyObject *o = output(f, mode);
+            /* Nothing decoded can refer back to a record's tuple, so it can be in no
+             * cycle: untracked, the collections the consumer's allocations start do not
+             * walk thousands of them (a tenth of the OTLP exporter's time, measured). */
+            if (lean && o != NULL && PyTuple_CheckExact(o)) PyObject_GC_UnTrack(o);
             if (o == NULL || PyList_Append(out, o) < 0) {
                 Py_XDECREF(o);
                 goto error_f;
@@ -908,6 +971,8 @@ dec_free(Dec *d)
     PyMem_Free(d->sites);
     PyMem_Free(d->shapes);
     PyMem_Free(d->keys);
+    for (Py_ssize_t i = 0; i < d->ndata; i++) Py_XDECREF(d->entry_data[i]);
+    PyMem_Free(d->entry_data);
 }
 
 static PyObject *

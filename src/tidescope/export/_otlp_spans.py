@@ -135,48 +135,100 @@ class SpanBuilder:
         """Take events in file order, as the decoder's 13-field envelope tuples (the
         fields of :data:`tidescope.events.ENVELOPE_FIELDS`, values as captured)."""
         pending: tuple[Any, ...] | None = None  # an entry whose exit may come next
+        # the last leaf folded: (caller's call id, site, correlation, caller, counters); the
+        # next calls of that site from that caller need none of _fold_leaf's look-ups, and
+        # are only summed here (run_*) until something else comes (a third of the time of
+        # a folded call, measured)
+        last: tuple[Any, Any, Any, _Frame, list[int]] | None = None
+        run_n = run_ns = run_wall = 0
+        threshold = self._threshold
         for rec in records:
             try:
                 etype = rec[11]
                 if pending is not None:
                     entry, pending = pending, None
-                    if etype is _EXIT and rec[9] == entry[9] and self._fold_leaf(entry, rec):
-                        continue
+                    if etype is _EXIT and rec[9] == entry[9]:
+                        data = rec[12]
+                        dur = data.get("duration_ns")
+                        if (
+                            last is not None
+                            and entry[8] == last[0]
+                            and entry[10] == last[1]
+                            and type(dur) is int
+                            and dur < threshold
+                            and entry[7] == last[2]
+                            and data.get("exit_reason") != "exception"
+                        ):
+                            run_n += 1
+                            run_ns += dur
+                            run_wall = rec[2]
+                            continue
+                        if run_n:
+                            run_n = run_ns = self._add_run(last, run_n, run_ns, run_wall)
+                        last = self._fold_leaf(entry, rec)
+                        if last is not None:
+                            continue
+                    elif run_n:
+                        run_n = run_ns = self._add_run(last, run_n, run_ns, run_wall)
+                    last = None
                     self._enter(entry)
                 if etype is _ENTRY:
                     pending = rec
-                elif etype is _EXIT:
-                    self._exit(rec)
                 else:
-                    self._other(etype, rec)
+                    if run_n:
+                        run_n = run_ns = self._add_run(last, run_n, run_ns, run_wall)
+                    last = None
+                    if etype is _EXIT:
+                        self._exit(rec)
+                    else:
+                        self._other(etype, rec)
             except Exception:  # a record of a shape no reporter writes: skipped, counted
                 self.bad_events += 1
+        if run_n:
+            self._add_run(last, run_n, run_ns, run_wall)
         if pending is not None:
             try:
                 self._enter(pending)
             except Exception:
                 self.bad_events += 1
 
-    def _fold_leaf(self, entry: tuple[Any, ...], rec: tuple[Any, ...]) -> bool:
+    def _add_run(
+        self, last: tuple[Any, Any, Any, _Frame, list[int]] | None, n: int, ns: int, wall: int
+    ) -> int:
+        """Count ``n`` short calls of ``ns`` in all, the last ending at ``wall``, where
+        ``last`` says; 0 (the run is counted)."""
+        if last is not None:
+            last[3].child_ns += ns
+            c = last[4]
+            c[0] += n
+            c[1] += ns
+            c[2] += ns
+            self._last_wall = wall
+        return 0
+
+    def _fold_leaf(
+        self, entry: tuple[Any, ...], rec: tuple[Any, ...]
+    ) -> tuple[Any, Any, Any, _Frame, list[int]] | None:
         """Fold a short call that made no call and reported nothing (its exit follows its
-        entry) straight into its caller, without a frame: most calls. False if it needs
+        entry) straight into its caller, without a frame: most calls. None if it needs
         the full path (it is long or raised; its caller is not a plain open call of its
-        correlation; its site is new)."""
+        correlation; its site is new); else where the next such call goes (for feed),
+        its caller's id None if its site is known by name only."""
         data = rec[12]
         dur = data.get("duration_ns")
         if type(dur) is not int or dur >= self._threshold or data.get("exit_reason") == "exception":
-            return False
+            return None
         parent = self._frames.get(entry[8])
         if parent is None or parent.corr != entry[7]:
-            return False
+            return None
         requests = self._requests
         if requests:
             reqs = requests.get(entry[7]) if type(entry[7]) in _KEYS else None
             if reqs and parent.request is not reqs[-1]:
-                return False  # the first call of a request: a child of the request's span
+                return None  # the first call of a request: a child of the request's span
         site = self._sites.get(entry[10] or (entry[12].get("module"), entry[12].get("function")))
         if site is None:
-            return False
+            return None
         self._last_wall = rec[2]
         parent.child_ns += dur
         folded = parent.folded
@@ -184,12 +236,12 @@ class SpanBuilder:
             folded = parent.folded = {}
         c = folded.get(site[1])
         if c is None:
-            folded[site[1]] = [1, dur, dur]
+            c = folded[site[1]] = [1, dur, dur]
         else:
             c[0] += 1
             c[1] += dur
             c[2] += dur
-        return True
+        return (entry[8] if entry[10] else None, entry[10], entry[7], parent, c)
 
     def _exit(self, rec: tuple[Any, ...]) -> None:
         frame = self._frames.pop(rec[9], None)

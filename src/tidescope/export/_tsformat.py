@@ -692,7 +692,7 @@ class _Decoder:
     def timedelta(self) -> datetime.timedelta:
         return datetime.timedelta(self.sv(), self.sv(), self.sv())
 
-    def events(self, node: Any, pid: Any) -> list[tuple[Any, ...]]:
+    def events(self, node: Any, pid: Any, lean: bool = False) -> list[tuple[Any, ...]]:
         offset = self.sv()
         n = self.count()
         last: list[Any] = [None] * 8
@@ -718,12 +718,16 @@ class _Decoder:
             if kind == _ENTRY:
                 module, function = self.site()
                 arity = self.value()
+                args = self.value()
                 data: Any = {
-                    "module": module, "function": function, "arity": arity, "args": self.value()
+                    "module": module, "function": function, "arity": arity,
+                    "args": None if lean else args,
                 }  # fmt: skip
                 etype: Any = _FUNCTION_ENTRY
             elif kind == _EXIT:
                 rv = self.value()
+                if lean:
+                    rv = None
                 exc = self.value()
                 dur = self.value()
                 data = {
@@ -778,9 +782,12 @@ def _event_type(value: str) -> EventType | str:
     return _EVENT_TYPES.get(value, value)
 
 
-def decode_body(body: bytes, *, node: Any = None, pid: Any = None) -> Chunk:
+def decode_body(body: bytes, *, node: Any = None, pid: Any = None, lean: bool = False) -> Chunk:
     """Decode one chunk body (the CRC already checked); ``node`` and ``pid`` (from the
-    file's header) fill in the events that do not carry them.
+    file's header) fill in the events that do not carry them. ``lean``: each call's
+    arguments and return value are None (read past, not kept), for consumers that never
+    use them (OTLP export); the C decoder's ``mode | 4`` builds nothing for them (and
+    gives a site's entries one shared data dict, equal to these).
 
     Raises:
         FormatError: the body does not decode, or holds bytes past its contents.
@@ -793,7 +800,7 @@ def decode_body(body: bytes, *, node: Any = None, pid: Any = None) -> Chunk:
         counts = (dec.uv(), dec.uv(), dec.uv())
         content: Any
         if kind == CHUNK_EVENTS:
-            content = dec.events(node, pid)
+            content = dec.events(node, pid, lean)
         elif kind in (CHUNK_HEADER, CHUNK_CLOSE):
             content = dec.value()
             if type(content) is not dict:

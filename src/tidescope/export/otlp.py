@@ -109,8 +109,9 @@ def _module_files(directory: Path) -> dict[str, str]:
 
 
 def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
-    """An EVENTS chunk body's events as checked envelope tuples (the C decoder's mode 1,
-    or the pure decoder and the reader's check: the same tuples).
+    """An EVENTS chunk body's events as checked envelope tuples, lean: calls' arguments and
+    return values (never exported) are None (the C decoder's mode 1 | 4, or the pure
+    decoder and the reader's check: the same tuples).
 
     Raises:
         FormatError: the body does not decode, or holds events of bad types.
@@ -119,9 +120,9 @@ def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
     from tidescope.export import _tsformat, reader  # noqa: PLC0415
 
     if _core.decode_body is not None:
-        content: list[tuple[Any, ...]] = _core.decode_body(body, node, pid, 1)[3]
+        content: list[tuple[Any, ...]] = _core.decode_body(body, node, pid, 5)[3]
         return content
-    chunk = _tsformat.decode_body(body, node=node, pid=pid)
+    chunk = _tsformat.decode_body(body, node=node, pid=pid, lean=True)
     reader._check(chunk)
     return list(chunk.content)
 
