@@ -294,3 +294,16 @@ def test_rewrites_cached_outside_pytest_are_not_reused_under_it(
         result.stdout.fnmatch_lines(["E         {'y': [1, 2, 3]} != {'y': [1, 2, 4]}"])
         calls = _calls(_events(project.path / directory))
         assert ("test_shop.py::test_dicts", "test_shop", "test_dicts") in calls
+
+
+def test_a_long_message_cut_by_the_snapshot_limits_is_shown_by_its_first_line(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under CI pytest leaves assertion explanations whole: longer than ``max_string``,
+    the recorded message is a cut string whose kept text is shown, not its marker."""
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("TIDESCOPE_MAX_STRING", "40")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--tidescope=traces")
+    out = result.stdout.str()
+    assert "$truncated" not in out
+    assert "test_shop.test_dicts() raised AssertionError: assert {'x': 1, 'y': [1, 2, 3]} ==" in out

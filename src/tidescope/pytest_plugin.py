@@ -322,10 +322,23 @@ def _describe(exc: Any) -> str:
     kind = str(exc.get("type", "?")).removeprefix("builtins.")
     args = exc.get("args")
     if isinstance(args, list) and args:
-        first = args[0] if isinstance(args[0], str) else _value(args[0])
+        first = _text(args[0])
+        if first is None:
+            first = _value(args[0])
         message = first.splitlines()[0] if first else ""
         return f"{kind}: {message}" if message else kind
     return kind
+
+
+def _text(value: Any) -> str | None:
+    """A string, or what was kept of a long one (pytest's messages under CI are long)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get("$truncated") == "str":
+        kept = value.get("kept")
+        if isinstance(kept, str):
+            return kept + "..."
+    return None
 
 
 def _value(value: Any) -> str:
