@@ -93,7 +93,7 @@ def test_exceptions_list_shows_type_message_place_and_chain(page: Any, viewer: V
     text = rows.first.inner_text()
     assert "builtins.ValueError" in text
     assert "not a digit: 'x'" in text
-    assert "sample_program.py:8" in text
+    assert "sample_program.py:14" in text  # the raise's line, not parse's def
     assert "run" in rows.first.locator("ol.chain").inner_text()  # called from run()
 
 

@@ -242,7 +242,7 @@ class Api:
         # a callee that ended with the same exception is itself among the raised calls,
         # so the anti-join looks there, not through every call
         raised = self._rows(
-            f"WITH raised AS (SELECT {_CALL_COLUMNS} FROM calls "
+            f"WITH raised AS (SELECT {_CALL_COLUMNS}, exception FROM calls "
             "WHERE exception_type IS NOT NULL) "
             "SELECT * FROM raised c WHERE NOT EXISTS (SELECT 1 FROM raised k "
             "WHERE k.parent_id = c.call_id AND k.pid = c.pid "
@@ -274,7 +274,8 @@ class Api:
         places = self._places({r["ast_node_id"] for r in raised})
         for r in raised:
             r["chain"] = chains.get(r["call_id"], [])
-            r["place"] = places.get(r["ast_node_id"])
+            # the raise's own line when the trace has it, else the function's
+            r["place"] = _raised_at(r.pop("exception", None)) or places.get(r["ast_node_id"])
         return {"offset": offset, "more": more, "exceptions": raised}
 
     def _places(self, node_ids: set[Any]) -> dict[Any, dict[str, Any]]:
@@ -385,3 +386,14 @@ def _correlation_forms(cid: Any) -> list[str]:
     elif text.isdigit():
         forms.append(format(int(text), "032x"))
     return forms
+
+
+def _raised_at(exception: Any) -> dict[str, Any] | None:
+    """The file and line an exception exit recorded as its raise's place (``where``)."""
+    try:
+        where = json.loads(exception).get("where") if isinstance(exception, str) else None
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(where, dict) and isinstance(where.get("line"), int):
+        return {"file": where.get("file"), "line": where["line"]}
+    return None
