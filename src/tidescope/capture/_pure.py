@@ -699,70 +699,19 @@ def report_function_entry(
 
 def report_site_entry(site: int, *values: Any) -> Any:
     """:func:`report_function_entry` for a registered site (:mod:`._sites`): the module,
-    function, ``ast_node_id`` and parameter names from the table, ``values`` in order.
-
-    Its body is report_function_entry's (the rewritten code's hot path: a shared helper
-    would be one more Python frame per call).
-    """
+    function, ``ast_node_id`` and parameter names from the table, ``values`` in order."""
     if not _enabled:
         return None
     try:
         s = _site_table[site] if type(site) is int and site >= 0 else _no_site(site)
-        module, function, ast_node_id, names = s[0], s[1], s[2], s[3]
+        names = s[3]
         if len(names) != len(values):
             raise TypeError(f"site {site!r} takes {len(names)} values, got {len(values)}")
         args = dict(zip(names, values))  # noqa: B905  # zip(strict=) parses a keyword per call
-        call_id = None
-        buf = _buffer
-        f = _get()
-        if buf is None or f is _OFF:
-            return None
-        lim = _limits
-        if _by_ref if _policy is None else _ref_for(module):
-            snap, arity = _ref_args(args, lim)
-        else:
-            snap, arity = _snap_args(args, lim)
-        cid = next(_ids) if call_id is None else call_id
-        ts = _monotonic_ns()
-        if f is None:
-            parent = None
-            corr = cid
-            try:
-                _noted.seen  # noqa: B018 - a root call: is this thread's start recorded?
-            except AttributeError:
-                _note_thread(ts)
-        else:
-            parent = f[0]
-            corr = f[2] if f[2] is not None else cid
-        if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = _snap(ast_node_id, lim)
-        loop = _get_running_loop()
-        task = None if loop is None else _loop_task_id(loop)
-        thread = _get_ident()
-        eid = cid if call_id is None else next(_ids)
-        _set((cid, f, corr, ts))
-        # Everything that can fail is done: claim, then build the slot in one tuple.
-        if buf._fast:
-            pos = next(buf._claim)
-            slots = buf._slots
-            i = pos & buf._mask
-            old = slots[i]
-            if old is None or old[0] < pos:  # lapped while we worked: newer data stays
-                slots[i] = (
-                    pos, eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
-                    (module, function, arity, snap),
-                )  # fmt: skip
-            if pos == buf._wake_pos:
-                buf._high_water()
-        else:
-            buf._put_slow((
-                eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
-                (module, function, arity, snap),
-            ))  # fmt: skip
-        return cid
     except Exception as exc:
         count_error(exc)
         return None
+    return report_function_entry(s[0], s[1], args, ast_node_id=s[2])
 
 
 def _no_site(site: Any) -> Any:
@@ -770,8 +719,7 @@ def _no_site(site: Any) -> Any:
 
 
 def report_site_exit(call_id: Any, return_value: Any, site: int) -> bool:
-    """:func:`report_function_exit` of a registered site's normal exit (its body, as
-    :func:`report_site_entry`'s)."""
+    """:func:`report_function_exit` of a registered site's normal exit."""
     if call_id is None:
         return False
     try:
@@ -779,62 +727,7 @@ def report_site_exit(call_id: Any, return_value: Any, site: int) -> bool:
     except Exception as err:
         count_error(err)  # the call is still popped
         ast_node_id = None
-    duration_ns = None
-    exit_reason = "normal"
-    try:
-        f = _get()
-        frame = f if f is not None and f is not _OFF and f[0] == call_id else _unwind(f, call_id)
-        if frame is not None:
-            _set(frame[1])  # pops, even while capture is off: the stack stays balanced
-        buf = _buffer
-        if not _enabled or buf is None or f is _OFF:
-            return False
-        ts = _monotonic_ns()
-        lim = _limits
-        if exit_reason != "normal":
-            result = None
-            exc = _exc_snap(return_value, lim)
-        elif _by_ref if _policy is None else _ref_for(ast_node_id):
-            result = _ref_value(return_value, lim)
-            exc = None
-        else:
-            result = _snap_value(return_value, lim)
-            exc = None
-        if frame is not None:
-            p = frame[1]
-            parent = p[0] if p is not None else None
-            corr = frame[2]
-            if duration_ns is None:
-                duration_ns = ts - frame[3]
-        else:
-            parent = None
-            corr = current_correlation_id()
-        if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = _snap(ast_node_id, lim)
-        loop = _get_running_loop()
-        task = None if loop is None else _loop_task_id(loop)
-        thread = _get_ident()
-        eid = next(_ids)
-        if buf._fast:
-            pos = next(buf._claim)
-            slots = buf._slots
-            i = pos & buf._mask
-            old = slots[i]
-            if old is None or old[0] < pos:  # lapped while we worked: newer data stays
-                slots[i] = (
-                    pos, eid, ts, thread, task, corr, parent, call_id, ast_node_id,
-                    _FUNCTION_EXIT, (result, exc, duration_ns, exit_reason),
-                )  # fmt: skip
-            if pos == buf._wake_pos:
-                buf._high_water()
-            return True
-        return buf._put_slow((
-            eid, ts, thread, task, corr, parent, call_id, ast_node_id, _FUNCTION_EXIT,
-            (result, exc, duration_ns, exit_reason),
-        ))  # fmt: skip
-    except Exception as exc_:
-        count_error(exc_)
-        return False
+    return report_function_exit(call_id, return_value, ast_node_id=ast_node_id)
 
 
 def _unwind(f: Any, call_id: Any) -> Any:
