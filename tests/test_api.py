@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,3 +162,27 @@ def test_configured_node_name_reaches_every_event() -> None:
     with tidescope.capture(buffer_size=8, node="alpha@host") as cap:
         runtime.report_function_entry("m", "f", ())
     assert [e.node for e in cap.events()] == ["alpha@host"]
+
+
+def test_a_signal_handler_that_stops_capture_while_start_holds_the_lock_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    # Before: the session's lock was a plain Lock, so a handler calling stop() on the main
+    # thread while that thread was inside start()/stop() waited for itself forever.
+    script = tmp_path / "sig.py"
+    script.write_text(
+        "import signal, tidescope\n"
+        "from tidescope import _session\n"
+        "signal.signal(signal.SIGUSR1, lambda *a: print('stopped', tidescope.stop()['core']))\n"
+        "tidescope.start()\n"
+        "with _session._lock:  # as if the signal arrived inside start() or stop()\n"
+        "    signal.raise_signal(signal.SIGUSR1)\n"
+        "print('after', tidescope.stop())\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("stopped ")
+    assert done.stdout.splitlines()[1] == "after {}"

@@ -14,7 +14,10 @@ from tidescope.config import Config
 
 __all__ = ["Session", "active_session", "core_info", "start", "stats", "stop"]
 
-_lock = threading.Lock()
+# Reentrant: a signal handler that stops capture (``tidescope run``'s SIGTERM, or a user's)
+# may run on the main thread while it is inside start() or stop(); a plain Lock would then
+# wait for itself forever.
+_lock = threading.RLock()
 _active: Session | None = None
 
 
@@ -166,7 +169,7 @@ def core_info() -> dict[str, str]:
 def _after_fork_in_child() -> None:
     # the core has already swapped in a fresh buffer; the session follows it
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     if _active is not None:
         _active._buffer = _core.get_buffer()
 
