@@ -34,9 +34,9 @@ def record(enter: Any, leave: Any, policy: str) -> list[Event]:
     errors = _core.internal_errors()[0]
     session = tidescope.start(values=policy)
     outer = _core.report_function_entry("shop", "outer", {})
-    cid = enter()
-    assert cid is not None and _core.current_call_id() == cid
-    assert leave(cid)
+    token = enter()
+    assert token is not None and _core.current_call_id() == _core.call_of(token)
+    assert leave(token)
     assert _core.current_call_id() == outer
     _core.report_function_exit(outer, None)
     events, _ = session.buffer.read_batch(0, 10)  # type: ignore[union-attr]
@@ -62,7 +62,7 @@ def test_a_site_reports_what_the_spelled_out_call_reports(
     (site,) = _sites.register_sites([("shop.cart", "Cart.add", NODE, ("item", "qty"), "f", 12)])
     by_site = record(
         lambda: _core.report_site_entry(site, *values),
-        lambda cid: _core.report_site_exit(cid, values[0], site),
+        lambda token: _core.report_site_exit(token, values[0], site),
         policy,
     )
     args = {"item": values[0], "qty": values[1]}

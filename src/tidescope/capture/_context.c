@@ -152,7 +152,18 @@ Cell_traverse(Cell *c, visitproc visit, void *arg)
     Py_VISIT(c->top);
     Py_VISIT(c->task);
     Py_VISIT(c->owner);
+    for (Py_ssize_t k = 0; k < c->n; k++) Py_VISIT(c->frames[k].corr);
     return 0;
+}
+
+void
+cell_cut(Cell *c, Py_ssize_t k)
+{
+    while (c->n > k) {
+        PyObject *corr = c->frames[--c->n].corr;
+        c->frames[c->n].corr = NULL;
+        Py_XDECREF(corr);
+    }
 }
 
 static int
@@ -161,6 +172,7 @@ Cell_clear(Cell *c)
     Py_CLEAR(c->top);
     Py_CLEAR(c->task);
     Py_CLEAR(c->owner);
+    cell_cut(c, 0);
     return 0;
 }
 
@@ -169,6 +181,7 @@ Cell_dealloc(Cell *c)
 {
     PyObject_GC_UnTrack(c);
     Cell_clear(c);
+    PyMem_Free(c->frames);
     PyObject_GC_Del(c);
 }
 
@@ -178,48 +191,91 @@ PyTypeObject Cell_Type = {
     .tp_basicsize = sizeof(Cell),
     .tp_dealloc = (destructor)Cell_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The holder of a context's top call-stack frame (C core).",
+    .tp_doc = "The holder of a context's call stack (C core).",
     .tp_traverse = (traverseproc)Cell_traverse,
     .tp_clear = (inquiry)Cell_clear,
 };
 
-/* This context's top frame (new reference); *cellp gets the cell (new reference) or NULL. */
-PyObject *
-get_top(PyObject **cellp)
+int
+cell_reserve(Cell *c)
 {
-    PyObject *v;
-    *cellp = NULL;
-    if (PyContextVar_Get(g_stack_var, NULL, &v) < 0) return NULL;
-    if (Py_IS_TYPE(v, &Cell_Type)) {
-        PyObject *top = ((Cell *)v)->top;
-        *cellp = v;
-        return Py_NewRef(top != NULL ? top : Py_None); /* NULL only once GC cleared it */
+    if (c->n < c->cap) return 0;
+    Py_ssize_t cap = c->cap ? 2 * c->cap : 16;
+    if ((size_t)cap > PY_SSIZE_T_MAX / sizeof(CFrame)) {
+        PyErr_NoMemory();
+        return -1;
     }
-    return v; /* the default, None: nothing pushed in this context yet */
+    /* PyMem_Realloc runs no Python code and no collection */
+    CFrame *p = PyMem_Realloc(c->frames, (size_t)cap * sizeof(CFrame));
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->frames = p;
+    c->cap = cap;
+    return 0;
 }
 
-
-
-/* Make `top` this context's top frame; `cell` is what get_top() gave (or NULL), `owned`
- * what cell_owned() said of it. `task` (borrowed, or NULL) is this context's task id,
- * kept by a new cell. */
-int
-set_top(PyObject *cell, int owned, PyObject *top, PyObject *task, PyThreadState *ts)
+Py_ssize_t
+cell_depth(Cell *c)
 {
-    if (cell != NULL && owned) {
-        Py_SETREF(((Cell *)cell)->top, Py_NewRef(top));
+    if (c->base_depth < 0) {
+        Py_ssize_t d = 0;
+        for (PyObject *f = c->top; f != NULL && is_frame(f); f = PyTuple_GET_ITEM(f, 1)) d++;
+        c->base_depth = d;
+    }
+    return c->base_depth;
+}
+
+int
+cell_spill(Cell *c)
+{
+    Py_ssize_t n = c->n;
+    if (n == 0) return 0;
+    PyObject *base = c->top != NULL ? c->top : Py_None;
+    PyObject *prev = Py_NewRef(base);
+    /* The allocations may run a finalizer that reports calls here: they push and pop
+     * above frames[n-1], and the frames read below stay as they were. */
+    for (Py_ssize_t k = 0; k < n && k < c->n; k++) {
+        CFrame f = c->frames[k];
+        PyObject *cid = PyLong_FromLongLong(f.call);
+        PyObject *corr = f.corr != NULL ? Py_NewRef(f.corr) : PyLong_FromLongLong(f.corr_raw);
+        PyObject *st = PyLong_FromLongLong(f.start);
+        PyObject *t = cid && corr && st ? PyTuple_Pack(4, cid, prev, corr, st) : NULL;
+        Py_XDECREF(cid);
+        Py_XDECREF(corr);
+        Py_XDECREF(st);
+        Py_DECREF(prev);
+        if (t == NULL) return -1;
+        prev = t;
+    }
+    if (c->n != n || c->top != base) { /* changed under us: the caller looks again */
+        Py_DECREF(prev);
         return 0;
     }
+    Py_ssize_t depth = c->base_depth;
+    cell_cut(c, 0);
+    c->base_depth = depth >= 0 ? depth + n : -1;
+    Py_SETREF(c->top, prev);
+    return 0;
+}
+
+Cell *
+new_cell(PyObject *top, Py_ssize_t depth, PyObject *task, PyThreadState *ts)
+{
     Cell *fresh = PyObject_GC_New(Cell, &Cell_Type);
-    if (fresh == NULL) return -1;
+    if (fresh == NULL) return NULL;
     fresh->top = Py_NewRef(top);
     fresh->task = NULL;
     fresh->owner = NULL;
+    fresh->frames = NULL;
+    fresh->n = fresh->cap = 0;
+    fresh->base_depth = depth;
     PyObject_GC_Track(fresh);
     PyObject *token = PyContextVar_Set(g_stack_var, (PyObject *)fresh);
     if (token == NULL) {
         Py_DECREF(fresh);
-        return -1;
+        return NULL;
     }
     Py_DECREF(token);
     if (g_inplace && ts->context != NULL) {
@@ -229,6 +285,65 @@ set_top(PyObject *cell, int owned, PyObject *top, PyObject *task, PyThreadState 
         if (fresh->owner == NULL) PyErr_Clear(); /* then the task is asked every time */
         else fresh->task = Py_XNewRef(task);
     }
+    return fresh;
+}
+
+PyObject *
+get_cell(int *none)
+{
+    PyObject *v;
+    *none = 0;
+    if (PyContextVar_Get(g_stack_var, NULL, &v) < 0) return NULL;
+    if (Py_IS_TYPE(v, &Cell_Type)) return v;
+    if (v == Py_None) {
+        *none = 1;
+        Py_DECREF(v);
+        return NULL;
+    }
+    Py_DECREF(v);
+    PyErr_SetString(PyExc_TypeError, "the call stack's variable holds no stack");
+    return NULL;
+}
+
+/* This context's top frame (new reference); *cellp gets the cell (new reference) or NULL. */
+PyObject *
+get_top(PyObject **cellp)
+{
+    PyObject *v;
+    *cellp = NULL;
+    if (PyContextVar_Get(g_stack_var, NULL, &v) < 0) return NULL;
+    if (Py_IS_TYPE(v, &Cell_Type)) {
+        Cell *c = (Cell *)v;
+        for (int tries = 0; c->n > 0; tries++) {
+            if (tries == 8 || cell_spill(c) < 0) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "stack spill");
+                Py_DECREF(v);
+                return NULL;
+            }
+        }
+        PyObject *top = c->top;
+        *cellp = v;
+        return Py_NewRef(top != NULL ? top : Py_None); /* NULL only once GC cleared it */
+    }
+    return v; /* the default, None: nothing pushed in this context yet */
+}
+
+/* Make `top` this context's top frame; `cell` is what get_top() gave (or NULL), `owned`
+ * what cell_owned() said of it, `depth` the frames in top's chain (or -1). `task`
+ * (borrowed, or NULL) is this context's task id, kept by a new cell. */
+int
+set_top(PyObject *cell, int owned, PyObject *top, PyObject *task, PyThreadState *ts,
+        Py_ssize_t depth)
+{
+    if (cell != NULL && owned) {
+        Cell *c = (Cell *)cell;
+        Py_SETREF(c->top, Py_NewRef(top));
+        cell_cut(c, 0);
+        c->base_depth = depth;
+        return 0;
+    }
+    Cell *fresh = new_cell(top, depth, task, ts);
+    if (fresh == NULL) return -1;
     Py_DECREF(fresh);
     return 0;
 }
@@ -248,12 +363,96 @@ stack_set(PyObject *Py_UNUSED(m), PyObject *top)
 {
     PyObject *cell, *old = get_top(&cell);
     if (old == NULL) return NULL;
+    /* the depth of the new top where it is cheap to know: a pop, a push or a rebinding
+     * (pop_call_stack, push_call_stack, bind_correlation); else counted when needed */
+    Py_ssize_t was = cell == NULL ? 0 : ((Cell *)cell)->base_depth, depth = -1;
+    if (top == Py_None || top == g_off) depth = 0;
+    else if (was >= 0 && is_frame(top)) {
+        PyObject *below = PyTuple_GET_ITEM(top, 1);
+        if (below == old) depth = was + 1;
+        else if (is_frame(old) && below == PyTuple_GET_ITEM(old, 1)) depth = was;
+    }
+    if (depth < 0 && was > 0 && is_frame(old) && top == PyTuple_GET_ITEM(old, 1))
+        depth = was - 1;
     Py_DECREF(old);
     PyThreadState *ts = PyThreadState_Get();
-    int r = set_top(cell, cell_owned(cell, ts), top, NULL, ts);
+    int r = set_top(cell, cell_owned(cell, ts), top, NULL, ts, depth);
     Py_XDECREF(cell);
     if (r < 0) return NULL;
     Py_RETURN_NONE;
+}
+
+/* --------------------------------------------------------------------------------- */
+/* call tokens                                                                        */
+
+static PyObject *
+CallToken_repr(CallToken *t)
+{
+    return PyUnicode_FromFormat("<call token at depth %zd>", t->depth);
+}
+
+PyTypeObject CallToken_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tidescope.capture._speedups.CallToken",
+    .tp_basicsize = sizeof(CallToken),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A site call's token: its frame's depth on the stack it was pushed on "
+              "(call_of() gives its call id).",
+    .tp_repr = (reprfunc)CallToken_repr,
+};
+
+/* one token per depth, made once (not a GC object: making one never runs a collection) */
+static PyObject **g_tokens = NULL;
+static Py_ssize_t g_ntokens = 0;
+
+PyObject *
+token_for(Py_ssize_t depth)
+{
+    if (depth < g_ntokens && g_tokens[depth] != NULL) return Py_NewRef(g_tokens[depth]);
+    if (depth >= g_ntokens) {
+        Py_ssize_t n = g_ntokens ? g_ntokens : 256;
+        while (n <= depth) n *= 2;
+        PyObject **p = PyMem_Realloc(g_tokens, (size_t)n * sizeof(PyObject *));
+        if (p == NULL) return PyErr_NoMemory();
+        memset(p + g_ntokens, 0, (size_t)(n - g_ntokens) * sizeof(PyObject *));
+        g_tokens = p;
+        g_ntokens = n;
+    }
+    CallToken *t = PyObject_New(CallToken, &CallToken_Type);
+    if (t == NULL) return NULL;
+    t->depth = depth;
+    g_tokens[depth] = (PyObject *)t;
+    return Py_NewRef(t);
+}
+
+/* call_of(token): the call id a site call's token stands for on this context's stack
+ * (None when its frame is gone); anything else is returned as it is (a call id). */
+PyObject *
+call_of(PyObject *Py_UNUSED(m), PyObject *token)
+{
+    if (!Py_IS_TYPE(token, &CallToken_Type)) return Py_NewRef(token);
+    Py_ssize_t d = ((CallToken *)token)->depth;
+    int none;
+    PyObject *cell = get_cell(&none);
+    if (cell == NULL) {
+        if (none) Py_RETURN_NONE;
+        return NULL;
+    }
+    Cell *c = (Cell *)cell;
+    Py_ssize_t base = cell_depth(c);
+    PyObject *r = Py_None;
+    if (d > base && d - base <= c->n) {
+        Py_DECREF(cell);
+        return PyLong_FromLongLong(c->frames[d - base - 1].call);
+    }
+    if (d >= 1 && d <= base) {
+        PyObject *f = c->top;
+        for (Py_ssize_t k = base; k > d && is_frame(f); k--) f = PyTuple_GET_ITEM(f, 1);
+        if (is_frame(f)) r = PyTuple_GET_ITEM(f, 0);
+    }
+    Py_INCREF(r);
+    Py_DECREF(cell);
+    return r;
 }
 
 /* The mirrors' proof, on a context of its own: 1 if they hold, 0 if not, -1 on error. */

@@ -94,6 +94,7 @@ from tidescope.capture._pure import (  # noqa: E402
 )
 from tidescope.capture._ring import OVERFLOW_STRATEGIES, RingBuffer, RingBufferError  # noqa: E402
 from tidescope.capture._snapshot import Limits  # noqa: E402
+from tidescope.capture._tokens import call_of  # noqa: E402
 
 encode_events_chunk: Any = None
 """The chosen core's trace-chunk encoder (``_tsformat.encode_events_chunk``'s twin), or None
@@ -129,6 +130,7 @@ if _speedups is not None:
     note_thread_once = _speedups.note_thread_once
     report_site_entry = _speedups.report_site_entry
     report_site_exit = _speedups.report_site_exit
+    call_of = _speedups.call_of
     write_event = _speedups.write_event
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
@@ -139,6 +141,7 @@ __all__ += [
     "RingBufferError",
     "active_buffer",
     "bind_correlation",
+    "call_of",
     "call_stack",
     "clear_context",
     "count_error",

@@ -328,6 +328,29 @@ put_record(Enc *e, PyObject *r)
                : 0;
 }
 
+/* A site entry whose arguments are in its data items (D_ARGS): the record of the entry
+ * with its args dict, the site's parameter names as the keys, written without the dict. */
+static int
+put_site_args(Enc *e, Field *f, Slot *c)
+{
+    PyObject *names = slot_params(c);
+    if (names == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a site entry whose site changed");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (put_fields(e, REC_ENTRY, f) < 0 ||
+        put_site_id(e, c->site, site_item(c->site, 0), site_item(c->site, 1)) < 0 ||
+        put_int(e, n) < 0 || put_u8(&e->out, T_SHAPED) < 0 ||
+        put_shape(e, ((PyTupleObject *)names)->ob_item, n) < 0)
+        return -1;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        int r = (c->draw & (1 << j)) ? put_int(e, c->d[j].i) : put_value(e, c->d[j].o, 1);
+        if (r < 0) return -1;
+    }
+    return 0;
+}
+
 /* One held slot: 0, 1 when it holds no event (nothing written), -1. */
 static int
 put_slot(Enc *e, Slot *c)
@@ -354,6 +377,7 @@ put_slot(Enc *e, Slot *c)
                    ? -1
                    : 0;
     }
+    if (c->kind == K_ENTRY && (c->draw & D_ARGS)) return put_site_args(e, f, c);
     PyObject *d[4], *dur = NULL;
     for (int k = 0; k < 4; k++) d[k] = slot_d(c, k).o;
     if (c->draw & D_RAW2) {

@@ -157,7 +157,10 @@ entry(PyObject *module, PyObject *function, PyObject *args, PyObject *ast, PyObj
     frame = PyTuple_Pack(4, cid, f, corr, ts_obj);
     /* owned is asked again: the allocations since may have run a finalizer that copied
      * this context */
-    if (frame == NULL || set_top(cell, cell_owned(cell, tstate), frame, task, tstate) < 0)
+    Py_ssize_t depth = cell == NULL ? 1 : ((Cell *)cell)->base_depth;
+    if (cell != NULL && depth >= 0) depth++;
+    if (frame == NULL ||
+        set_top(cell, cell_owned(cell, tstate), frame, task, tstate, depth) < 0)
         goto error;
     RingStorage *rb = (RingStorage *)buf;
     if (rb->fast && rb->slots != NULL) {
@@ -274,7 +277,9 @@ exit_call(PyObject *call_id, PyObject *rv, PyObject *duration, PyObject *reason,
     }
     /* pops, even while capture is off: the stack stays balanced */
     int owned = cell_owned(cell, tstate); /* a cell replaced below is not owned after either */
-    if (frame != NULL && set_top(cell, owned, PyTuple_GET_ITEM(frame, 1), NULL, tstate) < 0)
+    Py_ssize_t depth = frame == f && cell != NULL ? ((Cell *)cell)->base_depth - 1 : -1;
+    if (frame != NULL &&
+        set_top(cell, owned, PyTuple_GET_ITEM(frame, 1), NULL, tstate, depth < 0 ? -1 : depth) < 0)
         goto error;
     if (!g_enabled || g_buffer == NULL || f == g_off) {
         result = Py_NewRef(Py_False);
@@ -395,6 +400,9 @@ done:
     return result;
 }
 
+static PyObject *exit_token(PyObject *token, PyObject *rv, PyObject *duration,
+                           PyObject *reason, PyObject *ast, int32_t site, int32_t check);
+
 PyObject *
 report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
                      PyObject *kwnames)
@@ -420,6 +428,8 @@ report_function_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t n
         }
     }
     if (args[0] == Py_None) Py_RETURN_FALSE;
+    if (Py_IS_TYPE(args[0], &CallToken_Type))
+        return exit_token(args[0], args[1], duration, reason, ast, -1, -1);
     return exit_call(args[0], args[1], duration, reason, ast, -1);
 }
 
@@ -461,6 +471,216 @@ carried(PyObject *site, int32_t k)
                : -1;
 }
 
+/* Per site: may its entries keep their arguments in the slot (D_ARGS)? Its strings exact
+ * str (carried), at most SITE_ARGS parameter names, exact str and distinct (the args dict
+ * then has one key per name, in order). Decided once per site tuple. */
+typedef struct { PyObject *site; char ok; } SiteInfo;
+static SiteInfo *g_site_info = NULL;
+static Py_ssize_t g_n_site_info = 0;
+
+static int
+site_compact(PyObject *site, int32_t k)
+{
+    if (k < g_n_site_info && g_site_info[k].site == site) return g_site_info[k].ok;
+    PyObject *names = PyTuple_GET_ITEM(site, 3);
+    int ok = carried(site, k) >= 0 && PyTuple_CheckExact(names) &&
+             PyTuple_GET_SIZE(names) <= SITE_ARGS;
+    for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *a = PyTuple_GET_ITEM(names, i);
+        ok = PyUnicode_CheckExact(a);
+        for (Py_ssize_t j = 0; ok && j < i; j++) {
+            int eq = PyUnicode_Compare(a, PyTuple_GET_ITEM(names, j));
+            if (eq == -1 && PyErr_Occurred()) PyErr_Clear();
+            ok = eq != 0;
+        }
+    }
+    if (k >= g_n_site_info) {
+        Py_ssize_t n = g_n_site_info ? g_n_site_info : 256;
+        while (n <= k) n *= 2;
+        SiteInfo *p = PyMem_Realloc(g_site_info, (size_t)n * sizeof(SiteInfo));
+        if (p == NULL) return ok; /* not remembered */
+        memset(p + g_n_site_info, 0, (size_t)(n - g_n_site_info) * sizeof(SiteInfo));
+        g_site_info = p;
+        g_n_site_info = n;
+    }
+    Py_XSETREF(g_site_info[k].site, Py_NewRef(site)); /* held: its address is never reused */
+    g_site_info[k].ok = (char)ok;
+    return ok;
+}
+
+/* A D_ARGS entry's args dict (the slow path's): new reference. */
+static PyObject *
+args_dict(PyObject *names, Val *vals, uint8_t raw, Py_ssize_t n)
+{
+    PyObject *d = PyDict_New();
+    for (Py_ssize_t j = 0; d != NULL && j < n; j++) {
+        PyObject *v = (raw & (1 << j)) ? PyLong_FromLongLong(vals[j].i) : Py_NewRef(vals[j].o);
+        if (v == NULL || PyDict_SetItem(d, PyTuple_GET_ITEM(names, j), v) < 0) Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+static void
+release_vals(Val *vals, uint8_t raw, Py_ssize_t n)
+{
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (!(raw & (1 << j))) Py_DECREF(vals[j].o);
+}
+
+/* The entry of a site call whose arguments the slot keeps (vals: n references, taken):
+ * a C frame pushed on this context's stack, no Python object made. Returns its token
+ * (None when capture is off here). */
+static PyObject *
+site_push(PyObject *site, int32_t k_site, Val *vals, uint8_t raw, Py_ssize_t n)
+{
+    PyObject *buf = g_buffer, *cellobj = NULL, *task = NULL, *token = NULL, *result = NULL;
+    Cell *c = NULL;
+    int64_t pushed = 0; /* the call id pushed */
+    if (buf == NULL) { /* stopped while the arguments were taken */
+        release_vals(vals, raw, n);
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(buf);
+    PyThreadState *tstate = PyThreadState_Get();
+    int none;
+    cellobj = get_cell(&none);
+    if (cellobj == NULL && !none) goto error;
+    c = (Cell *)cellobj;
+    if (c != NULL && c->n == 0) {
+        if (c->top == g_off) goto off;
+        if (c->top != Py_None && !is_frame(c->top)) {
+            bad_stack();
+            goto error;
+        }
+    }
+    int root = c == NULL || (c->n == 0 && c->top == Py_None);
+    int64_t ts = now_ns();
+    /* once per thread, as _pure does at a root call */
+    if (root && t_noted != tstate->id + 1 && note_thread(tstate, ts) < 0) goto error;
+    if (c == NULL || !cell_owned(cellobj, tstate)) {
+        /* another context can see this stack: this one gets a cell of its own over it */
+        PyObject *base = Py_None;
+        Py_ssize_t depth = 0;
+        if (c != NULL) {
+            if (cell_spill(c) < 0) goto error;
+            if (c->n > 0) {
+                PyErr_SetString(PyExc_RuntimeError, "the stack changed while copied");
+                goto error;
+            }
+            base = c->top;
+            depth = c->base_depth;
+        }
+        Cell *fresh = new_cell(base, depth, NULL, tstate);
+        if (fresh == NULL) goto error;
+        Py_XSETREF(cellobj, (PyObject *)fresh);
+        c = fresh;
+    }
+    task = context_task(cellobj, 1, tstate);
+    if (task == NULL || cell_reserve(c) < 0) goto error;
+    Py_ssize_t depth = cell_depth(c) + c->n + 1;
+    token = token_for(depth);
+    if (token == NULL) goto error;
+    /* Nothing below runs Python code or allocates until the slot is published. */
+    int64_t cid = new_id();
+    CFrame *f = &c->frames[c->n];
+    PyObject *parent = NULL; /* borrowed; NULL: the raw parent_raw (or None at a root) */
+    int64_t parent_raw = 0;
+    f->corr = NULL;
+    f->corr_raw = cid;
+    if (c->n > 0) {
+        CFrame *p = &c->frames[c->n - 1];
+        parent_raw = p->call;
+        f->corr = Py_XNewRef(p->corr);
+        f->corr_raw = p->corr_raw;
+    }
+    else if (!root) {
+        parent = PyTuple_GET_ITEM(c->top, 0);
+        PyObject *corr = PyTuple_GET_ITEM(c->top, 2);
+        int64_t x;
+        if (corr == Py_None) f->corr_raw = cid;
+        else if (PyLong_CheckExact(corr) && small_long(corr, &x)) f->corr_raw = x;
+        else f->corr = Py_NewRef(corr);
+    }
+    f->call = cid;
+    f->start = ts;
+    f->site = k_site;
+    c->n++;
+    pushed = cid;
+    RingStorage *rb = (RingStorage *)buf;
+    uint64_t thread = PyThread_get_thread_ident();
+    if (rb->fast && rb->slots != NULL) {
+        uint64_t pos = __atomic_fetch_add(&rb->claim, 1, __ATOMIC_ACQ_REL);
+        Slot *s = &rb->slots[pos & rb->mask];
+        Garbage g = {.n = 0};
+        if (take_slot(s, pos, &g)) {
+            s->eid.i = cid;
+            s->ts.i = ts;
+            s->thread.i = (int64_t)thread;
+            s->call.i = cid;
+            s->raw = R_EID | R_TS | R_THREAD | R_CALL;
+            put_val(s, &s->task, task, R_TASK);
+            if (root) s->parent.o = Py_NewRef(Py_None);
+            else if (parent != NULL) put_val(s, &s->parent, parent, R_PARENT);
+            else {
+                s->parent.i = parent_raw;
+                s->raw |= R_PARENT;
+            }
+            if (f->corr != NULL) put_val(s, &s->corr, f->corr, R_CORR);
+            else {
+                s->corr.i = f->corr_raw;
+                s->raw |= R_CORR;
+            }
+            s->kind = K_ENTRY;
+            s->site = k_site;
+            s->draw = raw | D_ARGS;
+            for (Py_ssize_t j = 0; j < SITE_ARGS; j++) s->d[j] = j < n ? vals[j] : (Val){.o = NULL};
+            publish(s, pos);
+            release(&g);
+        }
+        else {
+            release_vals(vals, raw, n);
+        }
+        n = 0; /* the slot has the references (or they were released) */
+        if (pos == rb->wake_at) high_water(rb, pos);
+    }
+    else {
+        PyObject *names = PyTuple_GET_ITEM(site, 3);
+        PyObject *d = args_dict(names, vals, raw, n), *cid_o = PyLong_FromLongLong(cid);
+        PyObject *arity = PyLong_FromSsize_t(n);
+        PyObject *corr = f->corr != NULL ? Py_NewRef(f->corr) : PyLong_FromLongLong(f->corr_raw);
+        PyObject *par = root ? Py_NewRef(Py_None)
+                        : parent != NULL ? Py_NewRef(parent)
+                                         : PyLong_FromLongLong(parent_raw);
+        PyObject *r = NULL;
+        if (d && cid_o && arity && corr && par)
+            r = put_slow(buf, cid, ts, thread, task, corr, par, cid_o, PyTuple_GET_ITEM(site, 2),
+                         g_entry_type, PyTuple_GET_ITEM(site, 0), PyTuple_GET_ITEM(site, 1),
+                         arity, d);
+        Py_XDECREF(d);
+        Py_XDECREF(cid_o);
+        Py_XDECREF(arity);
+        Py_XDECREF(corr);
+        Py_XDECREF(par);
+        if (r == NULL) goto error;
+        Py_DECREF(r);
+    }
+    result = Py_NewRef(token);
+    goto done;
+error:
+    if (pushed && c->n >= 1 && c->frames[c->n - 1].call == pushed) cell_cut(c, c->n - 1);
+    if (!swallow_error()) goto done;
+off:
+    result = Py_NewRef(Py_None);
+done:
+    release_vals(vals, raw, n);
+    Py_XDECREF(cellobj);
+    Py_XDECREF(task);
+    Py_XDECREF(token);
+    Py_DECREF(buf);
+    return result;
+}
+
 PyObject *
 report_site_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -478,6 +698,20 @@ report_site_entry(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t narg
                      PyTuple_Check(names) ? PyTuple_GET_SIZE(names) : -1, nargs - 1);
         goto error;
     }
+    if (site_compact(site, k_site)) {
+        int by_ref = ref_for(PyTuple_GET_ITEM(site, 0));
+        if (by_ref < 0) goto error;
+        Val vals[SITE_ARGS];
+        uint8_t raw;
+        Py_INCREF(site); /* taking the values may run Python code */
+        int got = site_args(((PyTupleObject *)names)->ob_item, args + 1, nargs - 1, by_ref,
+                            vals, &raw);
+        PyObject *r = got > 0 ? site_push(site, k_site, vals, raw, nargs - 1) : NULL;
+        Py_DECREF(site);
+        if (got > 0) return r;
+        if (got < 0) goto error;
+    }
+    /* the args dict's path: the call's frame is a tuple, its token its call id */
     PyObject *d = PyDict_New();
     if (d == NULL) goto error;
     for (Py_ssize_t k = 1; k < nargs; k++) {
@@ -495,6 +729,159 @@ error:
     Py_RETURN_NONE;
 }
 
+/* The exit of the call a token stands for (report_site_exit's and report_function_exit's
+ * when given a token). `site`: the site the slot carries (or -1, then `ast`); `check`: the
+ * site the frame must have been entered from (or -1). A frame that is not in C memory is
+ * found by its call id; a token whose frame is gone records nothing and pops nothing. */
+static PyObject *
+exit_token(PyObject *token, PyObject *rv, PyObject *duration, PyObject *reason, PyObject *ast,
+           int32_t site, int32_t check)
+{
+    Py_ssize_t d = ((CallToken *)token)->depth;
+    PyObject *res = NULL, *exc = NULL, *corr = NULL, *parent = NULL, *astv = NULL;
+    PyObject *task = NULL, *result = NULL, *buf = NULL;
+    PyThreadState *tstate = PyThreadState_Get();
+    int none;
+    PyObject *cellobj = get_cell(&none);
+    if (cellobj == NULL) {
+        if (none) Py_RETURN_FALSE;
+        goto error;
+    }
+    Cell *c = (Cell *)cellobj;
+    Py_ssize_t base = cell_depth(c);
+    int owned = cell_owned(cellobj, tstate);
+    if (d <= base || d - base > c->n || !owned) {
+        /* a frame in the tuples below, or a stack others see: by its call id */
+        PyObject *cid = call_of(NULL, token);
+        if (cid == NULL) goto error;
+        if (cid == Py_None) {
+            Py_DECREF(cid);
+            result = Py_NewRef(Py_False);
+            goto done;
+        }
+        Py_DECREF(cellobj);
+        cellobj = NULL;
+        result = exit_call(cid, rv, duration, reason, ast, site);
+        Py_DECREF(cid);
+        return result;
+    }
+    Py_ssize_t idx = d - base - 1;
+    CFrame fr = c->frames[idx];
+    if (check >= 0 && fr.site != check) { /* not this site's frame: a foreign token */
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    /* copy what the record needs, then pop (even while capture is off) */
+    int64_t parent_raw = 0;
+    if (idx > 0) parent_raw = c->frames[idx - 1].call;
+    else if (is_frame(c->top)) parent = Py_NewRef(PyTuple_GET_ITEM(c->top, 0));
+    else parent = Py_NewRef(Py_None);
+    corr = Py_XNewRef(fr.corr);
+    cell_cut(c, idx);
+    if (!g_enabled || g_buffer == NULL) {
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    buf = Py_NewRef(g_buffer);
+    int64_t ts = now_ns();
+    int normal = reason == s_normal;
+    if (!normal) {
+        normal = PyObject_RichCompareBool(reason, s_normal, Py_EQ);
+        if (normal < 0) goto error;
+    }
+    if (normal) {
+        int by_ref = ref_for(site >= 0 ? site_item(site, 2) : ast);
+        if (by_ref < 0) goto error;
+        res = by_ref ? ref_value(rv) : snap_value(rv);
+        if (res == NULL) goto error;
+        exc = Py_NewRef(Py_None);
+    }
+    else {
+        res = Py_NewRef(Py_None);
+        exc = call_snap(g_exc_snap, rv);
+        if (exc == NULL) goto error;
+    }
+    if (site < 0) {
+        astv = ast_value(ast);
+        if (astv == NULL) goto error;
+    }
+    task = context_task(cellobj, owned, tstate);
+    if (task == NULL) goto error;
+    uint64_t thread = PyThread_get_thread_ident();
+    int64_t eid = new_id();
+    int64_t dur = 0;
+    int raw_duration = duration == Py_None && !__builtin_sub_overflow(ts, fr.start, &dur);
+    RingStorage *rb = (RingStorage *)buf;
+    if (rb->fast && rb->slots != NULL) {
+        uint64_t pos = __atomic_fetch_add(&rb->claim, 1, __ATOMIC_ACQ_REL);
+        Slot *s = &rb->slots[pos & rb->mask];
+        Garbage g = {.n = 0};
+        if (take_slot(s, pos, &g)) {
+            s->eid.i = eid;
+            s->ts.i = ts;
+            s->thread.i = (int64_t)thread;
+            s->call.i = fr.call;
+            s->raw = R_EID | R_TS | R_THREAD | R_CALL;
+            put_val(s, &s->task, task, R_TASK);
+            if (parent != NULL) put_val(s, &s->parent, parent, R_PARENT);
+            else {
+                s->parent.i = parent_raw;
+                s->raw |= R_PARENT;
+            }
+            if (corr != NULL) put_val(s, &s->corr, corr, R_CORR);
+            else {
+                s->corr.i = fr.corr_raw;
+                s->raw |= R_CORR;
+            }
+            s->ast = astv == NULL || astv == Py_None ? NULL : Py_NewRef(astv);
+            s->kind = K_EXIT;
+            s->site = site;
+            s->d[0].o = Py_NewRef(res);
+            s->d[1].o = Py_NewRef(exc);
+            if (raw_duration) {
+                s->d[2].i = dur;
+                s->draw = D_RAW2;
+            }
+            else {
+                s->d[2].o = Py_NewRef(duration);
+            }
+            s->d[3].o = Py_NewRef(reason);
+            publish(s, pos);
+            release(&g);
+        }
+        if (pos == rb->wake_at) high_water(rb, pos);
+        result = Py_NewRef(Py_True);
+    }
+    else {
+        PyObject *dur_o = raw_duration ? PyLong_FromLongLong(dur) : Py_NewRef(duration);
+        PyObject *cid_o = PyLong_FromLongLong(fr.call);
+        PyObject *corr_o = corr != NULL ? Py_NewRef(corr) : PyLong_FromLongLong(fr.corr_raw);
+        PyObject *par_o = parent != NULL ? Py_NewRef(parent) : PyLong_FromLongLong(parent_raw);
+        if (dur_o && cid_o && corr_o && par_o)
+            result = put_slow(buf, eid, ts, thread, task, corr_o, par_o, cid_o,
+                              site >= 0 ? site_item(site, 2) : astv, g_exit_type, res, exc,
+                              dur_o, reason);
+        Py_XDECREF(dur_o);
+        Py_XDECREF(cid_o);
+        Py_XDECREF(corr_o);
+        Py_XDECREF(par_o);
+        if (result == NULL) goto error;
+    }
+    goto done;
+error:
+    if (swallow_error()) result = Py_NewRef(Py_False);
+done:
+    Py_XDECREF(cellobj);
+    Py_XDECREF(res);
+    Py_XDECREF(exc);
+    Py_XDECREF(corr);
+    Py_XDECREF(parent);
+    Py_XDECREF(astv);
+    Py_XDECREF(task);
+    Py_XDECREF(buf);
+    return result;
+}
+
 PyObject *
 report_site_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -509,8 +896,11 @@ report_site_exit(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs
     PyObject *ast = Py_None;
     if (site != NULL) ast = PyTuple_GET_ITEM(site, 2);
     else if (!swallow_error()) return NULL; /* counted; the call is still popped */
-    return exit_call(args[0], args[1], Py_None, s_normal, ast,
-                     site != NULL ? carried(site, k_site) : -1);
+    int32_t carry = site != NULL ? carried(site, k_site) : -1;
+    if (Py_IS_TYPE(args[0], &CallToken_Type))
+        return exit_token(args[0], args[1], Py_None, s_normal, ast, carry,
+                          site != NULL ? k_site : -1);
+    return exit_call(args[0], args[1], Py_None, s_normal, ast, carry);
 }
 
 /* _pure.write_event(buffer, event_type, data, *, call_id=None, parent_id=None,
@@ -548,9 +938,9 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
     int64_t eid = new_id();
     int64_t ts = now_ns();
     uint64_t thread = PyThread_get_thread_ident();
-    PyObject *cell, *top = get_top(&cell);
-    if (top == NULL) return NULL;
-    Py_DECREF(top);
+    int none;
+    PyObject *cell = get_cell(&none);
+    if (cell == NULL && !none) return NULL;
     PyThreadState *tstate = PyThreadState_Get();
     PyObject *task = context_task(cell, cell_owned(cell, tstate), tstate);
     Py_XDECREF(cell);

@@ -401,7 +401,7 @@ type_and_data(Slot *c, PyObject **v, int as_dict)
     PyObject *d = PyTuple_New(4);
     if (d != NULL) {
         for (int k = 0; k < 4; k++) {
-            PyObject *x = get_val(slot_d(c, k), k == 2 && (c->draw & D_RAW2));
+            PyObject *x = slot_item(c, k);
             if (x == NULL) {
                 Py_CLEAR(d);
                 break;
@@ -450,7 +450,7 @@ data_dict(Slot *c)
     if (d == NULL) return NULL;
     PyObject *const *keys = &s_data_keys[c->kind == K_ENTRY ? 0 : 4];
     for (int k = 0; k < 4; k++) {
-        PyObject *v = get_val(slot_d(c, k), k == 2 && (c->draw & D_RAW2));
+        PyObject *v = slot_item(c, k);
         if (v == NULL || PyDict_SetItem(d, keys[k], v) < 0) {
             Py_XDECREF(v);
             Py_DECREF(d);

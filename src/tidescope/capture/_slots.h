@@ -13,7 +13,11 @@ enum { K_EVENT = 1, K_RECORD = 2, K_ENTRY = 3, K_EXIT = 4 };
 /* raw bits: which of the seven integer fields and four data items hold raw integers */
 enum { R_EID = 1, R_TS = 2, R_THREAD = 4, R_TASK = 8, R_CORR = 16, R_PARENT = 32,
        R_CALL = 64 };
-enum { D_RAW2 = 4 }; /* data item 2 (an exit's duration) is a raw integer */
+/* draw bits: data item k is a raw integer (1 << k; an exit's duration is item 2); D_ARGS:
+ * a site entry's data items are its arguments' values in the site's parameter order, its
+ * module, function and arity read from the site and its args dict made when read */
+enum { D_RAW2 = 4, D_ARGS = 16 };
+#define SITE_ARGS 4 /* the most arguments a site entry keeps in its data items */
 
 typedef union { int64_t i; PyObject *o; } Val;
 
@@ -62,6 +66,43 @@ slot_d(Slot *c, int k)
     return c->d[k];
 }
 
+/* The parameter names of a D_ARGS entry's site (borrowed; an exact tuple of exact str, at
+ * most SITE_ARGS, as report_site_entry checked), or NULL. */
+static inline PyObject *
+slot_params(Slot *c)
+{
+    PyObject *names = site_item(c->site, 3);
+    return PyTuple_CheckExact(names) && PyTuple_GET_SIZE(names) <= SITE_ARGS ? names : NULL;
+}
+
+/* Data item k of an entry or exit as an object (new reference): what the pure ring's
+ * 4-tuple holds (a D_ARGS entry's arity and args dict made here). */
+static inline PyObject *
+slot_item(Slot *c, int k)
+{
+    if (c->kind == K_ENTRY && (c->draw & D_ARGS)) {
+        if (k < 2) return Py_NewRef(site_item(c->site, k));
+        PyObject *names = slot_params(c);
+        if (names == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "a site entry whose site changed");
+            return NULL;
+        }
+        Py_ssize_t n = PyTuple_GET_SIZE(names);
+        if (k == 2) return PyLong_FromSsize_t(n);
+        PyObject *d = PyDict_New();
+        for (Py_ssize_t j = 0; d != NULL && j < n; j++) {
+            PyObject *v = (c->draw & (1 << j)) ? PyLong_FromLongLong(c->d[j].i)
+                                               : Py_NewRef(c->d[j].o);
+            if (v == NULL || PyDict_SetItem(d, PyTuple_GET_ITEM(names, j), v) < 0) Py_CLEAR(d);
+            Py_XDECREF(v);
+        }
+        return d;
+    }
+    Val v = slot_d(c, k);
+    if (c->draw & (1 << k)) return PyLong_FromLongLong(v.i);
+    return Py_NewRef(v.o != NULL ? v.o : Py_None);
+}
+
 /* Hold references outside the slot while it is rewritten: decrefs run after publishing. */
 typedef struct { PyObject *o[12]; int n; } Garbage;
 
@@ -83,7 +124,7 @@ gather_slot(Garbage *g, Slot *s)
     gather_val(g, s->parent, s->raw & R_PARENT);
     gather_val(g, s->call, s->raw & R_CALL);
     if (s->ast) g->o[g->n++] = s->ast;
-    for (int k = 0; k < 4; k++) gather_val(g, s->d[k], k == 2 && (s->draw & D_RAW2));
+    for (int k = 0; k < 4; k++) gather_val(g, s->d[k], s->draw & (1 << k));
 }
 
 static inline void

@@ -510,6 +510,58 @@ ref_own_args(PyObject *d, Py_ssize_t *arity)
     return call_snap_ref(d, 0);
 }
 
+/* A site call's arguments as its entry's slot keeps them (D_ARGS): the values of the
+ * `names` (exact str, at most SITE_ARGS), each kept as the args dict's snapshot would keep
+ * it (a scalar, or under "ref" an ObjectRef), a small int raw (bit k of *raw). 1 with the
+ * references in out[]; 0 when the dict's path must decide (a secret or long name, a value
+ * kept otherwise, over the budget), nothing held; -1 on an error. */
+int
+site_args(PyObject *const *names, PyObject *const *vals, Py_ssize_t n, int by_ref, Val *out,
+          uint8_t *raw)
+{
+    if (n > SITE_ARGS || n > g_max_items || (!by_ref && g_depth < 1)) return 0;
+    IntLimit il = {g_int_limit, 0};
+    Py_ssize_t cost = SMALL, k;
+    *raw = 0;
+    for (k = 0; k < n; k++) {
+        PyObject *key = names[k], *v = vals[k];
+        if (PyUnicode_GET_LENGTH(key) > g_max_string || is_secret_key(key) != 0) break;
+        cost += PyUnicode_GET_LENGTH(key) + SMALL;
+        PyTypeObject *t = Py_TYPE(v);
+        if (t == &PyLong_Type) {
+            int64_t x;
+            if (!small_long(v, &x)) break;
+            unsigned long long mag = x < 0 ? (unsigned long long)(-x) : (unsigned long long)x;
+            if (mag >= g_int_limit) break;
+            cost += SMALL;
+            out[k].i = x;
+            *raw |= (uint8_t)(1 << k);
+            continue;
+        }
+        PyObject *c = NULL;
+        if (by_ref) {
+            c = ref_item(v, &cost, &il);
+        }
+        else if (t == &PyUnicode_Type) {
+            if (PyUnicode_GET_LENGTH(v) <= g_max_string) {
+                cost += PyUnicode_GET_LENGTH(v) + SMALL;
+                c = Py_NewRef(v);
+            }
+        }
+        else if (keep_type(t)) {
+            cost += SMALL;
+            c = Py_NewRef(v);
+        }
+        if (c == NULL) break;
+        out[k].o = c;
+    }
+    if (k == n && cost <= g_budget) return 1;
+    for (Py_ssize_t j = 0; j < k && j < n; j++)
+        if (!(*raw & (1 << j))) Py_DECREF(out[j].o);
+    *raw = 0;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* _pure._ref_value: a return value under the "ref" policy. New reference. */
 PyObject *
 ref_value(PyObject *v)

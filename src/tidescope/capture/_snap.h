@@ -39,6 +39,9 @@ PyObject *ref_args(PyObject *args, Py_ssize_t *arity);
 /* the same of a dict made for this report, which nothing else holds (a site's arguments) */
 PyObject *snap_own_args(PyObject *d, Py_ssize_t *arity);
 PyObject *ref_own_args(PyObject *d, Py_ssize_t *arity);
+/* a site call's arguments kept in its entry's slot (see _snap.c) */
+int site_args(PyObject *const *names, PyObject *const *vals, Py_ssize_t n, int by_ref, Val *out,
+              uint8_t *raw);
 /* _pure._snap / _snap_ref of one value (a return value). */
 PyObject *snap_value(PyObject *v);
 PyObject *ref_value(PyObject *v);

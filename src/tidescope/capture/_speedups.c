@@ -257,6 +257,9 @@ static PyMethodDef module_methods[] = {
     {"stack_get", (PyCFunction)stack_get, METH_NOARGS,
      "This context's top call-stack frame (None, _OFF or a frame)."},
     {"stack_set", (PyCFunction)stack_set, METH_O, "Make a frame this context's top."},
+    {"call_of", (PyCFunction)call_of, METH_O,
+     "The call id a call token stands for here (None if its frame is gone); else the "
+     "argument itself."},
     {"sync", (PyCFunction)(void (*)(void))sync_state, METH_FASTCALL, NULL},
     {"forget_names", (PyCFunction)forget_names, METH_NOARGS,
      "Forget the secret names answered so far (the redaction pattern changed)."},
@@ -286,7 +289,8 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (PyType_Ready(&RingStorage_Type) < 0 || PyType_Ready(&Ids_Type) < 0 ||
-        PyType_Ready(&Cell_Type) < 0 || check_mirror() < 0)
+        PyType_Ready(&Cell_Type) < 0 || PyType_Ready(&CallToken_Type) < 0 ||
+        check_mirror() < 0)
         return NULL;
     s_normal = PyUnicode_InternFromString("normal");
     s_put_slow = PyUnicode_InternFromString("_put_slow");
@@ -313,6 +317,7 @@ PyInit__speedups(void)
     g_abandoned = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (g_abandoned == NULL || PyModule_AddObjectRef(m, "ABANDONED", g_abandoned) < 0 ||
         PyModule_AddObjectRef(m, "RingStorage", (PyObject *)&RingStorage_Type) < 0 ||
+        PyModule_AddObjectRef(m, "CallToken", (PyObject *)&CallToken_Type) < 0 ||
         PyModule_AddStringConstant(m, "CORE_NAME", "c") < 0 ||
         PyModule_AddIntConstant(m, "IN_PLACE_STACK", g_inplace) < 0 || ts_decode_add(m) < 0) {
         Py_DECREF(m);

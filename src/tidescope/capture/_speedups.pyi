@@ -11,6 +11,9 @@ ABANDONED: Final[object]
 CORE_NAME: Final[str]
 IN_PLACE_STACK: Final[int]
 
+class CallToken:
+    """A site call's token: its frame's depth on the stack it was pushed on."""
+
 class RingStorage:
     """The slots and claim counter of a RingBuffer (_ring.RingBuffer's storage)."""
 
@@ -57,6 +60,7 @@ def write_event(
 
 # _context.c
 def stack_get() -> Any: ...
+def call_of(token: Any, /) -> Any: ...
 def stack_set(top: Any, /) -> None: ...
 def reset_ids(pid: int, /) -> Iterator[int]: ...
 

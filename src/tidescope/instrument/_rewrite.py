@@ -25,8 +25,10 @@ What is injected, by level (each level includes the ones before it):
     binds ``__tidescope_enter__`` and ``__tidescope_leave__`` (``report_site_entry`` /
     ``_exit``), so a call passes a site id and its parameters' values positionally: no
     dict, keywords or strings per call, and one global read per name. So entry and exit
-    share the call id the core returned, the exit sees the value really returned (a
-    ``return`` in a user's ``finally`` overrides an earlier one, as it does in the program)
+    share the call that the core's token names (``_core.call_of``: on the C core a token
+    stands for a frame in C memory, not a call-id int), the exit sees the value really
+    returned (a ``return`` in a user's ``finally`` overrides an earlier one, as it does in
+    the program)
     or the exception really raised (the bare ``raise`` keeps its traceback unchanged), and
     ``asyncio.CancelledError`` exits as ``"cancelled"``. No frame is added and nothing is
     re-evaluated. Coroutines (``async def``) get the same wrapper: their entry runs at the

@@ -82,7 +82,7 @@ def _report(event_type: EventType, correlation_id: Any, ast_node_id: Any, **data
             call_id=call_id, parent_id=parent_id, correlation=correlation_id,
         )  # fmt: skip
 
-    cid = correlation_id
+    cid = _core.call_of(correlation_id)  # rewritten code passes its call's token
     return emit_in_context(ingest)
 
 
