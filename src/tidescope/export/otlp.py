@@ -108,10 +108,15 @@ def _module_files(directory: Path) -> dict[str, str]:
     return files
 
 
-def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
+def decode_events(
+    body: bytes, node: Any, pid: Any, fold_ns: int | None = None
+) -> list[tuple[Any, ...]]:
     """An EVENTS chunk body's events as checked envelope tuples, lean: calls' arguments and
     return values (never exported) are None (the C decoder's mode 1 | 4, or the pure
-    decoder and the reader's check: the same tuples).
+    decoder and the reader's check: the same tuples). With ``fold_ns`` (the span
+    threshold), the short calls that made no call, reported nothing and did not raise (the
+    mapping only counts them) come as runs, records of type ``_tsformat.FOLDED_CALLS``
+    (mode 13).
 
     Raises:
         FormatError: the body does not decode, or holds events of bad types.
@@ -119,15 +124,25 @@ def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
     from tidescope.capture import _core  # noqa: PLC0415
     from tidescope.export import _tsformat, reader  # noqa: PLC0415
 
+    content: list[tuple[Any, ...]]
+    if fold_ns is not None:
+        fold_ns = min(fold_ns, (1 << 63) - 1)  # the C decoder's int64
+        if _core.decode_body is not None:
+            content = _core.decode_body(body, node, pid, 13, fold_ns)[3]
+            return content
+        content = _tsformat.decode_body(body, node=node, pid=pid, fold_ns=fold_ns).content
+        return content
     if _core.decode_body is not None:
-        content: list[tuple[Any, ...]] = _core.decode_body(body, node, pid, 5)[3]
+        content = _core.decode_body(body, node, pid, 5)[3]
         return content
     chunk = _tsformat.decode_body(body, node=node, pid=pid, lean=True)
     reader._check(chunk)
     return list(chunk.content)
 
 
-def _file_events(path: Path) -> Iterator[tuple[dict[str, Any] | None, list[tuple[Any, ...]]]]:
+def _file_events(
+    path: Path, fold_ns: int | None = None
+) -> Iterator[tuple[dict[str, Any] | None, list[tuple[Any, ...]]]]:
     """``(header, events)`` for each whole EVENTS chunk of a trace file, in order; damaged
     chunks are skipped (``tidescope show`` counts them)."""
     from tidescope.export import _tsformat, reader  # noqa: PLC0415
@@ -140,7 +155,7 @@ def _file_events(path: Path) -> Iterator[tuple[dict[str, Any] | None, list[tuple
         try:
             if kind == _tsformat.CHUNK_EVENTS:
                 h = header or {}
-                yield header, decode_events(body, h.get("node"), h.get("pid"))
+                yield header, decode_events(body, h.get("node"), h.get("pid"), fold_ns)
             elif kind == _tsformat.CHUNK_HEADER and header is None:
                 chunk = _tsformat.decode_body(body)
                 reader._check(chunk)
@@ -165,7 +180,7 @@ def build_requests(
     for path in trace_files(root):
         builder = SpanBuilder(limits, path.name, files)
         header: dict[str, Any] | None = None
-        for header, events in _file_events(path):
+        for header, events in _file_events(path, limits.threshold_ns):
             builder.feed(events)
             if len(builder.spans) >= _BATCH:
                 spans = builder.take()
