@@ -13,8 +13,10 @@ import pytest
 
 import tidescope
 from otlp_receiver import Receiver, attrs, closed_port_url
-from tidescope.capture import runtime
+from tidescope.capture import _core, runtime
 from tidescope.config import ConfigError
+from tidescope.export import otlp
+from tidescope.export._tsformat import FOLDED_CALLS
 from tidescope.export.drain import Drain
 from tidescope.export.reader import read_trace, trace_files
 
@@ -158,6 +160,89 @@ def check_app_spans(spans: list[Any]) -> None:
     assert attrs(summary)["tidescope.dropped_events"] == handler.dropped_events_count > 170
 
 
+# Short calls with no caller, in runs under callers in three threads, broken by a call
+# that raised and by calls of another function.
+FOLDING = """
+import threading, time
+
+def leaf(i):
+    return i
+
+def boom():
+    raise ValueError("x")
+
+def mid(n):
+    t = 0
+    for i in range(n):
+        t += leaf(i)
+    return t
+
+def work(n):
+    t = 0
+    for i in range(n):
+        t += leaf(i)
+        if i % 50 == 0:
+            t += mid(3)
+    try:
+        boom()
+    except ValueError:
+        pass
+    time.sleep(0.002)
+    return t
+
+for i in range(5):
+    leaf(i)
+threads = [threading.Thread(target=work, args=(300,)) for _ in range(2)]
+for t in threads:
+    t.start()
+print(work(200))
+for t in threads:
+    t.join()
+"""
+
+
+def test_short_calls_folded_by_the_decoder_give_the_very_same_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exporters decode with fold_ns (the C decoder's mode 13, or the pure decoder):
+    the spans are byte for byte those of the calls decoded one by one."""
+    limits = otlp.OtlpLimits()
+
+    def spans(directory: Path, fold_ns: int | None) -> list[bytes]:
+        out: list[bytes] = []
+        for path in trace_files(directory):
+            builder = otlp.SpanBuilder(limits, path.name, {})
+            for _, events in otlp._file_events(path, fold_ns):
+                builder.feed(events)
+            builder.finish()
+            out += builder.take()
+        return out
+
+    write(tmp_path / "app.py", APP)
+    write(tmp_path / "folding.py", FOLDING)
+    for name, level in (("app", "values"), ("folding", "values"), ("folding", "calls")):
+        out = tmp_path / f"{name}-{level}"
+        run = cli("run", "--level", level, "-o", str(out), f"{name}.py", cwd=tmp_path, env=LONG)
+        assert run.returncode == 0, run.stderr
+        plain = spans(out, None)
+        assert len(plain) >= 4
+        runs = [
+            r
+            for path in trace_files(out)
+            for _, events in otlp._file_events(path, limits.threshold_ns)
+            for r in events
+            if r[11] == FOLDED_CALLS
+        ]
+        assert runs  # (at --level values an assignment's event ends most runs)
+        if level == "calls":
+            assert max(r[12][2] for r in runs) > 1
+        assert spans(out, limits.threshold_ns) == plain
+        if _core.decode_body is not None:  # and the pure decoder's folding
+            with monkeypatch.context() as m:
+                m.setattr(_core, "decode_body", None)
+                assert spans(out, limits.threshold_ns) == plain
+
+
 def test_export_command_sends_a_finished_trace_as_joined_spans(
     tmp_path: Path, otlp_receiver: Receiver
 ) -> None:
@@ -235,7 +320,7 @@ def test_a_failing_endpoint_counts_its_spans_as_dropped(
 # an error on the handler (an event each): the limits hold, and what is over them is counted.
 MANY = """
 import asyncio
-from tidescope.capture import runtime
+from tidescope.capture import _core, runtime
 from tidescope.integrations.asgi import TideScopeMiddleware
 
 def tiny(i):
