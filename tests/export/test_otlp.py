@@ -13,6 +13,7 @@ import pytest
 
 import tidescope
 from otlp_receiver import Receiver, attrs, closed_port_url
+from test_reader import COUNTS, DAMAGED, GOOD, HEADER, NAME, trace_dir
 from tidescope.capture import _core, runtime
 from tidescope.config import ConfigError
 from tidescope.export import otlp
@@ -258,6 +259,22 @@ def test_export_command_sends_a_finished_trace_as_joined_spans(
     assert {"service.name", "process.pid"} <= resource
 
 
+def test_export_command_says_which_damaged_chunks_it_skipped(
+    tmp_path: Path, otlp_receiver: Receiver
+) -> None:
+    directory = trace_dir(tmp_path, GOOD[0], DAMAGED["binary"], COUNTS[1])
+    out = cli("export", str(directory), "--format", "otlp", "--endpoint", otlp_receiver.url,
+              cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    damage, done = out.stderr.splitlines()
+    offset = len(HEADER) + len(GOOD[0])
+    assert damage == (
+        f"tidescope: {directory / NAME}: 1 damaged chunk(s) skipped"
+        f" (first: at byte {offset}, bytes that are no chunk)"
+    )
+    assert done.startswith("tidescope: ") and f"spans -> {otlp_receiver.url}" in done
+
+
 def test_live_export_during_run_sends_the_same_spans_and_counts_them(
     tmp_path: Path, otlp_receiver: Receiver
 ) -> None:
@@ -276,6 +293,8 @@ def test_live_export_during_run_sends_the_same_spans_and_counts_them(
     stats = closing_stats(tmp_path / "trace")
     assert stats["otlp_spans_exported"] == len(spans)
     assert stats["otlp_spans_dropped"] == stats["otlp_events_dropped"] == 0
+    show = cli("show", "trace", cwd=tmp_path)
+    assert f"    OTLP: {len(spans)} spans exported live\n" in show.stdout, show.stdout
     # the file exported afterwards gives the very same spans
     live_ids = {(s.span_id, s.parent_span_id, s.name) for s in spans}
     otlp_receiver.requests.clear()
@@ -298,6 +317,11 @@ def test_endpoint_down_leaves_the_program_alone_and_counts_the_drops(tmp_path: P
         f"OTLP: 0 spans sent to {down}, {stats['otlp_spans_dropped']} spans dropped" in run.stderr
     )
     assert "Traceback" not in run.stderr and "Failed to export" not in run.stderr
+    show = cli("show", "trace", cwd=tmp_path).stdout
+    assert (
+        f"    OTLP: 0 spans exported live, {stats['otlp_spans_dropped']} dropped in"
+        f" {stats['otlp_requests_failed']} failed request(s) ({stats['otlp_last_error']})\n"
+    ) in show, show
     # the finished trace to the same endpoint: status 1, one line
     out = cli("export", "trace", "--format", "otlp", "--endpoint", down, cwd=tmp_path)
     assert out.returncode == 1

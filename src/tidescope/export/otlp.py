@@ -141,15 +141,20 @@ def decode_events(
 
 
 def _file_events(
-    path: Path, fold_ns: int | None = None
+    path: Path, fold_ns: int | None = None, damage: list[dict[str, Any]] | None = None
 ) -> Iterator[tuple[dict[str, Any] | None, list[tuple[Any, ...]]]]:
     """``(header, events)`` for each whole EVENTS chunk of a trace file, in order; damaged
-    chunks are skipped (``tidescope show`` counts them)."""
+    chunks are skipped, each told in ``damage`` (``{"offset": N, "reason": "..."}``, as
+    the reader's ``$damaged`` records)."""
     from tidescope.export import _tsformat, reader  # noqa: PLC0415
 
     header: dict[str, Any] | None = None
-    for status, _offset, body in reader._chunks(path, reader.MAX_CHUNK):
+    for status, offset, body in reader._chunks(path, reader.MAX_CHUNK):
+        if status == reader._TORN:
+            break  # a tail cut short: the process still runs, or was killed
         if status != reader._OK:
+            if damage is not None:
+                damage.append({"offset": offset, "reason": body.decode()})
             continue
         kind = body[0]
         try:
@@ -160,15 +165,20 @@ def _file_events(
                 chunk = _tsformat.decode_body(body)
                 reader._check(chunk)
                 header = chunk.content
-        except _tsformat.FormatError:
-            continue
+        except _tsformat.FormatError as exc:
+            if damage is not None:
+                damage.append({"offset": offset, "reason": f"a chunk that does not decode ({exc})"})
 
 
 def build_requests(
-    directory: str | os.PathLike[str], limits: OtlpLimits, result: ExportResult
+    directory: str | os.PathLike[str],
+    limits: OtlpLimits,
+    result: ExportResult,
+    damage: list[str] | None = None,
 ) -> Iterator[tuple[bytes, int]]:
     """``(ExportTraceServiceRequest bytes, spans in it)`` for a finished trace directory,
-    a batch at a time; ``result`` gathers the spans over budget.
+    a batch at a time; ``result`` gathers the spans over budget, ``damage`` a line for each
+    file with damaged chunks (skipped), as the other exports say it.
 
     Raises:
         TraceError: a file cannot be read, or is not a trace.
@@ -180,13 +190,20 @@ def build_requests(
     for path in trace_files(root):
         builder = SpanBuilder(limits, path.name, files)
         header: dict[str, Any] | None = None
-        for header, events in _file_events(path, limits.threshold_ns):
+        skipped: list[dict[str, Any]] = []
+        for header, events in _file_events(path, limits.threshold_ns, skipped):
             builder.feed(events)
             if len(builder.spans) >= _BATCH:
                 spans = builder.take()
                 yield w.request(resource_of(header), SCOPE, spans), len(spans)
         builder.finish()
         result.spans_over_budget += builder.over_budget
+        if skipped and damage is not None:
+            first = skipped[0]
+            damage.append(
+                f"{path}: {len(skipped)} damaged chunk(s) skipped"
+                f" (first: at byte {first['offset']}, {first['reason']})"
+            )
         spans = builder.take()
         for i in range(0, len(spans), _BATCH):
             part = spans[i : i + _BATCH]
@@ -199,8 +216,10 @@ def export_trace(
     *,
     limits: OtlpLimits | None = None,
     timeout: float = 10.0,
+    damage: list[str] | None = None,
 ) -> ExportResult:
-    """Send a finished trace directory's spans to an OTLP/HTTP endpoint (``.../v1/traces``).
+    """Send a finished trace directory's spans to an OTLP/HTTP endpoint (``.../v1/traces``);
+    ``damage`` gathers a line for each file whose damaged chunks were skipped.
 
     Raises:
         ImportError: the ``otlp`` extra is missing.
@@ -211,7 +230,7 @@ def export_trace(
     result = ExportResult()
     sender = Sender(endpoint, timeout)
     try:
-        for body, n in build_requests(directory, limits or OtlpLimits(), result):
+        for body, n in build_requests(directory, limits or OtlpLimits(), result, damage):
             sender.send(body, n, result)
     finally:
         sender.close()
