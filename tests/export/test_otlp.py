@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_reader import COUNTS, DAMAGED, GOOD, HEADER, NAME, trace_dir
 
 import tidescope
 from otlp_receiver import Receiver, attrs, closed_port_url
-from test_reader import COUNTS, DAMAGED, GOOD, HEADER, NAME, trace_dir
 from tidescope.capture import _core, runtime
 from tidescope.config import ConfigError
 from tidescope.export import otlp

@@ -103,9 +103,15 @@ def int_attribute(key: bytes, n: int) -> bytes:
 def int_array_attribute(key: bytes, values: list[int]) -> bytes:
     """An attribute of a Span whose value is an array of ints (as :func:`attribute` writes
     it, for less); ``key`` is :func:`int_key` of its name."""
-    if values and -(1 << 63) <= min(values) and max(values) < 1 << 63:
-        items = b"".join([b"\x0a" + bytes((len(b) + 1,)) + b"\x18" + b for b in map(varint, values)])
-        any_ = b"\x2a" + bytes((len(items),)) + items if len(items) < 0x80 else field_bytes(b"\x2a", items)
+    if values and min(values) >= -(1 << 63) and max(values) < 1 << 63:
+        items = b"".join(
+            [b"\x0a" + bytes((len(b) + 1,)) + b"\x18" + b for b in map(varint, values)]
+        )
+        any_ = (
+            b"\x2a" + bytes((len(items),)) + items
+            if len(items) < 0x80
+            else field_bytes(b"\x2a", items)
+        )
     else:
         any_ = any_value(values)
     body = key + (bytes((len(any_),)) if len(any_) < 0x80 else varint(len(any_))) + any_
