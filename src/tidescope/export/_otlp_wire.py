@@ -103,6 +103,11 @@ def int_attribute(key: bytes, n: int) -> bytes:
 def int_array_attribute(key: bytes, values: list[int]) -> bytes:
     """An attribute of a Span whose value is an array of ints (as :func:`attribute` writes
     it, for less); ``key`` is :func:`int_key` of its name."""
+    if len(values) == 1 and 0 <= values[0] < 1 << 63 and len(key) < 100:  # most spans
+        v = varint(values[0])
+        n = len(v)  # AnyValue{array: ArrayValue{values: [AnyValue{int: v}]}}, by hand
+        head = bytes((len(key) + n + 6,))
+        return b"\x4a" + head + key + bytes((n + 5, 0x2A, n + 3, 0x0A, n + 1, 0x18)) + v
     if values and min(values) >= -(1 << 63) and max(values) < 1 << 63:
         items = b"".join(
             [b"\x0a" + bytes((len(b) + 1,)) + b"\x18" + b for b in map(varint, values)]
