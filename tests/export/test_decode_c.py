@@ -23,6 +23,7 @@ from tidescope.capture import _core
 from tidescope.events import ENVELOPE_FIELDS, Event, EventType, ObjectSnapshot, Truncated
 from tidescope.export import reader
 from tidescope.export._tsformat import (
+    FOLDED_CALLS,
     FormatError,
     decode_body,
     encode_close_chunk,
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.skipif(
 )
 c_decode = _core.decode_body
 NODE = "node"
+FOLD_NS = 1000  # the calls shorter than this fold (mode 13)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -87,6 +89,21 @@ def both(body: bytes, node: Any = NODE, pid: Any = PID) -> Any:
     assert (want_lean is None) == (want is None) == (got_lean is None), (body.hex(), got_lean)
     if want_lean is not None:
         assert same(want_lean, got_lean), (body.hex(), want_lean, got_lean)
+    try:  # folded (the OTLP exporter's): checked, short calls as runs
+        want_fold = tuple(decode_body(body, node=node, pid=pid, fold_ns=FOLD_NS))
+    except FormatError:
+        want_fold = None
+    try:
+        got_fold = c_decode(body, node, pid, 13, FOLD_NS)
+    except FormatError:
+        got_fold = None
+    try:
+        checked = c_decode(body, node, pid, 5)
+    except FormatError:
+        checked = None
+    assert (want_fold is None) == (got_fold is None) == (checked is None), body.hex()
+    if want_fold is not None:
+        assert same(want_fold, got_fold), (body.hex(), want_fold, got_fold)
     for form in (reader._AS_EVENTS, reader._AS_RECORDS):  # the reader's two paths
         try:
             want_r = reader._decode_pure(body, node, pid, form)
@@ -116,6 +133,91 @@ def test_the_c_decoder_reads_every_events_chunk_as_the_pure_one(
     records: list[tuple[Any, ...]], offset: int
 ) -> None:
     assert both(events_body(records, offset)) is not None
+
+
+def short_call(
+    call: int, parent: Any, corr: Any, ast: Any, site: tuple[str, str], dur: Any, reason: str
+) -> list[tuple[Any, ...]]:
+    """A call's entry and its exit, right after it (a call the fold mode may fold)."""
+    return [
+        (0, call, 100, 5, None, corr, parent, call, ast, EventType.FUNCTION_ENTRY,
+         (*site, 1, ("arg",))),
+        (0, call + (1 << 22), 100 + (dur if type(dur) is int else 3), 5, None, corr, parent,
+         call, ast, EventType.FUNCTION_EXIT, ("rv", None, dur, reason)),
+    ]  # fmt: skip
+
+
+short_calls = st.builds(
+    short_call,
+    st.integers(1, 3).map(lambda k: k << 22 | PID),
+    st.sampled_from([None, 7 << 22 | PID, 8 << 22 | PID]),
+    st.sampled_from([None, "req-1", 2]),
+    st.sampled_from([None, "a:f:1:0:Call"]),
+    st.sampled_from([("m", "f"), ("m", "g")]),
+    st.sampled_from([0, 5, FOLD_NS - 1, FOLD_NS, -(2**63), 2**63 - 1, 2**63, None, True]),
+    st.sampled_from(["normal", "exception"]),
+)
+
+
+@given(
+    st.lists(short_calls | ring_records.map(lambda r: [r]), max_size=10).map(
+        lambda parts: [r for part in parts for r in part]
+    ),
+    st.integers(-(2**62), 2**62),
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_the_c_decoder_folds_short_calls_as_the_pure_one(
+    records: list[tuple[Any, ...]], offset: int
+) -> None:
+    assert both(events_body(records, offset)) is not None
+
+
+def test_short_calls_fold_into_runs_of_one_site_and_caller() -> None:
+    """Mode 13 / fold_ns: a call whose exit follows its entry, shorter than fold_ns, that
+    did not raise, is no record; a run of them (one site, one caller) is one record with
+    the first entry's envelope, the last exit's clocks and the calls' count and total."""
+    p = 7 << 22 | PID
+    calls = [(k + 10) << 22 | PID for k in range(10)]
+    records = [
+        (0, p, 10, 5, None, "c", None, p, None, EventType.FUNCTION_ENTRY, ("m", "main", 0, ())),
+        *short_call(calls[0], p, "c", None, ("m", "f"), 5, "normal"),
+        *short_call(calls[1], p, "c", None, ("m", "f"), 6, "normal"),
+        *short_call(calls[2], p, "c", None, ("m", "f"), 7, "normal"),
+        *short_call(calls[3], p, "c", None, ("m", "g"), 8, "normal"),  # another site
+        *short_call(calls[4], p, "c", None, ("m", "g"), 9, "exception"),  # raised
+        *short_call(calls[5], p, "c", None, ("m", "g"), FOLD_NS, "normal"),  # long
+        *short_call(calls[6], p, "d", None, ("m", "g"), 1, "normal"),  # another correlation
+        short_call(calls[7], p, "c", None, ("m", "g"), 1, "normal")[0],
+        (0, 3, 50, 5, None, "c", None, None, None, "custom", {}),  # between entry and exit
+        short_call(calls[7], p, "c", None, ("m", "g"), 1, "normal")[1],
+        (0, p + (1 << 22), 60, 5, None, "c", None, p, None, EventType.FUNCTION_EXIT,
+         (None, None, 50, "normal")),
+        short_call(calls[8], p, "c", None, ("m", "f"), 1, "normal")[0],  # open at the end
+    ]  # fmt: skip
+    body = events_body(records, offset=1000)
+    out = c_decode(body, NODE, PID, 13, FOLD_NS)[3]
+    assert same(out, list(decode_body(body, node=NODE, pid=PID, fold_ns=FOLD_NS).content))
+    full = c_decode(body, NODE, PID, 5)[3]
+    kinds = [(r[11], r[12] if r[11] == FOLDED_CALLS else None) for r in out]
+    assert kinds == [
+        (EventType.FUNCTION_ENTRY, None),
+        (FOLDED_CALLS, ("m", "f", 3, 18)),
+        (FOLDED_CALLS, ("m", "g", 1, 8)),
+        *[(EventType.FUNCTION_ENTRY, None), (EventType.FUNCTION_EXIT, None)] * 2,
+        (FOLDED_CALLS, ("m", "g", 1, 1)),
+        (EventType.FUNCTION_ENTRY, None), ("custom", None), (EventType.FUNCTION_EXIT, None),
+        (EventType.FUNCTION_EXIT, None),
+        (EventType.FUNCTION_ENTRY, None),
+    ]  # fmt: skip
+    run = out[1]
+    assert same(run[:1] + run[3:11], full[1][:1] + full[1][3:11])  # the first entry's
+    assert same(run[1:3], full[6][1:3])  # the last exit's clocks
+    assert same(out[0], full[0]) and same(out[3:7], full[9:13]) and same(out[8:], full[15:])
+    assert not any(gc.is_tracked(r) or gc.is_tracked(r[12]) for r in out[1:3])
+    with pytest.raises(TypeError):
+        c_decode(body, NODE, PID, 12, FOLD_NS)  # fold_ns goes with mode 13 only
+    with pytest.raises(TypeError):
+        c_decode(body, NODE, PID, 13)
 
 
 @given(st.dictionaries(st.text(max_size=5), values, max_size=5))
@@ -311,6 +413,10 @@ def test_the_c_decoder_leaks_nothing_on_good_or_bad_bodies() -> None:
                     c_decode(body, NODE, PID, mode)
                 except FormatError:
                     pass
+            try:  # and folded
+                c_decode(body, NODE, PID, 13, FOLD_NS)
+            except FormatError:
+                pass
 
     for _ in range(100):  # warm up: caches, free lists, the first imports
         decode_all()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 import tidescope
 from otlp_receiver import attrs
 from tidescope.capture import _core, runtime
 from tidescope.events import ENVELOPE_FIELDS
+from tidescope.export import _otlp_wire as w
 from tidescope.export.otlp import OtlpLimits, SpanBuilder
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -132,3 +135,30 @@ def test_runs_of_short_calls_fold_into_the_caller_that_made_them() -> None:
     own_a = sum(d for c, d in exits.items() if entries[c] == "a")
     assert total["app.b"] == sum(d for c, d in exits.items() if entries[c] == "b")
     assert total["app.a"] > own_a  # and the three inside mid
+
+
+ints = st.sampled_from([0, 1, 127, 128, 2**40, 2**63 - 1, 2**63, -5, -(2**63), -(2**63) - 1])
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=12), st.lists(ints | st.integers(), min_size=3, max_size=3), max_size=40
+    ).filter(bool)
+)
+@settings(max_examples=300)
+def test_the_folded_counters_are_encoded_as_attribute_encodes_them(
+    folded: dict[str, list[int]],
+) -> None:
+    """_folded's shortcuts (cached names, int arrays by hand) write attribute()'s bytes."""
+    builder = SpanBuilder(OtlpLimits(max_attribute_length=8), "events-1.tstrace", {})
+    top = sorted(folded.items(), key=lambda kv: -kv[1][1])[:32]
+    a, t = w.attribute, w.SPAN_ATTRIBUTE
+    want = (
+        a(t, "tidescope.folded.calls", sum(c[0] for c in folded.values()))
+        + a(t, "tidescope.folded.functions", [builder._cut(k) for k, _ in top])
+        + a(t, "tidescope.folded.count", [c[0] for _, c in top])
+        + a(t, "tidescope.folded.total_ns", [c[1] for _, c in top])
+        + a(t, "tidescope.folded.self_ns", [c[2] for _, c in top])
+    )
+    assert builder._folded(folded) == want
+    assert builder._folded(folded) == want  # the names' attribute from the cache

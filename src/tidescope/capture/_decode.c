@@ -1,6 +1,6 @@
 /* The trace decoder in C: _tsformat.decode_body's twin, for the reader (issue 10).
  *
- *   decode_body(body, node, pid, mode) -> (kind, seq, (written, dropped, errors), content)
+ *   decode_body(body, node, pid, mode[, fold_ns]) -> (kind, seq, (written, dropped, errors), content)
  *
  * gives what _tsformat.decode_body gives (the pure decoder is the specification), as a
  * plain tuple the reader makes a Chunk of. `mode` 0: an EVENTS chunk's content is the list
@@ -13,6 +13,14 @@
  * (None in `args` and `return_value`), as _tsformat.decode_body(lean=True), and the
  * entries of one site (and arity) sharing one data dict, to be read only; the OTLP
  * exporter, which never exports them, reads so (half the decoding, measured).
+ * `mode | 8` (FOLD, with `mode` 1 | 4 or 0 | 4, and a fifth argument `fold_ns`): as lean,
+ * checked as mode 1 checks, and each call whose exit follows its entry, lasted less than
+ * `fold_ns` (an int duration) and did not raise becomes no record: a run of such calls of
+ * one site with the same envelope (thread, task, correlation, parent, ast id) becomes one
+ * record, the first entry's envelope with the last exit's timestamp and wall time, the
+ * type _tsformat.FOLDED_CALLS and the data (module, function, calls, total duration), as
+ * _tsformat.decode_body(fold_ns=...) gives. The OTLP exporter, which only counts such
+ * calls, reads so: a short call is never made into objects at all.
  *
  * Nothing in a body can crash it: every read is bounded by the body's length, every
  * count by the bytes left, recursion by MAX_NEST, and every table index is checked.
@@ -37,6 +45,7 @@ PyObject *ts_attr_of(const char *module, const char *name); /* _values.c */
 #define ID_SHIFT 22
 #define NFIELDS 13
 #define LEAN 4 /* a flag of `mode`: see the top of this file */
+#define FOLD 8 /* likewise */
 
 enum {
     V_NONE, V_FALSE, V_TRUE, V_INT, V_BIGINT, V_FLOAT, V_STR, V_BYTES, V_BYTEARRAY,
@@ -56,6 +65,7 @@ static PyObject *g_date_iso, *g_time_iso, *g_timedelta, *g_timezone, *g_UUID;
 static PyObject *g_from_bytes, *g_little, *g_kw_signed, *g_kw_bytes, *g_keys[8];
 static PyObject *g_jsonable, *g_EventType, *g_entry_value, *g_exit_value, *g_fields[13];
 static PyObject *g_record; /* a record's keys, in order, each None: copied for each record */
+static PyObject *g_folded, *g_empty; /* FOLD: the folded calls' type; a folded exit's data */
 static Py_ssize_t g_slot[NFIELDS]; /* the offset of each Event slot, in field order */
 
 static const char *FIELDS[NFIELDS] = {
@@ -77,6 +87,8 @@ ready(void)
     PyObject *dt = NULL, *date = NULL, *time = NULL;
     if (!(g_FormatError = ts_attr_of("tidescope.export._tsformat", "FormatError")) ||
         !(g_event_types = ts_attr_of("tidescope.export._tsformat", "_EVENT_TYPES")) ||
+        !(g_folded = ts_attr_of("tidescope.export._tsformat", "FOLDED_CALLS")) ||
+        !(g_empty = PyDict_New()) ||
         !(g_entry = ts_attr_of("tidescope.export._tsformat", "_FUNCTION_ENTRY")) ||
         !(g_exit = ts_attr_of("tidescope.export._tsformat", "_FUNCTION_EXIT")) ||
         !(g_Event = ts_attr_of("tidescope.events", "Event")) ||
@@ -837,20 +849,135 @@ output(PyObject **f, int mode)
     return t;
 }
 
+/* Append the envelope's output to `out`. */
+static int
+append(PyObject *out, PyObject **f, int mode, int lean)
+{
+    PyObject *o = output(f, mode);
+    /* Nothing decoded can refer back to a record's tuple, so it can be in no cycle:
+     * untracked, the collections the consumer's allocations start do not walk thousands
+     * of them (a tenth of the OTLP exporter's time, measured). */
+    if (lean && o != NULL && PyTuple_CheckExact(o)) PyObject_GC_UnTrack(o);
+    if (o == NULL || PyList_Append(out, o) < 0) {
+        Py_XDECREF(o);
+        return -1;
+    }
+    Py_DECREF(o);
+    return 0;
+}
+
+/* FOLD: an entry whose exit may come next, or a run of folded calls. */
+typedef struct {
+    PyObject *f[NFIELDS];        /* owned */
+    PyObject *module, *function; /* borrowed from the string table */
+    int64_t n, ns;               /* a run's calls and their total duration */
+    int on;
+} Held;
+
+static void
+held_clear(Held *h)
+{
+    for (int k = 0; k < NFIELDS; k++) Py_CLEAR(h->f[k]);
+    h->on = 0;
+}
+
+static inline int
+same(PyObject *a, PyObject *b)
+{
+    return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+/* 1 if the call entered in `e` continues the run `r`: its site and envelope (all but
+ * its ids and clocks) the same; -1 on error. */
+static int
+continues(Held *r, Held *e)
+{
+    static const int KEY[7] = {3, 4, 5, 6, 7, 8, 10};
+    int eq;
+    if (!r->on) return 0;
+    if ((eq = same(r->module, e->module)) <= 0 || (eq = same(r->function, e->function)) <= 0)
+        return eq;
+    for (int k = 0; k < 7; k++)
+        if ((eq = same(r->f[KEY[k]], e->f[KEY[k]])) <= 0) return eq;
+    return 1;
+}
+
+/* Append the run `r` (if any) as one record of type FOLDED_CALLS; ends it. */
+static int
+run_flush(Held *r, PyObject *out)
+{
+    if (!r->on) return 0;
+    PyObject *data = Py_BuildValue("(OOLL)", r->module, r->function, (long long)r->n,
+                                   (long long)r->ns);
+    if (data == NULL) return -1;
+    PyObject_GC_UnTrack(data);
+    Py_XSETREF(r->f[11], Py_NewRef(g_folded));
+    Py_XSETREF(r->f[12], data);
+    int rc = append(out, r->f, 1, 1);
+    held_clear(r);
+    return rc;
+}
+
+/* FOLD: take the record `f` (its refs moved out of it): the pending entry and the run
+ * are appended as they end; `folds` says `f` is the exit of the pending entry, a call of
+ * `dur` ns to fold. */
+static int
+fold_in(PyObject *out, PyObject **f, int kind, PyObject *module, PyObject *function,
+        int folds, int64_t dur, Held *pend, Held *run)
+{
+    if (folds) {
+        int64_t sum;
+        int eq = continues(run, pend);
+        if (eq < 0) return -1;
+        if (eq && !__builtin_add_overflow(run->ns, dur, &sum)) {
+            run->n++;
+            run->ns = sum;
+            held_clear(pend);
+        } else {
+            if (run_flush(run, out) < 0) return -1;
+            *run = *pend; /* moved: pend's references are now the run's */
+            pend->on = 0;
+            for (int k = 0; k < NFIELDS; k++) pend->f[k] = NULL;
+            run->n = 1;
+            run->ns = dur;
+        }
+        Py_SETREF(run->f[1], Py_NewRef(f[1]));
+        Py_SETREF(run->f[2], Py_NewRef(f[2]));
+        return 0;
+    }
+    if (pend->on) {
+        if (run_flush(run, out) < 0 || append(out, pend->f, 1, 1) < 0) return -1;
+        held_clear(pend);
+    }
+    if (kind == K_ENTRY) {
+        for (int k = 0; k < NFIELDS; k++) {
+            pend->f[k] = f[k];
+            f[k] = NULL;
+        }
+        pend->module = module;
+        pend->function = function;
+        pend->on = 1;
+        return 0;
+    }
+    if (run_flush(run, out) < 0 || append(out, f, 1, 1) < 0) return -1;
+    return 0;
+}
+
 /* An EVENTS chunk's records, each made by output(); `*bad` is set if one fails the
  * check (modes 1-3), which the caller reports only once the whole body has decoded, as
  * the pure reader checks after decoding. */
 static PyObject *
-events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
+events(Dec *d, PyObject *node, PyObject *pid, int mode, int64_t fold_ns, int *bad)
 {
-    int lean = mode & LEAN;
-    mode &= ~LEAN;
+    int lean = mode & LEAN, fold = mode & FOLD;
+    mode &= ~(LEAN | FOLD);
     int64_t offset;
     Py_ssize_t n;
     if (sv(d, &offset) < 0 || count(d, &n) < 0) return NULL;
     PyObject *last[8], *f[NFIELDS] = {NULL}, *out = PyList_New(0);
     int64_t lastv[8];
     int fast[8] = {0};
+    Held pend = {{NULL}}, run = {{NULL}};
     if (out == NULL) return NULL;
     for (int i = 0; i < 8; i++) last[i] = Py_NewRef(Py_None);
     for (Py_ssize_t e = 0; e < n; e++) {
@@ -881,9 +1008,10 @@ events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
             Py_SETREF(last[i], v);
         }
         for (int i = 0; i < 8; i++) f[AT[i]] = Py_NewRef(last[i]);
-        PyObject *a, *b, *c, *s;
+        PyObject *a, *b, *c, *s, *module = NULL, *function = NULL;
+        int folds = 0;
+        int64_t dur = 0;
         if (kind == K_ENTRY) {
-            PyObject *module, *function;
             if (site(d, &module, &function) < 0 || !(a = value(d, 0, 0))) goto error_f;
             if (!(b = lean ? (skip(d, 0, 0) < 0 ? NULL : Py_NewRef(Py_None)) : value(d, 0, 0))) {
                 Py_DECREF(a);
@@ -899,7 +1027,16 @@ events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
             b = value(d, 0, 0);
             c = b ? value(d, 0, 0) : NULL;
             s = c ? string(d) : NULL;
-            if (s) f[12] = data4(4, a, b, c, s);
+            if (s && fold && pend.on && PyLong_CheckExact(c)) {
+                /* a short call that did not raise, right after its entry: folded */
+                int over;
+                dur = PyLong_AsLongLongAndOverflow(c, &over);
+                if (!over && !(dur == -1 && PyErr_Occurred()) && dur < fold_ns &&
+                    PyUnicode_CompareWithASCIIString(s, "exception") != 0)
+                    folds = same(f[9], pend.f[9]);
+                if (folds < 0 || PyErr_Occurred()) s = NULL;
+            }
+            if (s) f[12] = folds ? Py_NewRef(g_empty) : data4(4, a, b, c, s);
             Py_DECREF(a);
             Py_XDECREF(b);
             Py_XDECREF(c);
@@ -940,24 +1077,24 @@ events(Dec *d, PyObject *node, PyObject *pid, int mode, int *bad)
         }
         if (mode > 0 && !*bad && check(f) < 0) *bad = 1;
         if (!*bad) { /* past a bad record, the rest is decoded only to find damage */
-            PyObject *o = output(f, mode);
-            /* Nothing decoded can refer back to a record's tuple, so it can be in no
-             * cycle: untracked, the collections the consumer's allocations start do not
-             * walk thousands of them (a tenth of the OTLP exporter's time, measured). */
-            if (lean && o != NULL && PyTuple_CheckExact(o)) PyObject_GC_UnTrack(o);
-            if (o == NULL || PyList_Append(out, o) < 0) {
-                Py_XDECREF(o);
+            if (fold ? fold_in(out, f, kind, module, function, folds, dur, &pend, &run) < 0
+                     : append(out, f, mode, lean) < 0)
                 goto error_f;
-            }
-            Py_DECREF(o);
         }
         for (int k = 0; k < NFIELDS; k++) Py_CLEAR(f[k]);
     }
+    if (fold && !*bad &&
+        (run_flush(&run, out) < 0 || (pend.on && append(out, pend.f, 1, 1) < 0)))
+        goto error;
+    held_clear(&pend);
+    held_clear(&run);
     for (int i = 0; i < 8; i++) Py_DECREF(last[i]);
     return out;
 error_f:
     for (int k = 0; k < NFIELDS; k++) Py_CLEAR(f[k]);
 error:
+    held_clear(&pend);
+    held_clear(&run);
     for (int i = 0; i < 8; i++) Py_DECREF(last[i]);
     Py_DECREF(out);
     return NULL;
@@ -976,7 +1113,7 @@ dec_free(Dec *d)
 }
 
 static PyObject *
-decode(Dec *d, PyObject *node, PyObject *pid, int mode)
+decode(Dec *d, PyObject *node, PyObject *pid, int mode, int64_t fold_ns)
 {
     unsigned kind;
     uint64_t seq, c[3];
@@ -986,7 +1123,7 @@ decode(Dec *d, PyObject *node, PyObject *pid, int mode)
         return NULL;
     PyObject *content;
     if (kind == CHUNK_EVENTS) {
-        content = events(d, node, pid, mode, &bad);
+        content = events(d, node, pid, mode, fold_ns, &bad);
     } else if (kind == CHUNK_HEADER || kind == CHUNK_CLOSE) {
         content = value(d, 0, 0);
         if (content && !PyDict_CheckExact(content)) {
@@ -1023,12 +1160,22 @@ decode(Dec *d, PyObject *node, PyObject *pid, int mode)
 static PyObject *
 decode_body(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyBytes_CheckExact(args[0]) || !PyLong_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "decode_body(body: bytes, node, pid, mode: int)");
+    if (nargs < 4 || nargs > 5 || !PyBytes_CheckExact(args[0]) || !PyLong_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode_body(body: bytes, node, pid, mode: int[, fold_ns: int])");
         return NULL;
     }
     long mode = PyLong_AsLong(args[3]);
     if (mode == -1 && PyErr_Occurred()) return NULL;
+    long long fold_ns = 0;
+    if ((mode & FOLD) || nargs == 5) {
+        if (mode != (1 | LEAN | FOLD) || nargs != 5 || !PyLong_Check(args[4])) {
+            PyErr_SetString(PyExc_TypeError, "decode_body: fold_ns goes with mode 13 (1 | 4 | 8)");
+            return NULL;
+        }
+        fold_ns = PyLong_AsLongLong(args[4]);
+        if (fold_ns == -1 && PyErr_Occurred()) return NULL;
+    }
     if (ready() < 0) return NULL;
     Dec d = {(const unsigned char *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), 0};
     /* A chunk makes thousands of containers that all outlive the call: a collection
@@ -1036,7 +1183,7 @@ decode_body(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
      * So collections wait for the end of the chunk; the allocation count carries over, so
      * the first allocation after it collects. No user code runs in between. */
     int gc_was_on = PyGC_Disable();
-    PyObject *r = decode(&d, args[1], args[2], (int)mode);
+    PyObject *r = decode(&d, args[1], args[2], (int)mode, fold_ns);
     if (gc_was_on) PyGC_Enable();
     dec_free(&d);
     if (r == NULL && !PyErr_ExceptionMatches(g_FormatError) &&
@@ -1057,7 +1204,7 @@ decode_body(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef decode_methods[] = {
     {"decode_body", (PyCFunction)(void (*)(void))decode_body, METH_FASTCALL,
-     "decode_body(body, node, pid, mode)\n--\n\n"
+     "decode_body(body, node, pid, mode, fold_ns=None)\n--\n\n"
      "_tsformat.decode_body's twin (_decode.c): (kind, seq, counts, content)."},
     {NULL, NULL, 0, NULL},
 };

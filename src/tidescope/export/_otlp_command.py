@@ -34,9 +34,14 @@ def export_otlp(
         require_otlp()
     except ImportError as exc:
         fail(str(exc))
+    damage: list[str] = []
     result = reading(
-        lambda: export_trace(directory, url, limits=limits_of(cfg), timeout=cfg.otlp_timeout)
+        lambda: export_trace(
+            directory, url, limits=limits_of(cfg), timeout=cfg.otlp_timeout, damage=damage
+        )
     )
+    for line in damage:
+        print(f"tidescope: {line}", file=sys.stderr)
     lost = []
     if result.spans_dropped:
         lost.append(

@@ -248,7 +248,7 @@ class LiveExport:
             body = data[pos + _HEAD.size : pos + _HEAD.size + length]
             pos += _HEAD.size + length
             if body[:1] == bytes((_tsformat.CHUNK_EVENTS,)):
-                self._builder.feed(decode_events(body, node, pid))
+                self._builder.feed(decode_events(body, node, pid, self.limits.threshold_ns))
 
     def _send(self, spans: list[bytes]) -> None:
         for i in range(0, len(spans), _BATCH):

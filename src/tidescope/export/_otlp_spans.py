@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from tidescope.events import EventType
 from tidescope.export import _otlp_wire as w
+from tidescope.export._tsformat import FOLDED_CALLS
 from tidescope.export.jsonl import encode_line
 from tidescope.integrations._propagation import trace_id_for
 
@@ -40,12 +41,17 @@ _DOMAIN: Final = frozenset({
 _SNAPSHOTS: Final = frozenset({"local_variable_snapshot", "variable_assignment"})
 _ENTRY: Final = EventType.FUNCTION_ENTRY
 _EXIT: Final = EventType.FUNCTION_EXIT
+_FOLDED: Final = FOLDED_CALLS
 _DB_SYSTEMS: Final = {  # a driver's name -> db.system.name (semantic conventions)
     "sqlite3": "sqlite", "psycopg": "postgresql", "psycopg2": "postgresql",
     "asyncpg": "postgresql", "pymysql": "mysql", "MySQLdb": "mysql", "aiosqlite": "sqlite",
 }  # fmt: skip
 _KEYS: Final = (str, int)  # correlations a request is looked up by
 _EVENT_ID: Final = w.int_key("tidescope.event_id")
+_FOLDED_CALLS: Final = w.int_key("tidescope.folded.calls")
+_FOLDED_COUNT: Final = w.int_key("tidescope.folded.count")
+_FOLDED_TOTAL: Final = w.int_key("tidescope.folded.total_ns")
+_FOLDED_SELF: Final = w.int_key("tidescope.folded.self_ns")
 _TRACE_HEAD: Final = w.SPAN_TRACE_ID + b"\x10"  # the ids' tags and lengths
 _SPAN_HEAD: Final = w.SPAN_SPAN_ID + b"\x08"
 _PARENT_HEAD: Final = w.SPAN_PARENT + b"\x08"
@@ -124,6 +130,7 @@ class SpanBuilder:
         self._per_trace: dict[bytes, int] = {}
         self._over: dict[bytes, int] = {}
         self._sites: dict[Any, tuple[bytes, str]] = {}
+        self._functions: dict[tuple[str, ...], bytes] = {}  # names -> their attribute
         self._files = files
         self._file_attr = w.attribute(w.SPAN_ATTRIBUTE, "tidescope.trace.file", trace_file)
         self._last_wall = 0
@@ -180,6 +187,8 @@ class SpanBuilder:
                     last = None
                     if etype is _EXIT:
                         self._exit(rec)
+                    elif etype is _FOLDED:
+                        self._fold_calls(rec)
                     else:
                         self._other(etype, rec)
             except Exception:  # a record of a shape no reporter writes: skipped, counted
@@ -242,6 +251,36 @@ class SpanBuilder:
             c[1] += dur
             c[2] += dur
         return (entry[8] if entry[10] else None, entry[10], entry[7], parent, c)
+
+    def _fold_calls(self, rec: tuple[Any, ...]) -> None:
+        """A run of short calls the decoder folded (``_tsformat.FOLDED_CALLS``): what their
+        entries and exits would do through :meth:`_enter` and :meth:`_exit`, at once."""
+        module, function, n, ns = rec[12]
+        key = rec[10] or (module, function)
+        site = self._sites.get(key)
+        if site is None:
+            site = self._sites[key] = self._site({"module": module, "function": function}, rec[10])
+        self._last_wall = rec[2]
+        corr = rec[7]
+        parent = self._frames.get(rec[8])
+        requests = self._requests
+        reqs = requests.get(corr) if requests and type(corr) in _KEYS else None
+        request = reqs[-1] if reqs else None
+        if request is not None and (parent is None or parent.request is not request):
+            parent = request  # the request's first calls: children of the request's span
+        if parent is None or (parent is not request and parent.corr != corr):
+            return  # no caller, or another correlation: not exported, as _exit does
+        parent.child_ns += ns
+        folded = parent.folded
+        if folded is None:
+            folded = parent.folded = {}
+        c = folded.get(site[1])
+        if c is None:
+            folded[site[1]] = [n, ns, ns]
+        else:
+            c[0] += n
+            c[1] += ns
+            c[2] += ns
 
     def _exit(self, rec: tuple[Any, ...]) -> None:
         frame = self._frames.pop(rec[9], None)
@@ -566,16 +605,31 @@ class SpanBuilder:
         self.spans.append(b"".join(parts))
 
     def _folded(self, folded: dict[str, list[int]]) -> bytes:
-        top = sorted(folded.items(), key=lambda kv: -kv[1][1])[:MAX_FOLDED_FUNCTIONS]
-        a = w.attribute
-        t = w.SPAN_ATTRIBUTE
+        if len(folded) == 1:  # most spans: one function folded
+            top = list(folded.items())
+        else:
+            top = sorted(folded.items(), key=lambda kv: -kv[1][1])[:MAX_FOLDED_FUNCTIONS]
+        names = tuple([k for k, _ in top])
+        functions = self._functions.get(names)
+        if functions is None:  # a span's list of names is most often the last one's
+            if len(self._functions) >= 1024:
+                self._functions.clear()
+            functions = self._functions[names] = w.attribute(
+                w.SPAN_ATTRIBUTE, "tidescope.folded.functions", [self._cut(k) for k in names]
+            )
+        counts = [c for _, c in top]
         return (
-            a(t, "tidescope.folded.calls", sum(c[0] for c in folded.values()))
-            + a(t, "tidescope.folded.functions", [self._cut(k) for k, _ in top])
-            + a(t, "tidescope.folded.count", [c[0] for _, c in top])
-            + a(t, "tidescope.folded.total_ns", [c[1] for _, c in top])
-            + a(t, "tidescope.folded.self_ns", [c[2] for _, c in top])
+            self._calls(sum([c[0] for c in folded.values()]))
+            + functions
+            + w.int_array_attribute(_FOLDED_COUNT, [c[0] for c in counts])
+            + w.int_array_attribute(_FOLDED_TOTAL, [c[1] for c in counts])
+            + w.int_array_attribute(_FOLDED_SELF, [c[2] for c in counts])
         )
+
+    def _calls(self, n: int) -> bytes:
+        if 0 <= n < 1 << 63:
+            return w.int_attribute(_FOLDED_CALLS, n)
+        return w.attribute(w.SPAN_ATTRIBUTE, "tidescope.folded.calls", n)
 
     def finish(self) -> None:
         """End the calls, requests and queries still open (the process was killed, or still

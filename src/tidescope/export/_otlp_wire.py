@@ -100,6 +100,29 @@ def int_attribute(key: bytes, n: int) -> bytes:
     return b"\x4a" + bytes((len(key) + len(v) + 2,)) + key + bytes((len(v) + 1,)) + b"\x18" + v
 
 
+def int_array_attribute(key: bytes, values: list[int]) -> bytes:
+    """An attribute of a Span whose value is an array of ints (as :func:`attribute` writes
+    it, for less); ``key`` is :func:`int_key` of its name."""
+    if len(values) == 1 and 0 <= values[0] < 1 << 63 and len(key) < 100:  # most spans
+        v = varint(values[0])
+        n = len(v)  # AnyValue{array: ArrayValue{values: [AnyValue{int: v}]}}, by hand
+        head = bytes((len(key) + n + 6,))
+        return b"\x4a" + head + key + bytes((n + 5, 0x2A, n + 3, 0x0A, n + 1, 0x18)) + v
+    if values and min(values) >= -(1 << 63) and max(values) < 1 << 63:
+        items = b"".join(
+            [b"\x0a" + bytes((len(b) + 1,)) + b"\x18" + b for b in map(varint, values)]
+        )
+        any_ = (
+            b"\x2a" + bytes((len(items),)) + items
+            if len(items) < 0x80
+            else field_bytes(b"\x2a", items)
+        )
+    else:
+        any_ = any_value(values)
+    body = key + (bytes((len(any_),)) if len(any_) < 0x80 else varint(len(any_))) + any_
+    return field_bytes(b"\x4a", body)
+
+
 def int_key(name: str) -> bytes:
     """The key field of an int attribute, for :func:`int_attribute` (a name under 100
     bytes)."""

@@ -36,6 +36,7 @@ __all__ = [
     "CHUNK_EVENTS",
     "CHUNK_HEADER",
     "CHUNK_NOTES",
+    "FOLDED_CALLS",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_BODY",
@@ -49,6 +50,7 @@ __all__ = [
     "encode_header_chunk",
     "encode_value",
     "frame",
+    "record_ok",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -60,6 +62,9 @@ CHUNK_HEADER: Final = 1
 CHUNK_EVENTS: Final = 2
 CHUNK_CLOSE: Final = 3
 CHUNK_NOTES: Final = 4
+FOLDED_CALLS: Final = "$folded_calls"
+"""The type of a record standing for a run of short calls (``decode_body(fold_ns=...)``);
+its data is ``(module, function, calls, total duration ns)``."""
 MAX_DEPTH: Final = 64
 """A container or marker nested this deep is written as an unsupported value."""
 
@@ -77,6 +82,7 @@ _FUNCTION_EXIT: Final = EventType.FUNCTION_EXIT
 _ENTRY_KEYS: Final = ("module", "function", "arity", "args")
 _EXIT_KEYS: Final = ("return_value", "exception", "duration_ns", "exit_reason")
 _EVENT_TYPES: Final = {m.value: m for m in EventType}
+_SCALARS: Final = frozenset({int, str, float, bool, type(None)})
 _pack_d = struct.Struct("<d").pack
 _pack_dd = struct.Struct("<dd").pack
 _unpack_d = struct.Struct("<d").unpack_from
@@ -692,12 +698,15 @@ class _Decoder:
     def timedelta(self) -> datetime.timedelta:
         return datetime.timedelta(self.sv(), self.sv(), self.sv())
 
-    def events(self, node: Any, pid: Any, lean: bool = False) -> list[tuple[Any, ...]]:
+    def events(
+        self, node: Any, pid: Any, lean: bool = False, folding: _Folding | None = None
+    ) -> list[tuple[Any, ...]]:
         offset = self.sv()
         n = self.count()
         last: list[Any] = [None] * 8
         out: list[tuple[Any, ...]] = []
         buf = self.buf
+        site: Any = None
         for _ in range(n):
             kind = buf[self.pos]
             modes = buf[self.pos + 1] | buf[self.pos + 2] << 8
@@ -716,7 +725,7 @@ class _Decoder:
                     last[i] = self.value()
             eid, ts, thread, task, corr, parent, call, ast_id = last
             if kind == _ENTRY:
-                module, function = self.site()
+                module, function = site = self.site()
                 arity = self.value()
                 args = self.value()
                 data: Any = {
@@ -744,20 +753,113 @@ class _Decoder:
                 wall = self.value()
                 etype = _event_type(self.string())
                 data = self.value()
-                out.append(
-                    (eid, ts, wall, ev_node, ev_pid, thread, task, corr, parent, call, ast_id,
-                     etype, data)
-                )  # fmt: skip
-                continue
+                rec = (eid, ts, wall, ev_node, ev_pid, thread, task, corr, parent, call, ast_id,
+                       etype, data)  # fmt: skip
             else:
                 raise FormatError(f"an unknown record kind {kind}")
-            if type(ts) is not int:
-                raise FormatError("a timestamp that is no int")
-            out.append(
-                (eid, ts, ts + offset, node, pid, thread, task, corr, parent, call, ast_id,
-                 etype, data)
-            )  # fmt: skip
+            if kind != _WHOLE:
+                if type(ts) is not int:
+                    raise FormatError("a timestamp that is no int")
+                rec = (eid, ts, ts + offset, node, pid, thread, task, corr, parent, call,
+                       ast_id, etype, data)  # fmt: skip
+            if folding is None:
+                out.append(rec)
+            else:
+                folding.take(out, rec, kind, site)
+        if folding is not None:
+            folding.end(out)
         return out
+
+
+def record_ok(t: tuple[Any, ...]) -> bool:
+    """The reader's check of one envelope tuple: scalar ids (a correlation id may be any
+    value), int clocks, a str type and a dict of data."""
+    return (
+        type(t[1]) is int
+        and type(t[2]) is int
+        and isinstance(t[11], str)
+        and type(t[12]) is dict
+        and {type(t[0]), type(t[3]), type(t[4]), type(t[5]), type(t[6]), type(t[8]),
+             type(t[9]), type(t[10])} <= _SCALARS
+    )  # fmt: skip
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or bool(a == b)
+
+
+_RUN_KEY: Final = (3, 4, 5, 6, 7, 8, 10)  # a run's calls share these fields (and the site)
+
+
+class _Folding:
+    """``decode_body(fold_ns=...)``: checks each record (``record_ok``) as it is decoded
+    and folds the short calls: a call whose exit follows its entry, lasted less than
+    ``fold_ns`` (an int duration) and did not raise is no record; a run of them of one
+    site with the same envelope but for ids and clocks is one record of type
+    :data:`FOLDED_CALLS`: the first entry's envelope with the last exit's timestamp and
+    wall time, the data ``(module, function, calls, total ns)``. The C decoder's
+    ``mode 13`` (``_decode.c``) is its twin."""
+
+    def __init__(self, fold_ns: int) -> None:
+        self.fold_ns = fold_ns
+        self.bad = False
+        self.pend: tuple[tuple[Any, ...], Any] | None = None  # an entry, its site
+        self.run: list[Any] | None = None  # first entry, site, calls, total ns, last exit
+
+    def take(self, out: list[tuple[Any, ...]], rec: tuple[Any, ...], kind: int, site: Any) -> None:
+        if self.bad:
+            return  # past a bad record, the rest is decoded only to find damage
+        if not record_ok(rec):
+            self.bad = True
+            return
+        pend = self.pend
+        if kind == _EXIT and pend is not None:
+            data = rec[12]
+            dur = data["duration_ns"]
+            if (
+                type(dur) is int
+                and _MIN64 <= dur < self.fold_ns
+                and data["exit_reason"] != "exception"
+                and _same(rec[9], pend[0][9])
+            ):
+                self.pend = None
+                run = self.run
+                if (
+                    run is not None
+                    and _same(run[1][0], pend[1][0])
+                    and _same(run[1][1], pend[1][1])
+                    and all(_same(run[0][k], pend[0][k]) for k in _RUN_KEY)
+                    and _MIN64 <= run[3] + dur <= _MAX64
+                ):
+                    run[2] += 1
+                    run[3] += dur
+                    run[4] = rec
+                else:
+                    self.flush(out)
+                    self.run = [pend[0], pend[1], 1, dur, rec]
+                return
+        if pend is not None:
+            self.flush(out)
+            out.append(pend[0])
+            self.pend = None
+        if kind == _ENTRY:
+            self.pend = (rec, site)
+        else:
+            self.flush(out)
+            out.append(rec)
+
+    def flush(self, out: list[tuple[Any, ...]]) -> None:
+        run = self.run
+        if run is not None:
+            e, (module, function), n, ns, x = run
+            out.append((e[0], x[1], x[2], *e[3:11], FOLDED_CALLS, (module, function, n, ns)))
+            self.run = None
+
+    def end(self, out: list[tuple[Any, ...]]) -> None:
+        if not self.bad:
+            self.flush(out)
+            if self.pend is not None:
+                out.append(self.pend[0])
 
 
 def decode_value(data: bytes) -> Any:
@@ -782,17 +884,29 @@ def _event_type(value: str) -> EventType | str:
     return _EVENT_TYPES.get(value, value)
 
 
-def decode_body(body: bytes, *, node: Any = None, pid: Any = None, lean: bool = False) -> Chunk:
+def decode_body(
+    body: bytes,
+    *,
+    node: Any = None,
+    pid: Any = None,
+    lean: bool = False,
+    fold_ns: int | None = None,
+) -> Chunk:
     """Decode one chunk body (the CRC already checked); ``node`` and ``pid`` (from the
     file's header) fill in the events that do not carry them. ``lean``: each call's
     arguments and return value are None (read past, not kept), for consumers that never
     use them (OTLP export); the C decoder's ``mode | 4`` builds nothing for them (and
-    gives a site's entries one shared data dict, equal to these).
+    gives a site's entries one shared data dict, equal to these). ``fold_ns`` (implies
+    ``lean``): each record is checked as the reader checks it, and the calls shorter than
+    ``fold_ns`` that made no call, reported nothing and did not raise are folded into
+    records of type :data:`FOLDED_CALLS` (see ``_Folding``; the C decoder's mode 13).
 
     Raises:
-        FormatError: the body does not decode, or holds bytes past its contents.
+        FormatError: the body does not decode, or holds bytes past its contents, or
+            (``fold_ns``) a record of bad types.
     """
     dec = _Decoder(body)
+    folding = None if fold_ns is None else _Folding(fold_ns)
     try:
         kind = dec.buf[0]
         dec.pos = 1
@@ -800,7 +914,7 @@ def decode_body(body: bytes, *, node: Any = None, pid: Any = None, lean: bool = 
         counts = (dec.uv(), dec.uv(), dec.uv())
         content: Any
         if kind == CHUNK_EVENTS:
-            content = dec.events(node, pid, lean)
+            content = dec.events(node, pid, lean or folding is not None, folding)
         elif kind in (CHUNK_HEADER, CHUNK_CLOSE):
             content = dec.value()
             if type(content) is not dict:
@@ -818,4 +932,6 @@ def decode_body(body: bytes, *, node: Any = None, pid: Any = None, lean: bool = 
         raise FormatError(f"{type(exc).__name__}: {exc}") from None
     if dec.pos != len(body):
         raise FormatError(f"{len(body) - dec.pos} bytes after the chunk's contents")
+    if folding is not None and folding.bad:
+        raise FormatError("a record of bad types")
     return Chunk(kind, seq, counts, content)

@@ -108,10 +108,15 @@ def _module_files(directory: Path) -> dict[str, str]:
     return files
 
 
-def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
+def decode_events(
+    body: bytes, node: Any, pid: Any, fold_ns: int | None = None
+) -> list[tuple[Any, ...]]:
     """An EVENTS chunk body's events as checked envelope tuples, lean: calls' arguments and
     return values (never exported) are None (the C decoder's mode 1 | 4, or the pure
-    decoder and the reader's check: the same tuples).
+    decoder and the reader's check: the same tuples). With ``fold_ns`` (the span
+    threshold), the short calls that made no call, reported nothing and did not raise (the
+    mapping only counts them) come as runs, records of type ``_tsformat.FOLDED_CALLS``
+    (mode 13).
 
     Raises:
         FormatError: the body does not decode, or holds events of bad types.
@@ -119,41 +124,61 @@ def decode_events(body: bytes, node: Any, pid: Any) -> list[tuple[Any, ...]]:
     from tidescope.capture import _core  # noqa: PLC0415
     from tidescope.export import _tsformat, reader  # noqa: PLC0415
 
+    content: list[tuple[Any, ...]]
+    if fold_ns is not None:
+        fold_ns = min(fold_ns, (1 << 63) - 1)  # the C decoder's int64
+        if _core.decode_body is not None:
+            content = _core.decode_body(body, node, pid, 13, fold_ns)[3]
+            return content
+        content = _tsformat.decode_body(body, node=node, pid=pid, fold_ns=fold_ns).content
+        return content
     if _core.decode_body is not None:
-        content: list[tuple[Any, ...]] = _core.decode_body(body, node, pid, 5)[3]
+        content = _core.decode_body(body, node, pid, 5)[3]
         return content
     chunk = _tsformat.decode_body(body, node=node, pid=pid, lean=True)
     reader._check(chunk)
     return list(chunk.content)
 
 
-def _file_events(path: Path) -> Iterator[tuple[dict[str, Any] | None, list[tuple[Any, ...]]]]:
+def _file_events(
+    path: Path, fold_ns: int | None = None, damage: list[dict[str, Any]] | None = None
+) -> Iterator[tuple[dict[str, Any] | None, list[tuple[Any, ...]]]]:
     """``(header, events)`` for each whole EVENTS chunk of a trace file, in order; damaged
-    chunks are skipped (``tidescope show`` counts them)."""
+    chunks are skipped, each told in ``damage`` (``{"offset": N, "reason": "..."}``, as
+    the reader's ``$damaged`` records)."""
     from tidescope.export import _tsformat, reader  # noqa: PLC0415
 
     header: dict[str, Any] | None = None
-    for status, _offset, body in reader._chunks(path, reader.MAX_CHUNK):
+    for status, offset, body in reader._chunks(path, reader.MAX_CHUNK):
+        if status == reader._TORN:
+            break  # a tail cut short: the process still runs, or was killed
         if status != reader._OK:
+            if damage is not None:
+                damage.append({"offset": offset, "reason": body.decode()})
             continue
         kind = body[0]
         try:
             if kind == _tsformat.CHUNK_EVENTS:
                 h = header or {}
-                yield header, decode_events(body, h.get("node"), h.get("pid"))
+                yield header, decode_events(body, h.get("node"), h.get("pid"), fold_ns)
             elif kind == _tsformat.CHUNK_HEADER and header is None:
                 chunk = _tsformat.decode_body(body)
                 reader._check(chunk)
                 header = chunk.content
-        except _tsformat.FormatError:
-            continue
+        except _tsformat.FormatError as exc:
+            if damage is not None:
+                damage.append({"offset": offset, "reason": f"a chunk that does not decode ({exc})"})
 
 
 def build_requests(
-    directory: str | os.PathLike[str], limits: OtlpLimits, result: ExportResult
+    directory: str | os.PathLike[str],
+    limits: OtlpLimits,
+    result: ExportResult,
+    damage: list[str] | None = None,
 ) -> Iterator[tuple[bytes, int]]:
     """``(ExportTraceServiceRequest bytes, spans in it)`` for a finished trace directory,
-    a batch at a time; ``result`` gathers the spans over budget.
+    a batch at a time; ``result`` gathers the spans over budget, ``damage`` a line for each
+    file with damaged chunks (skipped), as the other exports say it.
 
     Raises:
         TraceError: a file cannot be read, or is not a trace.
@@ -165,13 +190,20 @@ def build_requests(
     for path in trace_files(root):
         builder = SpanBuilder(limits, path.name, files)
         header: dict[str, Any] | None = None
-        for header, events in _file_events(path):
+        skipped: list[dict[str, Any]] = []
+        for header, events in _file_events(path, limits.threshold_ns, skipped):
             builder.feed(events)
             if len(builder.spans) >= _BATCH:
                 spans = builder.take()
                 yield w.request(resource_of(header), SCOPE, spans), len(spans)
         builder.finish()
         result.spans_over_budget += builder.over_budget
+        if skipped and damage is not None:
+            first = skipped[0]
+            damage.append(
+                f"{path}: {len(skipped)} damaged chunk(s) skipped"
+                f" (first: at byte {first['offset']}, {first['reason']})"
+            )
         spans = builder.take()
         for i in range(0, len(spans), _BATCH):
             part = spans[i : i + _BATCH]
@@ -184,8 +216,10 @@ def export_trace(
     *,
     limits: OtlpLimits | None = None,
     timeout: float = 10.0,
+    damage: list[str] | None = None,
 ) -> ExportResult:
-    """Send a finished trace directory's spans to an OTLP/HTTP endpoint (``.../v1/traces``).
+    """Send a finished trace directory's spans to an OTLP/HTTP endpoint (``.../v1/traces``);
+    ``damage`` gathers a line for each file whose damaged chunks were skipped.
 
     Raises:
         ImportError: the ``otlp`` extra is missing.
@@ -196,7 +230,7 @@ def export_trace(
     result = ExportResult()
     sender = Sender(endpoint, timeout)
     try:
-        for body, n in build_requests(directory, limits or OtlpLimits(), result):
+        for body, n in build_requests(directory, limits or OtlpLimits(), result, damage):
             sender.send(body, n, result)
     finally:
         sender.close()

@@ -425,14 +425,7 @@ def _check(chunk: _tsformat.Chunk) -> None:
     if chunk.kind != _tsformat.CHUNK_EVENTS:
         return
     for t in chunk.content:
-        if (
-            type(t[1]) is not int
-            or type(t[2]) is not int
-            or not isinstance(t[11], str)
-            or type(t[12]) is not dict
-            or not {type(t[0]), type(t[3]), type(t[4]), type(t[5]), type(t[6]), type(t[8]),
-                    type(t[9]), type(t[10])} <= _SCALARS
-        ):  # fmt: skip
+        if not _tsformat.record_ok(t):
             raise FormatError("a record of bad types")
 
 

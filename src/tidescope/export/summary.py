@@ -36,6 +36,11 @@ TOP: Final = 10
 """Functions and exceptions listed in each table."""
 MAX_WALK: Final = 256
 """Ancestors looked at to tell recursion from interleaved generators of one function."""
+OTLP_FIELDS: Final = (
+    "spans_exported", "spans_dropped", "spans_over_budget", "events_dropped",
+    "requests_failed", "last_error",
+)  # fmt: skip
+"""The live OTLP export's counts a process's closing stats carry (``otlp_*``), shown."""
 MAX_KEYS: Final = 10_000
 """Exception groups and tracks kept: past them a raise counts in its fate's total only, and
 a track's events in ``other_tracks``."""
@@ -301,6 +306,8 @@ def summarize(directory: str | os.PathLike[str]) -> dict[str, Any]:
                 proc[key] = value
         if hint := keep_hint(stats):
             proc["hint"] = hint
+        if "otlp_spans_exported" in stats:  # the live OTLP export's counts
+            proc["otlp"] = {k: stats.get(f"otlp_{k}") for k in OTLP_FIELDS}
         processes.append(proc)
     return s.result(processes)
 
@@ -333,6 +340,19 @@ def _name(t: dict[str, Any]) -> str:
     return f"{t['name']} ({ident})" if t["name"] else ident
 
 
+def _otlp_line(o: dict[str, Any]) -> str:
+    line = f"OTLP: {o['spans_exported']} spans exported live"
+    if o.get("spans_dropped"):
+        line += f", {o['spans_dropped']} dropped in {o.get('requests_failed')} failed request(s)"
+        if o.get("last_error"):
+            line += f" ({o['last_error']})"
+    if o.get("spans_over_budget"):
+        line += f", {o['spans_over_budget']} over the per-trace budget"
+    if o.get("events_dropped"):
+        line += f", {o['events_dropped']} events not exported (queue full)"
+    return line
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """A human-readable page of :func:`summarize` output."""
     # loss first: a page that hides it would be read as the whole story
@@ -358,6 +378,8 @@ def format_summary(s: dict[str, Any]) -> str:
                 f" (first: at byte {first['offset']}, {first['reason']})"
             )
         lines.append(line)
+        if "otlp" in p:
+            lines.append(f"    {_otlp_line(p['otlp'])}")
     lines.append("events by type:")
     lines += [f"  {n:>8}  {t}" for t, n in s["by_type"]]
     lines.append("top functions by calls:")
