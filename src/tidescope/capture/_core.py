@@ -80,6 +80,7 @@ from tidescope.capture._pure import (  # noqa: E402
     report_function_exit,
     report_site_entry,
     report_site_exit,
+    report_site_return,
     restore_context,
     save_context,
     set_enabled,
@@ -129,6 +130,7 @@ if _speedups is not None:
     note_thread_once = _speedups.note_thread_once
     report_site_entry = _speedups.report_site_entry
     report_site_exit = _speedups.report_site_exit
+    report_site_return = _speedups.report_site_return
     write_event = _speedups.write_event
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
@@ -169,6 +171,7 @@ __all__ += [
     "report_function_exit",
     "report_site_entry",
     "report_site_exit",
+    "report_site_return",
     "restore_context",
     "resync_clock",
     "save_context",
