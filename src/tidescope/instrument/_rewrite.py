@@ -559,7 +559,11 @@ class _Rewriter(ast.NodeTransformer):
         return site, at.assign(CALL, enter)
 
     def _lean(
-        self, node: ast.FunctionDef | ast.AsyncFunctionDef, body: list[ast.stmt], qual: str, nid: str
+        self,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        body: list[ast.stmt],
+        qual: str,
+        nid: str,
     ) -> list[ast.stmt]:
         """A function whose returns run nothing of the program's after their value (see
         :func:`_deferred_return`) reports its exit on the return path itself::
@@ -582,12 +586,16 @@ class _Rewriter(ast.NodeTransformer):
             if isinstance(n, ast.Return) and isinstance(n.value, ast.NamedExpr):
                 v = At(n.value)
                 n.value = ast.Call(
-                    func=v.load(LEAVE), args=[v.load(CALL), n.value.value, v.load(SITE.format(
-                        len(self.sites) - 1))], keywords=[], **v.loc
+                    func=v.load(LEAVE),
+                    args=[v.load(CALL), n.value.value, v.load(SITE.format(len(self.sites) - 1))],
+                    keywords=[],
+                    **v.loc,
                 )
         if not body or not isinstance(body[-1], (ast.Return, ast.Raise)):
             leave = ast.Call(
-                func=at.load(LEAVE), args=[at.load(CALL), at.const(None), site], keywords=[],
+                func=at.load(LEAVE),
+                args=[at.load(CALL), at.const(None), site],
+                keywords=[],
                 **at.loc,
             )
             body = [*body, ast.Return(value=leave, **at.loc)]
@@ -917,8 +925,10 @@ def _deferred_return(body: list[ast.stmt]) -> bool:
             return False
         if isinstance(node, ast.Return):
             return deferring
-        deferring = deferring or isinstance(node, _DEFERRING) or bool(
-            isinstance(node, (ast.Try, *_TRY_STAR)) and node.finalbody
+        deferring = (
+            deferring
+            or isinstance(node, _DEFERRING)
+            or bool(isinstance(node, (ast.Try, *_TRY_STAR)) and getattr(node, "finalbody", None))
         )
         return any(walk(c, deferring) for c in ast.iter_child_nodes(node))
 
@@ -926,9 +936,7 @@ def _deferred_return(body: list[ast.stmt]) -> bool:
 
 
 _SCOPES: Final = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-_TRY_STAR: Final[tuple[type[ast.AST], ...]] = (
-    (ast.TryStar,) if hasattr(ast, "TryStar") else ()
-)
+_TRY_STAR: Final[tuple[type[ast.AST], ...]] = (ast.TryStar,) if hasattr(ast, "TryStar") else ()
 
 
 # ---------------------------------------------------------------------------------------
