@@ -8,6 +8,22 @@ What is injected, by level (each level includes the ones before it):
         if not __tidescope_on__:          # capture off: a copy of the body, no report
             <body, as written>            # (at every level, see below)
             return
+        __tidescope_call__ = __tidescope_enter__(__tidescope_sK__, *params)
+        try:
+            <body, with every ``return X`` as
+             ``return __tidescope_leave__(__tidescope_call__, X, __tidescope_sK__)``>
+            return __tidescope_leave__(__tidescope_call__, None, __tidescope_sK__)
+        except __tidescope_rt__.BaseException:
+            __tidescope_rt__.fail_site(__tidescope_call__, __tidescope_sK__)
+            raise
+
+    (the exit reported on the return path itself, ``report_site_return`` returning the
+    value: no ``finally`` and no local for the value). A function with a ``return`` inside
+    a ``with``, a ``for``, a ``try`` with a ``finally`` or an ``except``, where the program
+    runs code after the value is computed (``__exit__``, a generator closed as the loop
+    drops it, the ``finally``), keeps the exit in a ``finally`` instead, so the calls made
+    there stay its children and the value reported is the one really returned::
+
         __tidescope_rv__ = None
         __tidescope_call__ = __tidescope_enter__(__tidescope_sK__, *params)
         try:
@@ -16,15 +32,15 @@ What is injected, by level (each level includes the ones before it):
             __tidescope_call__ = __tidescope_rt__.fail_site(__tidescope_call__, __tidescope_sK__)
             raise
         finally:
-            if __tidescope_call__ is not None:
-                __tidescope_leave__(__tidescope_call__, __tidescope_rv__, __tidescope_sK__)
+            __tidescope_leave__(__tidescope_call__, __tidescope_rv__, __tidescope_sK__)
 
     where ``__tidescope_sK__`` is the function's site id: the module registers its
     functions once, at import (module, qualname, node id, parameter names, file, line:
     ``tidescope.capture._sites``), in one statement after ``__tidescope_rt__``'s that also
     binds ``__tidescope_enter__`` and ``__tidescope_leave__`` (``report_site_entry`` /
-    ``_exit``), so a call passes a site id and its parameters' values positionally: no
-    dict, keywords or strings per call, and one global read per name. So entry and exit
+    ``report_site_return``, which reports nothing for a call id of None), so a call
+    passes a site id and its parameters' values positionally: no dict, keywords or
+    strings per call, and one global read per name. So entry and exit
     share the call id the core returned, the exit sees the value really returned (a
     ``return`` in a user's ``finally`` overrides an earlier one, as it does in the program)
     or the exception really raised (the bare ``raise`` keeps its traceback unchanged), and
