@@ -75,6 +75,24 @@ def test_a_site_reports_what_the_spelled_out_call_reports(
     assert by_site[0].call_id == by_site[1].call_id
 
 
+def test_a_site_return_records_the_exit_and_returns_the_value() -> None:
+    (site,) = _sites.register_sites([("shop.cart", "Cart.add", NODE, ("item",), "f", 12)])
+    value = [1, 2]
+    by_return = record(
+        lambda: _core.report_site_entry(site, 3),
+        lambda cid: _core.report_site_return(cid, value, site) is value,
+        "deep",
+    )
+    by_exit = record(
+        lambda: _core.report_site_entry(site, 3),
+        lambda cid: _core.report_site_exit(cid, value, site),
+        "deep",
+    )
+    assert [content(e) for e in by_return] == [content(e) for e in by_exit]
+    assert by_return[1].data["return_value"] == [1, 2]
+    assert _core.report_site_return(None, value, site) is value  # the entry made no call
+
+
 def test_a_site_snapshot_is_taken_at_the_call() -> None:
     (site,) = _sites.register_sites([("m", "f", "m:f:1:0:FunctionDef", ("xs",), "m.py", 1)])
     xs = [1, 2]

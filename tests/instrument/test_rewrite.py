@@ -346,6 +346,72 @@ def test_return_in_finally_overrides_and_the_exit_records_the_value_really_retur
     assert one_call(events, "bare")[1].data["return_value"] is None
 
 
+def test_code_run_after_a_return_value_is_the_callers_and_the_exit_comes_last() -> None:
+    # A return in a with, a for, a try with a finally or an except: the program runs code
+    # after the value (__exit__, a generator closed as its loop's iterator is dropped, the
+    # finally): calls made there are children of the returning call, its exit is after them.
+    src = """
+    log = []
+
+    def note(what):
+        log.append(what)
+
+    class Ctx:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            note("exit")
+
+    def gen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            note("closed")
+
+    def in_with():
+        with Ctx():
+            return "w"
+
+    def in_for():
+        for x in gen():
+            return x
+
+    def in_finally():
+        try:
+            return "t"
+        finally:
+            note("finally")
+
+    def in_except():
+        try:
+            raise KeyError
+        except KeyError:
+            return "e"
+
+    def falls_off(x):
+        if x:
+            return "early"
+
+    def main():
+        return in_with(), in_for(), in_finally(), in_except(), falls_off(0), falls_off(1), log
+    """
+    events = same_everywhere(src, lambda ns: ns["main"]())["calls"]
+    for fn, value, inner in [
+        ("in_with", "w", "Ctx.__exit__"), ("in_for", 1, "gen"), ("in_finally", "t", "note"),
+    ]:  # fmt: skip
+        enter, out = one_call(events, fn)
+        assert out.data["return_value"] == value
+        children = [e for e in events if e.event_type == ENTRY and e.parent_id == enter.call_id]
+        assert inner in [e.data["function"] for e in children], fn
+        last = max(events.index(e) for e in events if e.call_id in {c.call_id for c in children})
+        assert events.index(out) > last, fn
+    assert one_call(events, "in_except")[1].data["return_value"] == "e"
+    outs = [out.data["return_value"] for _, out in calls(events, "falls_off")]
+    assert outs == [None, "early"]
+
+
 def test_evaluation_order_and_short_circuiting_are_unchanged() -> None:
     src = """
     log = []

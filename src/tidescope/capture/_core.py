@@ -80,6 +80,7 @@ from tidescope.capture._pure import (  # noqa: E402
     report_function_exit,
     report_site_entry,
     report_site_exit,
+    report_site_return,
     restore_context,
     save_context,
     set_enabled,
@@ -131,6 +132,7 @@ if _speedups is not None:
     report_site_entry = _speedups.report_site_entry
     report_site_exit = _speedups.report_site_exit
     call_of = _speedups.call_of
+    report_site_return = _speedups.report_site_return
     write_event = _speedups.write_event
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
@@ -172,6 +174,7 @@ __all__ += [
     "report_function_exit",
     "report_site_entry",
     "report_site_exit",
+    "report_site_return",
     "restore_context",
     "resync_clock",
     "save_context",

@@ -872,3 +872,11 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def report_site_return(call_id: Any, return_value: Any, site: int) -> Any:
+    """:func:`report_site_exit`, returning ``return_value``: rewritten code reports a
+    normal exit on the return path itself (``return report_site_return(call, value, site)``)."""
+    if call_id is not None:
+        report_site_exit(call_id, return_value, site)
+    return return_value

@@ -979,3 +979,15 @@ write_event(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyO
     return result;
 }
 
+
+/* report_site_return(call_id, return_value, site) -> return_value: report_site_exit for
+ * `return report_site_return(call, value, site)`, the exit reported on the return path
+ * itself (nothing reported when call_id is None). */
+PyObject *
+report_site_return(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *r = report_site_exit(m, args, nargs);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    return Py_NewRef(args[1]);
+}

@@ -243,6 +243,9 @@ static PyMethodDef module_methods[] = {
     {"report_site_exit", (PyCFunction)(void (*)(void))report_site_exit, METH_FASTCALL,
      "report_site_exit(call_id, return_value, site)\n--\n\n"
      "report_function_exit of a registered site's normal exit."},
+    {"report_site_return", (PyCFunction)(void (*)(void))report_site_return, METH_FASTCALL,
+     "report_site_return(call_id, return_value, site)\n--\n\n"
+     "report_site_exit, returning return_value (for `return report_site_return(...)`)."},
     {"attach", (PyCFunction)attach, METH_O, NULL},
     {"write_event", (PyCFunction)(void (*)(void))write_event, METH_FASTCALL | METH_KEYWORDS,
      "write_event(buffer, event_type, data, *, call_id=None, parent_id=None, "

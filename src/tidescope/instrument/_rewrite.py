@@ -8,6 +8,22 @@ What is injected, by level (each level includes the ones before it):
         if not __tidescope_on__:          # capture off: a copy of the body, no report
             <body, as written>            # (at every level, see below)
             return
+        __tidescope_call__ = __tidescope_enter__(__tidescope_sK__, *params)
+        try:
+            <body, with every ``return X`` as
+             ``return __tidescope_leave__(__tidescope_call__, X, __tidescope_sK__)``>
+            return __tidescope_leave__(__tidescope_call__, None, __tidescope_sK__)
+        except __tidescope_rt__.BaseException:
+            __tidescope_rt__.fail_site(__tidescope_call__, __tidescope_sK__)
+            raise
+
+    (the exit reported on the return path itself, ``report_site_return`` returning the
+    value: no ``finally`` and no local for the value). A function with a ``return`` inside
+    a ``with``, a ``for``, a ``try`` with a ``finally`` or an ``except``, where the program
+    runs code after the value is computed (``__exit__``, a generator closed as the loop
+    drops it, the ``finally``), keeps the exit in a ``finally`` instead, so the calls made
+    there stay its children and the value reported is the one really returned::
+
         __tidescope_rv__ = None
         __tidescope_call__ = __tidescope_enter__(__tidescope_sK__, *params)
         try:
@@ -16,19 +32,18 @@ What is injected, by level (each level includes the ones before it):
             __tidescope_call__ = __tidescope_rt__.fail_site(__tidescope_call__, __tidescope_sK__)
             raise
         finally:
-            if __tidescope_call__ is not None:
-                __tidescope_leave__(__tidescope_call__, __tidescope_rv__, __tidescope_sK__)
+            __tidescope_leave__(__tidescope_call__, __tidescope_rv__, __tidescope_sK__)
 
     where ``__tidescope_sK__`` is the function's site id: the module registers its
     functions once, at import (module, qualname, node id, parameter names, file, line:
     ``tidescope.capture._sites``), in one statement after ``__tidescope_rt__``'s that also
     binds ``__tidescope_enter__`` and ``__tidescope_leave__`` (``report_site_entry`` /
-    ``_exit``), so a call passes a site id and its parameters' values positionally: no
-    dict, keywords or strings per call, and one global read per name. So entry and exit
-    share the call that the core's token names (``_core.call_of``: on the C core a token
-    stands for a frame in C memory, not a call-id int), the exit sees the value really
-    returned (a ``return`` in a user's ``finally`` overrides an earlier one, as it does in
-    the program)
+    ``report_site_return``, which reports nothing for a call of None), so a call passes a
+    site id and its parameters' values positionally: no dict, keywords or strings per
+    call, and one global read per name. So entry and exit share the call that the core's
+    token names (``_core.call_of``: on the C core a token stands for a frame in C memory,
+    not a call-id int), the exit sees the value really returned (a ``return`` in a user's
+    ``finally`` overrides an earlier one, as it does in the program)
     or the exception really raised (the bare ``raise`` keeps its traceback unchanged), and
     ``asyncio.CancelledError`` exits as ``"cancelled"``. No frame is added and nothing is
     re-evaluated. Coroutines (``async def``) get the same wrapper: their entry runs at the
@@ -509,6 +524,11 @@ class _Rewriter(ast.NodeTransformer):
         if body and id(body[0]) in self.docstrings:
             doc, body = [body[0]], body[1:]
         at = At(node)
+        # first: it takes out global and nonlocal, and copies the body before the returns
+        # are changed below
+        fast = self._unreported(at, body) if self._copies_allowed() else []
+        if scope.rv and not scope.generator and not _deferred_return(body):
+            return [*doc, *fast, *self._lean(node, body, qual, nid)]
         mod, q, n = at.const(self.module), at.const(qual), at.const(nid)
         pre: list[ast.stmt] = []
         if scope.rv:
@@ -529,34 +549,75 @@ class _Rewriter(ast.NodeTransformer):
             on_exc = at.assign(CALL, at.rt("gfail", call, start, n))
             final = at.expr(at.rt("gleave", call, start, rv, n))
         else:
-            # the flag was just tested (the unreported copy runs without it); if capture
-            # went off since, enter() returns None and the exit is skipped
-            names = self._param_names(node.args)
-            site = at.load(SITE.format(len(self.sites)))
-            self.sites.append((self.module, qual, nid, tuple(names), self.filename, node.lineno))
-            values = [at.rt("redact", at.load(p)) if secret_name(p) else at.load(p) for p in names]
-            enter = ast.Call(func=at.load(ENTER), args=[site, *values], keywords=[], **at.loc)
-            pre.append(at.assign(CALL, enter))
+            site, enter = self._site_entry(node, qual, nid)
+            pre.append(enter)
             on_exc = at.assign(CALL, at.rt("fail_site", call, site))
+            # the leave returns at once when the entry returned None (capture went off)
             leave = ast.Call(func=at.load(LEAVE), args=[call, rv, site], keywords=[], **at.loc)
-            final = ast.If(
-                test=ast.Compare(
-                    left=call, ops=[ast.IsNot()], comparators=[at.const(None)], **at.loc
-                ),
-                body=[at.expr(leave)],
-                orelse=[],
+            final = at.expr(leave)
+        try_ = at.try_(body or [ast.Pass(**at.loc)], [_handler(at, on_exc)], [final])
+        return [*doc, *fast, *pre, try_]
+
+    def _site_entry(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef, qual: str, nid: str
+    ) -> tuple[ast.Name, ast.stmt]:
+        """The function's site (registered here) and ``__tidescope_call__ =
+        __tidescope_enter__(__tidescope_sK__, *params)``.
+
+        The flag was just tested (the unreported copy runs without it); if capture went off
+        since, the entry returns None and the exit reports nothing.
+        """
+        at = At(node)
+        names = self._param_names(node.args)
+        site = at.load(SITE.format(len(self.sites)))
+        self.sites.append((self.module, qual, nid, tuple(names), self.filename, node.lineno))
+        values = [at.rt("redact", at.load(p)) if secret_name(p) else at.load(p) for p in names]
+        enter = ast.Call(func=at.load(ENTER), args=[site, *values], keywords=[], **at.loc)
+        return site, at.assign(CALL, enter)
+
+    def _lean(
+        self,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        body: list[ast.stmt],
+        qual: str,
+        nid: str,
+    ) -> list[ast.stmt]:
+        """A function whose returns run nothing of the program's after their value (see
+        :func:`_deferred_return`) reports its exit on the return path itself::
+
+            __tidescope_call__ = __tidescope_enter__(__tidescope_sK__, *params)
+            try:
+                <body, with every ``return X`` as
+                 ``return __tidescope_leave__(__tidescope_call__, X, __tidescope_sK__)``>
+                return __tidescope_leave__(__tidescope_call__, None, __tidescope_sK__)
+            except __tidescope_rt__.BaseException:
+                __tidescope_rt__.fail_site(__tidescope_call__, __tidescope_sK__)
+                raise
+
+        (the last ``return`` only when the body can end without one): no ``finally``, no
+        return-value local, and the leave (``report_site_return``) returns the value.
+        """
+        at = At(node)
+        site, enter = self._site_entry(node, qual, nid)
+        for n, _ in scope_nodes(body):
+            if isinstance(n, ast.Return) and isinstance(n.value, ast.NamedExpr):
+                v = At(n.value)
+                n.value = ast.Call(
+                    func=v.load(LEAVE),
+                    args=[v.load(CALL), n.value.value, v.load(SITE.format(len(self.sites) - 1))],
+                    keywords=[],
+                    **v.loc,
+                )
+        if not body or not isinstance(body[-1], (ast.Return, ast.Raise)):
+            leave = ast.Call(
+                func=at.load(LEAVE),
+                args=[at.load(CALL), at.const(None), site],
+                keywords=[],
                 **at.loc,
             )
-        handler = ast.ExceptHandler(
-            type=at.attr("BaseException"),
-            name=None,  # fail() takes it from sys.exc_info(): one local less per frame
-            body=[on_exc, ast.Raise(exc=None, cause=None, **at.loc)],
-            **at.loc,
-        )
-        # first: it takes out global and nonlocal
-        fast = self._unreported(at, body) if self._copies_allowed() else []
-        try_ = at.try_(body or [ast.Pass(**at.loc)], [handler], [final])
-        return [*doc, *fast, *pre, try_]
+            body = [*body, ast.Return(value=leave, **at.loc)]
+        on_exc = at.expr(at.rt("fail_site", at.load(CALL), site))
+        return [enter, at.try_(body, [_handler(at, on_exc)], [])]
 
     def _copies_allowed(self) -> bool:
         """Whether a function or lambda here gets an unreported copy of its body.
@@ -853,6 +914,46 @@ class _Rewriter(ast.NodeTransformer):
         at = At(node.subject)
         node.subject = ast.NamedExpr(target=at.store(MATCH), value=node.subject, **at.loc)
         return node
+
+
+def _handler(at: At, on_exc: ast.stmt) -> ast.ExceptHandler:
+    """``except __tidescope_rt__.BaseException: <on_exc>; raise``."""
+    return ast.ExceptHandler(
+        type=at.attr("BaseException"),
+        name=None,  # fail() takes it from sys.exc_info(): one local less per frame
+        body=[on_exc, ast.Raise(exc=None, cause=None, **at.loc)],
+        **at.loc,
+    )
+
+
+_DEFERRING: Final = (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith, ast.ExceptHandler)
+
+
+def _deferred_return(body: list[ast.stmt]) -> bool:
+    """Whether a ``return`` of ``body``'s own scope can be followed by the program's code
+    before the function is left: one inside a ``with`` (``__exit__``), a ``try`` with a
+    ``finally`` (which may also replace the value or raise), a ``for`` (dropping the
+    iterator may close a generator) or an ``except`` (dropping the exception may free
+    objects). Such a function keeps the ``finally`` that reports its exit, so the calls
+    made there stay its children and the exit stays the last thing reported."""
+
+    def walk(node: ast.AST, deferring: bool) -> bool:
+        if isinstance(node, (*_SCOPES, ast.Lambda)):
+            return False
+        if isinstance(node, ast.Return):
+            return deferring
+        deferring = (
+            deferring
+            or isinstance(node, _DEFERRING)
+            or bool(isinstance(node, (ast.Try, *_TRY_STAR)) and getattr(node, "finalbody", None))
+        )
+        return any(walk(c, deferring) for c in ast.iter_child_nodes(node))
+
+    return any(walk(s, False) for s in body)
+
+
+_SCOPES: Final = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_TRY_STAR: Final[tuple[type[ast.AST], ...]] = (ast.TryStar,) if hasattr(ast, "TryStar") else ()
 
 
 # ---------------------------------------------------------------------------------------

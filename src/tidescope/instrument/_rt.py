@@ -41,6 +41,7 @@ __all__ = [
     "on",
     "redact",
     "resume",
+    "site_return",
     "sites",
     "snap",
     "suspend",
@@ -82,6 +83,7 @@ enter: Final = _core.report_function_entry
 leave: Final = _core.report_function_exit
 enter_site: Final = _core.report_site_entry
 leave_site: Final = _core.report_site_exit
+site_return: Final = _core.report_site_return
 snap: Final = _ast.report_ast_variable_snapshot
 branch: Final = _ast.report_ast_branch_execution
 match: Final = _ast.report_ast_pattern_match
@@ -118,8 +120,8 @@ def sites(
     table: tuple[tuple[str, str, str, tuple[str, ...], str, int], ...],
 ) -> tuple[Any, Any, range]:
     """Register a module's functions (see ``tidescope.capture._sites``); returns what its
-    code binds: ``enter_site``, ``leave_site`` and the site ids, in order."""
-    return enter_site, leave_site, _sites.register_sites(table)
+    code binds: ``enter_site``, ``site_return`` and the site ids, in order."""
+    return enter_site, site_return, _sites.register_sites(table)
 
 
 def fail_site(call_id: Any, site: int) -> None:
