@@ -207,21 +207,62 @@ put_field(Enc *e, int idx, Field *f)
     return 3;
 }
 
-/* The record's kind, modes and the eight fields' payloads. */
+/* The most a field's payload takes on the fast paths of put_fields: a mode 2 varint (10
+ * bytes) or a mode 3 int of the i128 window (tag, length, 17 bytes). */
+#define FIELD_ROOM 20
+
+/* The record's kind, modes and the eight fields' payloads. The common cases take no
+ * reference and no call: an int after an int (a delta, or the same value), None after
+ * None, the same str object as before (an ast node id from the site table); the room for
+ * them is reserved once. The rest goes through put_field. */
 static int
 put_fields(Enc *e, uint8_t kind, Field *f)
 {
-    if (put_u8(&e->out, kind) < 0 || buf_grow(&e->out, 2) < 0) return -1;
-    size_t at = e->out.len;
-    e->out.len += 2;
+    if (buf_grow(&e->out, 3 + 8 * FIELD_ROOM) < 0) return -1;
+    Buf *b = &e->out;
+    b->p[b->len] = kind;
+    size_t at = b->len + 1;
+    b->len += 3;
     unsigned modes = 0;
     for (int i = 0; i < 8; i++) {
-        int m = put_field(e, i, &f[i]);
-        if (m < 0) return -1;
+        Last *l = &e->last[i];
+        int m;
+        if (f[i].kind == F_INT && l->kind == L_INT) {
+            i128 d = f[i].i - l->i;
+            if (d == 0) {
+                m = 0;
+            }
+            else if (ID_FIELD[i] ? (d & ID_MASK) == 0 : d >= INT64_MIN && d <= INT64_MAX) {
+                m = 2;
+                uint64_t z = zigzag((int64_t)(ID_FIELD[i] ? d >> ID_SHIFT : d));
+                uint8_t *o = b->p + b->len;
+                while (z > 0x7F) {
+                    *o++ = (uint8_t)((z & 0x7F) | 0x80);
+                    z >>= 7;
+                }
+                *o++ = (uint8_t)z;
+                b->len = (size_t)(o - b->p);
+            }
+            else {
+                m = 3;
+                if (put_int(e, f[i].i) < 0) return -1;
+            }
+            l->i = f[i].i;
+        }
+        else if (f[i].kind == F_NONE && l->kind == L_NONE) {
+            m = 0;
+        }
+        else if (f[i].kind == F_OBJ && l->kind == L_STR && l->o == f[i].o) {
+            m = 0;
+        }
+        else {
+            m = put_field(e, i, &f[i]);
+            if (m < 0 || buf_grow(b, (size_t)(7 - i) * FIELD_ROOM) < 0) return -1;
+        }
         modes |= (unsigned)m << (2 * i);
     }
-    e->out.p[at] = (uint8_t)(modes & 0xFF);
-    e->out.p[at + 1] = (uint8_t)(modes >> 8);
+    b->p[at] = (uint8_t)(modes & 0xFF);
+    b->p[at + 1] = (uint8_t)(modes >> 8);
     return 0;
 }
 
@@ -340,6 +381,9 @@ put_slot(Enc *e, Slot *c)
             field_raw(&f[i], vals[i]->i);
             if (i == 2) f[i].i = (i128)(uint64_t)vals[i]->i; /* thread ids are unsigned */
         }
+        else if (vals[i]->o == Py_None) {
+            f[i].kind = F_NONE;
+        }
         else if (field_obj(&f[i], vals[i]->o) < 0) {
             return -1;
         }
@@ -351,6 +395,14 @@ put_slot(Enc *e, Slot *c)
             return put_call_record(e, f, etype, ((PyTupleObject *)data)->ob_item, -1);
         return put_fields(e, REC_OTHER, f) < 0 || put_event_type(e, etype) < 0 ||
                        put_value(e, data, 0) < 0
+                   ? -1
+                   : 0;
+    }
+    if (c->kind == K_EXIT && (c->draw & D_RAW2) && PyUnicode_CheckExact(c->d[3].o)) {
+        /* put_call_record's exit, with the raw duration written as the int it stands for */
+        return put_fields(e, REC_EXIT, f) < 0 || put_value(e, c->d[0].o, 0) < 0 ||
+                       put_value(e, c->d[1].o, 0) < 0 || put_int64(e, c->d[2].i) < 0 ||
+                       put_reason(e, c->d[3].o) < 0
                    ? -1
                    : 0;
     }

@@ -131,6 +131,29 @@ int put_shape(Enc *e, PyObject **keys, Py_ssize_t n);
 int put_value(Enc *e, PyObject *v, int depth);
 int put_items(Enc *e, PyObject *const *items, Py_ssize_t n, int depth);
 int put_int(Enc *e, i128 v);
+
+/* An int64 as a value (tags 0x80+n, 0x03): put_int's common case, inline. */
+static inline int
+put_int64(Enc *e, int64_t v)
+{
+    Buf *b = &e->out;
+    if (b->cap - b->len < 11 && buf_grow(b, 11) < 0) return -1;
+    uint8_t *o = b->p + b->len;
+    if ((uint64_t)v < 128) {
+        *o++ = (uint8_t)(T_SMALL + v);
+    }
+    else {
+        *o++ = T_INT;
+        uint64_t z = zigzag(v);
+        while (z > 0x7F) {
+            *o++ = (uint8_t)((z & 0x7F) | 0x80);
+            z >>= 7;
+        }
+        *o++ = (uint8_t)z;
+    }
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
 int put_bigint(Enc *e, PyObject *v);
 int long_i128(PyObject *v, i128 *out);
 

@@ -69,7 +69,8 @@ free_slots(Slot *slots, uint64_t n)
 {
     if (slots == NULL) return;
     for (uint64_t i = 0; i < n; i++) {
-        Garbage g = {.n = 0};
+        Garbage g;
+        g.n = 0;
         if (slots[i].stamp == 0) continue;
         gather_slot(&g, &slots[i]);
         release(&g);
@@ -97,7 +98,8 @@ RingStorage_traverse(RingStorage *self, visitproc visit, void *arg)
         uint64_t st = __atomic_load_n(&slots[i].stamp, __ATOMIC_ACQUIRE);
         if (st == 0 || (st & 1) || slots[i].kind == K_ENTRY || slots[i].kind == K_EXIT)
             continue;
-        Garbage g = {.n = 0};
+        Garbage g;
+        g.n = 0;
         gather_slot(&g, &slots[i]);
         for (int k = 0; k < g.n; k++) Py_VISIT(g.o[k]);
     }
@@ -200,7 +202,8 @@ store_payload(RingStorage *self, uint64_t pos, PyObject *payload)
     if (check_payload(self, payload) < 0) return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(payload);
     Slot *s = &self->slots[pos & self->mask];
-    Garbage g = {.n = 0};
+    Garbage g;
+    g.n = 0;
     if (!take_slot(s, pos, &g)) return 0;
     PyObject *const *it = ((PyTupleObject *)payload)->ob_item;
     if (n == 1) {
@@ -511,9 +514,10 @@ ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got
         uint64_t q = (st - 1) / 2;
         if (q == p && !(st & 1)) {
             Slot copy;
-            hold_slot(&copy, s);
+            Garbage held;
+            hold_slot(&copy, s, &held);
             if (__atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE) != st) { /* overwritten */
-                drop_slot(&copy);
+                release(&held);
                 continue;
             }
             int r = 0;
@@ -524,7 +528,7 @@ ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got
                 r = visit(ctx, &copy, p);
                 if (r == 0 || r == 1) ++*got;
             }
-            drop_slot(&copy);
+            release(&held);
             if (r < 0) return -1;
             if (r == 2) break;
             p++;

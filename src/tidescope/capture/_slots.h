@@ -68,22 +68,28 @@ typedef struct { PyObject *o[12]; int n; } Garbage;
 static inline void
 gather_val(Garbage *g, Val v, int is_raw)
 {
-    if (!is_raw && v.o != NULL) g->o[g->n++] = v.o;
+    /* branch-free: the store is harmless when not counted (index <= 11) */
+    g->o[g->n] = v.o;
+    g->n += !is_raw & (v.o != NULL);
 }
 
 /* The references a filled slot holds (the caller knows it is filled). */
 static inline void
 gather_slot(Garbage *g, Slot *s)
 {
-    gather_val(g, s->eid, s->raw & R_EID);
-    gather_val(g, s->ts, s->raw & R_TS);
-    gather_val(g, s->thread, s->raw & R_THREAD);
-    gather_val(g, s->task, s->raw & R_TASK);
-    gather_val(g, s->corr, s->raw & R_CORR);
-    gather_val(g, s->parent, s->raw & R_PARENT);
-    gather_val(g, s->call, s->raw & R_CALL);
-    if (s->ast) g->o[g->n++] = s->ast;
-    for (int k = 0; k < 4; k++) gather_val(g, s->d[k], k == 2 && (s->draw & D_RAW2));
+    unsigned raw = s->raw;
+    gather_val(g, s->eid, raw & R_EID);
+    gather_val(g, s->ts, raw & R_TS);
+    gather_val(g, s->thread, raw & R_THREAD);
+    gather_val(g, s->task, raw & R_TASK);
+    gather_val(g, s->corr, raw & R_CORR);
+    gather_val(g, s->parent, raw & R_PARENT);
+    gather_val(g, s->call, raw & R_CALL);
+    gather_val(g, (Val){.o = s->ast}, 0);
+    gather_val(g, s->d[0], 0);
+    gather_val(g, s->d[1], 0);
+    gather_val(g, s->d[2], s->draw & D_RAW2);
+    gather_val(g, s->d[3], 0);
 }
 
 static inline void
@@ -92,22 +98,15 @@ release(Garbage *g)
     for (int k = 0; k < g->n; k++) Py_DECREF(g->o[k]);
 }
 
-/* Copy a slot's contents with new references (no allocation, no Python code). */
+/* Copy a slot's contents and take new references to what it holds (no allocation, no
+ * Python code): `held` gets them, for release() once the copy is done with. */
 static inline void
-hold_slot(Slot *dst, Slot *src)
+hold_slot(Slot *dst, Slot *src, Garbage *held)
 {
     *dst = *src;
-    Garbage g = {.n = 0};
-    gather_slot(&g, dst);
-    for (int k = 0; k < g.n; k++) Py_INCREF(g.o[k]);
-}
-
-static inline void
-drop_slot(Slot *c)
-{
-    Garbage g = {.n = 0};
-    gather_slot(&g, c);
-    release(&g);
+    held->n = 0;
+    gather_slot(held, dst);
+    for (int k = 0; k < held->n; k++) Py_INCREF(held->o[k]);
 }
 
 /* ---- the writer's side of the protocol (see _ring.c for the ordering rules) ---- */

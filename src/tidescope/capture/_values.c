@@ -747,7 +747,10 @@ int
 put_value(Enc *e, PyObject *v, int depth)
 {
     PyTypeObject *t = Py_TYPE(v);
-    if (t == &PyLong_Type) return put_long(e, v);
+    if (t == &PyLong_Type) {
+        int64_t x;
+        return small_long(v, &x) ? put_int64(e, x) : put_long(e, v);
+    }
     if (t == &PyUnicode_Type) return put_u8(&e->out, T_STR) < 0 ? -1 : put_string(e, v);
     if (v == Py_None) return put_u8(&e->out, T_NONE);
     if (t == &PyBool_Type) return put_u8(&e->out, v == Py_True ? T_TRUE : T_FALSE);
