@@ -27,15 +27,11 @@ static const int ID_FIELD[8] = {1, 0, 0, 0, 1, 1, 1, 0};
 
 /* An envelope field as the encoder sees it: None, an integer (|v| < 2**64), or an
  * object (any other value, a borrowed reference). */
-enum { F_NONE, F_INT, F_OBJ };
+enum { F_NONE, F_INT, F_OBJ, F_SLOT };
 typedef struct { int kind; i128 i; PyObject *o; } Field;
-
-static inline void
-field_raw(Field *f, int64_t i)
-{
-    f->kind = F_INT;
-    f->i = i;
-}
+/* F_SLOT, in the first of a record's eight Fields: the eight are a slot's (put_slot),
+ * read by put_fields from the slot itself. */
+typedef struct { int kind; Slot *slot; } SlotFields;
 
 static int
 field_obj(Field *f, PyObject *o)
@@ -57,13 +53,22 @@ field_obj(Field *f, PyObject *o)
     return 0;
 }
 
+/* The last value of field idx (the int64 copy in last64 kept with it). */
 static inline void
-set_last(Last *l, int kind, i128 i, PyObject *o)
+set_last(Enc *e, int idx, int kind, i128 i, PyObject *o)
 {
+    Last *l = &e->last[idx];
     PyObject *old = l->o;
     l->kind = kind;
     l->i = i;
     l->o = o ? Py_NewRef(o) : NULL;
+    if (kind == L_INT && i >= INT64_MIN && i <= INT64_MAX) {
+        e->fast |= 1u << idx;
+        e->last64[idx] = (int64_t)i;
+    }
+    else {
+        e->fast &= ~(1u << idx);
+    }
     Py_XDECREF(old);
 }
 
@@ -131,7 +136,7 @@ put_field(Enc *e, int idx, Field *f)
     int mode;
     if (f->kind == F_NONE) {
         mode = l->kind == L_NONE ? 0 : 1;
-        set_last(l, L_NONE, 0, NULL);
+        set_last(e, idx, L_NONE, 0, NULL);
         return mode;
     }
     if (f->kind == F_INT) {
@@ -169,7 +174,7 @@ put_field(Enc *e, int idx, Field *f)
             mode = 3;
             if (put_int(e, v) < 0) return -1;
         }
-        set_last(l, L_INT, v, NULL);
+        set_last(e, idx, L_INT, v, NULL);
         return mode;
     }
     PyObject *v = f->o;
@@ -185,7 +190,7 @@ put_field(Enc *e, int idx, Field *f)
             mode = 3;
             if (put_bigint(e, v) < 0) return -1;
         }
-        set_last(l, L_BIG, 0, v);
+        set_last(e, idx, L_BIG, 0, v);
         return mode;
     }
     if (PyUnicode_CheckExact(v)) {
@@ -199,11 +204,11 @@ put_field(Enc *e, int idx, Field *f)
             mode = 3;
             if (put_value(e, v, 0) < 0) return -1;
         }
-        set_last(l, L_STR, 0, v);
+        set_last(e, idx, L_STR, 0, v);
         return mode;
     }
     if (put_value(e, v, 0) < 0) return -1;
-    set_last(l, L_OTHER, 0, NULL);
+    set_last(e, idx, L_OTHER, 0, NULL);
     return 3;
 }
 
@@ -215,9 +220,81 @@ put_field(Enc *e, int idx, Field *f)
  * reference and no call: an int after an int (a delta, or the same value), None after
  * None, the same str object as before (an ast node id from the site table); the room for
  * them is reserved once. The rest goes through put_field. */
+/* A slot's eight fields (see put_fields), read from the slot: a raw int after an int of
+ * the int64 range is a delta in int64 arithmetic (the i128 path when it overflows), a
+ * None after None and the site's ast node id after itself are mode 0, with no Field
+ * built; the rest goes through put_field. */
+static int
+put_slot_fields(Enc *e, uint8_t kind, Slot *c)
+{
+    Buf *b = &e->out;
+    if (b->cap - b->len < 3 + 8 * FIELD_ROOM && buf_grow(b, 3 + 8 * FIELD_ROOM) < 0) return -1;
+    uint8_t *o = b->p + b->len;
+    size_t at = b->len + 1;
+    *o = kind;
+    o += 3;
+    unsigned modes = 0, raw = c->raw;
+    Val *vals[7] = {&c->eid, &c->ts, &c->thread, &c->task, &c->corr, &c->parent, &c->call};
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        unsigned bit = 1u << i;
+        int m;
+        PyObject *obj = i < 7 ? (raw & bit ? NULL : vals[i]->o) : slot_ast(c);
+        if (i < 7 && (raw & e->fast & bit) && (i != 2 || vals[i]->i >= 0)) {
+            int64_t x = vals[i]->i, d;
+            if (__builtin_sub_overflow(x, e->last64[i], &d)) goto slow;
+            if (d == 0) {
+                m = 0;
+            }
+            else {
+                if (ID_FIELD[i]) {
+                    if (d & ID_MASK) goto slow;
+                    d >>= ID_SHIFT;
+                }
+                m = 2;
+                uint64_t z = zigzag(d);
+                while (z > 0x7F) {
+                    *o++ = (uint8_t)((z & 0x7F) | 0x80);
+                    z >>= 7;
+                }
+                *o++ = (uint8_t)z;
+                e->last64[i] = x;
+                e->last[i].i = x;
+            }
+        }
+        else if ((obj == Py_None || (i == 7 && obj == NULL)) && e->last[i].kind == L_NONE) {
+            m = 0;
+        }
+        else if (i == 7 && obj != NULL && e->last[i].kind == L_STR && e->last[i].o == obj) {
+            m = 0;
+        }
+        else {
+        slow:;
+            Field f;
+            b->len = (size_t)(o - b->p);
+            if (i < 7 && (raw & bit)) {
+                f.kind = F_INT;
+                f.i = i == 2 ? (i128)(uint64_t)vals[i]->i : (i128)vals[i]->i;
+            }
+            else if (field_obj(&f, obj) < 0) {
+                return -1;
+            }
+            m = put_field(e, i, &f);
+            if (m < 0 || buf_grow(b, (size_t)(7 - i) * FIELD_ROOM) < 0) return -1;
+            o = b->p + b->len;
+        }
+        modes |= (unsigned)m << (2 * i);
+    }
+    b->len = (size_t)(o - b->p);
+    b->p[at] = (uint8_t)(modes & 0xFF);
+    b->p[at + 1] = (uint8_t)(modes >> 8);
+    return 0;
+}
+
 static int
 put_fields(Enc *e, uint8_t kind, Field *f)
 {
+    if (f[0].kind == F_SLOT) return put_slot_fields(e, kind, ((SlotFields *)f)->slot);
     if (buf_grow(&e->out, 3 + 8 * FIELD_ROOM) < 0) return -1;
     Buf *b = &e->out;
     b->p[b->len] = kind;
@@ -247,7 +324,7 @@ put_fields(Enc *e, uint8_t kind, Field *f)
                 m = 3;
                 if (put_int(e, f[i].i) < 0) return -1;
             }
-            l->i = f[i].i;
+            set_last(e, i, L_INT, f[i].i, NULL);
         }
         else if (f[i].kind == F_NONE && l->kind == L_NONE) {
             m = 0;
@@ -375,20 +452,8 @@ put_slot(Enc *e, Slot *c)
 {
     if (c->kind == K_EVENT) return put_whole(e, c->d[0].o);
     Field f[8];
-    Val *vals[7] = {&c->eid, &c->ts, &c->thread, &c->task, &c->corr, &c->parent, &c->call};
-    for (int i = 0; i < 7; i++) {
-        if (c->raw & (1 << i)) {
-            field_raw(&f[i], vals[i]->i);
-            if (i == 2) f[i].i = (i128)(uint64_t)vals[i]->i; /* thread ids are unsigned */
-        }
-        else if (vals[i]->o == Py_None) {
-            f[i].kind = F_NONE;
-        }
-        else if (field_obj(&f[i], vals[i]->o) < 0) {
-            return -1;
-        }
-    }
-    if (field_obj(&f[7], slot_ast(c)) < 0) return -1;
+    ((SlotFields *)f)->kind = F_SLOT;
+    ((SlotFields *)f)->slot = c;
     if (c->kind == K_RECORD) {
         PyObject *etype = c->d[0].o, *data = c->d[1].o;
         if (PyTuple_CheckExact(data) && PyTuple_GET_SIZE(data) == 4)

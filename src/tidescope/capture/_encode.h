@@ -104,6 +104,8 @@ typedef struct {
     Buf out;
     PyObject *strings, *sites, *shapes; /* value -> its ref (an int) */
     Last last[8];
+    int64_t last64[8]; /* last[i].i, for each bit i of `fast` ... */
+    unsigned fast;     /* ... set when last[i] is an int of the int64 range */
     SiteHit site_hits[SITE_CACHE];
     ShapeHit shape_hits[SHAPE_CACHE];
     uint64_t *site_refs; /* site id -> its site ref in this chunk (0: not yet written) */
@@ -128,10 +130,6 @@ int put_site(Enc *e, PyObject *a, PyObject *b);
 int put_site_id(Enc *e, int32_t site, PyObject *a, PyObject *b);
 int put_reason(Enc *e, PyObject *s);
 int put_shape(Enc *e, PyObject **keys, Py_ssize_t n);
-int put_value(Enc *e, PyObject *v, int depth);
-int put_items(Enc *e, PyObject *const *items, Py_ssize_t n, int depth);
-int put_int(Enc *e, i128 v);
-
 /* An int64 as a value (tags 0x80+n, 0x03): put_int's common case, inline. */
 static inline int
 put_int64(Enc *e, int64_t v)
@@ -154,6 +152,23 @@ put_int64(Enc *e, int64_t v)
     b->len = (size_t)(o - b->p);
     return 0;
 }
+
+int put_value_any(Enc *e, PyObject *v, int depth);
+
+/* A value: None, a bool or an int of at most two digits inline, the rest by put_value_any. */
+static inline int
+put_value(Enc *e, PyObject *v, int depth)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    int64_t x;
+    if (t == &PyLong_Type && small_long(v, &x)) return put_int64(e, x);
+    if (v == Py_None) return put_u8(&e->out, T_NONE);
+    if (t == &PyBool_Type) return put_u8(&e->out, v == Py_True ? T_TRUE : T_FALSE);
+    return put_value_any(e, v, depth);
+}
+int put_items(Enc *e, PyObject *const *items, Py_ssize_t n, int depth);
+int put_int(Enc *e, i128 v);
+
 int put_bigint(Enc *e, PyObject *v);
 int long_i128(PyObject *v, i128 *out);
 

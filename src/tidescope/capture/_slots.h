@@ -104,9 +104,20 @@ static inline void
 hold_slot(Slot *dst, Slot *src, Garbage *held)
 {
     *dst = *src;
-    held->n = 0;
-    gather_slot(held, dst);
-    for (int k = 0; k < held->n; k++) Py_INCREF(held->o[k]);
+    int n = 0;
+    Val *vals[7] = {&dst->eid, &dst->ts, &dst->thread, &dst->task, &dst->corr, &dst->parent,
+                    &dst->call};
+    for (unsigned objs = ~(unsigned)dst->raw & 0x7F; objs; objs &= objs - 1) {
+        PyObject *o = vals[__builtin_ctz(objs)]->o;
+        if (o != NULL) held->o[n++] = o;
+    }
+    if (dst->ast != NULL) held->o[n++] = dst->ast;
+    if (dst->d[0].o != NULL) held->o[n++] = dst->d[0].o;
+    if (dst->d[1].o != NULL) held->o[n++] = dst->d[1].o;
+    if (!(dst->draw & D_RAW2) && dst->d[2].o != NULL) held->o[n++] = dst->d[2].o;
+    if (dst->d[3].o != NULL) held->o[n++] = dst->d[3].o;
+    for (int k = 0; k < n; k++) Py_INCREF(held->o[k]);
+    held->n = n;
 }
 
 /* ---- the writer's side of the protocol (see _ring.c for the ordering rules) ---- */

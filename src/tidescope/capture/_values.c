@@ -744,7 +744,7 @@ put_other(Enc *e, PyObject *v)
 }
 
 int
-put_value(Enc *e, PyObject *v, int depth)
+put_value_any(Enc *e, PyObject *v, int depth)
 {
     PyTypeObject *t = Py_TYPE(v);
     if (t == &PyLong_Type) {
