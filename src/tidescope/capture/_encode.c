@@ -134,6 +134,7 @@ put_field(Enc *e, int idx, Field *f)
 {
     Last *l = &e->last[idx];
     int mode;
+    if (e->fast & (1u << idx)) l->i = e->last64[idx]; /* put_slot_fields keeps only last64 */
     if (f->kind == F_NONE) {
         mode = l->kind == L_NONE ? 0 : 1;
         set_last(e, idx, L_NONE, 0, NULL);
@@ -220,10 +221,25 @@ put_field(Enc *e, int idx, Field *f)
  * reference and no call: an int after an int (a delta, or the same value), None after
  * None, the same str object as before (an ast node id from the site table); the room for
  * them is reserved once. The rest goes through put_field. */
+/* Field i of a slot through put_field: its mode, or -1. */
+static int
+put_slot_field(Enc *e, int i, Slot *c, Val *v)
+{
+    Field f;
+    if (i < 7 && (c->raw & (1u << i))) {
+        f.kind = F_INT;
+        f.i = i == 2 ? (i128)(uint64_t)v->i : (i128)v->i; /* thread ids are unsigned */
+    }
+    else if (field_obj(&f, i < 7 ? v->o : slot_ast(c)) < 0) {
+        return -1;
+    }
+    return put_field(e, i, &f);
+}
+
 /* A slot's eight fields (see put_fields), read from the slot: a raw int after an int of
- * the int64 range is a delta in int64 arithmetic (the i128 path when it overflows), a
- * None after None and the site's ast node id after itself are mode 0, with no Field
- * built; the rest goes through put_field. */
+ * the int64 range is a delta in int64 arithmetic (the i128 path when it overflows), None
+ * after None and a str after the same str object (the site's ast node id) are mode 0,
+ * with no Field built; the rest goes through put_field. */
 static int
 put_slot_fields(Enc *e, uint8_t kind, Slot *c)
 {
@@ -233,53 +249,41 @@ put_slot_fields(Enc *e, uint8_t kind, Slot *c)
     size_t at = b->len + 1;
     *o = kind;
     o += 3;
-    unsigned modes = 0, raw = c->raw;
+    unsigned modes = 0, raw = c->raw, fast = raw & e->fast;
     Val *vals[7] = {&c->eid, &c->ts, &c->thread, &c->task, &c->corr, &c->parent, &c->call};
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         unsigned bit = 1u << i;
-        int m;
-        PyObject *obj = i < 7 ? (raw & bit ? NULL : vals[i]->o) : slot_ast(c);
-        if (i < 7 && (raw & e->fast & bit) && (i != 2 || vals[i]->i >= 0)) {
+        int m = -1;
+        if (i < 7 && (fast & bit) && (i != 2 || vals[i]->i >= 0)) {
             int64_t x = vals[i]->i, d;
-            if (__builtin_sub_overflow(x, e->last64[i], &d)) goto slow;
-            if (d == 0) {
+            if (__builtin_sub_overflow(x, e->last64[i], &d) || (ID_FIELD[i] && (d & ID_MASK))) {
+                m = -1; /* the general path */
+            }
+            else if (d == 0) {
                 m = 0;
             }
             else {
-                if (ID_FIELD[i]) {
-                    if (d & ID_MASK) goto slow;
-                    d >>= ID_SHIFT;
-                }
-                m = 2;
-                uint64_t z = zigzag(d);
+                uint64_t z = zigzag(ID_FIELD[i] ? d >> ID_SHIFT : d);
                 while (z > 0x7F) {
                     *o++ = (uint8_t)((z & 0x7F) | 0x80);
                     z >>= 7;
                 }
                 *o++ = (uint8_t)z;
-                e->last64[i] = x;
-                e->last[i].i = x;
+                e->last64[i] = x; /* last[i].i is brought up to date by put_field */
+                m = 2;
             }
         }
-        else if ((obj == Py_None || (i == 7 && obj == NULL)) && e->last[i].kind == L_NONE) {
-            m = 0;
+        else if (i == 7 || !(raw & bit)) {
+            PyObject *obj = i < 7 ? vals[i]->o : slot_ast(c);
+            Last *l = &e->last[i];
+            if (obj == NULL || obj == Py_None ? l->kind == L_NONE
+                                              : l->kind == L_STR && l->o == obj)
+                m = 0;
         }
-        else if (i == 7 && obj != NULL && e->last[i].kind == L_STR && e->last[i].o == obj) {
-            m = 0;
-        }
-        else {
-        slow:;
-            Field f;
+        if (m < 0) {
             b->len = (size_t)(o - b->p);
-            if (i < 7 && (raw & bit)) {
-                f.kind = F_INT;
-                f.i = i == 2 ? (i128)(uint64_t)vals[i]->i : (i128)vals[i]->i;
-            }
-            else if (field_obj(&f, obj) < 0) {
-                return -1;
-            }
-            m = put_field(e, i, &f);
+            m = put_slot_field(e, i, c, i < 7 ? vals[i] : NULL);
             if (m < 0 || buf_grow(b, (size_t)(7 - i) * FIELD_ROOM) < 0) return -1;
             o = b->p + b->len;
         }
@@ -304,6 +308,7 @@ put_fields(Enc *e, uint8_t kind, Field *f)
     for (int i = 0; i < 8; i++) {
         Last *l = &e->last[i];
         int m;
+        if (e->fast & (1u << i)) l->i = e->last64[i];
         if (f[i].kind == F_INT && l->kind == L_INT) {
             i128 d = f[i].i - l->i;
             if (d == 0) {

@@ -156,7 +156,7 @@ put_int64(Enc *e, int64_t v)
 int put_value_any(Enc *e, PyObject *v, int depth);
 
 /* A value: None, a bool or an int of at most two digits inline, the rest by put_value_any. */
-static inline int
+__attribute__((always_inline)) static inline int
 put_value(Enc *e, PyObject *v, int depth)
 {
     PyTypeObject *t = Py_TYPE(v);
