@@ -449,3 +449,31 @@ def test_report_path_exits_with_raw_durations_encode_as_the_pure_encoder(
                 break
     finally:
         tidescope.stop()
+
+
+def test_a_value_whose_text_laps_the_ring_mid_encoding_leaves_the_slot_being_encoded_whole() -> (
+    None
+):
+    # the encoder borrows a slot's objects until something may run Python code; here the
+    # text of an unsupported value (a PurePath's str()) overwrites every slot, the one
+    # being encoded included, which releases its objects: they must have been taken first
+    ring = _core.RingBuffer(8)
+    lap = [True]
+
+    class Loud(pathlib.PurePosixPath):
+        def __str__(self) -> str:
+            if lap[0]:
+                lap[0] = False
+                for _ in range(20):
+                    ring.write("overwrites")
+            return "loud"
+
+    args = [10**15 + 7, "only-the-slot-holds-this-" + str(os.getpid())]
+    ring._put((1 << 22 | PID, 5, 9, None, None, None, None, None, ENTRY, ("m", "f", Loud("p"), args)))  # fmt: skip
+    del args
+    records, n = ring.drain_encoded()
+    assert n == 1
+    chunk = _speedups.frame_events_chunk(records, n, **counts())
+    (event,) = _tsformat.decode_body(chunk[12:]).content
+    assert event[12]["args"] == [10**15 + 7, "only-the-slot-holds-this-" + str(os.getpid())]
+    assert event[12]["module"] == "m" and event[12]["function"] == "f"

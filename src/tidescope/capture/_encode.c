@@ -352,6 +352,7 @@ static int
 put_event_type(Enc *e, PyObject *etype)
 {
     if (PyUnicode_CheckExact(etype)) return put_string(e, etype);
+    enc_pin(e);
     PyObject *s = PyObject_Str(etype);
     if (s == NULL) return -1;
     int r = PyUnicode_CheckExact(s) ? put_string(e, s) : -1;
@@ -455,6 +456,7 @@ put_record(Enc *e, PyObject *r)
 static int
 put_slot(Enc *e, Slot *c)
 {
+    if (c->kind != K_ENTRY && c->kind != K_EXIT) enc_pin(e); /* write()'s objects */
     if (c->kind == K_EVENT) return put_whole(e, c->d[0].o);
     Field f[8];
     ((SlotFields *)f)->kind = F_SLOT;
@@ -635,7 +637,11 @@ encode_visit(void *ctx, Slot *copy, uint64_t Py_UNUSED(pos))
 {
     ScanEnc *s = ctx;
     size_t at = s->e.out.len;
+    s->e.slot = copy; /* its objects borrowed: see enc_pin */
+    s->e.held.n = -1;
     int w = put_slot(&s->e, copy);
+    s->e.slot = NULL;
+    if (s->e.held.n > 0) release(&s->e.held);
     if (w >= 0) {
         s->written += w == 0;
         return s->e.out.len > SOFT_BODY;
@@ -671,7 +677,12 @@ ts_scan_encoded(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
     if (enc_open(&s.e) < 0) goto done;
     uint64_t pos = p;
     Py_ssize_t got, abandoned;
-    if (ts_scan_slots(self, &pos, count, &got, &abandoned, encode_visit, &s) < 0) goto done;
+    /* the slots' objects are borrowed until something may run Python code (enc_pin): no
+     * collection, whose finalizers would run some, while the chunk is encoded */
+    int gc_was_on = PyGC_Disable();
+    int r = ts_scan_slots(self, &pos, count, &got, &abandoned, encode_visit, &s, 0);
+    if (gc_was_on) PyGC_Enable();
+    if (r < 0) goto done;
     PyObject *records = PyBytes_FromStringAndSize((const char *)s.e.out.p,
                                                   (Py_ssize_t)s.e.out.len);
     if (records == NULL) goto done;

@@ -112,7 +112,19 @@ typedef struct {
     Py_ssize_t n_site_refs;
     PyObject *reason; /* the last exit reason written, and its string ref */
     uint64_t reason_ref;
+    Slot *slot;   /* the copy of a slot being encoded, its objects borrowed until... */
+    Garbage held; /* ... enc_pin() takes them here (n < 0: not yet) */
 } Enc;
+
+/* Before anything that may run Python code (a marker's attributes, str(), type_name(),
+ * isoformat()...): the slot being encoded takes references to its objects, which another
+ * thread's writes could otherwise release (see _ring.c). Nothing else the encoder does
+ * runs Python code, the collector being off during the scan. */
+static inline void
+enc_pin(Enc *e)
+{
+    if (e->slot != NULL && e->held.n < 0) hold_slot(e->slot, &e->held);
+}
 
 /* _crc32.c */
 uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n);

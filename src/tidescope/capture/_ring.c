@@ -12,7 +12,11 @@
  * release store of 2*pos+2. A stamp holding a newer position means the writer was lapped:
  * its event is dropped and readers count it from the gap. Readers load the stamp with
  * acquire, copy, and check it again. Nothing between claim and publish allocates or runs
- * Python code, so with the GIL the sequence is also atomic as a whole. Without the GIL
+ * Python code, so with the GIL the sequence is also atomic as a whole. A reader's copy
+ * takes new references to the slot's objects before the reader runs anything that may run
+ * Python code (which may let other threads write, and lap the ring): the trace encoder
+ * takes them only then (hold_slot when it first needs them, with the collector off during
+ * its scan so that no allocation runs a finalizer), the other readers at once. Without the GIL
  * (not supported: the module does not declare Py_mod_gil) readers would also need
  * deferred reclamation of the references a writer drops when it overwrites a slot, an
  * acquire fence between their loads of a slot and the second load of its stamp, and
@@ -499,11 +503,11 @@ build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset, IntCach
 }
 
 /* The walk of _ring.RingBuffer._scan over the C slots, for both readers here and the
- * trace encoder (_encode.c): each current slot is held (copied with new references) and
- * checked against its stamp again before `visit` sees it. */
+ * trace encoder (_encode.c): each current slot is copied (with new references when
+ * `hold`) and checked against its stamp again before `visit` sees it. */
 int
 ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got,
-              Py_ssize_t *abandoned, slot_visitor visit, void *ctx)
+              Py_ssize_t *abandoned, slot_visitor visit, void *ctx, int hold)
 {
     uint64_t p = *pp;
     *got = *abandoned = 0;
@@ -513,9 +517,10 @@ ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got
         if (st == 0) break;
         uint64_t q = (st - 1) / 2;
         if (q == p && !(st & 1)) {
-            Slot copy;
+            Slot copy = *s;
             Garbage held;
-            hold_slot(&copy, s, &held);
+            held.n = 0;
+            if (hold) hold_slot(&copy, &held);
             if (__atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE) != st) { /* overwritten */
                 release(&held);
                 continue;
@@ -610,7 +615,7 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
      * runs Python code), so no other thread can notice, and each young object would
      * otherwise be traversed by every collection the batch's allocations trigger. */
     int gc_was_on = PyGC_Disable();
-    int r = ts_scan_slots(self, &pos, count, &got, &abandoned, scan_visit, &c);
+    int r = ts_scan_slots(self, &pos, count, &got, &abandoned, scan_visit, &c, 1);
     if (gc_was_on) PyGC_Enable();
     if (r < 0) goto fail;
     Py_XDECREF(c.node);

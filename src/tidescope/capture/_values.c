@@ -421,6 +421,7 @@ static int
 put_unsupported(Enc *e, PyObject *v, int with_text)
 {
     PyTypeObject *t = Py_TYPE(v);
+    enc_pin(e);
     PyObject *name = PyObject_CallOneArg(g_type_name, (PyObject *)t);
     if (name == NULL) return -1;
     if (!PyUnicode_CheckExact(name)) { /* type_name() always gives a str */
@@ -773,6 +774,7 @@ put_value_any(Enc *e, PyObject *v, int depth)
         return r;
     }
     PyObject *o = (PyObject *)t;
+    if (t != &PyBytes_Type && t != &PyByteArray_Type) enc_pin(e); /* may run Python code */
     if (o == g_truncated) return put_truncated(e, v, depth);
     if (o == g_snapshot) return put_snapshot(e, v, depth);
     if (o == g_ref) return put_ref(e, v);
