@@ -158,6 +158,17 @@ def test_crc32_is_zlibs(data: bytes) -> None:
     assert _speedups.crc32(data[3:], zlib.crc32(data[:3])) == zlib.crc32(data)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=700), st.integers(0, 2**32 - 1), st.integers(0, 15))
+def test_crc32_is_zlibs_at_every_length_start_and_alignment(
+    data: bytes, start: int, skip: int
+) -> None:
+    # 64 bytes and more are folded with carry-less multiplication where the CPU has it,
+    # the tail (and a misaligned head) by the tables
+    view = memoryview(data)[min(skip, len(data)) :]
+    assert _speedups.crc32(view, start) == zlib.crc32(view, start)
+
+
 # -- the differential test -------------------------------------------------------------
 
 ids = st.one_of(
