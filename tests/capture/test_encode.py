@@ -396,7 +396,9 @@ edge_ids = st.one_of(
     st.sampled_from(INT64_EDGES).map(lambda v: v & ~((1 << 22) - 1)),
     edge_ints,  # low bits that differ: mode 3
 )
-edge_threads = st.one_of(st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
+edge_threads = st.one_of(
+    st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1)
+)
 edge_records = st.tuples(edge_ids, edge_ints, edge_threads, st.none(), edge_ids, edge_ids, edge_ids,
                          st.sampled_from([None, "f:1", 3]), bodies)  # fmt: skip
 
@@ -480,7 +482,9 @@ def test_a_value_whose_text_laps_the_ring_mid_encoding_leaves_the_slot_being_enc
             return "loud"
 
     args = [10**15 + 7, "only-the-slot-holds-this-" + str(os.getpid())]
-    ring._put((1 << 22 | PID, 5, 9, None, None, None, None, None, ENTRY, ("m", "f", Loud("p"), args)))  # fmt: skip
+    data = ("m", "f", Loud("p"), args)
+    ring._put((1 << 22 | PID, 5, 9, None, None, None, None, None, ENTRY, data))
+    del data
     del args
     records, n = ring.drain_encoded()
     assert n == 1
