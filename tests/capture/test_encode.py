@@ -158,6 +158,16 @@ def test_crc32_is_zlibs(data: bytes) -> None:
     assert _speedups.crc32(data[3:], zlib.crc32(data[:3])) == zlib.crc32(data)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=700), st.integers(0, 2**32 - 1), st.integers(0, 15))
+def test_crc32_is_zlibs_at_every_length_start_and_alignment(
+    data: bytes, start: int, skip: int
+) -> None:
+    # the tables' misaligned head, 8-byte steps and tail
+    view = memoryview(data)[min(skip, len(data)) :]
+    assert _speedups.crc32(view, start) == zlib.crc32(view, start)
+
+
 # -- the differential test -------------------------------------------------------------
 
 ids = st.one_of(
@@ -369,3 +379,115 @@ def test_a_value_that_fails_to_encode_is_counted_and_never_wedges_the_drain() ->
     assert _core.internal_errors()[0] == errors + 2
     stats = ring.stats()
     assert stats["consumed_events"] == 4 and stats["available_events"] == 0
+
+
+# -- the slot encoder's fast paths (int64 deltas, raw durations) ------------------------
+
+INT64_EDGES = [0, 1, -1, 127, 128, 2**31, 2**62, 2**63 - 1, -(2**63), -(2**63) + 1]
+edge_ints = st.one_of(
+    st.sampled_from(INT64_EDGES),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-(2**64), 2**64),  # past int64: held as objects, or the i128 path
+)
+edge_ids = st.one_of(
+    st.none(),
+    st.integers(-(2**41), 2**41).map(lambda s: (s << 22) | PID),  # delta: a multiple of 2**22
+    st.sampled_from(INT64_EDGES).map(lambda v: v & ~((1 << 22) - 1)),
+    edge_ints,  # low bits that differ: mode 3
+)
+edge_threads = st.one_of(
+    st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1)
+)
+edge_records = st.tuples(edge_ids, edge_ints, edge_threads, st.none(), edge_ids, edge_ids, edge_ids,
+                         st.sampled_from([None, "f:1", 3]), bodies)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(edge_records, max_size=24), st.integers(1, 24))
+def test_envelope_fields_near_the_int64_edges_encode_from_slots_as_the_pure_encoder(
+    rs: list[tuple[Any, ...]], batch: int
+) -> None:
+    # the C encoder takes deltas of raw slot fields in int64 arithmetic and falls back to
+    # the i128 path on overflow: consecutive values at the edges cross both
+    ring = _core.RingBuffer(32)
+    for r in rs:
+        ring._put(as_record(0, r)[1:])
+    seq = 0
+    while True:
+        pos = ring.read_position
+        expected, _, _ = ring._scan(pos, batch)
+        blob, n = ring.drain_encoded(batch)
+        assert n == len(expected)
+        kw = counts(seq=seq)
+        assert _speedups.frame_events_chunk(blob, n, **kw) == _tsformat.encode_events_chunk(
+            expected, **kw
+        )
+        seq += 1
+        if not n:
+            break
+
+
+class Boom(Exception):
+    pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(values, st.booleans()), min_size=1, max_size=12), st.integers(1, 12))
+def test_report_path_exits_with_raw_durations_encode_as_the_pure_encoder(
+    calls: list[tuple[Any, bool]], batch: int
+) -> None:
+    # an exit written by the report path holds its duration as a raw int in the slot
+    tidescope.start(buffer_size=64)
+    try:
+        ring = _core.get_buffer()
+        assert ring is not None
+        for n, (value, raises) in enumerate(calls):
+            cid = _core.report_function_entry("m", "f", {"n": n})
+            if raises:
+                _core.report_function_exit(cid, None, Boom(repr(value)))
+            else:
+                _core.report_function_exit(cid, value)
+        seq = 0
+        while True:
+            expected, _, _ = ring._scan(ring.read_position, batch)
+            blob, n = ring.drain_encoded(batch)
+            assert n == len(expected)
+            kw = counts(seq=seq)
+            assert _speedups.frame_events_chunk(blob, n, **kw) == _tsformat.encode_events_chunk(
+                expected, **kw
+            )
+            seq += 1
+            if not n:
+                break
+    finally:
+        tidescope.stop()
+
+
+def test_a_value_whose_text_laps_the_ring_mid_encoding_leaves_the_slot_being_encoded_whole() -> (
+    None
+):
+    # the encoder borrows a slot's objects until something may run Python code; here the
+    # text of an unsupported value (a PurePath's str()) overwrites every slot, the one
+    # being encoded included, which releases its objects: they must have been taken first
+    ring = _core.RingBuffer(8)
+    lap = [True]
+
+    class Loud(pathlib.PurePosixPath):
+        def __str__(self) -> str:
+            if lap[0]:
+                lap[0] = False
+                for _ in range(20):
+                    ring.write("overwrites")
+            return "loud"
+
+    args = [10**15 + 7, "only-the-slot-holds-this-" + str(os.getpid())]
+    data = ("m", "f", Loud("p"), args)
+    ring._put((1 << 22 | PID, 5, 9, None, None, None, None, None, ENTRY, data))
+    del data
+    del args
+    records, n = ring.drain_encoded()
+    assert n == 1
+    chunk = _speedups.frame_events_chunk(records, n, **counts())
+    (event,) = _tsformat.decode_body(chunk[12:]).content
+    assert event[12]["args"] == [10**15 + 7, "only-the-slot-holds-this-" + str(os.getpid())]
+    assert event[12]["module"] == "m" and event[12]["function"] == "f"

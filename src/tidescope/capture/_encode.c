@@ -27,15 +27,11 @@ static const int ID_FIELD[8] = {1, 0, 0, 0, 1, 1, 1, 0};
 
 /* An envelope field as the encoder sees it: None, an integer (|v| < 2**64), or an
  * object (any other value, a borrowed reference). */
-enum { F_NONE, F_INT, F_OBJ };
+enum { F_NONE, F_INT, F_OBJ, F_SLOT };
 typedef struct { int kind; i128 i; PyObject *o; } Field;
-
-static inline void
-field_raw(Field *f, int64_t i)
-{
-    f->kind = F_INT;
-    f->i = i;
-}
+/* F_SLOT, in the first of a record's eight Fields: the eight are a slot's (put_slot),
+ * read by put_fields from the slot itself. */
+typedef struct { int kind; Slot *slot; } SlotFields;
 
 static int
 field_obj(Field *f, PyObject *o)
@@ -57,13 +53,22 @@ field_obj(Field *f, PyObject *o)
     return 0;
 }
 
+/* The last value of field idx (the int64 copy in last64 kept with it). */
 static inline void
-set_last(Last *l, int kind, i128 i, PyObject *o)
+set_last(Enc *e, int idx, int kind, i128 i, PyObject *o)
 {
+    Last *l = &e->last[idx];
     PyObject *old = l->o;
     l->kind = kind;
     l->i = i;
     l->o = o ? Py_NewRef(o) : NULL;
+    if (kind == L_INT && i >= INT64_MIN && i <= INT64_MAX) {
+        e->fast |= 1u << idx;
+        e->last64[idx] = (int64_t)i;
+    }
+    else {
+        e->fast &= ~(1u << idx);
+    }
     Py_XDECREF(old);
 }
 
@@ -129,9 +134,10 @@ put_field(Enc *e, int idx, Field *f)
 {
     Last *l = &e->last[idx];
     int mode;
+    if (e->fast & (1u << idx)) l->i = e->last64[idx]; /* put_slot_fields keeps only last64 */
     if (f->kind == F_NONE) {
         mode = l->kind == L_NONE ? 0 : 1;
-        set_last(l, L_NONE, 0, NULL);
+        set_last(e, idx, L_NONE, 0, NULL);
         return mode;
     }
     if (f->kind == F_INT) {
@@ -169,7 +175,7 @@ put_field(Enc *e, int idx, Field *f)
             mode = 3;
             if (put_int(e, v) < 0) return -1;
         }
-        set_last(l, L_INT, v, NULL);
+        set_last(e, idx, L_INT, v, NULL);
         return mode;
     }
     PyObject *v = f->o;
@@ -185,7 +191,7 @@ put_field(Enc *e, int idx, Field *f)
             mode = 3;
             if (put_bigint(e, v) < 0) return -1;
         }
-        set_last(l, L_BIG, 0, v);
+        set_last(e, idx, L_BIG, 0, v);
         return mode;
     }
     if (PyUnicode_CheckExact(v)) {
@@ -199,29 +205,146 @@ put_field(Enc *e, int idx, Field *f)
             mode = 3;
             if (put_value(e, v, 0) < 0) return -1;
         }
-        set_last(l, L_STR, 0, v);
+        set_last(e, idx, L_STR, 0, v);
         return mode;
     }
     if (put_value(e, v, 0) < 0) return -1;
-    set_last(l, L_OTHER, 0, NULL);
+    set_last(e, idx, L_OTHER, 0, NULL);
     return 3;
 }
 
-/* The record's kind, modes and the eight fields' payloads. */
+/* The most a field's payload takes on the fast paths of put_fields: a mode 2 varint (10
+ * bytes) or a mode 3 int of the i128 window (tag, length, 17 bytes). */
+#define FIELD_ROOM 20
+
+/* The record's kind, modes and the eight fields' payloads. The common cases take no
+ * reference and no call: an int after an int (a delta, or the same value), None after
+ * None, the same str object as before (an ast node id from the site table); the room for
+ * them is reserved once. The rest goes through put_field. */
+/* Field i of a slot through put_field: its mode, or -1. */
+static int
+put_slot_field(Enc *e, int i, Slot *c, Val *v)
+{
+    Field f;
+    if (i < 7 && (c->raw & (1u << i))) {
+        f.kind = F_INT;
+        f.i = i == 2 ? (i128)(uint64_t)v->i : (i128)v->i; /* thread ids are unsigned */
+    }
+    else if (field_obj(&f, i < 7 ? v->o : slot_ast(c)) < 0) {
+        return -1;
+    }
+    return put_field(e, i, &f);
+}
+
+/* A slot's eight fields (see put_fields), read from the slot: a raw int after an int of
+ * the int64 range is a delta in int64 arithmetic (the i128 path when it overflows), None
+ * after None and a str after the same str object (the site's ast node id) are mode 0,
+ * with no Field built; the rest goes through put_field. */
+static int
+put_slot_fields(Enc *e, uint8_t kind, Slot *c)
+{
+    Buf *b = &e->out;
+    if (b->cap - b->len < 3 + 8 * FIELD_ROOM && buf_grow(b, 3 + 8 * FIELD_ROOM) < 0) return -1;
+    uint8_t *o = b->p + b->len;
+    size_t at = b->len + 1;
+    *o = kind;
+    o += 3;
+    unsigned modes = 0, raw = c->raw, fast = raw & e->fast;
+    Val *vals[7] = {&c->eid, &c->ts, &c->thread, &c->task, &c->corr, &c->parent, &c->call};
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        unsigned bit = 1u << i;
+        int m = -1;
+        if (i < 7 && (fast & bit) && (i != 2 || vals[i]->i >= 0)) {
+            int64_t x = vals[i]->i, d;
+            if (__builtin_sub_overflow(x, e->last64[i], &d) || (ID_FIELD[i] && (d & ID_MASK))) {
+                m = -1; /* the general path */
+            }
+            else if (d == 0) {
+                m = 0;
+            }
+            else {
+                uint64_t z = zigzag(ID_FIELD[i] ? d >> ID_SHIFT : d);
+                while (z > 0x7F) {
+                    *o++ = (uint8_t)((z & 0x7F) | 0x80);
+                    z >>= 7;
+                }
+                *o++ = (uint8_t)z;
+                e->last64[i] = x; /* last[i].i is brought up to date by put_field */
+                m = 2;
+            }
+        }
+        else if (i == 7 || !(raw & bit)) {
+            PyObject *obj = i < 7 ? vals[i]->o : slot_ast(c);
+            Last *l = &e->last[i];
+            if (obj == NULL || obj == Py_None ? l->kind == L_NONE
+                                              : l->kind == L_STR && l->o == obj)
+                m = 0;
+        }
+        if (m < 0) {
+            b->len = (size_t)(o - b->p);
+            m = put_slot_field(e, i, c, i < 7 ? vals[i] : NULL);
+            if (m < 0 || buf_grow(b, (size_t)(7 - i) * FIELD_ROOM) < 0) return -1;
+            o = b->p + b->len;
+        }
+        modes |= (unsigned)m << (2 * i);
+    }
+    b->len = (size_t)(o - b->p);
+    b->p[at] = (uint8_t)(modes & 0xFF);
+    b->p[at + 1] = (uint8_t)(modes >> 8);
+    return 0;
+}
+
 static int
 put_fields(Enc *e, uint8_t kind, Field *f)
 {
-    if (put_u8(&e->out, kind) < 0 || buf_grow(&e->out, 2) < 0) return -1;
-    size_t at = e->out.len;
-    e->out.len += 2;
+    if (f[0].kind == F_SLOT) return put_slot_fields(e, kind, ((SlotFields *)f)->slot);
+    if (buf_grow(&e->out, 3 + 8 * FIELD_ROOM) < 0) return -1;
+    Buf *b = &e->out;
+    b->p[b->len] = kind;
+    size_t at = b->len + 1;
+    b->len += 3;
     unsigned modes = 0;
     for (int i = 0; i < 8; i++) {
-        int m = put_field(e, i, &f[i]);
-        if (m < 0) return -1;
+        Last *l = &e->last[i];
+        int m;
+        if (e->fast & (1u << i)) l->i = e->last64[i];
+        if (f[i].kind == F_INT && l->kind == L_INT) {
+            i128 d = f[i].i - l->i;
+            if (d == 0) {
+                m = 0;
+            }
+            else if (ID_FIELD[i] ? (d & ID_MASK) == 0 : d >= INT64_MIN && d <= INT64_MAX) {
+                m = 2;
+                uint64_t z = zigzag((int64_t)(ID_FIELD[i] ? d >> ID_SHIFT : d));
+                uint8_t *o = b->p + b->len;
+                while (z > 0x7F) {
+                    *o++ = (uint8_t)((z & 0x7F) | 0x80);
+                    z >>= 7;
+                }
+                *o++ = (uint8_t)z;
+                b->len = (size_t)(o - b->p);
+            }
+            else {
+                m = 3;
+                if (put_int(e, f[i].i) < 0) return -1;
+            }
+            set_last(e, i, L_INT, f[i].i, NULL);
+        }
+        else if (f[i].kind == F_NONE && l->kind == L_NONE) {
+            m = 0;
+        }
+        else if (f[i].kind == F_OBJ && l->kind == L_STR && l->o == f[i].o) {
+            m = 0;
+        }
+        else {
+            m = put_field(e, i, &f[i]);
+            if (m < 0 || buf_grow(b, (size_t)(7 - i) * FIELD_ROOM) < 0) return -1;
+        }
         modes |= (unsigned)m << (2 * i);
     }
-    e->out.p[at] = (uint8_t)(modes & 0xFF);
-    e->out.p[at + 1] = (uint8_t)(modes >> 8);
+    b->p[at] = (uint8_t)(modes & 0xFF);
+    b->p[at + 1] = (uint8_t)(modes >> 8);
     return 0;
 }
 
@@ -229,6 +352,7 @@ static int
 put_event_type(Enc *e, PyObject *etype)
 {
     if (PyUnicode_CheckExact(etype)) return put_string(e, etype);
+    enc_pin(e);
     PyObject *s = PyObject_Str(etype);
     if (s == NULL) return -1;
     int r = PyUnicode_CheckExact(s) ? put_string(e, s) : -1;
@@ -355,19 +479,11 @@ put_site_args(Enc *e, Field *f, Slot *c)
 static int
 put_slot(Enc *e, Slot *c)
 {
+    if (c->kind != K_ENTRY && c->kind != K_EXIT) enc_pin(e); /* write()'s objects */
     if (c->kind == K_EVENT) return put_whole(e, c->d[0].o);
     Field f[8];
-    Val *vals[7] = {&c->eid, &c->ts, &c->thread, &c->task, &c->corr, &c->parent, &c->call};
-    for (int i = 0; i < 7; i++) {
-        if (c->raw & (1 << i)) {
-            field_raw(&f[i], vals[i]->i);
-            if (i == 2) f[i].i = (i128)(uint64_t)vals[i]->i; /* thread ids are unsigned */
-        }
-        else if (field_obj(&f[i], vals[i]->o) < 0) {
-            return -1;
-        }
-    }
-    if (field_obj(&f[7], slot_ast(c)) < 0) return -1;
+    ((SlotFields *)f)->kind = F_SLOT;
+    ((SlotFields *)f)->slot = c;
     if (c->kind == K_RECORD) {
         PyObject *etype = c->d[0].o, *data = c->d[1].o;
         if (PyTuple_CheckExact(data) && PyTuple_GET_SIZE(data) == 4)
@@ -378,6 +494,14 @@ put_slot(Enc *e, Slot *c)
                    : 0;
     }
     if (c->kind == K_ENTRY && (c->draw & D_ARGS)) return put_site_args(e, f, c);
+    if (c->kind == K_EXIT && (c->draw & D_RAW2) && PyUnicode_CheckExact(c->d[3].o)) {
+        /* put_call_record's exit, with the raw duration written as the int it stands for */
+        return put_fields(e, REC_EXIT, f) < 0 || put_value(e, c->d[0].o, 0) < 0 ||
+                       put_value(e, c->d[1].o, 0) < 0 || put_int64(e, c->d[2].i) < 0 ||
+                       put_reason(e, c->d[3].o) < 0
+                   ? -1
+                   : 0;
+    }
     PyObject *d[4], *dur = NULL;
     for (int k = 0; k < 4; k++) d[k] = slot_d(c, k).o;
     if (c->draw & D_RAW2) {
@@ -537,7 +661,11 @@ encode_visit(void *ctx, Slot *copy, uint64_t Py_UNUSED(pos))
 {
     ScanEnc *s = ctx;
     size_t at = s->e.out.len;
+    s->e.slot = copy; /* its objects borrowed: see enc_pin */
+    s->e.held.n = -1;
     int w = put_slot(&s->e, copy);
+    s->e.slot = NULL;
+    if (s->e.held.n > 0) release(&s->e.held);
     if (w >= 0) {
         s->written += w == 0;
         return s->e.out.len > SOFT_BODY;
@@ -573,7 +701,12 @@ ts_scan_encoded(RingStorage *self, PyObject *const *args, Py_ssize_t nargs)
     if (enc_open(&s.e) < 0) goto done;
     uint64_t pos = p;
     Py_ssize_t got, abandoned;
-    if (ts_scan_slots(self, &pos, count, &got, &abandoned, encode_visit, &s) < 0) goto done;
+    /* the slots' objects are borrowed until something may run Python code (enc_pin): no
+     * collection, whose finalizers would run some, while the chunk is encoded */
+    int gc_was_on = PyGC_Disable();
+    int r = ts_scan_slots(self, &pos, count, &got, &abandoned, encode_visit, &s, 0);
+    if (gc_was_on) PyGC_Enable();
+    if (r < 0) goto done;
     PyObject *records = PyBytes_FromStringAndSize((const char *)s.e.out.p,
                                                   (Py_ssize_t)s.e.out.len);
     if (records == NULL) goto done;

@@ -104,13 +104,27 @@ typedef struct {
     Buf out;
     PyObject *strings, *sites, *shapes; /* value -> its ref (an int) */
     Last last[8];
+    int64_t last64[8]; /* last[i].i, for each bit i of `fast` ... */
+    unsigned fast;     /* ... set when last[i] is an int of the int64 range */
     SiteHit site_hits[SITE_CACHE];
     ShapeHit shape_hits[SHAPE_CACHE];
     uint64_t *site_refs; /* site id -> its site ref in this chunk (0: not yet written) */
     Py_ssize_t n_site_refs;
     PyObject *reason; /* the last exit reason written, and its string ref */
     uint64_t reason_ref;
+    Slot *slot;   /* the copy of a slot being encoded, its objects borrowed until... */
+    Garbage held; /* ... enc_pin() takes them here (n < 0: not yet) */
 } Enc;
+
+/* Before anything that may run Python code (a marker's attributes, str(), type_name(),
+ * isoformat()...): the slot being encoded takes references to its objects, which another
+ * thread's writes could otherwise release (see _ring.c). Nothing else the encoder does
+ * runs Python code, the collector being off during the scan. */
+static inline void
+enc_pin(Enc *e)
+{
+    if (e->slot != NULL && e->held.n < 0) hold_slot(e->slot, &e->held);
+}
 
 /* _crc32.c */
 uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n);
@@ -128,9 +142,45 @@ int put_site(Enc *e, PyObject *a, PyObject *b);
 int put_site_id(Enc *e, int32_t site, PyObject *a, PyObject *b);
 int put_reason(Enc *e, PyObject *s);
 int put_shape(Enc *e, PyObject **keys, Py_ssize_t n);
-int put_value(Enc *e, PyObject *v, int depth);
+/* An int64 as a value (tags 0x80+n, 0x03): put_int's common case, inline. */
+static inline int
+put_int64(Enc *e, int64_t v)
+{
+    Buf *b = &e->out;
+    if (b->cap - b->len < 11 && buf_grow(b, 11) < 0) return -1;
+    uint8_t *o = b->p + b->len;
+    if ((uint64_t)v < 128) {
+        *o++ = (uint8_t)(T_SMALL + v);
+    }
+    else {
+        *o++ = T_INT;
+        uint64_t z = zigzag(v);
+        while (z > 0x7F) {
+            *o++ = (uint8_t)((z & 0x7F) | 0x80);
+            z >>= 7;
+        }
+        *o++ = (uint8_t)z;
+    }
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+int put_value_any(Enc *e, PyObject *v, int depth);
+
+/* A value: None, a bool or an int of at most two digits inline, the rest by put_value_any. */
+__attribute__((always_inline)) static inline int
+put_value(Enc *e, PyObject *v, int depth)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    int64_t x;
+    if (t == &PyLong_Type && small_long(v, &x)) return put_int64(e, x);
+    if (v == Py_None) return put_u8(&e->out, T_NONE);
+    if (t == &PyBool_Type) return put_u8(&e->out, v == Py_True ? T_TRUE : T_FALSE);
+    return put_value_any(e, v, depth);
+}
 int put_items(Enc *e, PyObject *const *items, Py_ssize_t n, int depth);
 int put_int(Enc *e, i128 v);
+
 int put_bigint(Enc *e, PyObject *v);
 int long_i128(PyObject *v, i128 *out);
 

@@ -12,7 +12,11 @@
  * release store of 2*pos+2. A stamp holding a newer position means the writer was lapped:
  * its event is dropped and readers count it from the gap. Readers load the stamp with
  * acquire, copy, and check it again. Nothing between claim and publish allocates or runs
- * Python code, so with the GIL the sequence is also atomic as a whole. Without the GIL
+ * Python code, so with the GIL the sequence is also atomic as a whole. A reader's copy
+ * takes new references to the slot's objects before the reader runs anything that may run
+ * Python code (which may let other threads write, and lap the ring): the trace encoder
+ * takes them only then (hold_slot when it first needs them, with the collector off during
+ * its scan so that no allocation runs a finalizer), the other readers at once. Without the GIL
  * (not supported: the module does not declare Py_mod_gil) readers would also need
  * deferred reclamation of the references a writer drops when it overwrites a slot, an
  * acquire fence between their loads of a slot and the second load of its stamp, and
@@ -69,7 +73,8 @@ free_slots(Slot *slots, uint64_t n)
 {
     if (slots == NULL) return;
     for (uint64_t i = 0; i < n; i++) {
-        Garbage g = {.n = 0};
+        Garbage g;
+        g.n = 0;
         if (slots[i].stamp == 0) continue;
         gather_slot(&g, &slots[i]);
         release(&g);
@@ -97,7 +102,8 @@ RingStorage_traverse(RingStorage *self, visitproc visit, void *arg)
         uint64_t st = __atomic_load_n(&slots[i].stamp, __ATOMIC_ACQUIRE);
         if (st == 0 || (st & 1) || slots[i].kind == K_ENTRY || slots[i].kind == K_EXIT)
             continue;
-        Garbage g = {.n = 0};
+        Garbage g;
+        g.n = 0;
         gather_slot(&g, &slots[i]);
         for (int k = 0; k < g.n; k++) Py_VISIT(g.o[k]);
     }
@@ -200,7 +206,8 @@ store_payload(RingStorage *self, uint64_t pos, PyObject *payload)
     if (check_payload(self, payload) < 0) return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(payload);
     Slot *s = &self->slots[pos & self->mask];
-    Garbage g = {.n = 0};
+    Garbage g;
+    g.n = 0;
     if (!take_slot(s, pos, &g)) return 0;
     PyObject *const *it = ((PyTupleObject *)payload)->ob_item;
     if (n == 1) {
@@ -496,11 +503,11 @@ build_event(Slot *c, PyObject *node, PyObject *pid, int64_t wall_offset, IntCach
 }
 
 /* The walk of _ring.RingBuffer._scan over the C slots, for both readers here and the
- * trace encoder (_encode.c): each current slot is held (copied with new references) and
- * checked against its stamp again before `visit` sees it. */
+ * trace encoder (_encode.c): each current slot is copied (with new references when
+ * `hold`) and checked against its stamp again before `visit` sees it. */
 int
 ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got,
-              Py_ssize_t *abandoned, slot_visitor visit, void *ctx)
+              Py_ssize_t *abandoned, slot_visitor visit, void *ctx, int hold)
 {
     uint64_t p = *pp;
     *got = *abandoned = 0;
@@ -510,10 +517,12 @@ ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got
         if (st == 0) break;
         uint64_t q = (st - 1) / 2;
         if (q == p && !(st & 1)) {
-            Slot copy;
-            hold_slot(&copy, s);
+            Slot copy = *s;
+            Garbage held;
+            held.n = 0;
+            if (hold) hold_slot(&copy, &held);
             if (__atomic_load_n(&s->stamp, __ATOMIC_ACQUIRE) != st) { /* overwritten */
-                drop_slot(&copy);
+                release(&held);
                 continue;
             }
             int r = 0;
@@ -524,7 +533,7 @@ ts_scan_slots(RingStorage *self, uint64_t *pp, Py_ssize_t count, Py_ssize_t *got
                 r = visit(ctx, &copy, p);
                 if (r == 0 || r == 1) ++*got;
             }
-            drop_slot(&copy);
+            release(&held);
             if (r < 0) return -1;
             if (r == 2) break;
             p++;
@@ -606,7 +615,7 @@ scan_impl(RingStorage *self, PyObject *const *args, Py_ssize_t nargs, int as_eve
      * runs Python code), so no other thread can notice, and each young object would
      * otherwise be traversed by every collection the batch's allocations trigger. */
     int gc_was_on = PyGC_Disable();
-    int r = ts_scan_slots(self, &pos, count, &got, &abandoned, scan_visit, &c);
+    int r = ts_scan_slots(self, &pos, count, &got, &abandoned, scan_visit, &c, 1);
     if (gc_was_on) PyGC_Enable();
     if (r < 0) goto fail;
     Py_XDECREF(c.node);

@@ -106,26 +106,37 @@ slot_item(Slot *c, int k)
 /* Hold references outside the slot while it is rewritten: decrefs run after publishing. */
 typedef struct { PyObject *o[12]; int n; } Garbage;
 
-static inline void
-gather_val(Garbage *g, Val v, int is_raw)
-{
-    if (!is_raw && v.o != NULL) g->o[g->n++] = v.o;
-}
+/* (n in a local: stores through g->o would otherwise reload and store g->n each time) */
+#define GATHER_VAL(v, is_raw)                                                              \
+    do {                                                                                   \
+        PyObject *o_ = (v).o;                                                              \
+        o[n] = o_; /* branch-free: the store is harmless when not counted (n <= 11) */     \
+        n += !(is_raw) & (o_ != NULL);                                                     \
+    } while (0)
 
-/* The references a filled slot holds (the caller knows it is filled). */
+/* The references a filled slot holds (the caller knows it is filled), added to g. */
 static inline void
 gather_slot(Garbage *g, Slot *s)
 {
-    gather_val(g, s->eid, s->raw & R_EID);
-    gather_val(g, s->ts, s->raw & R_TS);
-    gather_val(g, s->thread, s->raw & R_THREAD);
-    gather_val(g, s->task, s->raw & R_TASK);
-    gather_val(g, s->corr, s->raw & R_CORR);
-    gather_val(g, s->parent, s->raw & R_PARENT);
-    gather_val(g, s->call, s->raw & R_CALL);
-    if (s->ast) g->o[g->n++] = s->ast;
-    for (int k = 0; k < 4; k++) gather_val(g, s->d[k], s->draw & (1 << k));
+    unsigned raw = s->raw;
+    PyObject **o = g->o;
+    int n = g->n;
+    GATHER_VAL(s->eid, raw & R_EID);
+    GATHER_VAL(s->ts, raw & R_TS);
+    GATHER_VAL(s->thread, raw & R_THREAD);
+    GATHER_VAL(s->task, raw & R_TASK);
+    GATHER_VAL(s->corr, raw & R_CORR);
+    GATHER_VAL(s->parent, raw & R_PARENT);
+    GATHER_VAL(s->call, raw & R_CALL);
+    GATHER_VAL(((Val){.o = s->ast}), 0);
+    unsigned draw = s->draw; /* item k raw: 1 << k (a D_ARGS entry's values, a duration) */
+    GATHER_VAL(s->d[0], draw & 1);
+    GATHER_VAL(s->d[1], draw & 2);
+    GATHER_VAL(s->d[2], draw & 4);
+    GATHER_VAL(s->d[3], draw & 8);
+    g->n = n;
 }
+#undef GATHER_VAL
 
 static inline void
 release(Garbage *g)
@@ -133,22 +144,14 @@ release(Garbage *g)
     for (int k = 0; k < g->n; k++) Py_DECREF(g->o[k]);
 }
 
-/* Copy a slot's contents with new references (no allocation, no Python code). */
+/* Take new references to what a copy of a slot holds (no allocation, no Python code):
+ * `held` gets them, for release() once the copy is done with. */
 static inline void
-hold_slot(Slot *dst, Slot *src)
+hold_slot(Slot *copy, Garbage *held)
 {
-    *dst = *src;
-    Garbage g = {.n = 0};
-    gather_slot(&g, dst);
-    for (int k = 0; k < g.n; k++) Py_INCREF(g.o[k]);
-}
-
-static inline void
-drop_slot(Slot *c)
-{
-    Garbage g = {.n = 0};
-    gather_slot(&g, c);
-    release(&g);
+    held->n = 0;
+    gather_slot(held, copy);
+    for (int k = 0; k < held->n; k++) Py_INCREF(held->o[k]);
 }
 
 /* ---- the writer's side of the protocol (see _ring.c for the ordering rules) ---- */
@@ -256,7 +259,7 @@ typedef struct {
     PyThread_type_lock passed;  /* held; _set_wake releases it for a waiting writer */
 } RingStorage;
 
-/* Called by scan_slots for each current slot (a held copy, and its position): 0 to go on,
+/* Called by scan_slots for each current slot (a copy, and its position): 0 to go on,
  * 1 to stop after this slot, 2 to stop before it (it is read next time), -1 on an error
  * (set; the scan stops and the caller consumes nothing). */
 typedef int (*slot_visitor)(void *ctx, Slot *copy, uint64_t pos);
@@ -267,9 +270,12 @@ extern PyTypeObject RingStorage_Type;
 void high_water(RingStorage *self, uint64_t pos);
 
 /* _ring.c: visit up to `count` current slots from *p (the pure _scan's walk); *p ends
- * after the last slot taken, *got counts the visited, *abandoned the abandoned ones. */
+ * after the last slot taken, *got counts the visited, *abandoned the abandoned ones. With
+ * `hold`, the visitor's copy holds new references to its objects; without, it borrows
+ * them, and the visitor must take them (hold_slot) before anything that may run Python
+ * code: until then nothing can overwrite the slot (see _ring.c). */
 int ts_scan_slots(RingStorage *self, uint64_t *p, Py_ssize_t count, Py_ssize_t *got,
-                  Py_ssize_t *abandoned, slot_visitor visit, void *ctx);
+                  Py_ssize_t *abandoned, slot_visitor visit, void *ctx, int hold);
 
 /* _snap.c: count the exception set as an internal error (_pure.count_error) and clear
  * it: 1; or 0 when it is no Exception (KeyboardInterrupt, SystemExit: left set). */

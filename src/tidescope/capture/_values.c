@@ -421,6 +421,7 @@ static int
 put_unsupported(Enc *e, PyObject *v, int with_text)
 {
     PyTypeObject *t = Py_TYPE(v);
+    enc_pin(e);
     PyObject *name = PyObject_CallOneArg(g_type_name, (PyObject *)t);
     if (name == NULL) return -1;
     if (!PyUnicode_CheckExact(name)) { /* type_name() always gives a str */
@@ -744,10 +745,13 @@ put_other(Enc *e, PyObject *v)
 }
 
 int
-put_value(Enc *e, PyObject *v, int depth)
+put_value_any(Enc *e, PyObject *v, int depth)
 {
     PyTypeObject *t = Py_TYPE(v);
-    if (t == &PyLong_Type) return put_long(e, v);
+    if (t == &PyLong_Type) {
+        int64_t x;
+        return small_long(v, &x) ? put_int64(e, x) : put_long(e, v);
+    }
     if (t == &PyUnicode_Type) return put_u8(&e->out, T_STR) < 0 ? -1 : put_string(e, v);
     if (v == Py_None) return put_u8(&e->out, T_NONE);
     if (t == &PyBool_Type) return put_u8(&e->out, v == Py_True ? T_TRUE : T_FALSE);
@@ -770,6 +774,7 @@ put_value(Enc *e, PyObject *v, int depth)
         return r;
     }
     PyObject *o = (PyObject *)t;
+    if (t != &PyBytes_Type && t != &PyByteArray_Type) enc_pin(e); /* may run Python code */
     if (o == g_truncated) return put_truncated(e, v, depth);
     if (o == g_snapshot) return put_snapshot(e, v, depth);
     if (o == g_ref) return put_ref(e, v);
