@@ -575,21 +575,12 @@ flat_copy(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
-/* flat_payload(data, strlen, int_limit, items, budget, depth) -> (dict, cost) | None */
-PyObject *
-flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+/* Snapper.payload's flat copy of `data`: the copy (*cost set), Py_None when the snapshot
+ * might cut something (new references), or NULL with an error set. */
+static PyObject *
+flat_payload_with(PyObject *data, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t items,
+                  Py_ssize_t budget, Py_ssize_t depth, Py_ssize_t *costp)
 {
-    Py_ssize_t strlen, items, depth;
-    IntLimit il;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "flat_payload takes 6 arguments");
-        return NULL;
-    }
-    if (flat_args(args[1], args[2], args[3], args[5], &strlen, &il, &items, &depth) < 0)
-        return NULL;
-    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
-    if (budget == -1 && PyErr_Occurred()) return NULL;
-    PyObject *data = args[0];
     if (!PyDict_CheckExact(data) || PyDict_GET_SIZE(data) > items) Py_RETURN_NONE;
     Py_ssize_t pos = 0, cost = 0;
     PyObject *k, *v;
@@ -602,7 +593,7 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
             cost += PyUnicode_GET_LENGTH(v) + SMALL;
         }
         else if (t == &PyLong_Type) {
-            if (!int_within(v, &il)) Py_RETURN_NONE;
+            if (!int_within(v, il)) Py_RETURN_NONE;
             cost += SMALL;
         }
         else if (keep_type(t)) {
@@ -610,7 +601,7 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         }
         else if (is_nested(t) && depth >= 1) {
             int nested = 0;
-            Py_ssize_t c = container_cost(v, strlen, &il, items, depth, &nested);
+            Py_ssize_t c = container_cost(v, strlen, il, items, depth, &nested);
             if (c < 0) Py_RETURN_NONE;
             cost += c;
         }
@@ -625,6 +616,38 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
+    *costp = cost;
+    return out;
+}
+
+/* flat_payload(data, strlen, int_limit, items, budget, depth) -> (dict, cost) | None */
+PyObject *
+flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t strlen, items, depth;
+    IntLimit il;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "flat_payload takes 6 arguments");
+        return NULL;
+    }
+    if (flat_args(args[1], args[2], args[3], args[5], &strlen, &il, &items, &depth) < 0)
+        return NULL;
+    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
+    if (budget == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t cost = 0;
+    PyObject *out = flat_payload_with(args[0], strlen, &il, items, budget, depth, &cost);
+    if (out == NULL || out == Py_None) return out;
     return Py_BuildValue("(Nn)", out, cost);
+}
+
+/* An event's data as a fresh Snapper(limits).payload(data) gives it when its flat copy does
+ * (the limits sync() set; an int past 64 bits is left to that path): new reference, or
+ * Py_None, or NULL with an error set. */
+PyObject *
+payload_flat(PyObject *data)
+{
+    IntLimit il = {g_int_limit, 0};
+    Py_ssize_t cost = 0;
+    return flat_payload_with(data, g_max_string, &il, g_max_items, g_budget, g_depth, &cost);
 }
 
