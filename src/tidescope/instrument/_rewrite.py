@@ -826,9 +826,7 @@ class _Rewriter(ast.NodeTransformer):
             names = bound_names(node.target, [])
         step = at.assign(
             counter,
-            self._value(
-                at, "loop", node.lineno, self._nid, names, (kind,), [at.load(counter)]
-            ),
+            self._value(at, "loop", node.lineno, self._nid, names, (kind,), [at.load(counter)]),
         )
         node.body.insert(0, step)
         head = At(node)
@@ -880,9 +878,7 @@ _LOOP_PREFIX: Final = LOOP.split("{")[0]
 
 def _value_call(node: ast.AST | None) -> bool:
     """``node`` is ``__tidescope_value__(...)``."""
-    return (
-        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == VALUE
-    )
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == VALUE
 
 
 def _rt_call(node: ast.AST | None, helper: str | frozenset[str]) -> bool:

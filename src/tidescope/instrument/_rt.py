@@ -3,11 +3,11 @@
 The plain reporters are the capture core's own functions under short names (one attribute
 load and one call per site). Code rewritten by this version reports values through
 :func:`value_sites`'s reporter; ``snap``, ``loop``, ``branch``, ``xbranch``, ``match`` and
-``line`` stay for code rewritten before it. The helpers below add what a single reporter cannot do: an
-exception exit that tells cancellation apart, a lambda's entry and exit around its body,
-and the suspension protocol of generators (see ``tidescope.instrument._rewrite``). Like
-every reporter, none of them raises into the instrumented program: they only call the
-core, which counts its own failures.
+``line`` stay for code rewritten before it. The helpers below add what a single reporter
+cannot do: an exception exit that tells cancellation apart, a lambda's entry and exit
+around its body, and the suspension protocol of generators (see
+``tidescope.instrument._rewrite``). Like every reporter, none of them raises into the
+instrumented program: they only call the core, which counts its own failures.
 """
 
 from __future__ import annotations
