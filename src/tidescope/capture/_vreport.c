@@ -3,8 +3,9 @@
  * value_sites(table) checks a module's sites through _pure_values.check_sites once, at
  * import, and returns a ValueSites: a callable that keeps each site's kind, node id, line,
  * names and constants in a C array. A report, report(token, k, *values), builds the data
- * dict runtime.ast's reporter builds, snapshots it with the flat copy Snapper.payload
- * tries first (_snap.c: payload_flat) and writes a K_RECORD slot as write_event does
+ * dict runtime.ast's reporter builds, snapshots it as the flat copy Snapper.payload
+ * tries first would (_snap.c: payload_flat, which copies only the program's containers in
+ * it) and writes a K_RECORD slot as write_event does
  * (_report.c). Python runs only where the flat copy would not do (an object, a long
  * string, a deep container: _pure_values.value_payload), on errors (counted), and for the
  * ring's slow strategies. */
@@ -76,9 +77,10 @@ named(VSite *s, PyObject *const *values)
     return d;
 }
 
-/* the data before its snapshot, in runtime.ast's key order; new reference */
+/* the data before its snapshot, in runtime.ast's key order; new reference. *ownp: the
+ * dict of names made for it (held by the data), or NULL. */
 static PyObject *
-event_data(VSite *s, PyObject *const *values, PyObject *count)
+event_data(VSite *s, PyObject *const *values, PyObject *count, PyObject **ownp)
 {
     PyObject *keys[4], *vals[4], *own = NULL;
     int n = 0;
@@ -120,6 +122,7 @@ event_data(VSite *s, PyObject *const *values, PyObject *count)
     for (int k = 0; data != NULL && k < n; k++) {
         if (PyDict_SetItem(data, keys[k], vals[k]) < 0) Py_CLEAR(data);
     }
+    *ownp = data != NULL ? own : NULL;
     Py_XDECREF(own);
     return data;
 }
@@ -213,9 +216,10 @@ report(VSite *s, PyObject *token, PyObject *const *values, PyObject *count)
             parent = Py_None;
         }
     }
-    data = event_data(s, values, count);
+    PyObject *own;
+    data = event_data(s, values, count, &own);
     if (data == NULL) goto done;
-    payload = payload_flat(data);
+    payload = payload_flat(data, own);
     if (payload == Py_None) {
         Py_DECREF(payload);
         payload = PyObject_CallOneArg(g_value_payload, data);
