@@ -21,6 +21,7 @@ setup(
                 "src/tidescope/capture/_ring.c",
                 "src/tidescope/capture/_context.c",
                 "src/tidescope/capture/_report.c",
+                "src/tidescope/capture/_vreport.c",
                 "src/tidescope/capture/_snap.c",
                 "src/tidescope/capture/_encode.c",
                 "src/tidescope/capture/_values.c",
@@ -30,7 +31,8 @@ setup(
             ],
             depends=[
                 f"src/tidescope/capture/{h}.h"
-                for h in ("_slots", "_encode", "_state", "_context", "_snap", "_report", "_deep")
+                for h in ("_slots", "_encode", "_state", "_context", "_snap", "_report", "_deep",
+                          "_vreport")
             ],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers"],

@@ -1,6 +1,7 @@
 """Extra instructions per traced call, fib at ``calls``, against the peers (valgrind callgrind).
 
     python bench/bench_callgrind.py [3.11 3.12 3.13] [--small 16] [--large 22] [--src DIR]
+                                    [--level values]
 
 For each CPython (the worktree's ``.venv-3.1x`` when present, else ``python3.1x`` on PATH
 or under ~/.pyenv, with ``src/`` on the path), runs ``fib(n)`` in a child under
@@ -17,7 +18,9 @@ or under ~/.pyenv, with ``src/`` on the path), runs ``fib(n)`` in a child under
 
 Per mode, (instructions(large) - instructions(small)) / (calls(large) - calls(small)) is
 the cost of one whole fib call with start-up cancelled out; the table gives that minus the
-untraced figure: what tracing adds per call. Instruction counts do not drift with the
+untraced figure: what tracing adds per call. ``--level values`` rewrites fib at ``values``
+instead: each call then also reports one branch event (``if n < 2``), so the difference
+from the ``calls`` figure is the cost of one value event. Instruction counts do not drift with the
 machine's load. ``--src`` measures another checkout's ``src/`` (its extension built in
 place) with the same interpreters, e.g. a commit before a change. The cyclic GC is off
 while fib runs (a collection's cost depends on the heap, not on the call measured).
@@ -58,7 +61,7 @@ def child(mode: str, n: int) -> None:
         from tidescope.export.drain import Drain
         from tidescope.instrument import install
 
-        install(include="benchfib", cache=False)
+        install(include="benchfib", cache=False, level=os.environ.get("BENCH_LEVEL", "calls"))
         import benchfib  # rewritten by the hook
 
         session = tidescope.start(buffer_size=1 << 18)
@@ -134,6 +137,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=22)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--no-drain", action="store_true", help="no drain: the report path only")
+    ap.add_argument("--level", default="calls", help="the rewrite's level (calls, values)")
     ap.add_argument("--src", help="measure this directory's tidescope (a src/ layout)")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -144,7 +148,10 @@ def main() -> None:
         sys.exit("bench_callgrind: valgrind is not installed")
     modes = [m for m in args.modes.split(",") if m]
     span = calls(args.large) - calls(args.small)
-    print(f"fib({args.large}) - fib({args.small}): {span:,} calls; extra instructions per call")
+    print(
+        f"fib({args.large}) - fib({args.small}): {span:,} calls at {args.level}; "
+        "extra instructions per call"
+    )
     print("| CPython | " + " | ".join(m for m in modes if m != "none") + " | untraced call |")
     print("|---" * len(modes) + "|---|")
     for version in args.versions:
@@ -157,6 +164,7 @@ def main() -> None:
             env = {"PYTHONPATH": str(Path(args.src).resolve())}
         if args.no_drain:
             env["BENCH_NO_DRAIN"] = "1"
+        env["BENCH_LEVEL"] = args.level
         per = {}
         for mode in ["none"] + [m for m in modes if m != "none"]:
             if mode == "viztracer" and not has_viztracer(python, env):

@@ -93,6 +93,7 @@ from tidescope.capture._pure import (  # noqa: E402
     value_policy,
     write_event,
 )
+from tidescope.capture._pure_values import value_sites  # noqa: E402
 from tidescope.capture._ring import OVERFLOW_STRATEGIES, RingBuffer, RingBufferError  # noqa: E402
 from tidescope.capture._snapshot import Limits  # noqa: E402
 from tidescope.capture._tokens import call_of  # noqa: E402
@@ -134,6 +135,10 @@ if _speedups is not None:
     call_of = _speedups.call_of
     report_site_return = _speedups.report_site_return
     write_event = _speedups.write_event
+    from tidescope.capture import _pure_values
+
+    _speedups.values_init(_pure_values.c_namespace())
+    value_sites = _speedups.value_sites
     CORE_NAME = _speedups.CORE_NAME  # type: ignore[misc]
 
 __all__ += [
@@ -187,5 +192,6 @@ __all__ += [
     "snapshot_many",
     "take_notes",
     "value_policy",
+    "value_sites",
     "write_event",
 ]

@@ -627,6 +627,43 @@ flat_copy(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* What Snapper.payload's flat copy of `data` charges, or -1 when the snapshot might cut
+ * something (the copy is then not taken). Runs no Python code, sets no error. */
+static Py_ssize_t
+flat_payload_cost(PyObject *data, Py_ssize_t strlen, const IntLimit *il, Py_ssize_t items,
+                  Py_ssize_t budget, Py_ssize_t depth)
+{
+    if (!PyDict_CheckExact(data) || PyDict_GET_SIZE(data) > items) return -1;
+    Py_ssize_t pos = 0, cost = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(data, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k)) return -1;
+        cost += PyUnicode_GET_LENGTH(k) + SMALL;
+        PyTypeObject *t = Py_TYPE(v);
+        if (t == &PyUnicode_Type) {
+            if (PyUnicode_GET_LENGTH(v) > strlen) return -1;
+            cost += PyUnicode_GET_LENGTH(v) + SMALL;
+        }
+        else if (t == &PyLong_Type) {
+            if (!int_within(v, il)) return -1;
+            cost += SMALL;
+        }
+        else if (keep_type(t)) {
+            cost += SMALL;
+        }
+        else if (is_nested(t) && depth >= 1) {
+            int nested = 0;
+            Py_ssize_t c = container_cost(v, strlen, il, items, depth, &nested);
+            if (c < 0) return -1;
+            cost += c;
+        }
+        else {
+            return -1;
+        }
+    }
+    return cost > budget ? -1 : cost;
+}
+
 /* flat_payload(data, strlen, int_limit, items, budget, depth) -> (dict, cost) | None */
 PyObject *
 flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
@@ -641,42 +678,55 @@ flat_payload(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
     if (budget == -1 && PyErr_Occurred()) return NULL;
-    PyObject *data = args[0];
-    if (!PyDict_CheckExact(data) || PyDict_GET_SIZE(data) > items) Py_RETURN_NONE;
-    Py_ssize_t pos = 0, cost = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(data, &pos, &k, &v)) {
-        if (!PyUnicode_CheckExact(k)) Py_RETURN_NONE;
-        cost += PyUnicode_GET_LENGTH(k) + SMALL;
-        PyTypeObject *t = Py_TYPE(v);
-        if (t == &PyUnicode_Type) {
-            if (PyUnicode_GET_LENGTH(v) > strlen) Py_RETURN_NONE;
-            cost += PyUnicode_GET_LENGTH(v) + SMALL;
-        }
-        else if (t == &PyLong_Type) {
-            if (!int_within(v, &il)) Py_RETURN_NONE;
-            cost += SMALL;
-        }
-        else if (keep_type(t)) {
-            cost += SMALL;
-        }
-        else if (is_nested(t) && depth >= 1) {
-            int nested = 0;
-            Py_ssize_t c = container_cost(v, strlen, &il, items, depth, &nested);
-            if (c < 0) Py_RETURN_NONE;
-            cost += c;
-        }
-        else {
-            Py_RETURN_NONE;
-        }
-    }
-    if (cost > budget) Py_RETURN_NONE;
+    Py_ssize_t cost = flat_payload_cost(args[0], strlen, &il, items, budget, depth);
+    if (cost < 0) Py_RETURN_NONE;
     /* nothing is cut: copy (the top level is not a nesting level: one more to open) */
-    PyObject *out = copy_flat(data, depth < PY_SSIZE_T_MAX ? depth + 1 : depth);
+    PyObject *out = copy_flat(args[0], depth < PY_SSIZE_T_MAX ? depth + 1 : depth);
     if (out == NULL) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
     return Py_BuildValue("(Nn)", out, cost);
+}
+
+/* An event's data as a fresh Snapper(limits).payload(data) gives it when its flat copy
+ * does (the limits sync() set; an int past 64 bits is left to that path). `data` and `own`
+ * (a dict value of data's, or NULL) were made by the caller for this event and nothing
+ * else holds them: they are kept, the containers in them copied, so the result is data
+ * itself, equal to what flat_payload's copy would be. New reference, or Py_None when the
+ * full snapshot is needed (data may then hold copies in place of equal containers), or
+ * NULL with an error set. */
+PyObject *
+payload_flat(PyObject *data, PyObject *own)
+{
+    IntLimit il = {g_int_limit, 0};
+    Py_ssize_t depth = g_depth;
+    if (flat_payload_cost(data, g_max_string, &il, g_max_items, g_budget, depth) < 0)
+        Py_RETURN_NONE;
+    Py_ssize_t pos = 0;
+    PyObject *k, *a;
+    while (PyDict_Next(data, &pos, &k, &a)) {
+        if (!is_nested(Py_TYPE(a))) continue;
+        if (a != own) { /* copy_flat(data, depth + 1) copies it as copy_item(a, depth + 1) */
+            PyObject *c = copy_item(a, depth + 1);
+            int bad = c == NULL || PyDict_SetItem(data, k, c) < 0; /* k is there: no resize */
+            Py_XDECREF(c);
+            if (bad) goto cut;
+            continue;
+        }
+        Py_ssize_t pos2 = 0;
+        PyObject *k2, *b;
+        while (PyDict_Next(own, &pos2, &k2, &b)) { /* as copy_flat(own, depth) does */
+            if (!is_nested(Py_TYPE(b))) continue;
+            PyObject *c = copy_item(b, depth);
+            int bad = c == NULL || PyDict_SetItem(own, k2, c) < 0;
+            Py_XDECREF(c);
+            if (bad) goto cut;
+        }
+    }
+    return Py_NewRef(data);
+cut:
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
 }
 

@@ -51,5 +51,9 @@ PyObject *flat_cost(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *flat_copy(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *flat_payload(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *forget_names(PyObject *m, PyObject *ignored);
+/* a value event's data as a fresh Snapper(limits).payload(data) gives it, when a flat copy
+ * does (data and `own`, a dict in it or NULL, made by the caller: kept, not copied);
+ * Py_None when it does not (both new references); NULL on error */
+PyObject *payload_flat(PyObject *data, PyObject *own);
 
 #endif

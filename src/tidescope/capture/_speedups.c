@@ -25,6 +25,7 @@
  *   _context.c   ids and the call stack: the per-context cell, frames, task ids
  *   _report.c    the report path: report_function_entry / _exit, write_event
  *   _snap.c      snapshots on the report path: flat copies, references, redaction
+ *   _vreport.c   value reports by site (snapshots, lines, branches, loops, match cases)
  *   _values.c, _encode.c, _decode.c, _crc32.c   the trace format
  */
 #include "_state.h"
@@ -32,6 +33,7 @@
 #include "_snap.h"
 #include "_report.h"
 #include "_deep.h"
+#include "_vreport.h"
 #include <structmember.h>
 
 /* --------------------------------------------------------------------------------- */
@@ -247,6 +249,7 @@ static PyMethodDef module_methods[] = {
      "report_site_return(call_id, return_value, site)\n--\n\n"
      "report_site_exit, returning return_value (for `return report_site_return(...)`)."},
     {"attach", (PyCFunction)attach, METH_O, NULL},
+    {"value_sites", value_sites, METH_O, NULL}, {"values_init", values_init, METH_O, NULL},
     {"write_event", (PyCFunction)(void (*)(void))write_event, METH_FASTCALL | METH_KEYWORDS,
      "write_event(buffer, event_type, data, *, call_id=None, parent_id=None, "
      "correlation_id=None, ast_node_id=None)\n--\n\n"

@@ -97,6 +97,15 @@ with its type's name, decided here once: names that are not secret cost nothing 
 ``lines``
     A line event before every statement (not before a docstring or ``from __future__``).
 
+Every value report (``values`` and ``lines``) is a site, as functions are: the module
+registers its reporting nodes once, at import, in one statement,
+``__tidescope_value__ = __tidescope_rt__.value_sites(((kind, node_id, line, names, detail),
+...))``, and a report passes the call's id, the node's index in that table (a constant) and
+the values, positionally: ``__tidescope_value__(__tidescope_call__, 3, y)`` after ``y = ...``,
+``__tidescope_loop_1__ = __tidescope_value__(__tidescope_call__, 4, __tidescope_loop_1__,
+i)`` in a loop (see ``tidescope.capture._pure_values``). No dict, keyword or string per
+event; the node ids, names and constants come from the table.
+
 Capture off, at every level: each instrumented function (generators included) starts with
 ``if not __tidescope_on__:`` and a copy of its body with nothing of the rewrite in its own
 scope (no report, loop counter, walrus or suspension protocol; its nested functions are
@@ -167,6 +176,7 @@ LOOP: Final = "__tidescope_loop_{}__"
 ENTER: Final = "__tidescope_enter__"  # the module's binding of _rt.enter_site
 LEAVE: Final = "__tidescope_leave__"  # and of _rt.leave_site
 SITE: Final = "__tidescope_s{}__"  # a function's site id, registered at import
+VALUE: Final = "__tidescope_value__"  # the module's value reporter (_rt.value_sites)
 
 _LAMBDA_BLOCKERS: Final = frozenset({"super", "locals", "vars", "dir", "eval", "exec"})
 _LAMBDA_SUSPENDERS: Final[dict[type[ast.AST], str]] = {
@@ -330,6 +340,8 @@ class _Rewriter(ast.NodeTransformer):
         self.docstrings: set[int] = set()
         self.filename = filename
         self.sites: list[tuple[str, str, str, tuple[str, ...], str, int]] = []
+        # the value sites: (kind, ast_node_id, line, names, detail), by index
+        self.value_sites: list[tuple[str, str, int, tuple[str, ...], tuple[Any, ...]]] = []
 
     # -- driving ---------------------------------------------------------------------
 
@@ -363,7 +375,7 @@ class _Rewriter(ast.NodeTransformer):
                 **at.loc,
             ),
         )
-        body[i:i] = [imp, track, *self._register(at)]
+        body[i:i] = [imp, track, *self._register(at), *self._register_values(at)]
         tree.body = body
         return tree
 
@@ -381,6 +393,31 @@ class _Rewriter(ast.NodeTransformer):
         targets = ast.Tuple(elts=[at.store(ENTER), at.store(LEAVE), ids], ctx=ast.Store(), **at.loc)
         value = at.rt("sites", at.const(tuple(self.sites)))
         return [ast.Assign(targets=[targets], value=value, type_comment=None, **at.loc)]
+
+    def _register_values(self, at: At) -> list[ast.stmt]:
+        """``__tidescope_value__ = __tidescope_rt__.value_sites((site, ...))``: the module's
+        value-reporting nodes registered once, at import (``capture._pure_values``)."""
+        if not self.value_sites:
+            return []
+        return [at.assign(VALUE, at.rt("value_sites", at.const(tuple(self.value_sites))))]
+
+    def _value(
+        self,
+        at: At,
+        kind: str,
+        line: int,
+        nid: str,
+        names: list[str] = (),  # type: ignore[assignment]
+        detail: tuple[Any, ...] = (),
+        values: list[ast.expr] = (),  # type: ignore[assignment]
+    ) -> ast.Call:
+        """``__tidescope_value__(call, k, *values)`` for a new value site ``k``; the values
+        are ``names``' (a secret one as its marker) after ``values``."""
+        k = len(self.value_sites)
+        self.value_sites.append((kind, nid, line, tuple(names), detail))
+        loaded = [at.rt("redact", at.load(n)) if secret_name(n) else at.load(n) for n in names]
+        args = [self._cid(at), at.const(k), *values, *loaded]
+        return ast.Call(func=at.load(VALUE), args=args, keywords=[], **at.loc)
 
     def _mark_docstring(self, body: list[ast.stmt]) -> None:
         if body and is_docstring(body[0]):
@@ -447,8 +484,7 @@ class _Rewriter(ast.NodeTransformer):
             and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
         ):
             at = At(node)
-            rep = at.rt("line", self._cid(at), at.const(node.lineno), at.const(None), at.const(nid))
-            out.insert(0, at.expr(rep))
+            out.insert(0, at.expr(self._value(at, "line", node.lineno, nid)))
         return out
 
     # -- scopes ----------------------------------------------------------------------
@@ -770,14 +806,7 @@ class _Rewriter(ast.NodeTransformer):
         if self.level < _VALUES or not names:
             return []
         at = At(node)
-        rep = at.rt(
-            "snap",
-            self._cid(at),
-            at.names(names, secret_name),
-            at.const(node.lineno),
-            at.const(self._nid),
-        )
-        return [at.expr(rep)]
+        return [at.expr(self._value(at, "snap", node.lineno, self._nid, names))]
 
     def visit_Assign(self, node: ast.Assign) -> Any:
         if (
@@ -825,12 +854,7 @@ class _Rewriter(ast.NodeTransformer):
 
         def rep(taken: bool, place: ast.AST) -> ast.stmt:
             at = At(place)
-            return at.expr(
-                at.rt(
-                    "branch", self._cid(at), at.const(kind), at.const(cond), at.const(taken),
-                    at.const(line), at.const(nid),
-                )
-            )  # fmt: skip
+            return at.expr(self._value(at, "branch", line, nid, detail=(kind, cond, taken)))
 
         node.body.insert(0, rep(True, node.body[0]))
         node.orelse.insert(0, rep(False, node.orelse[0] if node.orelse else node))
@@ -844,10 +868,8 @@ class _Rewriter(ast.NodeTransformer):
         for attr, taken in (("body", True), ("orelse", False)):
             operand = getattr(node, attr)
             at = At(operand)
-            report = at.rt(
-                "xbranch", self._cid(at), at.const(cond), at.const(taken),
-                at.const(node.lineno), at.const(nid),
-            )  # fmt: skip
+            detail = ("conditional", cond, taken)
+            report = self._value(at, "branch", node.lineno, nid, detail=detail)
             setattr(node, attr, ast.BoolOp(op=ast.Or(), values=[report, operand], **at.loc))
         return node
 
@@ -859,20 +881,16 @@ class _Rewriter(ast.NodeTransformer):
         scope.loops += 1
         counter = LOOP.format(scope.loops)
         at = At(node.body[0])
-        value: ast.expr
+        names: list[str] = []
         if isinstance(node, ast.While):
-            kind, value = "while", at.const(None)
+            kind = "while"
         else:
             kind = "async_for" if isinstance(node, ast.AsyncFor) else "for"
             names = bound_names(node.target, [])
-            value = at.names(names, secret_name) if names else at.const(None)
         step = at.assign(
             counter,
-            at.rt(
-                "loop", self._cid(at), at.load(counter), at.const(kind), value,
-                at.const(node.lineno), at.const(self._nid),
-            ),
-        )  # fmt: skip
+            self._value(at, "loop", node.lineno, self._nid, names, (kind,), [at.load(counter)]),
+        )
         node.body.insert(0, step)
         head = At(node)
         return [head.assign(counter, head.const(0)), node]
@@ -896,19 +914,18 @@ class _Rewriter(ast.NodeTransformer):
                 self.parents.pop()
             if instrument:
                 at = At(case.body[0])
-                rep = at.rt(
-                    "match", self._cid(at), at.const(self.src.segment(case.pattern)),
-                    at.load(MATCH), at.const(True), at.const(case.pattern.lineno), at.const(cnid),
-                )  # fmt: skip
+                detail = (self.src.segment(case.pattern), True)
+                rep = self._value(
+                    at, "match", case.pattern.lineno, cnid, detail=detail, values=[at.load(MATCH)]
+                )
                 case.body.insert(0, at.expr(rep))
         if not instrument:
             return node
         if not (node.cases and irrefutable(node.cases[-1])):
             at = At(node)
-            miss = at.rt(
-                "match", self._cid(at), at.const(None), at.load(MATCH), at.const(False),
-                at.const(node.lineno), at.const(nid),
-            )  # fmt: skip
+            miss = self._value(
+                at, "match", node.lineno, nid, detail=(None, False), values=[at.load(MATCH)]
+            )
             wildcard = ast.MatchAs(pattern=None, name=None, **at.loc)
             node.cases.append(ast.match_case(pattern=wildcard, guard=None, body=[at.expr(miss)]))
         at = At(node.subject)
@@ -959,8 +976,12 @@ _TRY_STAR: Final[tuple[type[ast.AST], ...]] = (ast.TryStar,) if hasattr(ast, "Tr
 # ---------------------------------------------------------------------------------------
 # the unreported copy of a function's body
 
-_STATEMENT_REPORTS: Final = frozenset({"line", "snap", "branch", "match"})
 _LOOP_PREFIX: Final = LOOP.split("{")[0]
+
+
+def _value_call(node: ast.AST | None) -> bool:
+    """``node`` is ``__tidescope_value__(...)``."""
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == VALUE
 
 
 def _rt_call(node: ast.AST | None, helper: str | frozenset[str]) -> bool:
@@ -1017,7 +1038,7 @@ class _Unreported(ast.NodeTransformer):
     visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = visit_FunctionDef
 
     def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
-        if _rt_call(node.value, _STATEMENT_REPORTS):
+        if _value_call(node.value):
             return None
         return self.generic_visit(node)
 
@@ -1042,7 +1063,7 @@ class _Unreported(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_BoolOp(self, node: ast.BoolOp) -> Any:
-        if len(node.values) == 2 and _rt_call(node.values[0], "xbranch"):
+        if len(node.values) == 2 and _value_call(node.values[0]):
             return self.visit(node.values[1])
         return self.generic_visit(node)
 

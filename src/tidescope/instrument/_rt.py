@@ -1,11 +1,13 @@
 """What rewritten code calls: every rewritten module binds this module as ``__tidescope_rt__``.
 
 The plain reporters are the capture core's own functions under short names (one attribute
-load and one call per site). The helpers below add what a single reporter cannot do: an
-exception exit that tells cancellation apart, a lambda's entry and exit around its body,
-and the suspension protocol of generators (see ``tidescope.instrument._rewrite``). Like
-every reporter, none of them raises into the instrumented program: they only call the
-core, which counts its own failures.
+load and one call per site). Code rewritten by this version reports values through
+:func:`value_sites`'s reporter; ``snap``, ``loop``, ``branch``, ``xbranch``, ``match`` and
+``line`` stay for code rewritten before it. The helpers below add what a single reporter
+cannot do: an exception exit that tells cancellation apart, a lambda's entry and exit
+around its body, and the suspension protocol of generators (see
+``tidescope.instrument._rewrite``). Like every reporter, none of them raises into the
+instrumented program: they only call the core, which counts its own failures.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "snap",
     "suspend",
     "track",
+    "value_sites",
     "xbranch",
     "yield_",
 ]
@@ -122,6 +125,12 @@ def sites(
     """Register a module's functions (see ``tidescope.capture._sites``); returns what its
     code binds: ``enter_site``, ``site_return`` and the site ids, in order."""
     return enter_site, site_return, _sites.register_sites(table)
+
+
+def value_sites(table: tuple[tuple[Any, ...], ...]) -> Any:
+    """Register a module's value-reporting nodes (see ``tidescope.capture._pure_values``);
+    returns what its code binds as ``__tidescope_value__``: ``report(call, k, *values)``."""
+    return _core.value_sites(table)
 
 
 def fail_site(call_id: Any, site: int) -> None:
