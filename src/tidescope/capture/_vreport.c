@@ -33,12 +33,95 @@ static const char *key_names[K_NKEYS] = {
 };
 static PyObject *s_keys[K_NKEYS];
 
-/* The call id behind a call token (what __tidescope_enter__ returned), borrowed: today
- * the token is the call id. */
-static inline PyObject *
-token_call_id(PyObject *token)
+/* The ids a value event carries: each an object (borrowed) or, from a C frame, a raw
+ * int64 (no int made per event). */
+typedef struct {
+    PyObject *o[3]; /* call, parent, correlation id */
+    int64_t raw[3];
+    int is_raw[3];
+} EvIds;
+
+static inline void
+ids_obj(EvIds *ids, int k, PyObject *o)
 {
-    return token;
+    ids->o[k] = o;
+    ids->is_raw[k] = 0;
+}
+
+static inline void
+ids_raw(EvIds *ids, int k, int64_t v)
+{
+    ids->raw[k] = v;
+    ids->is_raw[k] = 1;
+}
+
+/* _pure.frame_ids on the C core, read from the cell without spilling its C frames (a
+ * value report must not turn the stack into tuples): 1 when capture is off in this
+ * context (_OFF on top), 0, or -1 with an error set. */
+static int
+current_ids(Cell *c, EvIds *ids)
+{
+    ids_obj(ids, 0, Py_None);
+    ids_obj(ids, 1, Py_None);
+    ids_obj(ids, 2, Py_None);
+    if (c == NULL) return 0;
+    PyObject *f = c->top != NULL ? c->top : Py_None;
+    if (c->n > 0) {
+        CFrame *t = &c->frames[c->n - 1];
+        ids_raw(ids, 0, t->call);
+        if (t->corr != NULL) ids_obj(ids, 2, t->corr);
+        else ids_raw(ids, 2, t->corr_raw);
+        if (c->n > 1) ids_raw(ids, 1, c->frames[c->n - 2].call);
+        else if (is_frame(f)) ids_obj(ids, 1, PyTuple_GET_ITEM(f, 0));
+        return 0;
+    }
+    if (f == g_off) return 1;
+    if (f == Py_None) return 0;
+    if (!is_frame(f)) return bad_stack(), -1;
+    ids_obj(ids, 0, PyTuple_GET_ITEM(f, 0));
+    PyObject *p = PyTuple_GET_ITEM(f, 1);
+    if (p != Py_None && p != g_off) {
+        if (!is_frame(p)) return bad_stack(), -1;
+        ids_obj(ids, 1, PyTuple_GET_ITEM(p, 0));
+    }
+    ids_obj(ids, 2, PyTuple_GET_ITEM(f, 2));
+    return 0;
+}
+
+/* Whether `token` (what __tidescope_enter__ returned, or a call id) names the call on top
+ * of the stack, ids[0]: 1, 0, or -1 with an error set. A token of this context's top
+ * depth is that call; anything else is compared by its call id (_core.call_of). */
+static int
+token_is_top(Cell *c, PyObject *token, EvIds *ids, PyObject **cid)
+{
+    *cid = NULL;
+    if (Py_IS_TYPE(token, &CallToken_Type) && c != NULL &&
+        ((CallToken *)token)->depth == cell_depth(c) + c->n)
+        return 1;
+    *cid = call_of(NULL, token);
+    if (*cid == NULL) return -1;
+    if (ids->is_raw[0]) {
+        int64_t v;
+        if (PyLong_CheckExact(*cid) && small_long(*cid, &v)) return v == ids->raw[0];
+        PyObject *top = PyLong_FromLongLong(ids->raw[0]);
+        if (top == NULL) return -1;
+        int eq = PyObject_RichCompareBool(*cid, top, Py_EQ);
+        Py_DECREF(top);
+        return eq;
+    }
+    return *cid == ids->o[0] ? 1 : PyObject_RichCompareBool(*cid, ids->o[0], Py_EQ);
+}
+
+static inline void
+put_id(Slot *s, Val *v, EvIds *ids, int k, uint8_t bit)
+{
+    if (ids->is_raw[k]) {
+        v->i = ids->raw[k];
+        s->raw |= bit;
+    }
+    else {
+        put_val(s, v, ids->o[k], bit);
+    }
 }
 
 /* One site; every object is borrowed from the ValueSites' checked table. */
@@ -130,8 +213,8 @@ event_data(VSite *s, PyObject *const *values, PyObject *count, PyObject **ownp)
 /* Write one K_RECORD slot (or _put it on the slow strategies), as write_event does. All
  * references borrowed. */
 static int
-write_record(PyObject *buf, PyObject *cell, PyObject *etype, PyObject *data, PyObject *call,
-             PyObject *parent, PyObject *corr, PyObject *ast)
+write_record(PyObject *buf, PyObject *cell, PyObject *etype, PyObject *data, EvIds *ids,
+             PyObject *ast)
 {
     int64_t eid = new_id();
     int64_t ts = now_ns();
@@ -151,9 +234,9 @@ write_record(PyObject *buf, PyObject *cell, PyObject *etype, PyObject *data, PyO
             s->thread.i = (int64_t)thread;
             s->raw = R_EID | R_TS | R_THREAD;
             put_val(s, &s->task, task, R_TASK);
-            put_val(s, &s->parent, parent, R_PARENT);
-            put_val(s, &s->corr, corr, R_CORR);
-            put_val(s, &s->call, call, R_CALL);
+            put_id(s, &s->parent, ids, 1, R_PARENT);
+            put_id(s, &s->corr, ids, 2, R_CORR);
+            put_id(s, &s->call, ids, 0, R_CALL);
             s->ast = Py_NewRef(ast);
             s->kind = K_RECORD;
             s->d[0].o = Py_NewRef(etype);
@@ -165,9 +248,17 @@ write_record(PyObject *buf, PyObject *cell, PyObject *etype, PyObject *data, PyO
         if (pos == rb->wake_at) high_water(rb, pos);
     }
     else {
-        PyObject *rec = Py_BuildValue("(LLKOOOOOOO)", (long long)eid, (long long)ts,
-                                      (unsigned long long)thread, task, corr, parent, call, ast,
-                                      etype, data);
+        PyObject *id[3] = {NULL, NULL, NULL};
+        for (int k = 0; k < 3; k++) {
+            id[k] = ids->is_raw[k] ? PyLong_FromLongLong(ids->raw[k]) : Py_NewRef(ids->o[k]);
+            if (id[k] == NULL) break;
+        }
+        PyObject *rec = id[0] && id[1] && id[2]
+                            ? Py_BuildValue("(LLKOOOOOOO)", (long long)eid, (long long)ts,
+                                            (unsigned long long)thread, task, id[2], id[1],
+                                            id[0], ast, etype, data)
+                            : NULL;
+        for (int k = 0; k < 3; k++) Py_XDECREF(id[k]);
         PyObject *r = rec ? PyObject_CallMethodOneArg(buf, s_put, rec) : NULL;
         Py_XDECREF(rec);
         if (r == NULL) rc = -1;
@@ -183,37 +274,24 @@ report(VSite *s, PyObject *token, PyObject *const *values, PyObject *count)
 {
     if (!g_enabled || g_buffer == NULL) return 0;
     PyObject *buf = Py_NewRef(g_buffer), *cell = NULL, *data = NULL, *payload = NULL;
-    int rc = -1;
-    PyObject *f = get_top(&cell);
-    if (f == NULL) goto done;
-    if (f == g_off) {
-        rc = 0;
+    PyObject *cid = NULL;
+    int rc = -1, none;
+    cell = get_cell(&none);
+    if (cell == NULL && !none) goto done;
+    EvIds ids;
+    int off = current_ids((Cell *)cell, &ids);
+    if (off != 0) {
+        rc = off > 0 ? 0 : -1;
         goto done;
     }
-    PyObject *call = Py_None, *parent = Py_None, *corr = Py_None;
-    if (f != Py_None) { /* _pure.frame_ids */
-        if (!is_frame(f)) {
-            bad_stack();
-            goto done;
-        }
-        call = PyTuple_GET_ITEM(f, 0);
-        PyObject *p = PyTuple_GET_ITEM(f, 1);
-        if (p != Py_None && p != g_off) {
-            if (!is_frame(p)) {
-                bad_stack();
-                goto done;
-            }
-            parent = PyTuple_GET_ITEM(p, 0);
-        }
-        corr = PyTuple_GET_ITEM(f, 2);
-    }
     if (token != Py_None) {
-        PyObject *cid = token_call_id(token);
-        int ne = cid == call ? 0 : PyObject_RichCompareBool(cid, call, Py_NE);
-        if (ne < 0) goto done;
-        if (ne) {
-            call = cid;
-            parent = Py_None;
+        /* the token names the call the value belongs to; when it is not the top of this
+         * context's stack (a frame left unbalanced), the event is that call's, parentless */
+        int top = token_is_top((Cell *)cell, token, &ids, &cid);
+        if (top < 0) goto done;
+        if (!top) {
+            ids_obj(&ids, 0, cid);
+            ids_obj(&ids, 1, Py_None);
         }
     }
     PyObject *own;
@@ -225,10 +303,10 @@ report(VSite *s, PyObject *token, PyObject *const *values, PyObject *count)
         payload = PyObject_CallOneArg(g_value_payload, data);
     }
     if (payload == NULL) goto done;
-    rc = write_record(buf, cell, g_value_types[s->kind], payload, call, parent, corr, s->ast);
+    rc = write_record(buf, cell, g_value_types[s->kind], payload, &ids, s->ast);
 done:
-    Py_XDECREF(f);
     Py_XDECREF(cell);
+    Py_XDECREF(cid);
     Py_XDECREF(data);
     Py_XDECREF(payload);
     Py_DECREF(buf);
