@@ -61,6 +61,7 @@ def set_limits(limits: Limits) -> None:
     global _limits, _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_depth
     _limits = limits
     _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_depth = _fast_limits(limits)
+    _site_keys.clear()
     _sync()
 
 
@@ -654,52 +655,84 @@ def report_function_entry(
             snap, arity = _ref_args(args, lim)
         else:
             snap, arity = _snap_args(args, lim)
-        cid = next(_ids) if call_id is None else call_id
-        ts = _monotonic_ns()
-        if f is None:
-            parent = None
-            corr = cid
-            try:
-                _noted.seen  # noqa: B018 - a root call: is this thread's start recorded?
-            except AttributeError:
-                _note_thread(ts)
-        else:
-            parent = f[0]
-            corr = f[2] if f[2] is not None else cid
-        if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = _snap(ast_node_id, lim)
-        loop = _get_running_loop()
-        task = None if loop is None else _loop_task_id(loop)
-        thread = _get_ident()
-        eid = cid if call_id is None else next(_ids)
-        _set((cid, f, corr, ts))
-        # Everything that can fail is done: claim, then build the slot in one tuple.
-        if buf._fast:
-            pos = next(buf._claim)
-            slots = buf._slots
-            i = pos & buf._mask
-            old = slots[i]
-            if old is None or old[0] < pos:  # lapped while we worked: newer data stays
-                slots[i] = (
-                    pos, eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
-                    (module, function, arity, snap),
-                )  # fmt: skip
-            if pos == buf._wake_pos:
-                buf._high_water()
-        else:
-            buf._put_slow((
-                eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
-                (module, function, arity, snap),
-            ))  # fmt: skip
-        return cid
+        return _enter(buf, f, module, function, arity, snap, ast_node_id, call_id)
     except Exception as exc:
         count_error(exc)
         return None
 
 
+def _enter(
+    buf: Any, f: Any, module: Any, function: Any, arity: Any, snap: Any, ast: Any, call_id: Any
+) -> Any:
+    """The rest of an entry once its arguments are snapshotted (both report functions):
+    stamp it, push its frame, write its slot; returns the call id. Raises on a fault."""
+    cid = next(_ids) if call_id is None else call_id
+    ts = _monotonic_ns()
+    if f is None:
+        parent = None
+        corr = cid
+        try:
+            _noted.seen  # noqa: B018 - a root call: is this thread's start recorded?
+        except AttributeError:
+            _note_thread(ts)
+    else:
+        parent = f[0]
+        corr = f[2] if f[2] is not None else cid
+    if ast is not None and type(ast) is not str:
+        ast = _snap(ast, _limits)
+    loop = _get_running_loop()
+    task = None if loop is None else _loop_task_id(loop)
+    thread = _get_ident()
+    eid = cid if call_id is None else next(_ids)
+    _set((cid, f, corr, ts))
+    # Everything that can fail is done: claim, then build the slot in one tuple.
+    if buf._fast:
+        pos = next(buf._claim)
+        slots = buf._slots
+        i = pos & buf._mask
+        old = slots[i]
+        if old is None or old[0] < pos:  # lapped while we worked: newer data stays
+            slots[i] = (
+                pos, eid, ts, thread, task, corr, parent, cid, ast, _FUNCTION_ENTRY,
+                (module, function, arity, snap),
+            )  # fmt: skip
+        if pos == buf._wake_pos:
+            buf._high_water()
+    else:
+        buf._put_slow((
+            eid, ts, thread, task, corr, parent, cid, ast, _FUNCTION_ENTRY,
+            (module, function, arity, snap),
+        ))  # fmt: skip
+    return cid
+
+
+# site id -> what its parameters' names charge a "ref" snapshot of its arguments, or -1
+# when one is secret or past the limits (then the report takes the general path); forgotten
+# when the limits or the redaction pattern change
+_site_keys: dict[int, int] = {}
+_redact.on_configure(_site_keys.clear)
+
+
+def _key_cost(site: int, names: tuple[str, ...]) -> int:
+    cost = _SMALL  # as _snapshot.flat_cost charges a dict's keys
+    if len(names) > _f_items:
+        cost = -1
+    for k in names:
+        if cost < 0 or type(k) is not str or len(k) > _f_str or _redact.secret_name(k):
+            cost = -1
+            break
+        cost += len(k) + _SMALL
+    _site_keys[site] = cost
+    return cost
+
+
 def report_site_entry(site: int, *values: Any) -> Any:
     """:func:`report_function_entry` for a registered site (:mod:`._sites`): the module,
-    function, ``ast_node_id`` and parameter names from the table, ``values`` in order."""
+    function, ``ast_node_id`` and parameter names from the table, ``values`` in order.
+
+    The same event, by a shorter path (the C core's ``report_site_entry`` takes it too):
+    no keyword call, and under the "ref" policy the arguments' dict, made here and held by
+    nothing else, is its own snapshot when every value is a scalar kept as it is."""
     if not _enabled:
         return None
     try:
@@ -707,11 +740,35 @@ def report_site_entry(site: int, *values: Any) -> Any:
         names = s[3]
         if len(names) != len(values):
             raise TypeError(f"site {site!r} takes {len(names)} values, got {len(values)}")
-        args = dict(zip(names, values))  # noqa: B905  # zip(strict=) parses a keyword per call
+        buf = _buffer
+        f = _get()
+        if buf is None or f is _OFF:
+            return None
+        if len(values) == 1:
+            args = {names[0]: values[0]}
+        else:
+            args = dict(zip(names, values))  # noqa: B905  # zip(strict=) parses a keyword
+        if _by_ref if _policy is None else _ref_for(s[0]):
+            cost = _site_keys.get(site)
+            if cost is None:
+                cost = _key_cost(site, names)
+            if cost >= 0:  # _ref_args's flat test, the names' share known
+                for v in values:
+                    t = type(v)
+                    if (t is int and -_f_int < v < _f_int) or t in KEEP_TYPES:
+                        cost += _SMALL
+                    elif t is str and len(v) <= _f_str:
+                        cost += len(v) + _SMALL
+                    else:
+                        cost = -1
+                        break
+            snap = args if 0 <= cost <= _f_budget else _ref_args(args, _limits)[0]
+        else:
+            snap = _snap_args(args, _limits)[0]
+        return _enter(buf, f, s[0], s[1], len(args), snap, s[2], None)
     except Exception as exc:
         count_error(exc)
         return None
-    return report_function_entry(s[0], s[1], args, ast_node_id=s[2])
 
 
 def _no_site(site: Any) -> Any:
@@ -727,7 +784,7 @@ def report_site_exit(call_id: Any, return_value: Any, site: int) -> bool:
     except Exception as err:
         count_error(err)  # the call is still popped
         ast_node_id = None
-    return report_function_exit(call_id, return_value, ast_node_id=ast_node_id)
+    return _leave(call_id, return_value, None, "normal", ast_node_id)
 
 
 def _unwind(f: Any, call_id: Any) -> Any:
@@ -758,6 +815,11 @@ def report_function_exit(
     """
     if call_id is None:
         return False
+    return _leave(call_id, return_value, duration_ns, exit_reason, ast_node_id)
+
+
+def _leave(call_id: Any, return_value: Any, duration_ns: Any, exit_reason: Any, ast: Any) -> bool:
+    """:func:`report_function_exit`'s work, its arguments positional (both exits)."""
     try:
         f = _get()
         frame = f if f is not None and f is not _OFF and f[0] == call_id else _unwind(f, call_id)
@@ -767,16 +829,23 @@ def report_function_exit(
         if not _enabled or buf is None or f is _OFF:
             return False
         ts = _monotonic_ns()
-        lim = _limits
+        exc = None
         if exit_reason != "normal":
             result = None
-            exc = _exc_snap(return_value, lim)
-        elif _by_ref if _policy is None else _ref_for(ast_node_id):
-            result = _ref_value(return_value, lim)
-            exc = None
+            exc = _exc_snap(return_value, _limits)
+        elif _by_ref if _policy is None else _ref_for(ast):
+            # _ref_value, its test inline
+            t = type(return_value)
+            if (
+                (t is int and -_f_int < return_value < _f_int)
+                or t in KEEP_TYPES
+                or (t is str and len(return_value) <= _f_top_str)
+            ):
+                result = return_value
+            else:
+                result = _snap_ref(return_value, _limits, 1)
         else:
-            result = _snap_value(return_value, lim)
-            exc = None
+            result = _snap_value(return_value, _limits)
         if frame is not None:
             p = frame[1]
             parent = p[0] if p is not None else None
@@ -786,8 +855,8 @@ def report_function_exit(
         else:
             parent = None
             corr = current_correlation_id()
-        if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = _snap(ast_node_id, lim)
+        if ast is not None and type(ast) is not str:
+            ast = _snap(ast, _limits)
         loop = _get_running_loop()
         task = None if loop is None else _loop_task_id(loop)
         thread = _get_ident()
@@ -799,14 +868,14 @@ def report_function_exit(
             old = slots[i]
             if old is None or old[0] < pos:  # lapped while we worked: newer data stays
                 slots[i] = (
-                    pos, eid, ts, thread, task, corr, parent, call_id, ast_node_id,
+                    pos, eid, ts, thread, task, corr, parent, call_id, ast,
                     _FUNCTION_EXIT, (result, exc, duration_ns, exit_reason),
                 )  # fmt: skip
             if pos == buf._wake_pos:
                 buf._high_water()
             return True
         return buf._put_slow((
-            eid, ts, thread, task, corr, parent, call_id, ast_node_id, _FUNCTION_EXIT,
+            eid, ts, thread, task, corr, parent, call_id, ast, _FUNCTION_EXIT,
             (result, exc, duration_ns, exit_reason),
         ))  # fmt: skip
     except Exception as exc_:
