@@ -1,29 +1,40 @@
-"""The pure-Python core: buffer registry, context stack and the hot report path.
+"""The pure-Python core: its state, the snapshots of the report path and the report path.
 
-This module, with ``_ring``, ``_snapshot`` and ``_clock``, is the specification that the C
-accelerator mirrors name for name. Everything here runs inside instrumented code, so the
-rules of DESIGN.md invariant 1 apply to every line: no exception escapes a ``report_*``
-call, nothing blocks except a ``block`` write.
-
-Context. The call stack of each thread and asyncio task is an immutable linked list of
-frames ``(call_id, parent_frame, correlation_id, start_ns)`` held in one ContextVar. A task
-copies its creator's context, so it sees the creator's frame as its parent and nothing it
-pushes is seen by anyone else: the shared-mutable-list bug cannot happen by construction.
-Each push and pop is one ``ContextVar.set`` (about 120 ns on 3.11): the price of that
-guarantee in pure Python.
+With ``_callstack`` (the call stack), ``_tasks`` (task ids, thread and task notes), ``_ring``,
+``_snapshot`` and ``_clock``, this is the specification that the C accelerator mirrors name
+for name: this module is the twin of ``_speedups.c`` (state, ``attach``/``sync``),
+``_snap.c`` (the fast snapshots and the value policy) and ``_report.c`` (the report path).
+Everything here runs inside instrumented code, so the rules of DESIGN.md invariant 1 apply
+to every line: no exception escapes a ``report_*`` call, nothing blocks except a ``block``
+write. Tests and ``_core`` import every public name from here.
 """
 
 from __future__ import annotations
 
-import contextvars
 import fnmatch
 import os
 import threading
-from asyncio import current_task as _current_task
 from asyncio.events import _get_running_loop
 from typing import Any, Final
 
-from tidescope.capture import _clock, _notes, _redact, _snapshot
+from tidescope.capture import _callstack, _clock, _notes, _redact, _snapshot, _tasks
+from tidescope.capture._callstack import (
+    _OFF,
+    _stack,
+    _unwind,
+    bind_correlation,
+    call_stack,
+    clear_context,
+    current_call_id,
+    current_correlation_id,
+    disable_here,
+    frame_ids,
+    initialize_context,
+    pop_call_stack,
+    push_call_stack,
+    restore_context,
+    save_context,
+)
 from tidescope.capture._raise import raised_at
 from tidescope.capture._ring import RingBuffer
 from tidescope.capture._sites import table as _site_table
@@ -35,7 +46,35 @@ from tidescope.capture._snapshot import (
     exception_snapshot,
     type_name,
 )
+from tidescope.capture._tasks import (
+    _loop_task_id,
+    _note_thread,
+    _noted,
+    _task_id,
+    current_task_id,
+    note_thread_once,
+    take_notes,
+)
 from tidescope.events import Event, EventType, ObjectRef, Redacted, Truncated
+
+# the context and task functions live in _callstack and _tasks; _core imports them from here
+__all__ = [
+    "bind_correlation",
+    "call_stack",
+    "clear_context",
+    "current_call_id",
+    "current_correlation_id",
+    "current_task_id",
+    "disable_here",
+    "frame_ids",
+    "initialize_context",
+    "note_thread_once",
+    "pop_call_stack",
+    "push_call_stack",
+    "restore_context",
+    "save_context",
+    "take_notes",
+]
 
 CORE_NAME: Final = "python"
 
@@ -61,6 +100,7 @@ def set_limits(limits: Limits) -> None:
     global _limits, _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_depth
     _limits = limits
     _f_items, _f_str, _f_top_str, _f_int, _f_budget, _f_depth = _fast_limits(limits)
+    _site_keys.clear()
     _sync()
 
 
@@ -315,18 +355,9 @@ def _ref_value(v: Any, lim: Limits) -> Any:
     return _snap_ref(v, lim, 1)
 
 
-# ---------------------------------------------------------------------------------------
-# context: the per-thread / per-task call stack
-
-# A frame is (call_id, parent_frame, correlation_id, start_ns); None is the empty stack and
-# _OFF marks a context where capture is switched off.
-_stack: contextvars.ContextVar[Any] = contextvars.ContextVar("tidescope_stack", default=None)
-_OFF: Final = ("off", None, None, 0)
-# The stack's reader and writer. The pure core stores the top frame in the ContextVar
-# itself; the C core keeps it in a cell there and rewrites the cell in place when no
-# copy of the context can see it (see _speedups.c), so it swaps these two.
-_get: Any = _stack.get
-_set: Any = _stack.set
+# The stack's reader and writer, read by the report path (see _callstack.use).
+_get: Any = _callstack._get
+_set: Any = _callstack._set
 
 _enabled = False
 _buffer: RingBuffer | None = None
@@ -376,6 +407,7 @@ def use_accelerator(module: Any, ring_class: type[Any]) -> None:
     _ring_class = ring_class
     _get = module.stack_get
     _set = module.stack_set
+    _callstack.use(_get, _set)
     _new_ids = lambda: module.reset_ids(_clock.pid())  # noqa: E731
     _ids = _new_ids()
     _sync()
@@ -448,188 +480,10 @@ def enabled() -> bool:
     return _enabled and _buffer is not None and _get() is not _OFF
 
 
-def initialize_context() -> None:
-    """Start this thread's / task's context afresh: empty call stack, capture allowed."""
-    _set(None)
-
-
-def clear_context() -> None:
-    """Drop this context's call stack and stop capturing here until ``initialize_context()``."""
-    _set(_OFF)
-
-
-def current_call_id() -> Any:
-    """The innermost traced call of this thread or task, or None."""
-    f = _get()
-    return None if f is None or f is _OFF else f[0]
-
-
-def current_correlation_id() -> Any:
-    """The correlation the next event here will carry: a bound id, else the outermost call."""
-    f = _get()
-    return None if f is None or f is _OFF else f[2]
-
-
-def call_stack() -> list[Any]:
-    """The call ids of this context, innermost first."""
-    out: list[Any] = []
-    f = _get()
-    if f is _OFF:
-        return out
-    while f is not None:
-        if f[0] is not None:
-            out.append(f[0])
-        f = f[1]
-    return out
-
-
-def push_call_stack(call_id: Any) -> None:
-    """Push a call id (the seed's push; ``report_function_entry`` does this itself)."""
-    f = _get()
-    if f is _OFF:
-        return
-    corr = call_id if f is None or f[2] is None else f[2]
-    _set((call_id, f, corr, _monotonic_ns()))
-
-
-def pop_call_stack() -> Any:
-    """Pop the innermost call id and return it (None if the stack is empty)."""
-    f = _get()
-    if f is None or f is _OFF or f[0] is None:
-        return None  # empty, off, or only a correlation binding: no call to pop
-    _set(f[1])
-    return f[0]
-
-
-def save_context() -> Any:
-    """An opaque token of this context's stack state, for :func:`restore_context`."""
-    return _get()
-
-
-def restore_context(token: Any) -> None:
-    """Put back a state from :func:`save_context` (no Token: safe across tasks and yields)."""
-    _set(token)
-
-
-def disable_here() -> Any:
-    """Stop capture in this context; returns the token that :func:`restore_context` takes."""
-    f = _get()
-    _set(_OFF)
-    return f
-
-
-def bind_correlation(correlation_id: Any) -> Any:
-    """Make ``correlation_id`` the correlation of every event here; returns a restore token."""
-    f = _get()
-    if f is _OFF:
-        return f
-    if f is None:
-        _set((None, None, correlation_id, 0))
-    else:
-        _set((f[0], f[1], correlation_id, f[3]))
-    return f
-
-
 # ---------------------------------------------------------------------------------------
 # the report path
 
 _get_ident = threading.get_ident
-_task_ids: dict[int, int] = {}
-
-
-def _task_id() -> int | None:
-    loop = _get_running_loop()
-    return None if loop is None else _loop_task_id(loop)
-
-
-def _loop_task_id(loop: Any) -> int | None:
-    task = _current_task(loop)
-    if task is None:
-        return None
-    tid = _task_ids.get(id(task))
-    if tid is None:
-        tid = int(next(_ids))
-        try:
-            # forget the id when the task ends, so a new task at the same address gets its own
-            task.add_done_callback(_forget_task)
-        except Exception:
-            return tid  # a task-like object without callbacks: unique id, not cached
-        _task_ids[id(task)] = tid
-        _note_task(task, tid)
-    return tid
-
-
-_noted = threading.local()  # .seen: this thread's start is noted (a thread-local dies
-# with its thread, so a later thread that gets the same ident is noted again)
-
-
-def take_notes() -> tuple[list[dict[str, Any]], int]:
-    """The thread and task notes since the last call, and how many were lost (the drain
-    writes them to the trace before the events it drains after them)."""
-    return _notes.take()
-
-
-def _note_thread(ts: int) -> None:
-    """Note this thread's name at its first root call (both cores call this there, ``ts``
-    that call's time), so readers can name its track and tell it from an earlier thread
-    with the same ident.
-
-    Kept apart from the events (no ring slot): ``{"kind": "thread", "pid", "thread_id",
-    "native_id", "name", "timestamp"}``.
-    """
-    _noted.seen = True
-    try:
-        # threading's table, not current_thread(): that would register a dummy Thread
-        ident = _get_ident()
-        thread = threading._active.get(ident)  # type: ignore[attr-defined]
-        name = None if thread is None else str(thread.name)[: _notes.MAX_NAME]
-        _notes.add({
-            "kind": "thread", "pid": _clock.pid(), "thread_id": ident,
-            "native_id": threading.get_native_id(), "name": name, "timestamp": ts,
-        })  # fmt: skip
-    except Exception as exc:
-        count_error(exc)
-
-
-def note_thread_once() -> None:
-    """Note this thread unless it has a note already: for work run under another thread's
-    call (its first call is then no root call; ``tidescope.capture._threads``)."""
-    try:
-        _noted.seen  # noqa: B018
-    except AttributeError:
-        _note_thread(_monotonic_ns())
-
-
-def _note_task(task: Any, tid: int) -> None:
-    """Note a task's name when it gets its id (both cores number tasks here), as
-    ``{"kind": "task", "pid", "task_id", "thread_id", "name", "timestamp"}``."""
-    try:
-        name = task.get_name()
-        name = name[: _notes.MAX_NAME] if type(name) is str else None
-    except Exception:
-        name = None
-    try:
-        _notes.add({
-            "kind": "task", "pid": _clock.pid(), "task_id": tid, "thread_id": _get_ident(),
-            "name": name, "timestamp": _monotonic_ns(),
-        })  # fmt: skip
-    except Exception as exc:
-        count_error(exc)
-
-
-def _forget_task(task: Any) -> None:
-    _task_ids.pop(id(task), None)
-
-
-def current_task_id() -> int | None:
-    """The id tidescope gives the running asyncio task (unique, unlike ``id(task)``), or None."""
-    try:
-        return _task_id()
-    except Exception as exc:
-        count_error(exc)
-        return None
-
-
 _FUNCTION_ENTRY: Final = EventType.FUNCTION_ENTRY  # enum attribute lookup costs ~90 ns on 3.11
 _FUNCTION_EXIT: Final = EventType.FUNCTION_EXIT
 
@@ -654,52 +508,84 @@ def report_function_entry(
             snap, arity = _ref_args(args, lim)
         else:
             snap, arity = _snap_args(args, lim)
-        cid = next(_ids) if call_id is None else call_id
-        ts = _monotonic_ns()
-        if f is None:
-            parent = None
-            corr = cid
-            try:
-                _noted.seen  # noqa: B018 - a root call: is this thread's start recorded?
-            except AttributeError:
-                _note_thread(ts)
-        else:
-            parent = f[0]
-            corr = f[2] if f[2] is not None else cid
-        if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = _snap(ast_node_id, lim)
-        loop = _get_running_loop()
-        task = None if loop is None else _loop_task_id(loop)
-        thread = _get_ident()
-        eid = cid if call_id is None else next(_ids)
-        _set((cid, f, corr, ts))
-        # Everything that can fail is done: claim, then build the slot in one tuple.
-        if buf._fast:
-            pos = next(buf._claim)
-            slots = buf._slots
-            i = pos & buf._mask
-            old = slots[i]
-            if old is None or old[0] < pos:  # lapped while we worked: newer data stays
-                slots[i] = (
-                    pos, eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
-                    (module, function, arity, snap),
-                )  # fmt: skip
-            if pos == buf._wake_pos:
-                buf._high_water()
-        else:
-            buf._put_slow((
-                eid, ts, thread, task, corr, parent, cid, ast_node_id, _FUNCTION_ENTRY,
-                (module, function, arity, snap),
-            ))  # fmt: skip
-        return cid
+        return _enter(buf, f, module, function, arity, snap, ast_node_id, call_id)
     except Exception as exc:
         count_error(exc)
         return None
 
 
+def _enter(
+    buf: Any, f: Any, module: Any, function: Any, arity: Any, snap: Any, ast: Any, call_id: Any
+) -> Any:
+    """The rest of an entry once its arguments are snapshotted (both report functions):
+    stamp it, push its frame, write its slot; returns the call id. Raises on a fault."""
+    cid = next(_ids) if call_id is None else call_id
+    ts = _monotonic_ns()
+    if f is None:
+        parent = None
+        corr = cid
+        try:
+            _noted.seen  # noqa: B018 - a root call: is this thread's start recorded?
+        except AttributeError:
+            _note_thread(ts)
+    else:
+        parent = f[0]
+        corr = f[2] if f[2] is not None else cid
+    if ast is not None and type(ast) is not str:
+        ast = _snap(ast, _limits)
+    loop = _get_running_loop()
+    task = None if loop is None else _loop_task_id(loop)
+    thread = _get_ident()
+    eid = cid if call_id is None else next(_ids)
+    _set((cid, f, corr, ts))
+    # Everything that can fail is done: claim, then build the slot in one tuple.
+    if buf._fast:
+        pos = next(buf._claim)
+        slots = buf._slots
+        i = pos & buf._mask
+        old = slots[i]
+        if old is None or old[0] < pos:  # lapped while we worked: newer data stays
+            slots[i] = (
+                pos, eid, ts, thread, task, corr, parent, cid, ast, _FUNCTION_ENTRY,
+                (module, function, arity, snap),
+            )  # fmt: skip
+        if pos == buf._wake_pos:
+            buf._high_water()
+    else:
+        buf._put_slow((
+            eid, ts, thread, task, corr, parent, cid, ast, _FUNCTION_ENTRY,
+            (module, function, arity, snap),
+        ))  # fmt: skip
+    return cid
+
+
+# site id -> what its parameters' names charge a "ref" snapshot of its arguments, or -1
+# when one is secret or past the limits (then the report takes the general path); forgotten
+# when the limits or the redaction pattern change
+_site_keys: dict[int, int] = {}
+_redact.on_configure(_site_keys.clear)
+
+
+def _key_cost(site: int, names: tuple[str, ...]) -> int:
+    cost = _SMALL  # as _snapshot.flat_cost charges a dict's keys
+    if len(names) > _f_items:
+        cost = -1
+    for k in names:
+        if cost < 0 or type(k) is not str or len(k) > _f_str or _redact.secret_name(k):
+            cost = -1
+            break
+        cost += len(k) + _SMALL
+    _site_keys[site] = cost
+    return cost
+
+
 def report_site_entry(site: int, *values: Any) -> Any:
     """:func:`report_function_entry` for a registered site (:mod:`._sites`): the module,
-    function, ``ast_node_id`` and parameter names from the table, ``values`` in order."""
+    function, ``ast_node_id`` and parameter names from the table, ``values`` in order.
+
+    The same event, by a shorter path (the C core's ``report_site_entry`` takes it too):
+    no keyword call, and under the "ref" policy the arguments' dict, made here and held by
+    nothing else, is its own snapshot when every value is a scalar kept as it is."""
     if not _enabled:
         return None
     try:
@@ -707,11 +593,34 @@ def report_site_entry(site: int, *values: Any) -> Any:
         names = s[3]
         if len(names) != len(values):
             raise TypeError(f"site {site!r} takes {len(names)} values, got {len(values)}")
-        args = dict(zip(names, values))  # noqa: B905  # zip(strict=) parses a keyword per call
+        buf = _buffer
+        f = _get()
+        if buf is None or f is _OFF:
+            return None
+        # a display for the common single value: dict(zip()) costs four times as much
+        one = len(values) == 1
+        args = {names[0]: values[0]} if one else dict(zip(names, values))  # noqa: B905
+        if _by_ref if _policy is None else _ref_for(s[0]):
+            cost = _site_keys.get(site)
+            if cost is None:
+                cost = _key_cost(site, names)
+            if cost >= 0:  # _ref_args's flat test, the names' share known
+                for v in values:
+                    t = type(v)
+                    if (t is int and -_f_int < v < _f_int) or t in KEEP_TYPES:
+                        cost += _SMALL
+                    elif t is str and len(v) <= _f_str:
+                        cost += len(v) + _SMALL
+                    else:
+                        cost = -1
+                        break
+            snap = args if 0 <= cost <= _f_budget else _ref_args(args, _limits)[0]
+        else:
+            snap = _snap_args(args, _limits)[0]
+        return _enter(buf, f, s[0], s[1], len(args), snap, s[2], None)
     except Exception as exc:
         count_error(exc)
         return None
-    return report_function_entry(s[0], s[1], args, ast_node_id=s[2])
 
 
 def _no_site(site: Any) -> Any:
@@ -727,16 +636,7 @@ def report_site_exit(call_id: Any, return_value: Any, site: int) -> bool:
     except Exception as err:
         count_error(err)  # the call is still popped
         ast_node_id = None
-    return report_function_exit(call_id, return_value, ast_node_id=ast_node_id)
-
-
-def _unwind(f: Any, call_id: Any) -> Any:
-    """The frame of ``call_id`` in stack ``f`` (None if absent)."""
-    while f is not None and f is not _OFF:
-        if f[0] == call_id:
-            return f
-        f = f[1]
-    return None
+    return _leave(call_id, return_value, None, "normal", ast_node_id)
 
 
 def report_function_exit(
@@ -758,6 +658,11 @@ def report_function_exit(
     """
     if call_id is None:
         return False
+    return _leave(call_id, return_value, duration_ns, exit_reason, ast_node_id)
+
+
+def _leave(call_id: Any, return_value: Any, duration_ns: Any, exit_reason: Any, ast: Any) -> bool:
+    """:func:`report_function_exit`'s work, its arguments positional (both exits)."""
     try:
         f = _get()
         frame = f if f is not None and f is not _OFF and f[0] == call_id else _unwind(f, call_id)
@@ -767,16 +672,23 @@ def report_function_exit(
         if not _enabled or buf is None or f is _OFF:
             return False
         ts = _monotonic_ns()
-        lim = _limits
+        exc = None
         if exit_reason != "normal":
             result = None
-            exc = _exc_snap(return_value, lim)
-        elif _by_ref if _policy is None else _ref_for(ast_node_id):
-            result = _ref_value(return_value, lim)
-            exc = None
+            exc = _exc_snap(return_value, _limits)
+        elif _by_ref if _policy is None else _ref_for(ast):
+            # _ref_value, its test inline
+            t = type(return_value)
+            if (
+                (t is int and -_f_int < return_value < _f_int)
+                or t in KEEP_TYPES
+                or (t is str and len(return_value) <= _f_top_str)
+            ):
+                result = return_value
+            else:
+                result = _snap_ref(return_value, _limits, 1)
         else:
-            result = _snap_value(return_value, lim)
-            exc = None
+            result = _snap_value(return_value, _limits)
         if frame is not None:
             p = frame[1]
             parent = p[0] if p is not None else None
@@ -786,8 +698,8 @@ def report_function_exit(
         else:
             parent = None
             corr = current_correlation_id()
-        if ast_node_id is not None and type(ast_node_id) is not str:
-            ast_node_id = _snap(ast_node_id, lim)
+        if ast is not None and type(ast) is not str:
+            ast = _snap(ast, _limits)
         loop = _get_running_loop()
         task = None if loop is None else _loop_task_id(loop)
         thread = _get_ident()
@@ -799,14 +711,14 @@ def report_function_exit(
             old = slots[i]
             if old is None or old[0] < pos:  # lapped while we worked: newer data stays
                 slots[i] = (
-                    pos, eid, ts, thread, task, corr, parent, call_id, ast_node_id,
+                    pos, eid, ts, thread, task, corr, parent, call_id, ast,
                     _FUNCTION_EXIT, (result, exc, duration_ns, exit_reason),
                 )  # fmt: skip
             if pos == buf._wake_pos:
                 buf._high_water()
             return True
         return buf._put_slow((
-            eid, ts, thread, task, corr, parent, call_id, ast_node_id, _FUNCTION_EXIT,
+            eid, ts, thread, task, corr, parent, call_id, ast, _FUNCTION_EXIT,
             (result, exc, duration_ns, exit_reason),
         ))  # fmt: skip
     except Exception as exc_:
@@ -845,24 +757,15 @@ def active_buffer() -> RingBuffer | None:
     return buf
 
 
-def frame_ids() -> tuple[Any, Any, Any]:
-    """``(call_id, parent_id, correlation_id)`` of the innermost call here."""
-    f = _get()
-    if f is None or f is _OFF:
-        return None, None, None
-    p = f[1]
-    return f[0], (p[0] if p is not None and p is not _OFF else None), f[2]
-
-
 # ---------------------------------------------------------------------------------------
 # fork: the child starts with fresh ids, clocks and buffers, and holds no inherited lock
 
 
 def _after_fork_in_child() -> None:
-    global _ids, _buffer, _task_ids, _error_lock
+    global _ids, _buffer, _error_lock
     _clock.after_fork_in_child()
     _ids = _new_ids()
-    _task_ids = {}
+    _tasks.after_fork_in_child()
     _notes.clear()
     _error_lock = threading.Lock()
     old = _buffer

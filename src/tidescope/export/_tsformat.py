@@ -75,8 +75,7 @@ _MIN64: Final = -(1 << 63)
 _MAX64: Final = (1 << 63) - 1
 _ID_FIELDS: Final = (True, False, False, False, True, True, True, False)
 _SHIFTS: Final = (0, 2, 4, 6, 8, 10, 12, 14)  # of each field's mode in the u16
-_MIN_ID_DELTA: Final = _MIN64 << _ID_SHIFT
-_MAX_ID_DELTA: Final = _MAX64 << _ID_SHIFT
+_ID_BITS: Final = sum(1 << s for s, is_id in zip(_SHIFTS, _ID_FIELDS, strict=True) if is_id)
 _FUNCTION_ENTRY: Final = EventType.FUNCTION_ENTRY
 _FUNCTION_EXIT: Final = EventType.FUNCTION_EXIT
 _ENTRY_KEYS: Final = ("module", "function", "arity", "args")
@@ -201,7 +200,12 @@ class _Encoder:
                 return
             if t is dict:
                 keys = tuple(v)
-                if all(type(k) is str for k in keys):
+                shaped = True
+                for key in keys:  # a loop, not all(): no generator per dict
+                    if type(key) is not str:
+                        shaped = False
+                        break
+                if shaped:
                     out.append(T_SHAPED)
                     k = self.shapes.get(keys)
                     if k is not None:
@@ -336,7 +340,7 @@ class _Encoder:
         last = self.last
         self.last = f
         modes = 0
-        for v, prev, shift, is_id in zip(f, last, _SHIFTS, _ID_FIELDS):  # noqa: B905 - 8 each
+        for v, prev, shift in zip(f, last, _SHIFTS):  # noqa: B905 - 8 each
             if v is None:
                 if prev is not None:
                     modes |= 1 << shift
@@ -346,12 +350,12 @@ class _Encoder:
                 d = v - prev
                 if not d:
                     continue
-                if is_id:  # whole steps of the sequence, or in full
-                    fits = not d & _ID_MASK and _MIN_ID_DELTA <= d <= _MAX_ID_DELTA
+                if _ID_BITS >> shift & 1:  # an id: whole steps of the sequence, or in full
+                    fits = not d & _ID_MASK
                     d >>= _ID_SHIFT
                 else:
-                    fits = _MIN64 <= d <= _MAX64
-                if fits:
+                    fits = True
+                if fits and _MIN64 <= d <= _MAX64:
                     z = (d << 1) ^ (d >> 63)
                     if z < 0x80:
                         out.append(z)
