@@ -77,6 +77,25 @@ fill_common(Slot *s, int64_t eid, int64_t ts, uint64_t thread, PyObject *task, P
     s->ast = ast == Py_None ? NULL : Py_NewRef(ast);
 }
 
+/* An exit's data items (references taken; the duration raw when it is an int64). */
+static inline void
+fill_exit(Slot *s, int32_t site, PyObject *res, PyObject *exc, int raw_duration, int64_t dur,
+          PyObject *duration, PyObject *reason)
+{
+    s->kind = K_EXIT;
+    s->site = site;
+    s->d[0].o = Py_NewRef(res);
+    s->d[1].o = Py_NewRef(exc);
+    if (raw_duration) {
+        s->d[2].i = dur;
+        s->draw = D_RAW2;
+    }
+    else {
+        s->d[2].o = Py_NewRef(duration);
+    }
+    s->d[3].o = Py_NewRef(reason);
+}
+
 /* Write through _put_slow (drop_newest, block, destroyed, retired measurement buffers). */
 static PyObject *
 put_slow(PyObject *buf, int64_t eid, int64_t ts, uint64_t thread, PyObject *task,
@@ -357,18 +376,7 @@ exit_call(PyObject *call_id, PyObject *rv, PyObject *duration, PyObject *reason,
         if (take_slot(s, pos, &g)) {
             fill_common(s, eid, ts, thread, task, corr, parent, call_id,
                         site >= 0 ? Py_None : astv, NULL, 0);
-            s->kind = K_EXIT;
-            s->site = site;
-            s->d[0].o = Py_NewRef(res);
-            s->d[1].o = Py_NewRef(exc);
-            if (raw_duration) {
-                s->d[2].i = dur;
-                s->draw = D_RAW2;
-            }
-            else {
-                s->d[2].o = Py_NewRef(duration);
-            }
-            s->d[3].o = Py_NewRef(reason);
+            fill_exit(s, site, res, exc, raw_duration, dur, duration, reason);
             publish(s, pos);
             release(&g);
         }
@@ -834,18 +842,7 @@ exit_token(PyObject *token, PyObject *rv, PyObject *duration, PyObject *reason, 
                 s->raw |= R_CORR;
             }
             s->ast = astv == NULL || astv == Py_None ? NULL : Py_NewRef(astv);
-            s->kind = K_EXIT;
-            s->site = site;
-            s->d[0].o = Py_NewRef(res);
-            s->d[1].o = Py_NewRef(exc);
-            if (raw_duration) {
-                s->d[2].i = dur;
-                s->draw = D_RAW2;
-            }
-            else {
-                s->d[2].o = Py_NewRef(duration);
-            }
-            s->d[3].o = Py_NewRef(reason);
+            fill_exit(s, site, res, exc, raw_duration, dur, duration, reason);
             publish(s, pos);
             release(&g);
         }
