@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import tidescope
-from tidescope.capture import runtime
+from tidescope.capture import _core, runtime
 from tidescope.events import Event, EventType
 from tidescope.export import _tsformat
 from tidescope.export import writer as writer_module
@@ -38,6 +38,10 @@ def chunks(path: Path) -> list[_tsformat.Chunk]:
 
 def test_every_batch_is_one_chunk_with_the_running_counts(tmp_path: Path) -> None:
     session = tidescope.start(buffer_size=8)
+    # this thread's name note is written once per process: take it now, so the chunks
+    # below are the same whether an earlier test wrote it or not
+    _core.note_thread_once()
+    _core.take_notes()
     base = tidescope.stats()["internal_errors"]  # counted per process, earlier tests included
     drain = Drain(tmp_path, interval=60, batch=2)  # not started: pump() writes
     for i in range(10):  # 20 events through 8 slots: the 12 oldest are lost
