@@ -77,6 +77,32 @@ fill_common(Slot *s, int64_t eid, int64_t ts, uint64_t thread, PyObject *task, P
     s->ast = ast == Py_None ? NULL : Py_NewRef(ast);
 }
 
+/* An exit's return value and exception (new references in *res, *exc): the value under
+ * the policy of `key` (its ast node id) on a normal exit, else the exception's snapshot.
+ * 0, or -1 with an error set. Always inlined: as a call it cost 28 instructions per exit
+ * (bench_callgrind.py 3.11 --modes none,c --no-drain: 2,151 against 2,123). */
+static inline __attribute__((always_inline)) int
+exit_values(PyObject *rv, PyObject *reason, PyObject *key, PyObject **res, PyObject **exc)
+{
+    int normal = reason == s_normal;
+    if (!normal) {
+        normal = PyObject_RichCompareBool(reason, s_normal, Py_EQ);
+        if (normal < 0) return -1;
+    }
+    if (normal) {
+        int by_ref = ref_for(key);
+        if (by_ref < 0) return -1;
+        *res = by_ref ? ref_value(rv) : snap_value(rv);
+        if (*res == NULL) return -1;
+        *exc = Py_NewRef(Py_None);
+        return 0;
+    }
+    *exc = call_snap(g_exc_snap, rv);
+    if (*exc == NULL) return -1;
+    *res = Py_NewRef(Py_None);
+    return 0;
+}
+
 /* An exit's data items (references taken; the duration raw when it is an int64). */
 static inline void
 fill_exit(Slot *s, int32_t site, PyObject *res, PyObject *exc, int raw_duration, int64_t dur,
@@ -306,23 +332,7 @@ exit_call(PyObject *call_id, PyObject *rv, PyObject *duration, PyObject *reason,
     }
     buf = Py_NewRef(g_buffer);
     int64_t ts = now_ns();
-    int normal = reason == s_normal;
-    if (!normal) {
-        normal = PyObject_RichCompareBool(reason, s_normal, Py_EQ);
-        if (normal < 0) goto error;
-    }
-    if (normal) {
-        int by_ref = ref_for(ast);
-        if (by_ref < 0) goto error;
-        res = by_ref ? ref_value(rv) : snap_value(rv);
-        if (res == NULL) goto error;
-        exc = Py_NewRef(Py_None);
-    }
-    else {
-        res = Py_NewRef(Py_None);
-        exc = call_snap(g_exc_snap, rv);
-        if (exc == NULL) goto error;
-    }
+    if (exit_values(rv, reason, ast, &res, &exc) < 0) goto error;
     PyObject *parent;
     int raw_duration = 0;
     int64_t dur = 0;
@@ -792,23 +802,8 @@ exit_token(PyObject *token, PyObject *rv, PyObject *duration, PyObject *reason, 
     }
     buf = Py_NewRef(g_buffer);
     int64_t ts = now_ns();
-    int normal = reason == s_normal;
-    if (!normal) {
-        normal = PyObject_RichCompareBool(reason, s_normal, Py_EQ);
-        if (normal < 0) goto error;
-    }
-    if (normal) {
-        int by_ref = ref_for(site >= 0 ? site_item(site, 2) : ast);
-        if (by_ref < 0) goto error;
-        res = by_ref ? ref_value(rv) : snap_value(rv);
-        if (res == NULL) goto error;
-        exc = Py_NewRef(Py_None);
-    }
-    else {
-        res = Py_NewRef(Py_None);
-        exc = call_snap(g_exc_snap, rv);
-        if (exc == NULL) goto error;
-    }
+    if (exit_values(rv, reason, site >= 0 ? site_item(site, 2) : ast, &res, &exc) < 0)
+        goto error;
     if (site < 0) {
         astv = ast_value(ast);
         if (astv == NULL) goto error;
